@@ -1,0 +1,22 @@
+"""ENRICO (20 UI design topics, multiclass; screenshot + wireframe, two image modalities).
+
+  flmoe features --dataset enrico --raw data/enrico --out runs/stores/enrico
+  python train.py --config configs/enrico.py --workdir runs/enrico      (`:dense` for the baseline)
+SPEC.md section 2.3: 50 epochs, batch 32, Adam 1e-4, 3-layer gate, T = 2, selection by validation accuracy.
+lambda_int = 0.5 as in the supplementary's Table 1 (the reference scripts pass 0.0; SPEC open question 9).
+"""
+
+from flmoe_jax.config import base_config
+
+
+def get_config(arg: str = ""):
+  c = base_config()
+  c.name = "enrico"
+  c.store = "runs/stores/enrico"
+  c.train.epochs = 50
+  c.model.rw_layers = 3
+  c.loss.lambda_int = 0.5
+  if arg == "dense":
+    c.model.kind = "dense"
+    c.name = "enrico_dense"
+  return c

@@ -1,0 +1,22 @@
+"""MMHS150K (binary hate / not-hate by majority of 3 votes; tweet text + image).
+
+  flmoe features --dataset mmhs150k --raw data/MMHS150K --out runs/stores/mmhs150k
+  python train.py --config configs/mmhs150k.py --workdir runs/mmhs150k      (`:dense` for the baseline)
+Not in the reference code: MM-IMDb hyper-parameters (SPEC open question 8), selection by validation accuracy.
+"""
+
+from flmoe_jax.config import base_config
+
+
+def get_config(arg: str = ""):
+  c = base_config()
+  c.name = "mmhs150k"
+  c.store = "runs/stores/mmhs150k"
+  c.train.epochs = 40
+  c.model.rw_layers = 2
+  c.loss.lambda_int = 0.5
+  c.train.selection_metric = "accuracy"
+  if arg == "dense":
+    c.model.kind = "dense"
+    c.name = "mmhs150k_dense"
+  return c

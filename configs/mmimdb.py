@@ -1,0 +1,22 @@
+"""MM-IMDb (23 genres, multilabel): the paper's hyper-parameters (SPEC.md section 2.3).
+
+Needs a feature store built from the hand-downloaded dataset (see README, "Real datasets"):
+  flmoe features --dataset mmimdb --raw data/mmimdb --out runs/stores/mmimdb
+  python train.py --config configs/mmimdb.py --workdir runs/mmimdb      (`:dense` for the baseline)
+Model selection: validation macro-F1; 40 epochs, batch 32, Adam 1e-4, lambda_int 0.5, T = 2, 2-layer gate.
+"""
+
+from flmoe_jax.config import base_config
+
+
+def get_config(arg: str = ""):
+  c = base_config()
+  c.name = "mmimdb"
+  c.store = "runs/stores/mmimdb"
+  c.train.epochs = 40
+  c.model.rw_layers = 2
+  c.loss.lambda_int = 0.5
+  if arg == "dense":
+    c.model.kind = "dense"
+    c.name = "mmimdb_dense"
+  return c

@@ -1,0 +1,194 @@
+"""Config loading: Python config files returning an `ml_collections.ConfigDict`, plus overrides.
+
+`load_config("configs/synthetic.py:arg", ["model.hidden_dim=64"])` imports the file, calls
+`get_config(arg)`, locks the dict (so a misspelt key fails) and applies `key=value` overrides, parsing each
+value against the type of the key it replaces. Unknown keys are rejected with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import pathlib
+from collections.abc import Sequence
+
+import ml_collections
+
+from flmoe_jax.errors import ConfigError
+
+
+def _flat_keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in cfg.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += _flat_keys(v, f"{prefix}{k}.")
+    else:
+      keys.append(f"{prefix}{k}")
+  return keys
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """Imports `path[:arg]` and returns `get_config(arg)` (or `get_config()`), unlocked."""
+  file, _, arg = str(path).partition(":")
+  p = pathlib.Path(file)
+  if not p.is_file():
+    raise ConfigError(f"config file {file} not found")
+  spec = importlib.util.spec_from_file_location(f"_flmoe_config_{p.stem}", p)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 - a user's config file: report, never trace back
+    raise ConfigError(f"{file}: failed to import ({type(e).__name__}: {e})") from None
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"{file}: defines no get_config()")
+  cfg = module.get_config(arg) if arg else module.get_config()
+  if not isinstance(cfg, ml_collections.ConfigDict):
+    raise ConfigError(f"{file}: get_config() must return an ml_collections.ConfigDict")
+  return cfg
+
+
+def _parse_value(raw: str, old):
+  """Parses an override string against the type of the value it replaces."""
+  if isinstance(old, bool):
+    low = raw.lower()
+    if low in ("true", "1", "yes"):
+      return True
+    if low in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected a boolean, got {raw!r}")
+  if isinstance(old, int):
+    return int(raw)
+  if isinstance(old, float):
+    return float(raw)
+  if isinstance(old, str) or old is None:
+    if old is None:
+      try:
+        return ast.literal_eval(raw)
+      except (ValueError, SyntaxError):
+        return raw
+    return raw
+  if isinstance(old, (tuple, list)):
+    val = ast.literal_eval(raw)
+    if not isinstance(val, (tuple, list)):
+      val = (val,)
+    return type(old)(val)
+  return ast.literal_eval(raw)
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
+  """Applies `a.b.c=value` overrides in place; unknown keys raise ConfigError listing valid keys."""
+  valid = _flat_keys(cfg)
+  for item in overrides:
+    key, sep, raw = item.partition("=")
+    key = key.strip().removeprefix("--").removeprefix("config.")
+    if not sep:
+      raise ConfigError(f"override {item!r} is not of the form key=value")
+    if key not in valid:
+      raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(valid))}")
+    *parents, leaf = key.split(".")
+    node = cfg
+    for p in parents:
+      node = node[p]
+    old = node[leaf]
+    try:
+      new = _parse_value(raw, old)
+    except (ValueError, SyntaxError) as e:
+      raise ConfigError(f"config key {key!r}: cannot parse {raw!r} ({e})") from None
+    with node.unlocked():
+      node[leaf] = new
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads a config file, applies overrides and locks it.
+
+  Args:
+    path: `file.py` or `file.py:arg`.
+    overrides: `key=value` strings (a leading `config.` or `--config.` is accepted).
+
+  Returns:
+    The locked ConfigDict.
+  """
+  cfg = load_config_file(path)
+  cfg.lock()
+  apply_overrides(cfg, overrides)
+  return cfg
+
+
+def config_to_json(cfg: ml_collections.ConfigDict) -> str:
+  """A stable JSON rendering (sorted keys) used to compare runs."""
+  return json.dumps(json.loads(cfg.to_json_best_effort()), indent=1, sort_keys=True)
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+  """The inverse of `config_to_json` (tuples come back as lists)."""
+  return ml_collections.ConfigDict(json.loads(text))
+
+
+def resolve_path(p: str, base: str | os.PathLike | None = None) -> pathlib.Path:
+  """Expands `~` and makes relative paths relative to `base` (default: the working directory)."""
+  q = pathlib.Path(os.path.expanduser(p))
+  if not q.is_absolute() and base is not None:
+    q = pathlib.Path(base) / q
+  return q
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a run config has, with the paper's MM-IMDb values (SPEC.md section 2.3) as defaults.
+
+  Dataset configs in `configs/` start from this and change what differs.
+  """
+  c = ml_collections.ConfigDict()
+  c.name = "run"
+  # Feature store to train on (docs/feature_store.md). Relative paths are relative to the working dir.
+  c.store = ""
+  # When non-empty, `flmoe train` builds a synthetic planted-interaction store at `store` if it is missing
+  # (the keyword arguments of flmoe_jax.data.synthetic.PlantedConfig).
+  c.synthetic = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict()
+  c.model.kind = "fl_i2moe"  # or "dense": the dense-transformer baseline (one expert, task loss only)
+  c.model.hidden_dim = 256
+  c.model.num_heads = 4
+  c.model.num_layers = 2
+  c.model.mlp_ratio = 2
+  c.model.dropout = 0.5
+  c.model.rw_layers = 2
+  c.model.rw_hidden = 256
+  c.model.temperature = 2.0
+  c.model.ln_eps = 1e-5  # PyTorch's LayerNorm default (Flax's is 1e-6)
+  c.model.torch_init = True  # kaiming-uniform(a=sqrt(5)) kernels and uniform biases, as nn.Linear
+  c.model.identical_expert_init = True  # the reference deep-copies one initialised expert (SPEC 1.4)
+  c.model.dtype = "float32"  # compute dtype: float32 or bfloat16
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.lambda_int = 0.5
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 1e-4
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.0
+  # 0 = off. The reference's clip_grad_norm_(1.0) runs after optimizer.step() and so never clips.
+  c.optim.grad_clip_norm = 0.0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32
+  c.train.eval_batch_size = 64
+  c.train.epochs = 40
+  c.train.seeds = (0, 1, 2)
+  c.train.log_every_steps = 50
+  c.train.keep_checkpoints = 2
+  c.train.selection_metric = ""  # "" = macro_f1 for multilabel, accuracy otherwise (as the reference)
+  c.train.limit_train = 0  # > 0: use only the first N training examples (quick runs)
+  c.train.limit_eval = 0
+  c.train.progress = True
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (-1, 1)
+  c.mesh.axes = ("data", "expert")
+  # Logical axis -> mesh axis (MaxText-style rules as data).
+  c.mesh.rules = (("batch", "data"), ("expert", "expert"))
+  return c

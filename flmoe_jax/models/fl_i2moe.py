@@ -1,0 +1,530 @@
+"""FL-I2MoE (SPEC 1.1-1.6) and the dense-Transformer baseline (SPEC 8 #7).
+
+Data flow (shapes for M modalities, E = M + 2 experts, H hidden, C classes):
+
+  xs: M x [B, T_m, D_m] --project--> hs: M x [B, T_m, H]
+  hs --ExpertStack (vmapped over E)--> expert logits [E, B, C], latents [E, B, M*H]
+  hs --Reweighting--> weights [B, E];  logits = sum_e w_e * expert_logits_e
+
+Training (`train_outputs`) runs every expert on the clean input and the M single-modality
+perturbations in one batched call: the 1+M variants are folded into the batch axis.
+Dropout is explicit: `dropout_key=None` is deterministic (eval) everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from flmoe_jax.models import layers, losses
+from flmoe_jax.models.experts import Expert, ExpertStack
+from flmoe_jax.models.reweighting import Reweighting
+
+Array = jax.Array
+
+
+@struct.dataclass
+class ExpertOutput:
+  """Outputs of all experts.
+
+  Attributes:
+    logits: [E, ..., C].
+    latents: [E, ..., M*H] pooled latents.
+    attn: [E, num_layers, ..., heads, L, L] post-softmax attention, or None.
+  """
+
+  logits: Array
+  latents: Array
+  attn: Array | None = None
+
+
+@struct.dataclass
+class MoEOutput:
+  """Mixture outputs (evaluation / explanation path).
+
+  Attributes:
+    logits: [..., C] mixture logits sum_e w_e * expert_logits_e.
+    expert_logits: [..., E, C].
+    weights: [..., E] expert weights (rows sum to 1).
+    latents: [..., E, M*H].
+    attn: [E, num_layers, ..., heads, L, L] or None.
+  """
+
+  logits: Array
+  expert_logits: Array
+  weights: Array
+  latents: Array
+  attn: Array | None = None
+
+
+@struct.dataclass
+class TrainOutput:
+  """Training-path outputs.
+
+  Attributes:
+    logits: [B, C] mixture of the clean expert logits.
+    expert_logits: [B, E, C] clean expert logits.
+    weights: [B, E].
+    latents: [E, V, B, M*H]; V = 1+M variants (0 clean, 1+j modality j perturbed), V = 1 for the
+      dense baseline.
+  """
+
+  logits: Array
+  expert_logits: Array
+  weights: Array
+  latents: Array
+
+
+def _fold_lead(hs: Sequence[Array], masks: Sequence[Array]):
+  """Flattens the leading dims of hs [..., T, H] (masks broadcast to [..., T]) into one axis."""
+  lead = hs[0].shape[:-2]
+  n = math.prod(lead)
+  flat_h = [h.reshape(n, *h.shape[-2:]) for h in hs]
+  flat_m = [
+    jnp.broadcast_to(m.astype(bool), h.shape[:-1]).reshape(n, h.shape[-2])
+    for h, m in zip(hs, masks, strict=True)
+  ]
+  return lead, n, flat_h, flat_m
+
+
+def _split_key(key: Array | None) -> tuple[Array | None, Array | None]:
+  if key is None:
+    return None, None
+  k_exp, k_gate = jax.random.split(key)
+  return k_exp, k_gate
+
+
+def _mix(weights: Array, expert_logits: Array) -> Array:
+  """[..., E] x [..., E, C] -> [..., C]."""
+  return jnp.einsum("...e,...ec->...c", weights.astype(expert_logits.dtype), expert_logits)
+
+
+class _Projections(nnx.Module):
+  """Shared `project` implementation: one trainable Linear D_m -> H per modality."""
+
+  def _init_projections(self, input_dims, hidden_dim, torch_init, dtype, param_dtype, rngs):
+    self.input_dims = tuple(int(d) for d in input_dims)
+    self.num_modalities = len(self.input_dims)
+    self.projections = nnx.List(
+      [
+        layers.linear(
+          d, hidden_dim, torch_init=torch_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        for d in self.input_dims
+      ]
+    )
+
+  def project(self, xs: Sequence[Array]) -> list[Array]:
+    """Projects raw frozen-encoder features to the model width.
+
+    Args:
+      xs: M arrays [..., T_m, D_m].
+
+    Returns:
+      M arrays [..., T_m, H].
+    """
+    if len(xs) != self.num_modalities:
+      raise ValueError(f"expected {self.num_modalities} modalities, got {len(xs)}")
+    return [proj(x) for proj, x in zip(self.projections, xs, strict=True)]
+
+
+class FLI2MoE(_Projections):
+  """Feature-level interaction MoE: M+2 Transformer experts mixed by a reweighting MLP.
+
+  Attributes:
+    num_experts: E = M + 2.
+    expert_names: ("uni_0", ..., "uni_{M-1}", "syn", "red").
+    projections: M `nnx.Linear` D_m -> H.
+    experts: `ExpertStack` (leading expert axis on every parameter).
+    reweight: `Reweighting` gate.
+  """
+
+  def __init__(
+    self,
+    *,
+    input_dims: Sequence[int],
+    num_classes: int,
+    hidden_dim: int = 256,
+    num_heads: int = 4,
+    num_layers: int = 2,
+    mlp_ratio: int = 2,
+    dropout: float = 0.5,
+    rw_layers: int = 2,
+    rw_hidden: int = 256,
+    temperature: float = 2.0,
+    ln_eps: float = 1e-5,
+    torch_init: bool = True,
+    identical_expert_init: bool = True,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    """Creates the model.
+
+    Args:
+      input_dims: D_m of each modality's raw features (M >= 2 entries).
+      num_classes: C.
+      hidden_dim: H.
+      num_heads: attention heads per expert layer.
+      num_layers: encoder layers per expert.
+      mlp_ratio: expert MLP width = mlp_ratio * H.
+      dropout: rate of every dropout (experts and gate).
+      rw_layers: Linear layers in the gate.
+      rw_hidden: gate hidden width.
+      temperature: gate softmax temperature.
+      ln_eps: LayerNorm epsilon.
+      torch_init: PyTorch-style Linear init (else Flax defaults).
+      identical_expert_init: all experts start from the same weights (reference behaviour).
+      dtype: computation dtype.
+      param_dtype: parameter dtype.
+      rngs: parameter RNG streams.
+    """
+    if len(input_dims) < 2:
+      raise ValueError("FL-I2MoE needs at least two modalities")
+    self._init_projections(input_dims, hidden_dim, torch_init, dtype, param_dtype, rngs)
+    m = self.num_modalities
+    self.num_experts = m + 2
+    self.expert_names = tuple(f"uni_{i}" for i in range(m)) + ("syn", "red")
+    self.num_classes = num_classes
+    self.hidden_dim = hidden_dim
+    self.num_heads = num_heads
+    self.num_layers = num_layers
+    self.experts = ExpertStack(
+      self.num_experts,
+      identical_init=identical_expert_init,
+      rngs=rngs,
+      num_modalities=m,
+      num_classes=num_classes,
+      hidden_dim=hidden_dim,
+      num_heads=num_heads,
+      num_layers=num_layers,
+      mlp_ratio=mlp_ratio,
+      dropout=dropout,
+      ln_eps=ln_eps,
+      torch_init=torch_init,
+      dtype=dtype,
+      param_dtype=param_dtype,
+    )
+    self.reweight = Reweighting(
+      num_modalities=m,
+      hidden_dim=hidden_dim,
+      num_experts=self.num_experts,
+      rw_layers=rw_layers,
+      rw_hidden=rw_hidden,
+      temperature=temperature,
+      dropout=dropout,
+      torch_init=torch_init,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      rngs=rngs,
+    )
+
+  def run_experts(
+    self,
+    hs: Sequence[Array],
+    masks: Sequence[Array],
+    *,
+    dropout_key: Array | None = None,
+    attn_delta: Array | None = None,
+    return_attn: bool = False,
+  ) -> ExpertOutput:
+    """Runs all E experts (vmapped) on projected features.
+
+    Args:
+      hs: M arrays [..., T_m, H]; the leading dims `...` may be [B] or [V, B] (variants).
+      masks: M arrays [..., T_m] or [B, T_m] (broadcast against hs' leading dims).
+      dropout_key: PRNG key, or None for deterministic; expert e uses fold_in(key, e).
+      attn_delta: optional [E, num_layers, ..., heads, L, L] added to the post-softmax attention.
+      return_attn: whether to return the attentions.
+
+    Returns:
+      ExpertOutput(logits [E, ..., C], latents [E, ..., M*H],
+      attn [E, num_layers, ..., heads, L, L] or None).
+    """
+    lead, n, flat_h, flat_m = _fold_lead(hs, masks)
+    keys = None
+    if dropout_key is not None:
+      keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+        dropout_key, jnp.arange(self.num_experts)
+      )
+    delta = None
+    if attn_delta is not None:
+      # [E, layers, *lead, heads, L, L] -> [E, layers, N, heads, L, L]
+      delta = attn_delta.reshape(*attn_delta.shape[:2], n, *attn_delta.shape[-3:])
+    logits, latents, attn = self.experts(
+      flat_h, flat_m, dropout_keys=keys, attn_delta=delta, return_attn=return_attn
+    )
+    e = self.num_experts
+    logits = logits.reshape(e, *lead, logits.shape[-1])
+    latents = latents.reshape(e, *lead, latents.shape[-1])
+    if attn is not None:
+      attn = attn.reshape(*attn.shape[:2], *lead, *attn.shape[-3:])
+    return ExpertOutput(logits=logits, latents=latents, attn=attn)
+
+  def gate(
+    self, hs: Sequence[Array], masks: Sequence[Array], *, dropout_key: Array | None = None
+  ) -> Array:
+    """Expert weights from the projected features.
+
+    Args:
+      hs: M arrays [..., T_m, H].
+      masks: M arrays [..., T_m].
+      dropout_key: PRNG key, or None for deterministic.
+
+    Returns:
+      [..., E] weights; rows sum to 1.
+    """
+    return self.reweight(hs, masks, dropout_key=dropout_key)
+
+  def forward_projected(
+    self,
+    hs: Sequence[Array],
+    masks: Sequence[Array],
+    *,
+    dropout_key: Array | None = None,
+    attn_delta: Array | None = None,
+    return_attn: bool = False,
+  ) -> MoEOutput:
+    """Experts + gate + mixture on projected features (used by explanations).
+
+    Args:
+      hs: M arrays [..., T_m, H].
+      masks: M arrays [..., T_m].
+      dropout_key: PRNG key, or None for deterministic.
+      attn_delta: optional [E, num_layers, ..., heads, L, L], see `run_experts`.
+      return_attn: whether to return attentions in `MoEOutput.attn`.
+
+    Returns:
+      MoEOutput(logits [..., C], expert_logits [..., E, C], weights [..., E],
+      latents [..., E, M*H], attn [E, num_layers, ..., heads, L, L] or None).
+    """
+    k_exp, k_gate = _split_key(dropout_key)
+    eo = self.run_experts(
+      hs, masks, dropout_key=k_exp, attn_delta=attn_delta, return_attn=return_attn
+    )
+    weights = self.gate(hs, masks, dropout_key=k_gate)
+    expert_logits = jnp.moveaxis(eo.logits, 0, -2)
+    return MoEOutput(
+      logits=_mix(weights, expert_logits),
+      expert_logits=expert_logits,
+      weights=weights,
+      latents=jnp.moveaxis(eo.latents, 0, -2),
+      attn=eo.attn,
+    )
+
+  def __call__(
+    self, xs: Sequence[Array], masks: Sequence[Array], *, dropout_key: Array | None = None
+  ) -> MoEOutput:
+    """Inference on raw features: project, run experts on clean input, gate, mix.
+
+    Args:
+      xs: M arrays [B, T_m, D_m].
+      masks: M arrays [B, T_m], True = real token.
+      dropout_key: PRNG key, or None for deterministic (eval).
+
+    Returns:
+      MoEOutput(logits [B, C], expert_logits [B, E, C], weights [B, E], latents [B, E, M*H]).
+    """
+    return self.forward_projected(self.project(xs), masks, dropout_key=dropout_key)
+
+  def train_outputs(
+    self,
+    xs: Sequence[Array],
+    masks: Sequence[Array],
+    *,
+    dropout_key: Array | None,
+    noise_key: Array,
+  ) -> TrainOutput:
+    """Training forward: all experts over the clean input and all M perturbations at once.
+
+    Args:
+      xs: M arrays [B, T_m, D_m].
+      masks: M arrays [B, T_m].
+      dropout_key: PRNG key for dropout (None = deterministic, e.g. for tests).
+      noise_key: PRNG key for the perturbation noise.
+
+    Returns:
+      TrainOutput(logits [B, C], expert_logits [B, E, C], weights [B, E],
+      latents [E, 1+M, B, M*H]).
+    """
+    hs = self.project(xs)
+    variants = losses.perturb_variants(hs, noise_key)  # M x [1+M, B, T_m, H]
+    k_exp, k_gate = _split_key(dropout_key)
+    eo = self.run_experts(variants, masks, dropout_key=k_exp)  # [E, 1+M, B, ...]
+    weights = self.gate(hs, masks, dropout_key=k_gate)
+    expert_logits = jnp.moveaxis(eo.logits[:, 0], 0, -2)  # clean variant, [B, E, C]
+    return TrainOutput(
+      logits=_mix(weights, expert_logits),
+      expert_logits=expert_logits,
+      weights=weights,
+      latents=eo.latents,
+    )
+
+
+class DenseTransformer(_Projections):
+  """Dense baseline: the same projections and ONE §1.3 Transformer, no gate, no perturbations.
+
+  Outputs use the FL-I2MoE types with a singleton expert axis (weights are all ones).
+
+  Attributes:
+    num_experts: 1.
+    expert_names: ("dense",).
+    projections: M `nnx.Linear` D_m -> H.
+    expert: the single `Expert` (no stacked axis).
+  """
+
+  def __init__(
+    self,
+    *,
+    input_dims: Sequence[int],
+    num_classes: int,
+    hidden_dim: int = 256,
+    num_heads: int = 4,
+    num_layers: int = 2,
+    mlp_ratio: int = 2,
+    dropout: float = 0.5,
+    ln_eps: float = 1e-5,
+    torch_init: bool = True,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    """Creates the baseline; arguments as in `FLI2MoE` (M >= 1 modalities)."""
+    self._init_projections(input_dims, hidden_dim, torch_init, dtype, param_dtype, rngs)
+    self.num_experts = 1
+    self.expert_names = ("dense",)
+    self.num_classes = num_classes
+    self.hidden_dim = hidden_dim
+    self.num_heads = num_heads
+    self.num_layers = num_layers
+    self.expert = Expert(
+      num_modalities=self.num_modalities,
+      num_classes=num_classes,
+      hidden_dim=hidden_dim,
+      num_heads=num_heads,
+      num_layers=num_layers,
+      mlp_ratio=mlp_ratio,
+      dropout=dropout,
+      ln_eps=ln_eps,
+      torch_init=torch_init,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      rngs=rngs,
+    )
+
+  def run_experts(
+    self,
+    hs: Sequence[Array],
+    masks: Sequence[Array],
+    *,
+    dropout_key: Array | None = None,
+    attn_delta: Array | None = None,
+    return_attn: bool = False,
+  ) -> ExpertOutput:
+    """Runs the single Transformer; same contract as `FLI2MoE.run_experts` with E = 1.
+
+    Args:
+      hs: M arrays [..., T_m, H].
+      masks: M arrays [..., T_m] or [B, T_m].
+      dropout_key: PRNG key, or None for deterministic.
+      attn_delta: optional [1, num_layers, ..., heads, L, L].
+      return_attn: whether to return the attentions.
+
+    Returns:
+      ExpertOutput(logits [1, ..., C], latents [1, ..., M*H],
+      attn [1, num_layers, ..., heads, L, L] or None).
+    """
+    lead, n, flat_h, flat_m = _fold_lead(hs, masks)
+    delta = None
+    if attn_delta is not None:
+      delta = attn_delta[0].reshape(attn_delta.shape[1], n, *attn_delta.shape[-3:])
+    key = None if dropout_key is None else jax.random.fold_in(dropout_key, 0)
+    logits, latent, attn = self.expert(
+      flat_h, flat_m, dropout_key=key, attn_delta=delta, return_attn=return_attn
+    )
+    logits = logits.reshape(1, *lead, logits.shape[-1])
+    latent = latent.reshape(1, *lead, latent.shape[-1])
+    if attn is not None:
+      attn = attn.reshape(1, attn.shape[0], *lead, *attn.shape[-3:])
+    return ExpertOutput(logits=logits, latents=latent, attn=attn)
+
+  def forward_projected(
+    self,
+    hs: Sequence[Array],
+    masks: Sequence[Array],
+    *,
+    dropout_key: Array | None = None,
+    attn_delta: Array | None = None,
+    return_attn: bool = False,
+  ) -> MoEOutput:
+    """Forward on projected features; see `FLI2MoE.forward_projected` (weights = ones [..., 1]).
+
+    Args:
+      hs: M arrays [..., T_m, H].
+      masks: M arrays [..., T_m].
+      dropout_key: PRNG key, or None for deterministic.
+      attn_delta: optional [1, num_layers, ..., heads, L, L].
+      return_attn: whether to return attentions.
+
+    Returns:
+      MoEOutput(logits [..., C], expert_logits [..., 1, C], weights [..., 1],
+      latents [..., 1, M*H], attn or None).
+    """
+    eo = self.run_experts(
+      hs, masks, dropout_key=dropout_key, attn_delta=attn_delta, return_attn=return_attn
+    )
+    expert_logits = jnp.moveaxis(eo.logits, 0, -2)
+    return MoEOutput(
+      logits=eo.logits[0],
+      expert_logits=expert_logits,
+      weights=jnp.ones(expert_logits.shape[:-1], expert_logits.dtype),
+      latents=jnp.moveaxis(eo.latents, 0, -2),
+      attn=eo.attn,
+    )
+
+  def __call__(
+    self, xs: Sequence[Array], masks: Sequence[Array], *, dropout_key: Array | None = None
+  ) -> MoEOutput:
+    """Inference on raw features.
+
+    Args:
+      xs: M arrays [B, T_m, D_m].
+      masks: M arrays [B, T_m].
+      dropout_key: PRNG key, or None for deterministic.
+
+    Returns:
+      MoEOutput(logits [B, C], expert_logits [B, 1, C], weights [B, 1], latents [B, 1, M*H]).
+    """
+    return self.forward_projected(self.project(xs), masks, dropout_key=dropout_key)
+
+  def train_outputs(
+    self,
+    xs: Sequence[Array],
+    masks: Sequence[Array],
+    *,
+    dropout_key: Array | None,
+    noise_key: Array | None = None,
+  ) -> TrainOutput:
+    """Training forward on clean input only (the baseline has no interaction loss).
+
+    Args:
+      xs: M arrays [B, T_m, D_m].
+      masks: M arrays [B, T_m].
+      dropout_key: PRNG key, or None for deterministic.
+      noise_key: unused; accepted for API compatibility with `FLI2MoE.train_outputs`.
+
+    Returns:
+      TrainOutput(logits [B, C], expert_logits [B, 1, C], weights [B, 1], latents [1, 1, B, M*H]).
+    """
+    del noise_key
+    out = self.forward_projected(self.project(xs), masks, dropout_key=dropout_key)
+    return TrainOutput(
+      logits=out.logits,
+      expert_logits=out.expert_logits,
+      weights=out.weights,
+      latents=jnp.moveaxis(out.latents, -2, 0)[:, None],
+    )

@@ -1,0 +1,215 @@
+"""Training losses of FL-I2MoE (SPEC 2.1, 2.2) and the modality perturbations they need.
+
+Conventions: latents of all experts and perturbation variants come as one array
+[E, 1+M, B, D]; expert order is [uni_0..uni_{M-1}, syn, red]; variant 0 is the clean input and
+variant 1+j has modality j replaced by standard-normal noise. All losses are computed in (at least)
+float32 whatever the model's compute dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flmoe_jax.models import layers
+
+Array = jax.Array
+
+TASK_TYPES = ("multilabel", "multiclass", "binary")
+
+
+def _f32(x: Array) -> Array:
+  return jnp.asarray(x).astype(jnp.promote_types(jnp.asarray(x).dtype, jnp.float32))
+
+
+def task_loss(logits: Array, labels: Array, task_type: str) -> Array:
+  """Task loss on the mixture logits (SPEC 2.1).
+
+  Args:
+    logits: [B, C] logits.
+    labels: [B, C] {0,1} targets for "multilabel"; [B] integer class ids for "multiclass" and
+      "binary" (a binary task is a 2-class softmax).
+    task_type: "multilabel" (BCE-with-logits, mean over batch and classes) or
+      "multiclass"/"binary" (softmax cross-entropy, mean over the batch).
+
+  Returns:
+    Scalar loss.
+  """
+  logits = _f32(logits)
+  if task_type == "multilabel":
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)))
+  if task_type in ("multiclass", "binary"):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(int)))
+  raise ValueError(f"unknown task_type {task_type!r}; expected one of {TASK_TYPES}")
+
+
+def pairwise_distance(a: Array, b: Array, eps: float = 1e-7) -> Array:
+  """PyTorch `pairwise_distance` (p=2): ||a - b + eps||_2 over the last axis.
+
+  Args:
+    a: [..., D].
+    b: [..., D].
+    eps: added to the difference (not to the norm), as PyTorch does.
+
+  Returns:
+    [...] distances.
+  """
+  return jnp.sqrt(jnp.sum(jnp.square(a - b + eps), axis=-1))
+
+
+def triplet_loss(
+  anchor: Array, positive: Array, negative: Array, *, margin: float = 1.0, eps: float = 1e-7
+) -> Array:
+  """`nn.TripletMarginLoss(margin, p=2, eps)` with mean reduction.
+
+  Args:
+    anchor: [..., D].
+    positive: [..., D].
+    negative: [..., D].
+    margin: hinge margin.
+    eps: distance epsilon, see `pairwise_distance`.
+
+  Returns:
+    Scalar mean of max(0, d(a, p) - d(a, n) + margin).
+  """
+  d_pos = pairwise_distance(_f32(anchor), _f32(positive), eps)
+  d_neg = pairwise_distance(_f32(anchor), _f32(negative), eps)
+  return jnp.mean(jax.nn.relu(d_pos - d_neg + margin))
+
+
+def cosine_similarity(a: Array, b: Array, eps: float = 1e-12) -> Array:
+  """Cosine similarity after `F.normalize(eps)` of both sides (SPEC 2.2).
+
+  Args:
+    a: [..., D].
+    b: [..., D].
+    eps: normalisation epsilon.
+
+  Returns:
+    [...] similarities.
+  """
+  return jnp.sum(layers.l2_normalize(_f32(a), eps) * layers.l2_normalize(_f32(b), eps), axis=-1)
+
+
+def synergy_loss(clean: Array, perturbed: Array) -> Array:
+  """L_syn = mean_j mean_b cos(z, z^(-j)) (raw cosine, minimum -1).
+
+  Args:
+    clean: [B, D] clean latents of the synergy expert.
+    perturbed: [M, B, D] its latents with modality j perturbed.
+
+  Returns:
+    Scalar loss.
+  """
+  return jnp.mean(cosine_similarity(clean[None], perturbed))
+
+
+def redundancy_loss(clean: Array, perturbed: Array) -> Array:
+  """L_red = mean_j mean_b [1 - cos(z, z^(-j))].
+
+  Args:
+    clean: [B, D] clean latents of the redundancy expert.
+    perturbed: [M, B, D] its latents with modality j perturbed.
+
+  Returns:
+    Scalar loss.
+  """
+  return jnp.mean(1.0 - cosine_similarity(clean[None], perturbed))
+
+
+def uniqueness_losses(
+  clean: Array, perturbed: Array, *, margin: float = 1.0, eps: float = 1e-7
+) -> Array:
+  """L_uni^(i) for all i at once (triplet: anchor clean, positive other-perturbed, negative own).
+
+  L_uni^(i) = 1/(M-1) sum_{j != i} mean_b max(0, d(z, z^(-j)) - d(z, z^(-i)) + margin).
+
+  Args:
+    clean: [M, B, D] clean latents of the M uniqueness experts.
+    perturbed: [M, M, B, D]; perturbed[i, j] = latents of expert uni_i with modality j perturbed.
+    margin: triplet margin.
+    eps: distance epsilon.
+
+  Returns:
+    [M] per-expert losses.
+  """
+  m = clean.shape[0]
+  dist = pairwise_distance(_f32(clean)[:, None], _f32(perturbed), eps)  # [M(i), M(j), B]
+  own = jnp.diagonal(dist, axis1=0, axis2=1).T  # [M, B]: d(z_i, z_i^(-i)), the negative
+  hinge = jnp.mean(jax.nn.relu(dist - own[:, None] + margin), axis=-1)  # [M, M]
+  off_diag = 1.0 - jnp.eye(m, dtype=hinge.dtype)  # j == i is not a positive
+  return jnp.sum(hinge * off_diag, axis=-1) / (m - 1)
+
+
+def interaction_loss(latents: Array, *, margin: float = 1.0, eps: float = 1e-7) -> tuple[Array, Array]:
+  """The weakly supervised interaction loss L_int (SPEC 2.2) for any M >= 2.
+
+  Args:
+    latents: [E, 1+M, B, D] with E = M + 2 experts in order [uni_0..uni_{M-1}, syn, red], variant 0
+      clean and variant 1+j with modality j perturbed.
+    margin: triplet margin of the uniqueness terms.
+    eps: triplet distance epsilon.
+
+  Returns:
+    (L_int scalar = mean of the E terms, per-expert terms [E]).
+  """
+  e, v = latents.shape[:2]
+  m = v - 1
+  if m < 2 or e != m + 2:
+    raise ValueError(f"latents must be [M+2, 1+M, B, D] with M >= 2, got {latents.shape}")
+  clean, pert = latents[:, 0], latents[:, 1:]
+  uni = uniqueness_losses(clean[:m], pert[:m], margin=margin, eps=eps)
+  syn = synergy_loss(clean[m], pert[m])
+  red = redundancy_loss(clean[m + 1], pert[m + 1])
+  terms = jnp.concatenate([uni, syn[None], red[None]])
+  return jnp.mean(terms), terms
+
+
+def perturb_variants(hs: Sequence[Array], key: Array) -> list[Array]:
+  """Builds the 1+M perturbation variants of the projected sequences (SPEC 2.2).
+
+  Variant 0 is clean; variant 1+j replaces modality j's whole sequence (padding included) by
+  i.i.d. standard-normal noise. Masks are unchanged (the experts re-zero padded positions).
+
+  Args:
+    hs: M arrays [B, T_m, H].
+    key: PRNG key for the noise.
+
+  Returns:
+    M arrays [1+M, B, T_m, H].
+  """
+  keys = jax.random.split(key, len(hs))
+  out = []
+  for j, (h, k) in enumerate(zip(hs, keys, strict=True)):
+    stacked = jnp.broadcast_to(h, (len(hs) + 1, *h.shape))
+    out.append(stacked.at[1 + j].set(jax.random.normal(k, h.shape, h.dtype)))
+  return out
+
+
+def fl_i2moe_loss(
+  out: Any, labels: Array, *, task_type: str, lambda_int: float | Array
+) -> tuple[Array, dict[str, Array]]:
+  """L = L_task(mixture logits) + lambda_int * L_int(latents) (SPEC 2.2).
+
+  Args:
+    out: a `TrainOutput` (logits [B, C], latents [E, V, B, D]). With a single variant (V = 1, the
+      dense baseline) the interaction term is zero.
+    labels: see `task_loss`.
+    task_type: see `task_loss`.
+    lambda_int: interaction-loss weight (may be traced).
+
+  Returns:
+    (total scalar, aux dict with "task", "interaction" scalars and "int_terms" [E]).
+  """
+  task = task_loss(out.logits, labels, task_type)
+  e, v = out.latents.shape[:2]
+  if v > 1:
+    inter, terms = interaction_loss(out.latents)
+  else:
+    inter, terms = jnp.zeros((), task.dtype), jnp.zeros((e,), task.dtype)
+  total = task + lambda_int * inter
+  return total, {"task": task, "interaction": inter, "int_terms": terms}

@@ -1,0 +1,488 @@
+"""Training and evaluation of FL-I2MoE (and the dense baseline) on a feature store.
+
+The story of one run, top to bottom:
+  1. `train_and_evaluate(config, workdir)` checks the workdir (same config or refuse), opens the store and
+     checks it against the config before anything compiles.
+  2. For each seed: build the model and optimizer, split them into a pure state, shard it on the mesh,
+     resume from the seed's latest checkpoint if there is one.
+  3. Epochs: fixed-shape batches -> `train_step` (one compile) -> periodic metrics -> validation ->
+     checkpoint (latest every epoch, best by the selection metric).
+  4. Test is evaluated once with the best checkpoint; the seed's result is written; finally the summary
+     (mean and std over seeds).
+Every stage leaves files in the run directory, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import pathlib
+import shutil
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from flmoe_jax import checkpointing, config as config_lib, metrics as metrics_lib, sharding
+from flmoe_jax.data import store as store_lib
+from flmoe_jax.errors import ConfigError, FlmoeError, RunDirError
+from flmoe_jax.models import DenseTransformer, FLI2MoE, losses
+
+class TrainingDivergedError(FlmoeError):
+  """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model, optimizer and state.
+# ----------------------------------------------------------------------------------------------------
+
+
+def build_model(config: ml_collections.ConfigDict, fs: store_lib.FeatureStore, *, seed: int) -> nnx.Module:
+  """Builds FL-I2MoE or the dense baseline for the store's modalities and task."""
+  m = config.model
+  common = dict(
+    input_dims=[spec.dim for spec in fs.modalities],
+    num_classes=fs.task.num_classes,
+    hidden_dim=m.hidden_dim,
+    num_heads=m.num_heads,
+    num_layers=m.num_layers,
+    mlp_ratio=m.mlp_ratio,
+    dropout=m.dropout,
+    ln_eps=m.ln_eps,
+    torch_init=m.torch_init,
+    dtype=jnp.dtype(m.dtype),
+    rngs=nnx.Rngs(params=seed),
+  )
+  if m.kind == "dense":
+    return DenseTransformer(**common)
+  if m.kind == "fl_i2moe":
+    return FLI2MoE(
+      **common,
+      rw_layers=m.rw_layers,
+      rw_hidden=m.rw_hidden,
+      temperature=m.temperature,
+      identical_expert_init=m.identical_expert_init,
+    )
+  raise ConfigError(f"model.kind {m.kind!r} is not one of 'fl_i2moe', 'dense'")
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam (the reference), with weight decay and clipping as opt-in, correctly ordered."""
+  o = config.optim
+  if o.weight_decay > 0:
+    tx = optax.adamw(o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
+  else:
+    tx = optax.adam(o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps)
+  if o.grad_clip_norm > 0:
+    # Clipping must act on the gradients *before* the update (the reference clips afterwards: a no-op).
+    tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), tx)
+  return tx
+
+
+def init_state(config, fs, *, seed: int):
+  """Returns (graphdef, state): the pure pytree form of (model, optimizer)."""
+  model = build_model(config, fs, seed=seed)
+  optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+  return nnx.split((model, optimizer))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pure step functions (statics are keyword-only and bound with functools.partial).
+# ----------------------------------------------------------------------------------------------------
+
+
+def _inputs(batch, dtype):
+  # Stores keep float16 on disk; compute in the model's dtype.
+  return [x.astype(dtype) for x in batch["x"]], list(batch["mask"])
+
+
+def train_step(state, batch, key, *, graphdef, task_type: str, lambda_int: float, dtype):
+  """One optimisation step.
+
+  Args:
+    state: the (model, optimizer) state pytree (donated).
+    batch: {"x": tuple [B, T_m, D_m], "mask": tuple bool [B, T_m], "label": ..., "weight": [B]}.
+    key: this step's PRNG key (the run key folded with the step).
+    graphdef: static graph of (model, optimizer).
+    task_type: multilabel | multiclass | binary.
+    lambda_int: interaction-loss weight (ignored by the dense baseline).
+    dtype: compute dtype.
+
+  Returns:
+    (new state, metrics dict of scalars / small arrays, all on device).
+  """
+  model, optimizer = nnx.merge(graphdef, state)
+  xs, masks = _inputs(batch, dtype)
+  dropout_key, noise_key = jax.random.split(key)
+
+  def loss_fn(model):
+    out = model.train_outputs(xs, masks, dropout_key=dropout_key, noise_key=noise_key)
+    if isinstance(model, DenseTransformer):
+      loss = losses.task_loss(out.logits, batch["label"], task_type)
+      return loss, {"task": loss, "interaction": jnp.zeros(()), "int_terms": jnp.zeros((1,))}, out
+    loss, aux = losses.fl_i2moe_loss(out, batch["label"], task_type=task_type, lambda_int=lambda_int)
+    return loss, aux, out
+
+  grad_fn = nnx.value_and_grad(lambda m: _pack(loss_fn(m)), has_aux=True)
+  (loss, (aux, out)), grads = grad_fn(model)
+  optimizer.update(model, grads)
+  metrics = {
+    "loss": loss,
+    "loss_task": aux["task"],
+    "loss_interaction": aux["interaction"],
+    "loss_int_terms": aux["int_terms"],
+    "expert_weights": out.weights.astype(jnp.float32).mean(0),
+    "grad_norm": optax.global_norm(grads),
+  }
+  return nnx.state((model, optimizer)), metrics
+
+
+def _pack(t):
+  loss, aux, out = t
+  return loss, (aux, out)
+
+
+def eval_step(state, batch, *, graphdef, dtype):
+  """Deterministic forward: returns (mixture logits [B, C], expert weights [B, E])."""
+  model, _ = nnx.merge(graphdef, state)
+  xs, masks = _inputs(batch, dtype)
+  out = model(xs, masks)
+  return out.logits.astype(jnp.float32), out.weights.astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Run directory.
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunPaths:
+  """Where a run keeps its files."""
+
+  root: pathlib.Path
+
+  @property
+  def config(self):
+    return self.root / "config.json"
+
+  @property
+  def metrics(self):
+    return self.root / "metrics.jsonl"
+
+  @property
+  def summary(self):
+    return self.root / "summary.json"
+
+  def seed_dir(self, seed: int) -> pathlib.Path:
+    return self.root / f"seed_{seed}"
+
+  def latest_ckpt(self, seed: int) -> pathlib.Path:
+    return self.seed_dir(seed) / "checkpoints" / "latest"
+
+  def best_ckpt(self, seed: int) -> pathlib.Path:
+    return self.seed_dir(seed) / "checkpoints" / "best"
+
+  def result(self, seed: int) -> pathlib.Path:
+    return self.seed_dir(seed) / "result.json"
+
+
+def prepare_workdir(config, workdir, *, overwrite: bool = False) -> RunPaths:
+  """Creates the run dir, or checks that an existing one holds a run of the same config."""
+  paths = RunPaths(pathlib.Path(workdir))
+  text = config_lib.config_to_json(config)
+  if paths.config.exists():
+    if paths.config.read_text() != text:
+      if not overwrite:
+        raise RunDirError(
+          f"{paths.root} holds a run with a different config; use a new --workdir or pass --overwrite"
+        )
+      shutil.rmtree(paths.root)
+  paths.root.mkdir(parents=True, exist_ok=True)
+  if not paths.config.exists():
+    _atomic_write(paths.config, text)
+  return paths
+
+
+def _atomic_write(path: pathlib.Path, text: str) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def check_store_against_config(config, fs: store_lib.FeatureStore) -> None:
+  """Everything that would otherwise fail inside a compile, as one clear message."""
+  for split in ("train", "val"):
+    if split not in fs.counts:
+      raise ConfigError(f"store {fs.path} has no {split!r} split (needed for training)")
+  if config.train.batch_size > fs.counts["train"] and not config.train.limit_train:
+    raise ConfigError(
+      f"train.batch_size {config.train.batch_size} exceeds the {fs.counts['train']} training examples"
+    )
+  if config.model.kind == "fl_i2moe" and len(fs.modalities) < 2:
+    raise ConfigError("FL-I2MoE needs at least two modalities")
+  if config.model.hidden_dim % config.model.num_heads:
+    raise ConfigError(
+      f"model.hidden_dim {config.model.hidden_dim} is not divisible by num_heads {config.model.num_heads}"
+    )
+  sel = config.train.selection_metric
+  allowed = ("macro_f1", "micro_f1", "samples_f1", "exact_match", "accuracy", "auroc")
+  if sel and sel not in allowed:
+    raise ConfigError(f"train.selection_metric {sel!r} not in {allowed}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation over a split.
+# ----------------------------------------------------------------------------------------------------
+
+
+def evaluate(state, fs, split, *, graphdef, config, mesh, eval_fn) -> dict[str, float]:
+  """Task metrics of the mixture on one split, plus the mean expert weights."""
+  rules = tuple(tuple(r) for r in config.mesh.rules)
+  bs = config.train.eval_batch_size
+  bs = bs + (-bs) % mesh.shape[dict(rules)["batch"]]
+  logits, weights, labels, valid = [], [], [], []
+  limit = config.train.limit_eval or None
+  for batch in fs.batches(split, bs, limit=limit):
+    lg, w = eval_fn(state, sharding.shard_batch(_device_batch(batch), mesh, rules))
+    logits.append(lg)
+    weights.append(w)
+    labels.append(batch["label"])
+    valid.append(batch["weight"])
+  # One host transfer per split, after all batches were dispatched.
+  logits, weights = jax.device_get((logits, weights))
+  logits, weights = np.concatenate(logits), np.concatenate(weights)
+  labels, valid = np.concatenate(labels), np.concatenate(valid)
+  out = metrics_lib.compute_metrics(fs.task.type, logits, labels, valid)
+  w = weights[valid > 0].mean(0)
+  out.update({f"weight_{i}": float(v) for i, v in enumerate(w)})
+  return out
+
+
+def _device_batch(batch):
+  # Only what the jitted steps read (ids and row indices stay on the host).
+  return {"x": batch["x"], "mask": batch["mask"], "label": batch["label"], "weight": batch["weight"]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The driver.
+# ----------------------------------------------------------------------------------------------------
+
+
+def selection_metric(config, fs) -> str:
+  return config.train.selection_metric or metrics_lib.default_selection_metric(fs.task.type)
+
+
+def ensure_store(config, *, base=None) -> pathlib.Path:
+  """The store path of a config; builds the synthetic store first when the config asks for one."""
+  if not config.store:
+    raise ConfigError("config.store is empty: point it at a feature store (see docs/feature_store.md)")
+  path = config_lib.resolve_path(config.store, base)
+  if config.synthetic and not (path / "manifest.json").exists():
+    from flmoe_jax.data import synthetic  # numpy only; imported lazily to keep `import` light
+
+    print(f"building the synthetic planted-interaction store at {path}", flush=True)
+    synthetic.write_synthetic_store(synthetic.PlantedConfig(**config.synthetic.to_dict()), path)
+  return path
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, overwrite: bool = False
+) -> dict[str, Any]:
+  """Trains every seed of `config.train.seeds` and writes the run directory.
+
+  Args:
+    config: a run config (see `flmoe_jax.config.base_config`).
+    workdir: the run directory; an existing run of the same config resumes.
+    overwrite: replace a run of a different config instead of refusing.
+
+  Returns:
+    The summary dict (also written to `workdir/summary.json`).
+  """
+  fs = store_lib.open_store(ensure_store(config))
+  check_store_against_config(config, fs)
+  paths = prepare_workdir(config, workdir, overwrite=overwrite)
+  rules = tuple(tuple(r) for r in config.mesh.rules)
+  mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
+  sharding.check_batch_size(config.train.batch_size, mesh, rules)
+  writer = metrics_lib.MetricWriter(paths.root)
+  try:
+    results = {}
+    for seed in config.train.seeds:
+      try:
+        results[int(seed)] = _train_one_seed(config, fs, paths, mesh, rules, int(seed), writer)
+      except metrics_lib.NonFiniteError as e:
+        ckpt = paths.latest_ckpt(int(seed))
+        steps = checkpointing.Checkpointer(ckpt).all_steps() if ckpt.exists() else []
+        last = f"{ckpt} (step {steps[-1]}, kept intact)" if steps else "none (no epoch had finished)"
+        raise TrainingDivergedError(
+          f"seed {seed}: the loss became non-finite at step {e.step} ({', '.join(e.names)}); "
+          f"last good checkpoint: {last}"
+        ) from None
+  finally:
+    writer.close()
+  summary = summarize(results, config=config, fs=fs)
+  _atomic_write(paths.summary, json.dumps(summary, indent=1))
+  return summary
+
+
+def summarize(results: dict[int, dict], *, config, fs) -> dict[str, Any]:
+  """Mean and population std (np.std, as the reference) over seeds of every val/test metric."""
+  agg = {}
+  for part in ("best_val", "test"):
+    keys = sorted(set.intersection(*(set(r[part]) for r in results.values())))
+    agg[part] = {
+      k: {
+        "mean": float(np.mean([r[part][k] for r in results.values()])),
+        "std": float(np.std([r[part][k] for r in results.values()])),
+      }
+      for k in keys
+    }
+  return {
+    "name": config.name,
+    "model": config.model.kind,
+    "store": str(fs.path),
+    "task": fs.task.type,
+    "selection_metric": selection_metric(config, fs),
+    "seeds": {str(s): r for s, r in results.items()},
+    "mean_std": agg,
+  }
+
+
+def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer) -> dict:
+  if paths.result(seed).exists():  # finished earlier: nothing to redo
+    return json.loads(paths.result(seed).read_text())
+  task_type = fs.task.type
+  dtype = jnp.dtype(config.model.dtype)
+  sel = selection_metric(config, fs)
+
+  # --- State: built on the host, then laid out on the mesh (experts split on the `expert` axis). ---
+  graphdef, state = init_state(config, fs, seed=seed)
+  shardings = sharding.state_shardings(state, mesh, rules)
+  state = jax.device_put(state, shardings)
+
+  # Statics bound once; `state` donated so the update happens in place on device.
+  step_fn = jax.jit(
+    functools.partial(
+      train_step, graphdef=graphdef, task_type=task_type, lambda_int=config.loss.lambda_int, dtype=dtype
+    ),
+    donate_argnums=(0,),
+    out_shardings=(shardings, None),
+  )
+  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
+
+  latest = checkpointing.Checkpointer(paths.latest_ckpt(seed), max_to_keep=config.train.keep_checkpoints)
+  best = checkpointing.Checkpointer(paths.best_ckpt(seed), max_to_keep=1)
+  meta = {"epoch": 0, "step": 0, "best_metric": -np.inf, "best_epoch": -1, "best_val": {}}
+  if latest.latest_step() is not None:
+    # Resume: same config (checked), same data order (seeded per epoch), same per-step keys.
+    state, meta = latest.restore(latest.latest_step(), state)
+    print(f"seed {seed}: resumed from epoch {meta['epoch']} (step {meta['step']})", flush=True)
+
+  base_key = jax.random.key(seed)
+  n_train = min(fs.counts["train"], config.train.limit_train or fs.counts["train"])
+  steps_per_epoch = n_train // config.train.batch_size
+  total = steps_per_epoch * config.train.epochs
+  progress = metrics_lib.Progress(
+    total, f"seed {seed}", log_every=config.train.log_every_steps, enabled=config.train.progress
+  )
+  progress.update(meta["step"])
+  step = int(meta["step"])
+  window, t_window = [], time.perf_counter()
+  try:
+    for epoch in range(int(meta["epoch"]), config.train.epochs):
+      for batch in fs.batches(
+        "train",
+        config.train.batch_size,
+        shuffle=True,
+        seed=seed,
+        epoch=epoch,
+        drop_remainder=True,  # fixed shapes and unweighted losses: one compile, no padding rows
+        limit=config.train.limit_train or None,
+      ):
+        key = jax.random.fold_in(base_key, step)
+        state, m = step_fn(state, sharding.shard_batch(_device_batch(batch), mesh, rules), key)
+        step += 1
+        window.append(m)
+        if step % config.train.log_every_steps == 0:
+          _log_window(writer, window, seed, epoch, step, t_window, config, progress)
+          window, t_window = [], time.perf_counter()
+        else:
+          progress.update(1)
+      if window:
+        _log_window(writer, window, seed, epoch, step, t_window, config, progress, bump=False)
+        window, t_window = [], time.perf_counter()
+
+      # --- End of epoch: validate, checkpoint latest (and best when improved). ---
+      val = evaluate(state, fs, "val", graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
+      writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
+      improved = val[sel] > meta["best_metric"]
+      if improved:
+        meta.update(best_metric=float(val[sel]), best_epoch=epoch + 1, best_val=val)
+        best.save(step, state, {**meta, "epoch": epoch + 1, "step": step})
+      meta.update(epoch=epoch + 1, step=step)
+      latest.save(step, state, meta)
+  finally:
+    progress.close()
+    latest.wait()
+    best.wait()
+
+  # --- Test once, with the best-validation state. ---
+  state, _ = best.restore(best.latest_step(), state)
+  test = evaluate(state, fs, "test", graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn) if (
+    "test" in fs.counts
+  ) else {}
+  writer.write(step, seed=seed, **{f"test/{k}": v for k, v in test.items()})
+  latest.close()
+  best.close()
+  result = {
+    "seed": seed,
+    "best_epoch": meta["best_epoch"],
+    "selection_metric": sel,
+    "best_val": meta["best_val"],
+    "test": test,
+    "steps": step,
+    "num_parameters": count_parameters(graphdef, state),
+  }
+  _atomic_write(paths.result(seed), json.dumps(result, indent=1))
+  return result
+
+
+def count_parameters(graphdef, state) -> int:
+  """Number of trainable parameters of the model in a (model, optimizer) state."""
+  model, _ = nnx.merge(graphdef, state)
+  return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def _log_window(writer, window, seed, epoch, step, t0, config, progress, bump=True):
+  """Host side of logging: one device_get for the whole window, NaN guard, JSONL line, progress."""
+  host = jax.device_get(window)
+  dt = time.perf_counter() - t0
+  mean = {k: np.mean([h[k] for h in host], axis=0) for k in host[0]}
+  for i, h in enumerate(host):
+    bad = [k for k in ("loss", "loss_task", "loss_interaction") if not np.isfinite(h[k])]
+    if bad:
+      raise metrics_lib.NonFiniteError(step - len(host) + i + 1, bad)
+  scalars = {
+    "train/loss": mean["loss"],
+    "train/loss_task": mean["loss_task"],
+    "train/loss_interaction": mean["loss_interaction"],
+    "train/grad_norm": mean["grad_norm"],
+    "train/examples_per_s": len(host) * config.train.batch_size / max(dt, 1e-9),
+    "train/learning_rate": config.optim.learning_rate,
+  }
+  for i, v in enumerate(np.atleast_1d(mean["loss_int_terms"])):
+    scalars[f"train/loss_int_expert_{i}"] = v
+  for i, v in enumerate(np.atleast_1d(mean["expert_weights"])):
+    scalars[f"train/weight_expert_{i}"] = v
+  writer.write(step, seed=seed, epoch=epoch + 1, **scalars)
+  if bump:
+    progress.update(1, loss=float(mean["loss"]))
+  else:
+    progress.update(0, loss=float(mean["loss"]))

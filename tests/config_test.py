@@ -1,0 +1,68 @@
+"""Config files, overrides and their errors."""
+
+import pathlib
+
+import pytest
+
+from flmoe_jax import config as config_lib
+from flmoe_jax.errors import ConfigError
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["synthetic", "tiny", "mmimdb", "enrico", "mmhs150k"])
+def test_every_config_loads(name):
+  cfg = config_lib.load_config(str(CONFIGS / f"{name}.py"))
+  assert cfg.model.kind == "fl_i2moe"
+  dense = config_lib.load_config(f"{CONFIGS / f'{name}.py'}:dense")
+  assert dense.model.kind == "dense"
+
+
+def test_paper_hyperparameters():
+  mm = config_lib.load_config(str(CONFIGS / "mmimdb.py"))
+  assert (mm.model.hidden_dim, mm.model.num_heads, mm.model.num_layers) == (256, 4, 2)
+  assert (mm.model.dropout, mm.model.temperature, mm.model.rw_layers) == (0.5, 2.0, 2)
+  assert (mm.optim.learning_rate, mm.train.batch_size, mm.train.epochs) == (1e-4, 32, 40)
+  assert mm.loss.lambda_int == 0.5 and tuple(mm.train.seeds) == (0, 1, 2)
+  en = config_lib.load_config(str(CONFIGS / "enrico.py"))
+  assert (en.train.epochs, en.model.rw_layers) == (50, 3)
+
+
+def test_overrides_are_typed():
+  cfg = config_lib.load_config(
+    str(CONFIGS / "tiny.py"),
+    ["model.hidden_dim=32", "optim.learning_rate=0.01", "model.torch_init=false", "train.seeds=(1,2)",
+     "config.model.kind=dense", "mesh.shape=(4,2)"],
+  )
+  assert cfg.model.hidden_dim == 32 and isinstance(cfg.model.hidden_dim, int)
+  assert cfg.optim.learning_rate == 0.01
+  assert cfg.model.torch_init is False
+  assert tuple(cfg.train.seeds) == (1, 2)
+  assert cfg.model.kind == "dense"
+  assert tuple(cfg.mesh.shape) == (4, 2)
+
+
+def test_unknown_key_lists_valid_keys():
+  with pytest.raises(ConfigError, match=r"unknown config key 'model.hiden_dim'; valid keys: .*model.hidden_dim"):
+    config_lib.load_config(str(CONFIGS / "tiny.py"), ["model.hiden_dim=3"])
+
+
+def test_bad_values_and_files(tmp_path):
+  with pytest.raises(ConfigError, match="cannot parse"):
+    config_lib.load_config(str(CONFIGS / "tiny.py"), ["model.hidden_dim=abc"])
+  with pytest.raises(ConfigError, match="key=value"):
+    config_lib.load_config(str(CONFIGS / "tiny.py"), ["model.hidden_dim"])
+  with pytest.raises(ConfigError, match="not found"):
+    config_lib.load_config(str(tmp_path / "nope.py"))
+  (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+  with pytest.raises(ConfigError, match="failed to import.*boom"):
+    config_lib.load_config(str(tmp_path / "broken.py"))
+  (tmp_path / "empty.py").write_text("x = 1\n")
+  with pytest.raises(ConfigError, match="no get_config"):
+    config_lib.load_config(str(tmp_path / "empty.py"))
+
+
+def test_json_round_trip():
+  cfg = config_lib.load_config(str(CONFIGS / "tiny.py"))
+  text = config_lib.config_to_json(cfg)
+  assert config_lib.config_to_json(config_lib.config_from_json(text)) == text
