@@ -19,3 +19,15 @@ class ConfigError(FlmoeError):
 
 class RunDirError(FlmoeError):
   """A run directory cannot be used (different config, no finished checkpoint, ...)."""
+
+
+class DatasetError(FlmoeError):
+  """A raw dataset folder (or TFDS source) has missing files, bad ids or unreadable content."""
+
+
+class EncoderError(FlmoeError):
+  """A frozen encoder cannot be loaded or run, or feature extraction cannot proceed.
+
+  Examples: a model that is neither a local folder nor in the offline cache, unreadable images, a partial
+  extraction or an existing store made with a different encoder.
+  """

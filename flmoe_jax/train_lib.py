@@ -139,7 +139,7 @@ def train_step(state, batch, key, *, graphdef, task_type: str, lambda_int: float
     "loss_interaction": aux["interaction"],
     "loss_int_terms": aux["int_terms"],
     "expert_weights": out.weights.astype(jnp.float32).mean(0),
-    "grad_norm": optax.global_norm(grads),
+    "grad_norm": optax.tree.norm(grads),
   }
   return nnx.state((model, optimizer)), metrics
 

@@ -1,51 +1,51 @@
 """Synthetic planted-interaction data: encoder-output features with known cross-modal pairs.
 
-The generator emits the *post-encoder* token and patch features directly (DATA.md §3.4), so the ground truth
-is exact, generation is numpy-only, seeded and fast (well under a second at the default size).
+The generator emits the *post-encoder* token and patch features directly (DATA.md §3.4), so the
+ground truth is exact and generation is numpy-only, seeded and fast (~0.25 s at the default size).
 
-Feature model (per sample; `a` = `amplitude`, `σ` = `noise_sigma`, U = orthonormal signal directions):
+Feature model (per sample; `a` = `amplitude`, `σ` = `noise_sigma`, U = orthonormal directions):
 
-* text  x_t[l] = μ_t + E[id_l] + σ·ε   (id_l ~ Zipf over `vocab_size`; position 0 is a fixed `<s>` vector
-  e_bos instead of E[id]; positions >= the sample's length are padding, all zero, mask False).
-* image x_v[p] = μ_v + g[p] + σ·ε      (g: a Gaussian field on the √P×√P grid with squared-exponential
+* text  x_t[l] = μ_t + E[id_l] + σ·ε (id_l ~ Zipf over `vocab_size`; position 0 is a fixed `<s>`
+  vector e_bos instead of E[id]; positions >= the sample's length are padding: zero, mask False).
+* image x_v[p] = μ_v + g[p] + σ·ε (g: a Gaussian field on the √P×√P grid with squared-exponential
   correlation of length `image_corr_len`; every patch is valid).
-* μ_t, μ_v, E, e_bos and g are projected onto the orthogonal complement of span(U). The only background along
-  a signal direction is therefore the white noise σ·ε, i.i.d. over positions, and the projection of the
-  train-set mean on U is ~0: mean fill removes a planted bit (a neutral value between ±a), while zero fill
-  differs from mean fill in the other directions (μ ≠ 0).
+* μ_t, μ_v, E, e_bos and g are projected onto the orthogonal complement of span(U). So the only
+  background along a signal direction is the white noise σ·ε, i.i.d. over positions, and the
+  train-set mean projects to ~0 on U: mean fill removes a planted bit (a neutral value between ±a),
+  while zero fill differs from mean fill in the other directions (μ ≠ 0).
 
-Planted writes (bits are Rademacher ±1; every write uses its own direction of U):
+Planted writes (bits are Rademacher ±1; every write has its own direction of U):
 
-* synergy pair k     x_t[i_sk] += a·b_sk_t·u,  x_v[j_sk] += a·b_sk_v·u'      term  w_s·b_sk_t·b_sk_v
-* redundancy pair k  x_t[i_rk] += a·(b_rk+η)·u, x_v[j_rk] += a·(b_rk+η)·u'   term  w_r·b_rk
-  (ONE draw η ~ N(0, `redundancy_noise`²) written into both: identical copies of one latent, SPEC §5.3a)
-* unique             x_t[i_ut] += a·b_ut·u,  x_v[j_uv] += a·b_uv·u'          terms w_t·b_ut, w_v·b_uv
-* complement pair    x_t[i_c] += a·b_ct·u,   x_v[j_c] += a·b_cv·u'           term  w_c·(b_ct + b_cv)
-  (two INDEPENDENT bits that each add to the logit: the additive control a redundancy score must rank
-  below the redundant pair, SPEC §5.3a)
-* distractors        `n_distractors` extra positions per modality carrying a planted direction of that
+* synergy pair k:    x_t[i_sk] += a·b_sk_t·u,   x_v[j_sk] += a·b_sk_v·u';   term w_s·b_sk_t·b_sk_v
+* redundancy pair k: x_t[i_rk] += a·(b_rk+η)·u, x_v[j_rk] += a·(b_rk+η)·u'; term w_r·b_rk, with ONE
+  draw η ~ N(0, `redundancy_noise`²) written into both: identical copies of one latent (SPEC §5.3a).
+* unique:            x_t[i_ut] += a·b_ut·u,     x_v[j_uv] += a·b_uv·u';     terms w_t·b_ut, w_v·b_uv
+* complement pair:   x_t[i_c] += a·b_ct·u,      x_v[j_c] += a·b_cv·u';      term w_c·(b_ct + b_cv),
+  two INDEPENDENT bits that each add to the logit: the additive control that a redundancy score
+  must rank below the redundant pair (SPEC §5.3a).
+* distractors: `n_distractors` extra positions per modality carrying a planted direction of that
   modality (cycled) with their own random bits, unrelated to the label.
 
-Positions are drawn once from the seed, are distinct, text positions lie in [1, min_text_len) (never `<s>`,
-never padding), image positions anywhere on the grid.
+Positions are drawn once from the seed and are distinct; text positions lie in [1, min_text_len)
+(never `<s>`, never padding); image positions anywhere on the grid.
 
-Labels (`heads`): binary = one head whose logit f* is the sum of the active terms (DATA.md §3.4 step 4);
-multilabel = one head per active mechanism (head logit = that mechanism's term alone); multiclass = the same
-heads, class = Σ_k 2^k·y_k. Each head: y = 1[f > 0] (`deterministic_labels`, ties f = 0 give 0) or
-y ~ Bernoulli(sigmoid(kappa·f)). `setting` picks the active mechanisms: `mixed` (all included), the pure
-settings `synergy`, `redundancy`, `uniq_text`, `uniq_image`, `complement` (one weight non-zero), and `null`
-(the `mixed` rule applied to hidden bits that are never written into the features: labels independent of x).
-The features do not depend on `setting`, `label_type` or the label knobs.
+Labels (`heads`): binary = one head whose logit f* is the sum of the active terms (DATA.md §3.4
+step 4); multilabel = one head per active mechanism (head logit = that mechanism's term alone);
+multiclass = the same heads, class = Σ_k 2^k·y_k. Each head: y = 1[f > 0] (`deterministic_labels`;
+a tie f = 0 gives 0) or y ~ Bernoulli(sigmoid(kappa·f)). `setting` picks the active mechanisms:
+`mixed` (all included), the pure settings `synergy`, `redundancy`, `uniq_text`, `uniq_image`,
+`complement` (one weight non-zero), and `null` (the `mixed` rule applied to hidden bits that are
+never written into the features: labels independent of x). The features do not depend on
+`setting`, `label_type` or the label knobs.
 
-Players of the oracle game: text positions 0..T-1, then image positions T..T+P-1 (`player = text_len + j` for
-patch j). The oracle value of a coalition is the head logit with the bits of absent players removed (mean
-fill), a sum of unanimity games (`oracle_moebius`, `oracle_value`).
+Players of the oracle game: text positions 0..T-1, then image positions T..T+P-1 (patch j is
+player `text_len + j`). The oracle value of a coalition is the head logit with the bits of absent
+players removed (mean fill): a sum of unanimity games (`oracle_moebius`, `oracle_value`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import os
 import pathlib
@@ -77,8 +77,8 @@ class PlantedConfig:
     n_val: validation-split size.
     n_test: test-split size.
     text_len: padded text length T (position 0 is `<s>`).
-    min_text_len: shortest text (incl. `<s>`); lengths ~ U{min_text_len..text_len}. Planted and distractor
-      text positions lie in [1, min_text_len).
+    min_text_len: shortest text (incl. `<s>`); lengths ~ U{min_text_len..text_len}. Planted and
+      distractor text positions lie in [1, min_text_len).
     image_len: number of patches P, a perfect square (√P×√P grid).
     dim: feature dimension D (shared by both modalities).
     vocab_size: Zipf token-table size of the text background.
@@ -93,7 +93,8 @@ class PlantedConfig:
     n_redundancy_pairs: number of redundancy pairs.
     include_unique: plant one unique text token and one unique patch.
     include_complement: plant one additive-complement cross-modal pair.
-    n_distractors: decoy positions per modality (planted direction, random bits, unrelated to the label).
+    n_distractors: decoy positions per modality (a planted direction with random bits, unrelated to
+      the label).
     label_type: `binary`, `multiclass` or `multilabel`.
     setting: `mixed`, `synergy`, `redundancy`, `uniq_text`, `uniq_image`, `complement` or `null`.
     deterministic_labels: y = 1[f > 0]; else y ~ Bernoulli(sigmoid(kappa·f)).
@@ -148,8 +149,17 @@ class PlantedConfig:
     if grid * grid != self.image_len or self.image_len < 1:
       raise ValueError(f"image_len {self.image_len} must be a perfect square (a √P×√P patch grid)")
     if not 2 <= self.min_text_len <= self.text_len:
-      raise ValueError(f"need 2 <= min_text_len ({self.min_text_len}) <= text_len ({self.text_len})")
-    for name in ("n_train", "n_val", "n_test", "n_synergy_pairs", "n_redundancy_pairs", "n_distractors"):
+      raise ValueError(
+        f"need 2 <= min_text_len ({self.min_text_len}) <= text_len ({self.text_len})"
+      )
+    for name in (
+      "n_train",
+      "n_val",
+      "n_test",
+      "n_synergy_pairs",
+      "n_redundancy_pairs",
+      "n_distractors",
+    ):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0")
     if self.n_train < 1:
@@ -158,9 +168,9 @@ class PlantedConfig:
       raise ValueError("amplitude, noise_sigma and redundancy_noise must be >= 0")
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Structure: mechanisms, positions, directions (fixed by the seed).
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _mechanism_specs(cfg: PlantedConfig) -> list[dict[str, Any]]:
@@ -168,16 +178,32 @@ def _mechanism_specs(cfg: PlantedConfig) -> list[dict[str, Any]]:
   mechs = []
   for k in range(cfg.n_synergy_pairs):
     mechs.append(
-      {"name": f"syn{k}", "kind": "synergy", "raw_weight": cfg.w_s, "bits": [f"syn{k}_text", f"syn{k}_image"]}
+      {
+        "name": f"syn{k}",
+        "kind": "synergy",
+        "raw_weight": cfg.w_s,
+        "bits": [f"syn{k}_text", f"syn{k}_image"],
+      }
     )
   for k in range(cfg.n_redundancy_pairs):
-    mechs.append({"name": f"red{k}", "kind": "redundancy", "raw_weight": cfg.w_r, "bits": [f"red{k}"]})
+    mechs.append(
+      {"name": f"red{k}", "kind": "redundancy", "raw_weight": cfg.w_r, "bits": [f"red{k}"]}
+    )
   if cfg.include_unique:
-    mechs.append({"name": "uniq_text", "kind": "uniq_text", "raw_weight": cfg.w_t, "bits": ["uniq_text"]})
-    mechs.append({"name": "uniq_image", "kind": "uniq_image", "raw_weight": cfg.w_v, "bits": ["uniq_image"]})
+    mechs.append(
+      {"name": "uniq_text", "kind": "uniq_text", "raw_weight": cfg.w_t, "bits": ["uniq_text"]}
+    )
+    mechs.append(
+      {"name": "uniq_image", "kind": "uniq_image", "raw_weight": cfg.w_v, "bits": ["uniq_image"]}
+    )
   if cfg.include_complement:
     mechs.append(
-      {"name": "comp", "kind": "complement", "raw_weight": cfg.w_c, "bits": ["comp_text", "comp_image"]}
+      {
+        "name": "comp",
+        "kind": "complement",
+        "raw_weight": cfg.w_c,
+        "bits": ["comp_text", "comp_image"],
+      }
     )
   return mechs
 
@@ -231,18 +257,25 @@ def _structure(cfg: PlantedConfig) -> dict[str, Any]:
   writes = _writes(mechs)
   n_dirs = len(writes["text"]) + len(writes["image"])
   if n_dirs > cfg.dim:
-    raise ValueError(f"{n_dirs} planted writes need {n_dirs} orthonormal directions, but dim = {cfg.dim}")
+    raise ValueError(
+      f"{n_dirs} planted writes need {n_dirs} orthonormal directions, but dim = {cfg.dim}"
+    )
   basis = _orthonormal(rng, cfg.dim, n_dirs)  # [D, K]; text writes first, then image writes.
   n_text = len(writes["text"]) + cfg.n_distractors
   n_image = len(writes["image"]) + cfg.n_distractors
   if n_text > cfg.min_text_len - 1:
     raise ValueError(
-      f"{n_text} text positions (planted + distractors) do not fit in [1, min_text_len={cfg.min_text_len})"
+      f"{n_text} text positions (planted + distractors) do not fit in "
+      f"[1, min_text_len={cfg.min_text_len})"
     )
   if n_image > cfg.image_len:
-    raise ValueError(f"{n_image} image positions (planted + distractors) > image_len {cfg.image_len}")
+    raise ValueError(
+      f"{n_image} image positions (planted + distractors) > image_len {cfg.image_len}"
+    )
   if cfg.n_distractors and (not writes["text"] or not writes["image"]):
-    raise ValueError("distractors reuse planted directions: each modality needs at least one planted write")
+    raise ValueError(
+      "distractors reuse planted directions: each modality needs at least one planted write"
+    )
   text_pos = (1 + rng.permutation(cfg.min_text_len - 1)[:n_text]).tolist()
   image_pos = rng.permutation(cfg.image_len)[:n_image].tolist()
   mu_t = _project_out(rng.standard_normal(cfg.dim) * cfg.mean_scale, basis)
@@ -284,7 +317,9 @@ def _active(cfg: PlantedConfig, mechs: Sequence[Mapping[str, Any]]) -> list[Mapp
   else:
     act = [m for m in mechs if m["kind"] == _PURE_KIND[cfg.setting]]
     if not act:
-      raise ValueError(f"setting {cfg.setting!r} but no such mechanism is planted (check the include knobs)")
+      raise ValueError(
+        f"setting {cfg.setting!r} but no such mechanism is planted (check the include knobs)"
+      )
   if not act:
     raise ValueError("no planted mechanism: the label would be constant")
   return act
@@ -294,13 +329,17 @@ def _heads(cfg: PlantedConfig, mechs: Sequence[Mapping[str, Any]]) -> list[dict[
   """Label heads: [{name, terms: [{mechanism, weight}]}]."""
   act = _active(cfg, mechs)
   if cfg.label_type == "binary":
-    return [{"name": "y", "terms": [{"mechanism": m["name"], "weight": m["raw_weight"]} for m in act]}]
-  return [{"name": m["name"], "terms": [{"mechanism": m["name"], "weight": m["raw_weight"]}]} for m in act]
+    return [
+      {"name": "y", "terms": [{"mechanism": m["name"], "weight": m["raw_weight"]} for m in act]}
+    ]
+  return [
+    {"name": m["name"], "terms": [{"mechanism": m["name"], "weight": m["raw_weight"]}]} for m in act
+  ]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Label rule.
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _term(kind: str, weight: float, bits: Sequence[np.ndarray]) -> np.ndarray:
@@ -318,8 +357,8 @@ def head_logits(ground_truth: Mapping[str, Any], bits: Mapping[str, np.ndarray])
 
   Args:
     ground_truth: the `ground_truth` dict of `generate`.
-    bits: {bit name: ±1 values [N]} (e.g. a split's `bits`, or `hidden_bits` in the `null` setting, or bits
-      recovered from features).
+    bits: {bit name: ±1 values [N]} (a split's `bits`, its `hidden_bits` in the `null` setting, or
+      bits recovered from the features).
 
   Returns:
     float64 [N, H] logits f_h = Σ_terms weight·term(bits).
@@ -367,9 +406,9 @@ def _sigmoid(x):
   return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Per-split sampling.
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _sample_split(
@@ -412,7 +451,9 @@ def _sample_split(
         value = value + eta[f"{mname}_eta"]  # The SAME draw in both copies.
       x[:, pos] += a * value[:, None] * basis[:, d][None, :]
     for k, dd in enumerate(st["distractors"][mod]):
-      x[:, dd["pos"]] += a * dis[mod][:, k, None].astype(np.float64) * basis[:, dd["direction"]][None, :]
+      x[:, dd["pos"]] += (
+        a * dis[mod][:, k, None].astype(np.float64) * basis[:, dd["direction"]][None, :]
+      )
   mask_t = np.arange(T)[None, :] < text_len[:, None]
   x_t[~mask_t] = 0.0
   # Labels.
@@ -437,9 +478,9 @@ def _sample_split(
   return out
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Bayes-optimal accuracy.
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _phi_upper(x: float) -> float:
@@ -450,8 +491,9 @@ def _phi_upper(x: float) -> float:
 def _bit_tau(cfg: PlantedConfig, mech_kind: str) -> float:
   """Std of the sufficient statistic of a bit, in bit units (z ~ N(b, τ²)).
 
-  A plain bit: z = proj/a with proj = a·b + σ·ε, so τ = σ/a. A redundancy bit: the optimal statistic is
-  the mean of the two copies' projections, z = b + η + (ε_t + ε_v)·σ/(2a), so τ² = s_η² + σ²/(2a²).
+  A plain bit: z = proj/a with proj = a·b + σ·ε, so τ = σ/a. A redundancy bit: the optimal
+  statistic is the mean of the two copies' projections, z = b + η + (ε_t + ε_v)·σ/(2a), so
+  τ² = s_η² + σ²/(2a²).
   """
   if cfg.amplitude == 0:
     return math.inf
@@ -504,11 +546,13 @@ def _bayes(cfg: PlantedConfig, gt: Mapping[str, Any]) -> dict[str, Any]:
     per_head = []
     for h in heads:
       dists = [
-        _term_dist(mech[t["mechanism"]]["kind"], t["weight"], [np.full(1, 0.5)] * 2) for t in h["terms"]
+        _term_dist(mech[t["mechanism"]]["kind"], t["weight"], [np.full(1, 0.5)] * 2)
+        for t in h["terms"]
       ]
       vals, probs = _convolve(dists)
       py = _p_label(vals, det, kappa)
-      if cfg.setting == "null":  # Labels independent of x: the best rule predicts the majority class.
+      # null: labels independent of x, the best rule predicts the majority class.
+      if cfg.setting == "null":
         p1 = float(probs[0] @ py)
         per_head.append(max(p1, 1 - p1))
       else:  # Bits fully recovered: accuracy = E_bits[max(P(y=1|bits), P(y=0|bits))].
@@ -561,7 +605,9 @@ def _bayes(cfg: PlantedConfig, gt: Mapping[str, Any]) -> dict[str, Any]:
     "bayes_metric": what,
     "bayes_method": method,
     "bayes_mc_samples": m_draws if method.startswith("monte") else 0,
-    "bayes_std_error": float(np.sqrt(np.sum(np.square(se)))) if cfg.label_type != "binary" else se[0],
+    "bayes_std_error": se[0]
+    if cfg.label_type == "binary"
+    else float(np.sqrt(np.sum(np.square(se)))),
     "bayes_per_head": dict(zip([h["name"] for h in heads], per_head)),
     "bayes_subset_accuracy": joint,
     "bit_recovery_error": bit_err,
@@ -588,9 +634,9 @@ def _pivotal(cfg: PlantedConfig, gt: Mapping[str, Any]) -> dict[str, float]:
   return out
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Public API.
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _ground_truth(cfg: PlantedConfig, st: Mapping[str, Any]) -> dict[str, Any]:
@@ -600,7 +646,7 @@ def _ground_truth(cfg: PlantedConfig, st: Mapping[str, Any]) -> dict[str, Any]:
   heads = _heads(cfg, st["mechs"])
   pos: dict[str, dict[str, tuple[int, int]]] = {}
   for mod in MODALITIES:
-    for mname, bit, p, d in st["placed"][mod]:
+    for mname, _, p, d in st["placed"][mod]:
       pos.setdefault(mname, {})[mod] = (p, d)
   mechanisms, pairs, unique = [], [], []
   for m in st["mechs"]:
@@ -640,15 +686,17 @@ def _ground_truth(cfg: PlantedConfig, st: Mapping[str, Any]) -> dict[str, Any]:
         parts.append(f"{t['weight']:g}*b[{b[0]}]")
     h["logit"] = "f_" + h["name"] + " = " + " + ".join(parts)
     desc.append(h["logit"])
-  rule_y = "y_h = 1[f_h > 0] (ties give 0)" if cfg.deterministic_labels else (
-    f"y_h ~ Bernoulli(sigmoid({cfg.kappa:g} * f_h))"
-  )
+  if cfg.deterministic_labels:
+    rule_y = "y_h = 1[f_h > 0] (ties give 0)"
+  else:
+    rule_y = f"y_h ~ Bernoulli(sigmoid({cfg.kappa:g} * f_h))"
   if cfg.label_type == "binary":
     classes = ["negative", "positive"]
     rule_out = "label = y_y"
   elif cfg.label_type == "multiclass":
     classes = [
-      "code_" + "".join(str((c >> k) & 1) for k in range(len(heads))) for c in range(2 ** len(heads))
+      "code_" + "".join(str((c >> k) & 1) for k in range(len(heads)))
+      for c in range(2 ** len(heads))
     ]
     rule_out = (
       "label = sum_k 2**k * y_k over heads in order "
@@ -658,9 +706,9 @@ def _ground_truth(cfg: PlantedConfig, st: Mapping[str, Any]) -> dict[str, Any]:
   else:
     classes = [h["name"] for h in heads]
     rule_out = "label[:, k] = y_k (one column per head)"
-  source = "hidden bits never written into the features (null control)" if cfg.setting == "null" else (
-    "the bits written into the features"
-  )
+  source = "the bits written into the features"
+  if cfg.setting == "null":
+    source = "hidden bits never written into the features (null control)"
   grid = math.isqrt(cfg.image_len)
   return {
     "generator": "flmoe_jax.data.synthetic",
@@ -694,8 +742,9 @@ def _ground_truth(cfg: PlantedConfig, st: Mapping[str, Any]) -> dict[str, Any]:
       "bits_source": "hidden" if cfg.setting == "null" else "features",
     },
     "oracle_game": (
-      "per head, per sample: v(S) = f_h with the bits of players outside S removed (mean fill); SOUM "
-      "coefficients: synergy {i,j}: w*b_i*b_j; redundancy {i}: w*b, {j}: w*b, {i,j}: -w*b; unique {i}: w*b; "
+      "per head, per sample: v(S) = f_h with the bits of players outside S removed (mean fill); "
+      "SOUM coefficients: synergy {i,j}: w*b_i*b_j; redundancy {i}: w*b, {j}: w*b, {i,j}: -w*b; "
+      "unique {i}: w*b; "
       "complement {i}: w*b_i, {j}: w*b_j; all zero in the null setting"
     ),
     "config": dataclasses.asdict(cfg),
@@ -721,9 +770,9 @@ def generate(cfg: PlantedConfig) -> dict[str, Any]:
       `oracle_logits`: float32 [N, H] (head logits as a function of the features; 0 in `null`),
       `label_logits`: float32 [N, H] (logits the labels were drawn from),
       `hidden_bits` (only `null`): the unwritten bits the labels come from.
-    The ground truth is JSON-able: mechanisms with positions/players/directions/weights, planted pairs,
-    unique positions, distractors, the label rule, the Bayes-optimal accuracy (method stated), the pivotal
-    probability of each mechanism, and the config echo.
+    The ground truth is JSON-able: mechanisms with positions/players/directions/weights, planted
+    pairs, unique positions, distractors, the label rule, the Bayes-optimal accuracy (method
+    stated), the pivotal probability of each mechanism, and the config echo.
   """
   st = _structure(cfg)
   gt = _ground_truth(cfg, st)
@@ -758,9 +807,9 @@ def oracle_moebius(
 ) -> dict[tuple[int, ...], float]:
   """Per-sample SOUM (Möbius) coefficients of the oracle game of one head.
 
-  Players are text positions 0..T-1 then image positions T..T+P-1 (`ground_truth['players']`). A player
-  that is absent (mean-filled) loses its bit; a redundancy bit survives while either copy is present
-  (OR game: u_i + u_j - u_ij).
+  Players are text positions 0..T-1 then image positions T..T+P-1 (`ground_truth['players']`). A
+  player that is absent (mean-filled) loses its bit; a redundancy bit survives while either copy is
+  present (OR game: u_i + u_j - u_ij).
 
   Args:
     ground_truth: the `ground_truth` dict.
@@ -768,8 +817,8 @@ def oracle_moebius(
     head: head index (binary: 0; multilabel/multiclass: one game per code bit / label).
 
   Returns:
-    {sorted player tuple: coefficient}, non-zero coefficients only (empty in the `null` setting); the
-    oracle value of coalition S is Σ_{T ⊆ S} c_T, and v(all players) = the head's oracle logit.
+    {sorted player tuple: coefficient}, non-zero coefficients only (empty in the `null` setting);
+    the oracle value of coalition S is Σ_{T ⊆ S} c_T, and v(all players) = the head's oracle logit.
   """
   mech = {m["name"]: m for m in ground_truth["mechanisms"]}
   coef: dict[tuple[int, ...], float] = {}
@@ -845,7 +894,9 @@ def write_synthetic_store(
   data = generate(cfg)
   gt = data["ground_truth"]
   spec = [
-    store.ModalitySpec(name="text", dim=cfg.dim, max_len=cfg.text_len, kind="tokens", encoder="synthetic"),
+    store.ModalitySpec(
+      name="text", dim=cfg.dim, max_len=cfg.text_len, kind="tokens", encoder="synthetic"
+    ),
     store.ModalitySpec(
       name="image", dim=cfg.dim, max_len=cfg.image_len, kind="patches", encoder="synthetic"
     ),

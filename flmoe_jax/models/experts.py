@@ -5,8 +5,9 @@ expert axis of size E; it runs them with `nnx.vmap` over that axis (no Python lo
 Every `nnx.Param` under `ExpertStack.stacked` has `out_sharding` metadata
 `("expert", None, ...)`, so `nnx.get_partition_spec` under logical-axis rules that map
 "expert" to a mesh axis shards the experts across devices; the metadata is attached after
-creation (so building the model needs no mesh), and nothing else in the model is annotated
-(replicated).
+creation with eager sharding off (so building the model, or an optimizer over it, needs no mesh:
+place the state with `jax.device_put`/a jitted init using those specs), and nothing else in the
+model is annotated (replicated).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ EXPERT_AXIS = "expert"
 class Expert(nnx.Module):
   """One expert: concat modalities -> +PE -> zero pads -> N pre-LN layers -> pool -> head.
 
-  Inputs are M projected modality sequences [N, T_m, H] with masks [N, T_m]. The positional
+  Inputs are M projected modality sequences [..., T_m, H] with masks [..., T_m] (any leading
+  batch dims `...`, written N below). The positional
   encoding covers the concatenated sequence, so modality m's positions start at the summed
   (padded) array lengths of the earlier modalities, exactly as in the reference.
   """
@@ -105,24 +107,24 @@ class Expert(nnx.Module):
     """Runs the expert.
 
     Args:
-      hs: M arrays [N, T_m, H], projected features.
-      masks: M arrays [N, T_m], True = real token.
+      hs: M arrays [N..., T_m, H], projected features (any leading dims N...).
+      masks: M arrays [N..., T_m], True = real token (same leading dims).
       dropout_key: PRNG key, or None for deterministic.
-      attn_delta: optional [num_layers, N, heads, L, L] added to each layer's post-softmax
+      attn_delta: optional [num_layers, N..., heads, L, L] added to each layer's post-softmax
         attention (L = sum T_m).
       return_attn: whether to return the attention probabilities.
 
     Returns:
-      (logits [N, C], latent [N, M*H], attn [num_layers, N, heads, L, L] or None).
+      (logits [N..., C], latent [N..., M*H], attn [num_layers, N..., heads, L, L] or None).
     """
     if len(hs) != self.num_modalities or len(masks) != self.num_modalities:
       raise ValueError(f"expected {self.num_modalities} modalities, got {len(hs)}/{len(masks)}")
     lengths = [h.shape[-2] for h in hs]
-    x = jnp.concatenate([h.astype(self.dtype) for h in hs], axis=-2)  # [N, L, H]
-    mask = jnp.concatenate([m.astype(bool) for m in masks], axis=-1)  # [N, L]
+    x = jnp.concatenate([h.astype(self.dtype) for h in hs], axis=-2)  # [N..., L, H]
+    mask = jnp.concatenate([m.astype(bool) for m in masks], axis=-1)  # [N..., L]
     x = x + layers.sinusoidal_positions(x.shape[-2], self.hidden_dim, self.dtype)
     x = x * mask[..., None].astype(x.dtype)  # padded positions enter the layers as zeros
-    keys = layers._split(dropout_key, self.num_layers)
+    keys = layers.split_keys(dropout_key, self.num_layers)
     attns = []
     for i, layer in enumerate(self.layers):  # a static loop over depth, not over experts
       delta = None if attn_delta is None else attn_delta[i]
@@ -133,7 +135,7 @@ class Expert(nnx.Module):
       layers.masked_mean(xm, mm)
       for xm, mm in zip(jnp.split(x, splits, axis=-2), masks, strict=True)
     ]
-    latent = jnp.concatenate(pooled, axis=-1)  # [N, M*H]
+    latent = jnp.concatenate(pooled, axis=-1)  # [N..., M*H]
     logits = self.head(latent)
     return logits, latent, (jnp.stack(attns) if return_attn else None)
 
@@ -171,15 +173,19 @@ class ExpertStack(nnx.Module):
     else:
       keys = jax.random.split(key, num_experts)
 
-    @nnx.vmap(in_axes=0, out_axes=0)
+    @nnx.vmap(in_axes=0, out_axes=0, graph=False)
     def make(k):
       return Expert(**expert_kwargs, rngs=nnx.Rngs(params=k))
 
-    self.stacked = make(keys)
+    # No eager sharding for these variables: the `out_sharding` set below is a logical annotation
+    # for `nnx.get_partition_spec`; with eager sharding on, every Variable copied from these
+    # (e.g. `nnx.Optimizer` state) would demand a mesh context at creation time.
+    with nnx.use_eager_sharding(False):
+      self.stacked = make(keys)
     # Logical sharding names: leading axis "expert", the rest replicated.
     for _, var in nnx.iter_graph(self.stacked):
       if isinstance(var, nnx.Param):
-        var.set_metadata(out_sharding=(EXPERT_AXIS,) + (None,) * (var.value.ndim - 1))
+        var.set_metadata(out_sharding=(EXPERT_AXIS,) + (None,) * (var.get_value().ndim - 1))
 
   def __call__(
     self,
@@ -193,20 +199,24 @@ class ExpertStack(nnx.Module):
     """Runs all experts on the same inputs, vmapped over the expert axis.
 
     Args:
-      hs: M arrays [N, T_m, H].
-      masks: M arrays [N, T_m].
+      hs: M arrays [N..., T_m, H] (any leading dims N...).
+      masks: M arrays [N..., T_m].
       dropout_keys: [E] PRNG keys (one per expert), or None for deterministic.
-      attn_delta: optional [E, num_layers, N, heads, L, L].
+      attn_delta: optional [E, num_layers, N..., heads, L, L].
       return_attn: whether to return attentions.
 
     Returns:
-      (logits [E, N, C], latents [E, N, M*H], attn [E, num_layers, N, heads, L, L] or None).
+      (logits [E, N..., C], latents [E, N..., M*H], attn [E, num_layers, N..., heads, L, L] or
+      None).
     """
 
+    # Tree mode (graph=False): the experts are plain pytrees here, so this call also composes with
+    # raw `jax.grad`/`jax.vmap` closures over the model (graph mode refuses outer-trace Variables).
     @nnx.vmap(
       in_axes=(0, None, None, 0, 0),
       out_axes=0,
       transform_metadata={nnx.PARTITION_NAME: EXPERT_AXIS},
+      graph=False,
     )
     def run(expert, hs, masks, key, delta):
       return expert(hs, masks, dropout_key=key, attn_delta=delta, return_attn=return_attn)

@@ -7,13 +7,13 @@ Data flow (shapes for M modalities, E = M + 2 experts, H hidden, C classes):
   hs --Reweighting--> weights [B, E];  logits = sum_e w_e * expert_logits_e
 
 Training (`train_outputs`) runs every expert on the clean input and the M single-modality
-perturbations in one batched call: the 1+M variants are folded into the batch axis.
+perturbations in one batched call: the 1+M variants are an extra leading axis [1+M, B, ...] that
+the experts treat as batch.
 Dropout is explicit: `dropout_key=None` is deterministic (eval) everywhere.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
@@ -79,16 +79,13 @@ class TrainOutput:
   latents: Array
 
 
-def _fold_lead(hs: Sequence[Array], masks: Sequence[Array]):
-  """Flattens the leading dims of hs [..., T, H] (masks broadcast to [..., T]) into one axis."""
-  lead = hs[0].shape[:-2]
-  n = math.prod(lead)
-  flat_h = [h.reshape(n, *h.shape[-2:]) for h in hs]
-  flat_m = [
-    jnp.broadcast_to(m.astype(bool), h.shape[:-1]).reshape(n, h.shape[-2])
-    for h, m in zip(hs, masks, strict=True)
-  ]
-  return lead, n, flat_h, flat_m
+def _broadcast_masks(hs: Sequence[Array], masks: Sequence[Array]) -> list[Array]:
+  """Masks [B, T_m] (or [..., T_m]) broadcast to the leading dims of hs [..., T_m, H].
+
+  The experts work on any leading dims directly; nothing is reshaped, so a batch axis sharded
+  over a mesh stays sharded (also under explicit-sharding meshes).
+  """
+  return [jnp.broadcast_to(m.astype(bool), h.shape[:-1]) for h, m in zip(hs, masks, strict=True)]
 
 
 def _split_key(key: Array | None) -> tuple[Array | None, Array | None]:
@@ -245,24 +242,18 @@ class FLI2MoE(_Projections):
       ExpertOutput(logits [E, ..., C], latents [E, ..., M*H],
       attn [E, num_layers, ..., heads, L, L] or None).
     """
-    lead, n, flat_h, flat_m = _fold_lead(hs, masks)
     keys = None
     if dropout_key is not None:
       keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
         dropout_key, jnp.arange(self.num_experts)
       )
-    delta = None
-    if attn_delta is not None:
-      # [E, layers, *lead, heads, L, L] -> [E, layers, N, heads, L, L]
-      delta = attn_delta.reshape(*attn_delta.shape[:2], n, *attn_delta.shape[-3:])
     logits, latents, attn = self.experts(
-      flat_h, flat_m, dropout_keys=keys, attn_delta=delta, return_attn=return_attn
+      list(hs),
+      _broadcast_masks(hs, masks),
+      dropout_keys=keys,
+      attn_delta=attn_delta,
+      return_attn=return_attn,
     )
-    e = self.num_experts
-    logits = logits.reshape(e, *lead, logits.shape[-1])
-    latents = latents.reshape(e, *lead, latents.shape[-1])
-    if attn is not None:
-      attn = attn.reshape(*attn.shape[:2], *lead, *attn.shape[-3:])
     return ExpertOutput(logits=logits, latents=latents, attn=attn)
 
   def gate(
@@ -438,19 +429,17 @@ class DenseTransformer(_Projections):
       ExpertOutput(logits [1, ..., C], latents [1, ..., M*H],
       attn [1, num_layers, ..., heads, L, L] or None).
     """
-    lead, n, flat_h, flat_m = _fold_lead(hs, masks)
-    delta = None
-    if attn_delta is not None:
-      delta = attn_delta[0].reshape(attn_delta.shape[1], n, *attn_delta.shape[-3:])
     key = None if dropout_key is None else jax.random.fold_in(dropout_key, 0)
     logits, latent, attn = self.expert(
-      flat_h, flat_m, dropout_key=key, attn_delta=delta, return_attn=return_attn
+      list(hs),
+      _broadcast_masks(hs, masks),
+      dropout_key=key,
+      attn_delta=None if attn_delta is None else attn_delta[0],
+      return_attn=return_attn,
     )
-    logits = logits.reshape(1, *lead, logits.shape[-1])
-    latent = latent.reshape(1, *lead, latent.shape[-1])
-    if attn is not None:
-      attn = attn.reshape(1, attn.shape[0], *lead, *attn.shape[-3:])
-    return ExpertOutput(logits=logits, latents=latent, attn=attn)
+    return ExpertOutput(
+      logits=logits[None], latents=latent[None], attn=None if attn is None else attn[None]
+    )
 
   def forward_projected(
     self,

@@ -189,8 +189,8 @@ def dropout(x: Array, rate: float, key: Array | None) -> Array:
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def _split(key: Array | None, n: int) -> Sequence[Array | None]:
-  """n independent keys from `key`, or n Nones in deterministic mode."""
+def split_keys(key: Array | None, n: int) -> Sequence[Array | None]:
+  """n independent keys from `key` (a PRNG key), or n Nones in deterministic mode (key None)."""
   if key is None:
     return [None] * n
   return list(jax.random.split(key, n))
@@ -280,7 +280,7 @@ class Attention(nnx.Module):
     probs = probs * jnp.any(key_mask, axis=-1, keepdims=True)
     probs = probs.astype(self.dtype)
     used = probs if attn_delta is None else probs + attn_delta.astype(probs.dtype)
-    k_attn, k_proj = _split(dropout_key, 2)
+    k_attn, k_proj = split_keys(dropout_key, 2)
     used = dropout(used, self.rate, k_attn)
     out = jnp.einsum("...hqk,...khd->...qhd", used, v).reshape(*lead, length, nh * hd)
     out = dropout(self.proj(out), self.rate, k_proj)
@@ -392,7 +392,7 @@ class EncoderLayer(nnx.Module):
     Returns:
       (x [..., L, H], attention probabilities [..., heads, L, L]).
     """
-    k_attn, k_res1, k_mlp, k_res2 = _split(dropout_key, 4)
+    k_attn, k_res1, k_mlp, k_res2 = split_keys(dropout_key, 4)
     a, probs = self.attn(self.norm1(x), mask, dropout_key=k_attn, attn_delta=attn_delta)
     x = x + dropout(a, self.rate, k_res1)
     h = self.mlp(self.norm2(x), dropout_key=k_mlp)

@@ -145,7 +145,9 @@ def uniqueness_losses(
   return jnp.sum(hinge * off_diag, axis=-1) / (m - 1)
 
 
-def interaction_loss(latents: Array, *, margin: float = 1.0, eps: float = 1e-7) -> tuple[Array, Array]:
+def interaction_loss(
+  latents: Array, *, margin: float = 1.0, eps: float = 1e-7
+) -> tuple[Array, Array]:
   """The weakly supervised interaction loss L_int (SPEC 2.2) for any M >= 2.
 
   Args:

@@ -90,7 +90,7 @@ class Reweighting(nnx.Module):
       ],
       axis=-1,
     )
-    keys = layers._split(dropout_key, len(self.layers))
+    keys = layers.split_keys(dropout_key, len(self.layers))
     for i, layer in enumerate(self.layers):
       u = layer(u)
       if i < len(self.layers) - 1:

@@ -1,0 +1,171 @@
+"""Training: end to end, one compile, sharded == unsharded, checkpoints, resume, and bad input."""
+
+import functools
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_random_store
+
+from flmoe_jax import checkpointing, config as config_lib, sharding, train_lib
+from flmoe_jax.data import store as store_lib
+from flmoe_jax.errors import ConfigError, RunDirError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(store_path, *overrides):
+  cfg = config_lib.load_config(str(ROOT / "configs/tiny.py"), overrides)
+  with cfg.unlocked():
+    cfg.store = str(store_path)
+    cfg.synthetic = {}
+  return cfg
+
+
+def test_end_to_end_run_directory(random_store, tmp_path):
+  cfg = tiny_config(random_store, "train.seeds=(0,1)")
+  summary = train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  run = tmp_path / "run"
+  assert json.loads((run / "summary.json").read_text()) == summary
+  assert set(summary["seeds"]) == {"0", "1"}
+  assert {"accuracy", "macro_f1", "auroc"} <= set(summary["mean_std"]["test"])
+  for s in (0, 1):
+    assert (run / f"seed_{s}" / "result.json").exists()
+    assert checkpointing.Checkpointer(run / f"seed_{s}/checkpoints/best").latest_step() is not None
+  lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+  train_lines = [x for x in lines if "train/loss" in x]
+  assert train_lines, "no training log lines"
+  keys = set(train_lines[0])
+  assert {"step", "seed", "epoch", "train/loss_task", "train/loss_interaction", "train/examples_per_s",
+          "train/learning_rate", "train/weight_expert_3", "train/loss_int_expert_2"} <= keys
+  assert any("val/accuracy" in x for x in lines) and any("test/accuracy" in x for x in lines)
+  # Expert weights are a distribution.
+  w = [train_lines[0][f"train/weight_expert_{i}"] for i in range(4)]
+  assert abs(sum(w) - 1) < 1e-5
+
+
+def test_rerun_finished_is_noop_and_other_config_refused(random_store, tmp_path):
+  cfg = tiny_config(random_store, "train.epochs=1")
+  first = train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  again = train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  assert first == again
+  other = tiny_config(random_store, "train.epochs=1", "model.hidden_dim=8")
+  with pytest.raises(RunDirError, match="different config"):
+    train_lib.train_and_evaluate(other, tmp_path / "run")
+  train_lib.train_and_evaluate(other, tmp_path / "run", overwrite=True)
+
+
+def _steps(cfg, fs, mesh_shape, n_steps=3):
+  """Runs n train steps on a mesh; returns losses and the jitted function."""
+  mesh = sharding.make_mesh(mesh_shape)
+  rules = tuple(tuple(r) for r in cfg.mesh.rules)
+  graphdef, state = train_lib.init_state(cfg, fs, seed=0)
+  shardings = sharding.state_shardings(state, mesh, rules)
+  state = jax.device_put(state, shardings)
+  step = jax.jit(
+    functools.partial(train_lib.train_step, graphdef=graphdef, task_type=fs.task.type,
+                      lambda_int=cfg.loss.lambda_int, dtype=jnp.float32),
+    donate_argnums=(0,), out_shardings=(shardings, None),
+  )
+  losses = []
+  batches = fs.batches("train", cfg.train.batch_size, shuffle=True, seed=0, drop_remainder=True)
+  for i, batch in zip(range(n_steps), batches):
+    b = {k: batch[k] for k in ("x", "mask", "label", "weight")}
+    state, m = step(state, sharding.shard_batch(b, mesh, rules), jax.random.fold_in(jax.random.key(0), i))
+    losses.append(float(m["loss"]))
+  return np.array(losses), step, state
+
+
+def test_train_step_compiles_once(random_store):
+  cfg = tiny_config(random_store)
+  fs = store_lib.open_store(random_store)
+  _, step, _ = _steps(cfg, fs, (1, 1))
+  assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("mesh_shape", [(4, 2), (2, 4), (8, 1)])
+def test_sharded_equals_single_device(random_store, mesh_shape):
+  cfg = tiny_config(random_store)
+  fs = store_lib.open_store(random_store)
+  ref, _, _ = _steps(cfg, fs, (1, 1))
+  got, _, state = _steps(cfg, fs, mesh_shape)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+  # The stacked experts really are split over the expert axis.
+  if mesh_shape[1] > 1:
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    sharded = [l for p, l in leaves if "experts" in jax.tree_util.keystr(p) and l.ndim >= 1]
+    assert sharded and all(l.sharding.spec[0] == "expert" for l in sharded)
+
+
+def test_kill_and_resume_matches_uninterrupted(random_store, tmp_path, monkeypatch):
+  cfg = tiny_config(random_store, "train.epochs=3")
+  train_lib.train_and_evaluate(cfg, tmp_path / "full")
+
+  # Interrupt the second run right after its first epoch's checkpoint is on disk.
+  real_save = checkpointing.Checkpointer.save
+  calls = {"n": 0}
+
+  def save_then_die(self, step, state, meta):
+    real_save(self, step, state, meta)
+    if "latest" in str(self.directory):
+      calls["n"] += 1
+      if calls["n"] == 1:
+        self.wait()
+        raise KeyboardInterrupt("simulated kill")
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    train_lib.train_and_evaluate(cfg, tmp_path / "killed")
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", real_save)
+  assert not (tmp_path / "killed" / "seed_0" / "result.json").exists()
+  train_lib.train_and_evaluate(cfg, tmp_path / "killed")
+
+  def final(run):
+    ck = checkpointing.Checkpointer(run / "seed_0" / "checkpoints" / "latest")
+    fs = store_lib.open_store(random_store)
+    _, target = train_lib.init_state(cfg, fs, seed=0)
+    state, meta = ck.restore(ck.latest_step(), target)
+    return state, meta
+
+  (a, ma), (b, mb) = final(tmp_path / "full"), final(tmp_path / "killed")
+  assert ma["step"] == mb["step"] and ma["epoch"] == mb["epoch"] == 3
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  ra = json.loads((tmp_path / "full" / "seed_0" / "result.json").read_text())
+  rb = json.loads((tmp_path / "killed" / "seed_0" / "result.json").read_text())
+  assert ra["test"] == rb["test"]
+
+
+def test_restore_onto_other_device_count(random_store, tmp_path):
+  cfg = tiny_config(random_store, "train.epochs=1", "mesh.shape=(4,2)")
+  train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  fs = store_lib.open_store(random_store)
+  _, target = train_lib.init_state(cfg, fs, seed=0)
+  one = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
+  target = jax.device_put(target, sharding.state_shardings(target, one))
+  ck = checkpointing.Checkpointer(tmp_path / "run" / "seed_0" / "checkpoints" / "latest")
+  state, _ = ck.restore(ck.latest_step(), target)
+  assert all(len(x.sharding.device_set) == 1 for x in jax.tree.leaves(state))
+
+
+def test_store_config_mismatch_before_compile(random_store, tmp_path):
+  with pytest.raises(ConfigError, match="not divisible by num_heads"):
+    train_lib.train_and_evaluate(tiny_config(random_store, "model.hidden_dim=15"), tmp_path / "a")
+  with pytest.raises(ConfigError, match="exceeds the 48 training examples"):
+    train_lib.train_and_evaluate(tiny_config(random_store, "train.batch_size=64"), tmp_path / "b")
+  with pytest.raises(ConfigError, match="not divisible by the 8-way data axis"):
+    train_lib.train_and_evaluate(tiny_config(random_store, "train.batch_size=12"), tmp_path / "c")
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
+  path = make_random_store(tmp_path / "bad")
+  x = np.load(path / "train" / "image.npy")
+  x[:] = 1e30  # finite on disk, overflows inside LayerNorm: the loss becomes NaN at the first step
+  np.save(path / "train" / "image.npy", x)
+  cfg = tiny_config(path)
+  with pytest.raises(train_lib.TrainingDivergedError, match=r"non-finite at step 1 .*last good checkpoint: none"):
+    train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  assert not (tmp_path / "run" / "seed_0" / "result.json").exists()
