@@ -44,3 +44,42 @@ def reference_dir():
   if not REFERENCE_DIR.is_dir():
     pytest.fail(f"reference fixtures not found at {REFERENCE_DIR}")
   return REFERENCE_DIR
+
+
+def make_random_store(path, *, n=(48, 16, 16), task="binary", num_classes=2, text_len=8, image_len=4, dim=8,
+                      seed=0):
+  """A small random feature store (text with padding + image), for tests that need any store."""
+  import numpy as np
+
+  from flmoe_jax.data import store
+
+  rng = np.random.default_rng(seed)
+  mods = [
+    store.ModalitySpec(name="text", dim=dim, max_len=text_len, kind="tokens", encoder="random"),
+    store.ModalitySpec(name="image", dim=dim, max_len=image_len, kind="patches", encoder="random"),
+  ]
+  splits = {}
+  for name, k in zip(("train", "val", "test"), n):
+    lens = rng.integers(2, text_len + 1, size=(k, 1))
+    text = rng.normal(size=(k, text_len, dim)).astype(np.float32)
+    image = rng.normal(size=(k, image_len, dim)).astype(np.float32)
+    # A learnable signal: the label is the sign of a feature of token 1 times one of patch 0.
+    if task == "multilabel":
+      labels = (rng.random((k, num_classes)) < 0.5).astype(np.uint8)
+    else:
+      labels = ((text[:, 1, 0] * image[:, 0, 0] > 0).astype(np.int32)) % num_classes
+    splits[name] = store.SplitArrays(
+      features={"text": text, "image": image},
+      masks={"text": np.arange(text_len)[None] < lens, "image": np.ones((k, image_len), bool)},
+      labels=labels,
+      ids=[f"{name}{i}" for i in range(k)],
+    )
+  return store.write_store(
+    path, modalities=mods, task=store.TaskSpec(task, num_classes), splits=splits, dtype="float32"
+  )
+
+
+@pytest.fixture(scope="session")
+def random_store(tmp_path_factory):
+  """A session-wide small random binary store."""
+  return make_random_store(tmp_path_factory.mktemp("stores") / "random")

@@ -1,0 +1,56 @@
+"""The `flmoe` command line: user errors are one line and exit status 2."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from flmoe_jax import cli
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(capsys, *argv):
+  code = cli.main(list(argv))
+  out = capsys.readouterr()
+  return code, out.out, out.err
+
+
+def test_unknown_config_key(capsys, tmp_path):
+  code, _, err = _run(
+    capsys, "train", "--config", str(ROOT / "configs/tiny.py"), "--workdir", str(tmp_path),
+    "--config.model.bogus=1",
+  )
+  assert code == 2
+  assert err.startswith("flmoe: error: unknown config key 'model.bogus'; valid keys:")
+  assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_store_is_one_line(capsys, tmp_path):
+  code, _, err = _run(capsys, "info", str(tmp_path / "nope"))
+  assert code == 2 and "no feature store" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_flag_exits_2(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["train", "--workdir", "x"])
+  assert e.value.code == 2
+  assert "flmoe: error:" in capsys.readouterr().err
+
+
+def test_overrides_only_where_accepted(capsys, tmp_path):
+  code, _, err = _run(capsys, "info", str(tmp_path), "--config.x=1")
+  assert code == 2 and "takes no --config" in err
+
+
+def test_python_dash_m_exit_code(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  r = subprocess.run(
+    [sys.executable, "-m", "flmoe_jax", "info", str(tmp_path / "missing")],
+    capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+  )
+  assert r.returncode == 2
+  assert "Traceback" not in r.stderr
+  assert r.stderr.strip().startswith("flmoe: error:")
