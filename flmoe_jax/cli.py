@@ -1,7 +1,8 @@
 """The `flmoe` command line.
 
   flmoe train   --config configs/synthetic.py --workdir runs/x [--config.key=value ...] [--overwrite]
-  flmoe synth   --out runs/stores/synthetic [--seed 0 --setting mixed ...]
+  flmoe synth   --out runs/stores/synthetic [--seed 0 --set setting=mixed ...]
+  flmoe features --dataset mmimdb --raw DIR --out STORE   (frozen-encoder features; see docs/features.md)
   flmoe info    STORE                      (manifest, counts, checks every array)
   flmoe demo    [--workdir runs/demo]      (the whole pipeline on the embedded default)
 
@@ -143,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
   i.add_argument("--check", action="store_true", help="also scan every array for NaN/Inf")
   i.set_defaults(fn=_cmd_info)
 
+  from flmoe_jax.features.extract import add_cli as add_features_cli
+
+  add_features_cli(sub)
+
   d = sub.add_parser("demo", help="the whole pipeline on the embedded default, no download")
   d.add_argument("--workdir", default="runs/demo")
   d.add_argument("--quick", action="store_true", help="fewer epochs and seeds (smoke run)")
@@ -158,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     rest, overrides = _split_overrides(argv)
     args = build_parser().parse_args(rest)
-    if overrides and args.command not in ("train", "demo"):
+    if overrides and args.command not in ("train", "demo", "features"):
       raise FlmoeError(f"`flmoe {args.command}` takes no --config.* overrides")
     return args.fn(args, overrides)
   except FlmoeError as e:

@@ -385,7 +385,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
     state, meta = latest.restore(latest.latest_step(), state)
     print(f"seed {seed}: resumed from epoch {meta['epoch']} (step {meta['step']})", flush=True)
 
-  base_key = jax.random.key(seed)
+  base_key = jax.random.key(seed, impl=config.train.prng_impl)
   n_train = min(fs.counts["train"], config.train.limit_train or fs.counts["train"])
   steps_per_epoch = n_train // config.train.batch_size
   total = steps_per_epoch * config.train.epochs

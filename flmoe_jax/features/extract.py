@@ -1,0 +1,1019 @@
+"""Batched, sharded, resumable extraction of frozen-encoder features into a feature store.
+
+`extract_features(raw, out, text_encoder=..., image_encoder=...)` runs every example of a
+`RawDataset` through the frozen encoders and writes the token/patch states as a feature store
+(docs/feature_store.md).
+
+How it runs:
+
+* **Sharded.** Each batch is padded to a multiple of the local device count and split over a 1-D
+  `data` mesh (`NamedSharding`); encoder parameters are replicated once. One jit per encoder and
+  padded shape.
+* **Text buckets.** A text batch is padded to the smallest of `text_buckets` that holds its longest
+  text (one compilation per bucket), then stored at the encoder's `max_len` with zeros and mask
+  False beyond the text. Texts longer than `max_len` tokens are cut and counted (manifest
+  `extraction.truncated`).
+* **Prefetch.** A background thread prepares the next host batches (tokenising, decoding and
+  resizing images in a small thread pool) while the devices compute; device results are fetched one
+  batch late so dispatch, transfer and compute overlap.
+* **Resumable.** Results go to `<out>.partial/` as per-split chunk files `chunk_<k>.npz` of
+  `chunk_size` examples, each written atomically (temporary name, then `os.replace`), next to
+  `progress.json`, which records the extraction's fingerprint (encoder identity, hidden size,
+  sequence length, compute dtype, a hash of the weights, the data's ids). A rerun skips the chunks
+  present and refuses a partial folder or an existing store made with a different encoder. The store
+  is then assembled with `StoreWriter` (atomic, train-split means computed over valid tokens) and
+  the partial folder removed.
+* **Unreadable images.** `on_error="fail"` (default) stops encoding at the first bad image, scans
+  the rest and fails listing every bad image (full list in `<out>.partial/unreadable.json`);
+  `on_error="skip"` drops the examples with a bad image and records them in the manifest
+  (`extraction.skipped`).
+
+The extractor is single-process (it uses the local devices of one host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections.abc
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import queue
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from flmoe_jax.data.raw.base import RawDataset, RawExample
+from flmoe_jax.data.store import FEATURE_DTYPES, ModalitySpec, StoreWriter
+from flmoe_jax.errors import DatasetError, EncoderError, StoreError
+from flmoe_jax.features.encoders import ImageEncoder, TextEncoder, UnreadableImageError, load_pil
+from flmoe_jax.metrics import Progress
+
+PARTIAL_FORMAT = "flmoe-extract-partial"
+PARTIAL_VERSION = 1
+DEFAULT_TEXT_BUCKETS = (32, 64, 128, 320)
+DEFAULT_CHUNK_SIZE = 512
+ON_ERROR = ("fail", "skip")
+# Encoder fields that define the features; a partial run or store that differs in any is refused.
+_IDENTITY_KEYS = (
+  "kind",
+  "model_type",
+  "hidden_size",
+  "seq_len",
+  "compute_dtype",
+  "image_size",
+  "patch_size",
+  "params_digest",
+)
+_PREFETCH = 2  # host batches prepared ahead of the device
+
+# Fault-injection hook for tests: called as hook(split, chunk_index) after each chunk file is
+# written.
+_after_chunk_hook: Callable[[str, int], None] | None = None
+
+
+def partial_dir(out: str | os.PathLike) -> pathlib.Path:
+  """The work folder of an extraction into `out`: `<out>.partial`."""
+  out = pathlib.Path(out)
+  return out.parent / f"{out.name}.partial"
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning: encoders per modality, splits, fingerprint.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Plan:
+  raw: RawDataset
+  encoders: dict[
+    str, TextEncoder | ImageEncoder
+  ]  # modality name -> encoder (image encoders may be shared)
+  splits: dict[str, Sequence[RawExample]]  # lists, or lazy sequences (TFDS) read batch by batch
+  fingerprint: dict[str, Any]
+  chunk_size: int
+
+  def num_chunks(self, split: str) -> int:
+    return -(-len(self.splits[split]) // self.chunk_size)
+
+
+def _assign_encoders(raw: RawDataset, text_encoder, image_encoder) -> dict[str, Any]:
+  encoders = {}
+  for m in raw.modalities:
+    given = text_encoder if m.kind == "text" else image_encoder
+    enc = given.get(m.name) if isinstance(given, Mapping) else given
+    if enc is None:
+      flag = "text_encoder" if m.kind == "text" else "image_encoder"
+      raise EncoderError(f"modality {m.name!r} ({m.kind}) needs an encoder: pass {flag}")
+    if enc.kind != m.kind:
+      raise EncoderError(
+        f"modality {m.name!r} is {m.kind} but was given a {enc.kind} encoder ({enc.name})"
+      )
+    encoders[m.name] = enc
+  return encoders
+
+
+class _Head(collections.abc.Sequence):
+  """The first `n` examples of a (possibly lazy) sequence, read only on access."""
+
+  def __init__(self, seq: Sequence[RawExample], n: int):
+    self._seq, self._n = seq, n
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self._seq[slice(*index.indices(self._n))]
+    if not -self._n <= index < self._n:
+      raise IndexError(index)
+    return self._seq[index % self._n]
+
+
+def _limited(seq: Sequence[RawExample], limit: int | None) -> Sequence[RawExample]:
+  if limit is None or limit >= len(seq):
+    return seq
+  return seq[:limit] if isinstance(seq, list) else _Head(seq, limit)
+
+
+def _ids_hash(examples: Sequence[RawExample]) -> str:
+  """A hash of a split's ids (lazy TFDS splits decode on access: only a few ids are sampled)."""
+  if isinstance(examples, list):
+    ids = [str(e.id) for e in examples]
+  else:
+    n = len(examples)
+    ids = ["lazy", str(n)] + [
+      str(examples[i].id) for i in sorted({0, 1, n // 2, n - 2, n - 1}) if 0 <= i < n
+    ]
+  return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def _fingerprint(raw, encoders, splits, dtype, chunk_size) -> dict[str, Any]:
+  return {
+    "dataset": raw.name,
+    "modalities": [
+      {"name": m.name, "kind": m.kind, "encoder": encoders[m.name].info()} for m in raw.modalities
+    ],
+    "task": {"type": raw.task.type, "num_classes": raw.task.num_classes},
+    "dtype": dtype,
+    "chunk_size": chunk_size,
+    "splits": {s: {"n": len(ex), "ids": _ids_hash(ex)} for s, ex in splits.items()},
+  }
+
+
+def _describe(enc_info: Mapping[str, Any]) -> str:
+  size = f"{enc_info.get('seq_len')} {'tokens' if enc_info.get('kind') == 'text' else 'patches'}"
+  return (
+    f"{enc_info.get('name')} ({enc_info.get('model_type')}, dim {enc_info.get('hidden_size')}, "
+    f"{size}, "
+    f"{enc_info.get('compute_dtype')}, weights {str(enc_info.get('params_digest'))[:8]})"
+  )
+
+
+def _difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+  """A one-line reason why two fingerprints describe different extractions, or None."""
+  old_mods = [(m["name"], m["kind"]) for m in old.get("modalities", [])]
+  new_mods = [(m["name"], m["kind"]) for m in new["modalities"]]
+  if old_mods != new_mods:
+    return f"modalities {old_mods} vs {new_mods}"
+  for om, nm in zip(old["modalities"], new["modalities"]):
+    oe, ne = om["encoder"], nm["encoder"]
+    if any(oe.get(k) != ne.get(k) for k in _IDENTITY_KEYS):
+      return (
+        f"modality {nm['name']!r} was encoded with {_describe(oe)}, this run uses {_describe(ne)}"
+      )
+  for key in ("dataset", "task", "dtype", "chunk_size"):
+    if old.get(key) != new.get(key):
+      return f"{key} {old.get(key)!r} vs {new.get(key)!r}"
+  if old.get("splits") != new.get("splits"):
+    return (
+      f"the examples differ (splits {_split_sizes(old)} vs {_split_sizes(new)}, or other ids: a "
+      "changed dataset or limit_per_split)"
+    )
+  return None
+
+
+def _split_sizes(fp) -> dict[str, int]:
+  return {k: v["n"] for k, v in fp.get("splits", {}).items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Host batches (prepared in the prefetch thread).
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _HostBatch:
+  split: str
+  chunk: int
+  last_in_chunk: bool
+  ids: list[str]  # kept examples only
+  labels: np.ndarray  # [n_kept] or [n_kept, C]
+  inputs: dict[str, dict[str, np.ndarray]]  # modality -> encoder inputs, padded to the global batch
+  truncated: dict[str, int]  # modality -> texts cut in this batch
+  failures: list[dict[str, str]]  # {"split", "id", "modality", "reason"}
+  size: int  # examples looked at (kept + dropped)
+
+
+def _label_array(ex: RawExample, task) -> np.ndarray:
+  y = np.asarray(ex.label)
+  if task.type == "multilabel":
+    if y.shape != (task.num_classes,) or not np.isin(y, (0, 1)).all():
+      raise DatasetError(
+        f"example {ex.id!r}: multilabel label must be 0/1 of shape ({task.num_classes},)"
+      )
+    return y.astype(np.uint8)
+  if y.ndim != 0 or not np.issubdtype(y.dtype, np.integer) or not 0 <= int(y) < task.num_classes:
+    raise DatasetError(
+      f"example {ex.id!r}: label {ex.label!r} is not a class in [0, {task.num_classes})"
+    )
+  return y.astype(np.int32)
+
+
+def _check_image(image) -> None:
+  load_pil(image)  # raises UnreadableImageError
+
+
+class _Producer:
+  """Prepares host batches of the pending chunks in a background thread (bounded queue)."""
+
+  def __init__(
+    self,
+    plan: _Plan,
+    work: list[tuple[str, int]],
+    *,
+    batch_size: int,
+    global_batch: int,
+    text_buckets,
+    on_error: str,
+    num_workers: int,
+  ):
+    self.plan = plan
+    self.work = work
+    self.batch_size = batch_size
+    self.global_batch = global_batch
+    self.text_buckets = text_buckets
+    self.on_error = on_error
+    self.queue: queue.Queue = queue.Queue(maxsize=_PREFETCH)
+    self.stop = threading.Event()
+    # Set by the consumer after the first unreadable image in fail mode: from then on only decode
+    # images (to list every bad one) and skip tokenising / preprocessing.
+    self.scan_only = threading.Event()
+    self.pool = concurrent.futures.ThreadPoolExecutor(
+      max(1, num_workers), thread_name_prefix="flmoe-img"
+    )
+    self.thread = threading.Thread(target=self._run, name="flmoe-extract-prefetch", daemon=True)
+
+  def start(self) -> _Producer:
+    self.thread.start()
+    return self
+
+  def close(self) -> None:
+    self.stop.set()
+    # Drain so a producer blocked on put() sees the stop flag.
+    while self.thread.is_alive():
+      try:
+        self.queue.get(timeout=0.05)
+      except queue.Empty:
+        pass
+    self.pool.shutdown(wait=True, cancel_futures=True)
+
+  def __iter__(self) -> Iterator[_HostBatch]:
+    while True:
+      item = self.queue.get()
+      if item is None:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+
+  def _put(self, item) -> bool:
+    while not self.stop.is_set():
+      try:
+        self.queue.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def _run(self) -> None:
+    try:
+      for split, k in self.work:
+        examples = self.plan.splits[split]
+        start, stop = k * self.plan.chunk_size, min((k + 1) * self.plan.chunk_size, len(examples))
+        for b in range(start, stop, self.batch_size):
+          batch = self._prepare(split, k, examples[b : min(b + self.batch_size, stop)])
+          batch.last_in_chunk = b + self.batch_size >= stop
+          if not self._put(batch):
+            return
+      self._put(None)
+    except BaseException as e:  # noqa: BLE001 - re-raised in the consumer thread
+      self._put(e)
+
+  def _prepare(self, split: str, k: int, exs: list[RawExample]) -> _HostBatch:
+    plan, scan = self.plan, self.scan_only.is_set()
+    failures: list[dict[str, str]] = []
+    bad: set[int] = set()
+    pixels: dict[str, list] = {}
+    for m in plan.raw.modalities:
+      if m.kind != "image":
+        continue
+      enc = plan.encoders[m.name]
+      fn = _check_image if scan else enc.preprocess
+      futures = [self.pool.submit(fn, ex.inputs.get(m.name)) for ex in exs]
+      pixels[m.name] = []
+      for i, (ex, fut) in enumerate(zip(exs, futures)):
+        try:
+          pixels[m.name].append(fut.result())
+        except UnreadableImageError as e:
+          failures.append({"split": split, "id": str(ex.id), "modality": m.name, "reason": str(e)})
+          bad.add(i)
+          pixels[m.name].append(None)
+    keep = [i for i in range(len(exs)) if i not in bad]
+    batch = _HostBatch(
+      split, k, False, [str(exs[i].id) for i in keep], np.zeros(0), {}, {}, failures, len(exs)
+    )
+    if scan or (failures and self.on_error == "fail"):
+      return batch  # nothing will be encoded
+    if not keep:
+      return batch  # every example of the batch was dropped (skip mode)
+    batch.labels = np.stack([_label_array(exs[i], plan.raw.task) for i in keep])
+    pad = self.global_batch - len(keep)
+    for m in plan.raw.modalities:
+      enc = plan.encoders[m.name]
+      if m.kind == "text":
+        texts = []
+        for i in keep:
+          t = exs[i].inputs.get(m.name)
+          if t is not None and not isinstance(t, str):
+            raise DatasetError(f"example {exs[i].id!r}: modality {m.name!r} is not a string")
+          texts.append(t)
+        tok = enc.tokenize(texts, buckets=self.text_buckets)
+        batch.truncated[m.name] = int(tok["truncated"].sum())
+        ids = np.pad(tok["input_ids"], ((0, pad), (0, 0)), constant_values=enc.pad_id)
+        mask = np.pad(tok["attention_mask"], ((0, pad), (0, 0)))
+        batch.inputs[m.name] = {"input_ids": ids, "attention_mask": mask}
+      else:
+        s = enc.image_size
+        px = np.zeros((self.global_batch, 3, s, s), np.float32)
+        for j, i in enumerate(keep):
+          px[j] = pixels[m.name][i]
+        batch.inputs[m.name] = {"pixel_values": px}
+    return batch
+
+
+# --------------------------------------------------------------------------------------------------
+# Chunk files.
+# --------------------------------------------------------------------------------------------------
+
+
+def _chunk_path(partial: pathlib.Path, split: str, k: int) -> pathlib.Path:
+  return partial / split / f"chunk_{k:05d}.npz"
+
+
+class _ChunkAccumulator:
+  """Collects the device results of one chunk and writes them atomically."""
+
+  def __init__(self, plan: _Plan, split: str, k: int, dtype: str):
+    self.plan, self.split, self.k, self.dtype = plan, split, k, dtype
+    self.x: dict[str, list[np.ndarray]] = {m.name: [] for m in plan.raw.modalities}
+    self.mask: dict[str, list[np.ndarray]] = {m.name: [] for m in plan.raw.modalities}
+    self.labels: list[np.ndarray] = []
+    self.ids: list[str] = []
+    self.truncated = {m.name: 0 for m in plan.raw.modalities if m.kind == "text"}
+    self.skipped: list[dict[str, str]] = []
+
+  def add(self, batch: _HostBatch, outs: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    n = len(batch.ids)
+    for name, (x, mask) in outs.items():
+      self.x[name].append(x[:n])
+      self.mask[name].append(mask[:n])
+    if n:
+      self.labels.append(batch.labels)
+    self.ids += batch.ids
+    for name, c in batch.truncated.items():
+      self.truncated[name] += c
+    self.skipped += batch.failures
+
+  def write(self, partial: pathlib.Path) -> None:
+    arrays = {}
+    for m in self.plan.raw.modalities:
+      enc = self.plan.encoders[m.name]
+      xs, ms = self.x[m.name], self.mask[m.name]
+      # Text batches have different bucket lengths: pad within the chunk to its longest (zeros, mask
+      # False).
+      t = max([a.shape[1] for a in xs], default=1)
+      x = np.zeros((len(self.ids), t, enc.hidden_size), self.dtype)
+      mask = np.zeros((len(self.ids), t), bool)
+      row = 0
+      for a, b in zip(xs, ms):
+        x[row : row + len(a), : a.shape[1]] = a
+        mask[row : row + len(a), : b.shape[1]] = b
+        row += len(a)
+      arrays[f"x_{m.name}"], arrays[f"mask_{m.name}"] = x, mask
+    task = self.plan.raw.task
+    empty = np.zeros((0, task.num_classes) if task.type == "multilabel" else (0,))
+    arrays["labels"] = np.concatenate(self.labels) if self.labels else empty
+    arrays["ids"] = np.array(self.ids, dtype=str)
+    meta = {
+      "split": self.split,
+      "chunk": self.k,
+      "rows": len(self.ids),
+      "truncated": self.truncated,
+      "skipped": self.skipped,
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = _chunk_path(partial, self.split, self.k)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_chunk_meta(path: pathlib.Path) -> dict[str, Any]:
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return json.loads(str(z["meta"]))
+  except (OSError, ValueError, KeyError) as e:
+    raise StoreError(f"{path}: unreadable chunk ({e}); delete it to recompute it") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# The extraction.
+# --------------------------------------------------------------------------------------------------
+
+
+def extract_features(
+  raw: RawDataset,
+  out: str | os.PathLike,
+  *,
+  text_encoder: TextEncoder | Mapping[str, TextEncoder] | None = None,
+  image_encoder: ImageEncoder | Mapping[str, ImageEncoder] | None = None,
+  batch_size: int = 32,
+  dtype: str = "float16",
+  text_buckets: Sequence[int] | None = DEFAULT_TEXT_BUCKETS,
+  on_error: str = "fail",
+  resume: bool = True,
+  overwrite: bool = False,
+  progress: bool = True,
+  limit_per_split: int | None = None,
+  chunk_size: int = DEFAULT_CHUNK_SIZE,
+  num_workers: int | None = None,
+  devices: Sequence[Any] | None = None,
+) -> pathlib.Path:
+  """Encodes a raw dataset with frozen encoders and writes a feature store at `out`.
+
+  Args:
+    raw: the dataset (`flmoe_jax.data.raw.load_raw(...)`).
+    out: the store folder to write.
+    text_encoder: the encoder of every `text` modality (or {modality: encoder}).
+    image_encoder: the encoder of every `image` modality, shared (ENRICO's screenshot and wireframe
+      use the same frozen CLIP), or {modality: encoder}.
+    batch_size: examples per device step (padded up to a multiple of the local device count).
+    dtype: feature dtype on disk, `float16` (default) or `float32`.
+    text_buckets: padded text lengths (each compiles once); None pads every batch to `max_len`.
+    on_error: unreadable images: `fail` (list them all and stop) or `skip` (drop those examples,
+      record them in the manifest).
+    resume: reuse the chunks of an interrupted run in `<out>.partial/` (False starts over).
+    overwrite: replace an existing store at `out` that was made differently.
+    progress: show a progress bar (samples/s, ETA) per split.
+    limit_per_split: keep only the first N examples of each split (None or <= 0: all).
+    chunk_size: examples per chunk file (the unit of resumption).
+    num_workers: image decoding threads (default min(8, CPU count)).
+    devices: devices to shard over (default: all local devices).
+
+  Returns:
+    The store path. If `out` already holds a store of this exact extraction, it is returned
+    untouched.
+
+  Raises:
+    EncoderError: a modality without an encoder, unreadable images (on_error="fail"), or a partial
+      run made with a different encoder.
+    StoreError: `out` holds a store made differently (unless `overwrite`).
+    DatasetError: bad labels or inputs in the raw dataset.
+  """
+  out = pathlib.Path(out)
+  partial = partial_dir(out)
+  if dtype not in FEATURE_DTYPES:
+    raise StoreError(f"store dtype {dtype!r} not in {FEATURE_DTYPES}")
+  if on_error not in ON_ERROR:
+    raise EncoderError(f"on_error {on_error!r} not in {ON_ERROR}")
+  if batch_size < 1 or chunk_size < 1:
+    raise EncoderError("batch_size and chunk_size must be positive")
+  if jax.process_count() > 1:
+    raise EncoderError("feature extraction runs as a single process (it uses the local devices)")
+  encoders = _assign_encoders(raw, text_encoder, image_encoder)
+  limit = limit_per_split if limit_per_split and limit_per_split > 0 else None
+  splits = {s: _limited(ex, limit) for s, ex in raw.splits.items()}
+  for s, ex in splits.items():
+    # (Lazy splits are checked when the store is written: reading their ids here would decode
+    # images.)
+    if isinstance(ex, list) and len({str(e.id) for e in ex}) != len(ex):
+      raise DatasetError(f"split {s!r}: sample ids are not unique")
+  plan = _Plan(
+    raw, encoders, splits, _fingerprint(raw, encoders, splits, dtype, chunk_size), chunk_size
+  )
+
+  # An existing store: return it when it is this extraction; refuse (or replace) anything else.
+  # Never replace something that is not a store (a mistyped --out could name a folder of other
+  # files).
+  if out.is_file() or (
+    out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file()
+  ):
+    raise StoreError(f"{out} exists and is not a feature store; choose another output folder")
+  if (out / "manifest.json").is_file():
+    try:
+      manifest = json.loads((out / "manifest.json").read_text())
+    except json.JSONDecodeError:
+      manifest = {}
+    old = manifest.get("extraction", {}).get("fingerprint")
+    why = (
+      "it was not made by extract_features" if old is None else _difference(old, plan.fingerprint)
+    )
+    if why is None and not overwrite:
+      _log(progress, f"{out}: already extracted with these encoders; nothing to do")
+      return out
+    if why is not None and not overwrite:
+      raise StoreError(
+        f"{out} already holds a different feature store ({why}); pass overwrite=True "
+        "(--overwrite) to replace it"
+      )
+
+  _open_partial(partial, plan, resume)
+  t0 = time.monotonic()
+  n_done = _encode_pending(
+    plan,
+    partial,
+    batch_size=batch_size,
+    dtype=dtype,
+    text_buckets=text_buckets,
+    on_error=on_error,
+    progress=progress,
+    num_workers=num_workers,
+    devices=devices,
+  )
+  seconds = time.monotonic() - t0
+  path = _assemble(
+    plan,
+    partial,
+    out,
+    dtype=dtype,
+    overwrite=overwrite,
+    text_buckets=text_buckets,
+    batch_size=batch_size,
+    on_error=on_error,
+    limit=limit,
+  )
+  shutil.rmtree(partial, ignore_errors=True)
+  if n_done:
+    _log(
+      progress,
+      f"extracted {n_done} examples in {seconds:.1f} s ({n_done / max(seconds, 1e-9):.1f} "
+      f"samples/s); wrote {path}",
+    )
+  return path
+
+
+def _log(enabled: bool, msg: str) -> None:
+  if enabled and jax.process_index() == 0:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _open_partial(partial: pathlib.Path, plan: _Plan, resume: bool) -> None:
+  """Creates the work folder, or checks that an existing one belongs to this extraction."""
+  pj = partial / "progress.json"
+  if partial.exists() and not resume:
+    shutil.rmtree(partial)
+  if pj.is_file():
+    try:
+      state = json.loads(pj.read_text())
+    except json.JSONDecodeError:
+      state = {}
+    if state.get("format") != PARTIAL_FORMAT or state.get("version") != PARTIAL_VERSION:
+      raise EncoderError(
+        f"{partial} is not a partial extraction of this version; delete it or pass "
+        "resume=False (--no-resume)"
+      )
+    why = _difference(state["fingerprint"], plan.fingerprint)
+    if why is not None:
+      raise EncoderError(
+        f"{partial} holds a partial extraction made differently ({why}); delete it or pass "
+        "resume=False (--no-resume) to start over"
+      )
+    return
+  partial.mkdir(parents=True, exist_ok=True)
+  _write_progress(partial, plan, done={})
+
+
+def _write_progress(partial: pathlib.Path, plan: _Plan, done: Mapping[str, list[int]]) -> None:
+  state = {
+    "format": PARTIAL_FORMAT,
+    "version": PARTIAL_VERSION,
+    "fingerprint": plan.fingerprint,
+    "chunks": {s: plan.num_chunks(s) for s in plan.splits},
+    "done": {s: sorted(v) for s, v in done.items()},
+    "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+  }
+  tmp = partial / f"progress.json.tmp-{os.getpid()}"
+  tmp.write_text(json.dumps(state, indent=1))
+  os.replace(tmp, partial / "progress.json")
+
+
+def _done_chunks(partial: pathlib.Path, plan: _Plan) -> dict[str, list[int]]:
+  return {
+    s: [k for k in range(plan.num_chunks(s)) if _chunk_path(partial, s, k).is_file()]
+    for s in plan.splits
+  }
+
+
+def _encode_pending(
+  plan: _Plan,
+  partial: pathlib.Path,
+  *,
+  batch_size,
+  dtype,
+  text_buckets,
+  on_error,
+  progress,
+  num_workers,
+  devices,
+) -> int:
+  """Encodes every chunk that has no file yet. Returns the number of examples encoded."""
+  done = _done_chunks(partial, plan)
+  work = [(s, k) for s in plan.splits for k in range(plan.num_chunks(s)) if k not in done[s]]
+  if not work:
+    return 0
+  devices = list(devices if devices is not None else jax.local_devices())
+  mesh = Mesh(np.asarray(devices), ("data",))
+  global_batch = -(-batch_size // len(devices)) * len(devices)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  params: dict[int, Any] = {}  # one replicated copy per distinct encoder (shared image encoders)
+  for enc in plan.encoders.values():
+    if id(enc) not in params:
+      params[id(enc)] = jax.device_put(enc.params, replicated)
+
+  def shard(a: np.ndarray):
+    return jax.device_put(a, NamedSharding(mesh, PartitionSpec("data", *([None] * (a.ndim - 1)))))
+
+  workers = num_workers or min(8, os.cpu_count() or 1)
+  producer = _Producer(
+    plan,
+    work,
+    batch_size=batch_size,
+    global_batch=global_batch,
+    text_buckets=None if text_buckets is None else tuple(text_buckets),
+    on_error=on_error,
+    num_workers=workers,
+  ).start()
+  failures: list[dict[str, str]] = []
+  acc: _ChunkAccumulator | None = None
+  pending = None  # (batch, device outputs): fetched after the next batch is dispatched
+  bars: dict[str, Progress] = {}
+  n_done = 0
+
+  def finish(batch: _HostBatch, outs) -> None:
+    nonlocal acc, n_done
+    host = {name: (np.asarray(x), np.asarray(m)) for name, (x, m) in outs.items()}
+    if acc is None or (acc.split, acc.k) != (batch.split, batch.chunk):
+      acc = _ChunkAccumulator(plan, batch.split, batch.chunk, dtype)
+    acc.add(batch, host)
+    n_done += batch.size
+    bars[batch.split].update(batch.size)
+    if batch.last_in_chunk:
+      acc.write(partial)
+      done[batch.split].append(batch.chunk)
+      _write_progress(partial, plan, done)
+      if _after_chunk_hook is not None:
+        _after_chunk_hook(batch.split, batch.chunk)
+      acc = None
+
+  try:
+    for batch in producer:
+      if batch.split not in bars:
+        remaining = sum(
+          min(plan.chunk_size, len(plan.splits[batch.split]) - k * plan.chunk_size)
+          for s, k in work
+          if s == batch.split
+        )
+        bars[batch.split] = Progress(
+          remaining, f"features {batch.split}", log_every=max(1, 20 * batch_size), enabled=progress
+        )
+      if batch.failures and on_error == "fail":
+        if not failures and pending is not None:
+          finish(*pending)  # keep what was computed before the first bad image
+          pending = None
+        failures += batch.failures
+        producer.scan_only.set()
+      if failures:
+        bars[batch.split].update(batch.size)
+        continue  # scanning: list every unreadable image, encode nothing more
+      outs = {}
+      for m in plan.raw.modalities if batch.ids else ():
+        enc = plan.encoders[m.name]
+        inputs = {k: shard(v) for k, v in batch.inputs[m.name].items()}
+        outs[m.name] = enc.encode(inputs, params[id(enc)], out_dtype=dtype)  # async dispatch
+      if pending is not None:
+        finish(*pending)
+      pending = (batch, outs)
+    if pending is not None and not failures:
+      finish(*pending)
+  finally:
+    producer.close()
+    for bar in bars.values():
+      bar.close()
+  if failures:
+    listing = partial / "unreadable.json"
+    listing.write_text(json.dumps(failures, indent=1))
+    first = "; ".join(
+      f"{f['split']}/{f['id']} ({f['modality']}): {f['reason']}" for f in failures[:3]
+    )
+    raise EncoderError(
+      f"{len(failures)} unreadable image(s): {first}{' ...' if len(failures) > 3 else ''}; "
+      f"full list in {listing}; fix or remove them, or pass on_error='skip' (--on-error skip)"
+    )
+  return n_done
+
+
+def _assemble(
+  plan: _Plan,
+  partial: pathlib.Path,
+  out: pathlib.Path,
+  *,
+  dtype,
+  overwrite,
+  text_buckets,
+  batch_size,
+  on_error,
+  limit,
+) -> pathlib.Path:
+  """Copies the chunk files into a new store (StoreWriter: atomic, train means of valid tokens)."""
+  specs = [
+    ModalitySpec(
+      name=m.name,
+      dim=plan.encoders[m.name].hidden_size,
+      max_len=plan.encoders[m.name].seq_len,
+      kind="tokens" if m.kind == "text" else "patches",
+      encoder=plan.encoders[m.name].name,
+    )
+    for m in plan.raw.modalities
+  ]
+  writer = StoreWriter(out, modalities=specs, task=plan.raw.task, dtype=dtype, overwrite=True)
+  truncated = {m.name: {} for m in plan.raw.modalities if m.kind == "text"}
+  skipped: list[dict[str, str]] = []
+  try:
+    for split in plan.splits:
+      paths = [_chunk_path(partial, split, k) for k in range(plan.num_chunks(split))]
+      metas = [_read_chunk_meta(p) for p in paths]
+      n = sum(m["rows"] for m in metas)
+      mm = writer.allocate_split(split, n)
+      ids: list[str] = []
+      for p, meta in zip(paths, metas):
+        with np.load(p, allow_pickle=False) as z:
+          r, row = meta["rows"], len(ids)
+          for spec in specs:
+            x, mask = z[f"x_{spec.name}"], z[f"mask_{spec.name}"]
+            t = x.shape[1]
+            # Stored at the fixed max_len: zeros and mask False after the chunk's longest text.
+            mm[spec.name][row : row + r, :t] = x
+            mm[spec.name][row : row + r, t:] = 0
+            mm[f"{spec.name}_mask"][row : row + r, :t] = mask
+            mm[f"{spec.name}_mask"][row : row + r, t:] = False
+          mm["labels"][row : row + r] = z["labels"]
+          ids += [str(i) for i in z["ids"]]
+        for name, c in meta["truncated"].items():
+          truncated[name][split] = truncated[name].get(split, 0) + c
+        skipped += meta["skipped"]
+      for a in mm.values():
+        a.flush()
+      del mm
+      writer.set_ids(split, ids)
+    extraction = {
+      "fingerprint": plan.fingerprint,
+      "dataset": plan.raw.name,
+      "raw_info": plan.raw.info,
+      "encoders": {m.name: plan.encoders[m.name].info() for m in plan.raw.modalities},
+      "text_buckets": None if text_buckets is None else list(text_buckets),
+      "batch_size": batch_size,
+      "limit_per_split": limit,
+      "on_error": on_error,
+      "truncated": truncated,
+      "num_skipped": len(skipped),
+      "skipped": skipped,
+      "raw_skipped": list(plan.raw.skipped),
+      "jax_backend": jax.default_backend(),
+      "device_kind": jax.local_devices()[0].device_kind,
+      "num_devices": jax.local_device_count(),
+    }
+    return writer.finalize(extra_manifest={"extraction": extraction})
+  except BaseException:
+    writer.abort()
+    raise
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points for the command line and configs.
+# --------------------------------------------------------------------------------------------------
+
+
+def run_extraction(
+  dataset: str,
+  raw_dir: str | os.PathLike | None,
+  out: str | os.PathLike,
+  *,
+  text_encoder: str | None = None,
+  image_encoder: str | None = None,
+  text_max_len: int = 320,
+  text_buckets: Sequence[int] | None = DEFAULT_TEXT_BUCKETS,
+  batch_size: int = 32,
+  dtype: str = "float16",
+  compute_dtype: str = "float32",
+  on_error: str = "fail",
+  limit_per_split: int | None = None,
+  allow_download: bool = False,
+  resume: bool = True,
+  overwrite: bool = False,
+  progress: bool = True,
+  chunk_size: int = DEFAULT_CHUNK_SIZE,
+  reader_options: Mapping[str, Any] | None = None,
+) -> pathlib.Path:
+  """Reads a raw dataset, loads its encoders by name and extracts (what `flmoe features` runs).
+
+  Args:
+    dataset: a reader name (`flmoe_jax.data.raw.available()`: mmimdb, enrico, mmhs150k, easyvqa,
+      tfds:*).
+    raw_dir: the hand-downloaded folder (None or "" for easyvqa's bundled data).
+    out: the store folder.
+    text_encoder: folder, HF id or `minilm` (default roberta-base); loaded only if the data has
+      text.
+    image_encoder: folder or HF id (default openai/clip-vit-base-patch16), shared by every image
+      modality. A missing folder named `tiny-vit` is created with `easyvqa_demo_encoders` (the CPU
+      demo encoder).
+    text_max_len: tokens kept per text.
+    text_buckets, batch_size, dtype, on_error, limit_per_split, resume, overwrite, progress: as in
+      `extract_features` (and chunk_size).
+    compute_dtype: `float32` or `bfloat16`.
+    allow_download: let the encoders be fetched from the Hugging Face Hub.
+    reader_options: extra reader keyword arguments (e.g. {"split_mode": "official"}).
+
+  Returns:
+    The store path.
+  """
+  from flmoe_jax.data.raw import load_raw
+  from flmoe_jax.features.encoders import easyvqa_demo_encoders, load_encoder
+
+  options = dict(reader_options or {})
+  options.setdefault("on_error", on_error)
+  raw = load_raw(dataset, raw_dir or None, **options)
+  kinds = {m.kind for m in raw.modalities}
+  text = image = None
+  if "text" in kinds:
+    text = load_encoder(
+      "text", text_encoder, allow_download=allow_download, dtype=compute_dtype, max_len=text_max_len
+    )
+  if "image" in kinds:
+    if (
+      image_encoder
+      and pathlib.Path(image_encoder).name == "tiny-vit"
+      and not pathlib.Path(image_encoder).exists()
+    ):
+      easyvqa_demo_encoders(pathlib.Path(image_encoder).parent)
+    image = load_encoder("image", image_encoder, allow_download=allow_download, dtype=compute_dtype)
+  return extract_features(
+    raw,
+    out,
+    text_encoder=text,
+    image_encoder=image,
+    batch_size=batch_size,
+    dtype=dtype,
+    text_buckets=None if text_buckets is None else tuple(text_buckets),
+    on_error=on_error,
+    resume=resume,
+    overwrite=overwrite,
+    progress=progress,
+    limit_per_split=limit_per_split,
+    chunk_size=chunk_size,
+  )
+
+
+def features_from_config(cfg, **kwargs) -> pathlib.Path:
+  """Extracts the store of a run config: `cfg.store` from its `features` block (configs/easyvqa.py).
+
+  Args:
+    cfg: a ConfigDict with `store` and `features` (dataset, raw, text_encoder, image_encoder, ...).
+    **kwargs: `run_extraction` options that win over the config (overwrite, allow_download, ...).
+  """
+  if "features" not in cfg:
+    raise EncoderError(
+      f"config {cfg.get('name', '')!r} has no `features` block; use --dataset/--raw/--out"
+    )
+  f = dict(cfg.features)
+  limit = f.pop("limit_per_split", 0) or None
+  opts = dict(
+    text_encoder=f.pop("text_encoder", None) or None,
+    image_encoder=f.pop("image_encoder", None) or None,
+    limit_per_split=limit,
+    **{
+      k: f.pop(k)
+      for k in list(f)
+      if k
+      in (
+        "text_max_len",
+        "text_buckets",
+        "batch_size",
+        "dtype",
+        "compute_dtype",
+        "on_error",
+        "chunk_size",
+      )
+    },
+  )
+  opts.update(kwargs)
+  return run_extraction(f.pop("dataset"), f.pop("raw", "") or None, cfg.store, **opts)
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+  """Adds the `features` subcommand to argparse subparsers (handler: `args.fn(args, overrides)`).
+
+  flmoe features --config configs/easyvqa.py[:quick] [--config.features.limit_per_split=500]
+  flmoe features --dataset mmimdb --raw data/mmimdb --out runs/stores/mmimdb [--text-encoder DIR]
+  """
+  p = subparsers.add_parser("features", help="extract frozen-encoder features into a feature store")
+  p.add_argument(
+    "--config", help="a run config with a `features` block (its `store` is the output)"
+  )
+  p.add_argument("--dataset", help="reader name: mmimdb, enrico, mmhs150k, easyvqa, tfds:<name>")
+  p.add_argument("--raw", default=None, help="the hand-downloaded dataset folder")
+  p.add_argument("--out", default=None, help="the store folder to write")
+  p.add_argument(
+    "--text-encoder", default=None, help="folder, HF id or 'minilm' (default roberta-base)"
+  )
+  p.add_argument(
+    "--image-encoder", default=None, help="folder or HF id (default openai/clip-vit-base-patch16)"
+  )
+  p.add_argument("--max-len", type=int, default=None, help="text tokens kept (default 320)")
+  p.add_argument("--batch-size", type=int, default=None)
+  p.add_argument("--bf16", action="store_true", help="bfloat16 compute")
+  p.add_argument(
+    "--dtype", choices=FEATURE_DTYPES, default=None, help="storage dtype (default float16)"
+  )
+  p.add_argument(
+    "--on-error", choices=ON_ERROR, default=None, help="unreadable images: fail or skip"
+  )
+  p.add_argument("--limit-per-split", type=int, default=None)
+  p.add_argument(
+    "--allow-download", action="store_true", help="fetch encoders from the Hugging Face Hub"
+  )
+  p.add_argument("--no-resume", action="store_true", help="discard a partial run and start over")
+  p.add_argument("--overwrite", action="store_true", help="replace a store made differently")
+  p.add_argument("--no-progress", action="store_true")
+  p.set_defaults(fn=_cmd_features)
+  return p
+
+
+def _cmd_features(args, overrides=()) -> int:
+  flags = {
+    "text_encoder": args.text_encoder,
+    "image_encoder": args.image_encoder,
+    "text_max_len": args.max_len,
+    "batch_size": args.batch_size,
+    "dtype": args.dtype,
+    "on_error": args.on_error,
+    "limit_per_split": args.limit_per_split,
+    "compute_dtype": "bfloat16" if args.bf16 else None,
+  }
+  flags = {k: v for k, v in flags.items() if v is not None}
+  common = dict(
+    allow_download=args.allow_download,
+    resume=not args.no_resume,
+    overwrite=args.overwrite,
+    progress=not args.no_progress,
+  )
+  if args.config:
+    from flmoe_jax import config as config_lib
+
+    cfg = config_lib.load_config(args.config, overrides)
+    if args.out:
+      with cfg.unlocked():
+        cfg.store = args.out
+    path = features_from_config(cfg, **flags, **common)
+  else:
+    if overrides:
+      raise EncoderError("--config.* overrides need --config")
+    if not args.dataset or not args.out:
+      raise EncoderError("pass --config FILE, or --dataset NAME and --out DIR (and --raw DIR)")
+    path = run_extraction(args.dataset, args.raw, args.out, **flags, **common)
+  print(f"feature store: {path}")
+  return 0
