@@ -347,7 +347,7 @@ def summarize(results: dict[int, dict], *, config, fs) -> dict[str, Any]:
   return {
     "name": config.name,
     "model": config.model.kind,
-    "store": str(fs.path),
+    "store": str(fs.path.resolve()),
     "task": fs.task.type,
     "selection_metric": selection_metric(config, fs),
     "seeds": {str(s): r for s, r in results.items()},

@@ -1,0 +1,1 @@
+"""Expert-wise explanations: attributions, top-K% masking faithfulness, concentration and specificity."""

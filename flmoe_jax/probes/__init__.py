@@ -1,0 +1,1 @@
+"""Monte Carlo interaction probes: Shapley interaction index, redundancy gap, pair-level masking."""

@@ -1,0 +1,109 @@
+"""Reading finished runs back: the model of a seed's best (or latest) checkpoint, its config and store.
+
+Explanations, probes and reports start here. Nothing in this module writes into the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+
+from flax import nnx
+
+from flmoe_jax import checkpointing, config as config_lib
+from flmoe_jax.data import store as store_lib
+from flmoe_jax.errors import RunDirError
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  """A trained model with everything needed to evaluate it.
+
+  Attributes:
+    model: the FLI2MoE or DenseTransformer (eval use: pass no dropout key).
+    config: the run's config.
+    store: the feature store it was trained on.
+    seed: the seed.
+    workdir: the run directory.
+    meta: checkpoint metadata (epoch, step, best metric, ...).
+  """
+
+  model: nnx.Module
+  config: object
+  store: store_lib.FeatureStore
+  seed: int
+  workdir: pathlib.Path
+  meta: dict
+
+  @property
+  def kinds(self) -> tuple[str, ...]:
+    """Modality kinds (`tokens` / `patches`) in input order."""
+    return tuple(m.kind for m in self.store.modalities)
+
+
+def run_config(workdir: str | os.PathLike):
+  """The config a run was trained with (`workdir/config.json`)."""
+  p = pathlib.Path(workdir) / "config.json"
+  if not p.is_file():
+    raise RunDirError(f"{workdir} is not a run directory (no config.json)")
+  return config_lib.config_from_json(p.read_text())
+
+
+def finished_seeds(workdir: str | os.PathLike) -> list[int]:
+  """Seeds whose training finished (their result.json exists), sorted."""
+  root = pathlib.Path(workdir)
+  return sorted(int(p.parent.name.split("_", 1)[1]) for p in root.glob("seed_*/result.json"))
+
+
+def load_run(workdir: str | os.PathLike, *, seed: int | None = None, which: str = "best") -> LoadedRun:
+  """Restores a seed's model from a run directory.
+
+  Args:
+    workdir: a directory written by `train_and_evaluate`.
+    seed: which seed (default: the first finished one).
+    which: `best` (by the validation selection metric) or `latest`.
+
+  Returns:
+    The loaded run.
+
+  Raises:
+    RunDirError: no such run, seed or finished checkpoint.
+  """
+  from flmoe_jax import train_lib  # the model builders live with the training code
+
+  root = pathlib.Path(workdir)
+  config = run_config(root)
+  done = finished_seeds(root)
+  if seed is None:
+    if not done:
+      raise RunDirError(f"{root} holds no finished seed (no seed_*/result.json); train it first")
+    seed = done[0]
+  ckdir = root / f"seed_{seed}" / "checkpoints" / which
+  if which == "best" and seed not in done:
+    raise RunDirError(f"{root}: seed {seed} has not finished training (no seed_{seed}/result.json)")
+  if not ckdir.is_dir():
+    raise RunDirError(f"{ckdir}: no checkpoint")
+  ck = checkpointing.Checkpointer(ckdir)
+  step = ck.latest_step()
+  if step is None:
+    raise RunDirError(f"{ckdir}: no finished checkpoint")
+  store_path = config_lib.resolve_path(config.store)
+  if not store_path.is_dir() and (root / "summary.json").is_file():
+    # Relative store paths are relative to where training ran; the summary keeps the absolute one.
+    store_path = pathlib.Path(load_summary(root)["store"])
+  fs = store_lib.open_store(store_path)
+  graphdef, target = train_lib.init_state(config, fs, seed=seed)
+  state, meta = ck.restore(step, target)
+  ck.close()
+  model, _ = nnx.merge(graphdef, state)
+  return LoadedRun(model=model, config=config, store=fs, seed=seed, workdir=root, meta=meta)
+
+
+def load_summary(workdir: str | os.PathLike) -> dict:
+  """The run's summary.json."""
+  p = pathlib.Path(workdir) / "summary.json"
+  if not p.is_file():
+    raise RunDirError(f"{workdir}: no summary.json (training has not finished)")
+  return json.loads(p.read_text())
