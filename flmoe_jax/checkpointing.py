@@ -59,7 +59,9 @@ class Checkpointer:
     abstract = jax.tree.map(_abstract, target)
     out = self._mngr.restore(
       step,
-      args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+      ),
     )
     return out["state"], dict(out["meta"])
 

@@ -42,7 +42,7 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
       if "=" in a:
         overrides.append(a[len("--config.") :])
       elif i + 1 < len(argv):
-        overrides.append(f"{a[len('--config.'):]}={argv[i + 1]}")
+        overrides.append(f"{a[len('--config.') :]}={argv[i + 1]}")
         next(it, None)
       else:
         raise FlmoeError(f"override {a} has no value")
@@ -71,7 +71,9 @@ def train_and_print(cfg, workdir, *, overwrite=False):
 
 def format_summary(summary: dict) -> str:
   """A short human-readable table of a run summary."""
-  lines = [f"{summary['name']} ({summary['model']}, {summary['task']}), seeds {list(summary['seeds'])}:"]
+  lines = [
+    f"{summary['name']} ({summary['model']}, {summary['task']}), seeds {list(summary['seeds'])}:"
+  ]
   for part in ("best_val", "test"):
     ms = summary["mean_std"].get(part, {})
     keys = [k for k in ("accuracy", "macro_f1", "micro_f1", "auroc", "exact_match") if k in ms]
@@ -111,7 +113,9 @@ def _cmd_info(args, overrides) -> int:
     if args.check:
       fs.check_finite(name)
   print(json.dumps({k: v for k, v in fs.manifest.items()}, indent=1))
-  print(f"{fs.path}: OK ({'all arrays checked for NaN/Inf' if args.check else 'shapes and dtypes'})")
+  print(
+    f"{fs.path}: OK ({'all arrays checked for NaN/Inf' if args.check else 'shapes and dtypes'})"
+  )
   return 0
 
 

@@ -148,7 +148,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.synthetic = ml_collections.ConfigDict()
 
   c.model = ml_collections.ConfigDict()
-  c.model.kind = "fl_i2moe"  # or "dense": the dense-transformer baseline (one expert, task loss only)
+  c.model.kind = (
+    "fl_i2moe"  # or "dense": the dense-transformer baseline (one expert, task loss only)
+  )
   c.model.hidden_dim = 256
   c.model.num_heads = 4
   c.model.num_layers = 2
@@ -159,7 +161,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.temperature = 2.0
   c.model.ln_eps = 1e-5  # PyTorch's LayerNorm default (Flax's is 1e-6)
   c.model.torch_init = True  # kaiming-uniform(a=sqrt(5)) kernels and uniform biases, as nn.Linear
-  c.model.identical_expert_init = True  # the reference deep-copies one initialised expert (SPEC 1.4)
+  c.model.identical_expert_init = (
+    True  # the reference deep-copies one initialised expert (SPEC 1.4)
+  )
   c.model.dtype = "float32"  # compute dtype: float32 or bfloat16
 
   c.loss = ml_collections.ConfigDict()
@@ -181,7 +185,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.seeds = (0, 1, 2)
   c.train.log_every_steps = 50
   c.train.keep_checkpoints = 2
-  c.train.selection_metric = ""  # "" = macro_f1 for multilabel, accuracy otherwise (as the reference)
+  c.train.selection_metric = (
+    ""  # "" = macro_f1 for multilabel, accuracy otherwise (as the reference)
+  )
   c.train.limit_train = 0  # > 0: use only the first N training examples (quick runs)
   c.train.limit_eval = 0
   c.train.progress = True

@@ -12,7 +12,8 @@ import pathlib
 import time
 from collections.abc import Sequence
 
-from flmoe_jax import cli, config as config_lib
+from flmoe_jax import cli
+from flmoe_jax import config as config_lib
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -38,7 +39,9 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     print(f"\n== {name}: training on {store} ==", flush=True)
     out[name] = cli.train_and_print(cfg, root / name)
   gt = json.loads((store / "ground_truth.json").read_text())
-  print(f"\nBayes-optimal accuracy of the planted label rule: {100 * gt['bayes_optimal_accuracy']:.2f}")
+  print(
+    f"\nBayes-optimal accuracy of the planted label rule: {100 * gt['bayes_optimal_accuracy']:.2f}"
+  )
   for name, s in out.items():
     m = s["mean_std"]
     print(

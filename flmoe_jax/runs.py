@@ -12,7 +12,8 @@ import pathlib
 
 from flax import nnx
 
-from flmoe_jax import checkpointing, config as config_lib
+from flmoe_jax import checkpointing
+from flmoe_jax import config as config_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import RunDirError
 
@@ -57,7 +58,9 @@ def finished_seeds(workdir: str | os.PathLike) -> list[int]:
   return sorted(int(p.parent.name.split("_", 1)[1]) for p in root.glob("seed_*/result.json"))
 
 
-def load_run(workdir: str | os.PathLike, *, seed: int | None = None, which: str = "best") -> LoadedRun:
+def load_run(
+  workdir: str | os.PathLike, *, seed: int | None = None, which: str = "best"
+) -> LoadedRun:
   """Restores a seed's model from a run directory.
 
   Args:

@@ -19,7 +19,9 @@ from flmoe_jax.errors import ConfigError
 DEFAULT_RULES = (("batch", "data"), ("expert", "expert"))
 
 
-def make_mesh(shape: Sequence[int] = (-1, 1), axes: Sequence[str] = ("data", "expert"), devices=None):
+def make_mesh(
+  shape: Sequence[int] = (-1, 1), axes: Sequence[str] = ("data", "expert"), devices=None
+):
   """Builds a mesh over the local devices; one entry of `shape` may be -1 (all remaining devices).
 
   Args:
@@ -42,7 +44,9 @@ def make_mesh(shape: Sequence[int] = (-1, 1), axes: Sequence[str] = ("data", "ex
       raise ConfigError(f"mesh shape {tuple(shape)} does not divide {len(devices)} devices")
     shape[shape.index(-1)] = len(devices) // known
   if math.prod(shape) > len(devices):
-    raise ConfigError(f"mesh shape {tuple(shape)} needs {math.prod(shape)} devices, have {len(devices)}")
+    raise ConfigError(
+      f"mesh shape {tuple(shape)} needs {math.prod(shape)} devices, have {len(devices)}"
+    )
   devs = np.asarray(devices[: math.prod(shape)]).reshape(shape)
   return jax.sharding.Mesh(devs, tuple(axes), axis_types=(AxisType.Auto,) * len(axes))
 
@@ -91,4 +95,6 @@ def check_batch_size(batch_size: int, mesh, rules=DEFAULT_RULES) -> None:
   """Raises ConfigError unless the batch splits evenly over the data axis."""
   n = _axis_size(mesh, dict(rules).get("batch"))
   if batch_size % n:
-    raise ConfigError(f"batch size {batch_size} is not divisible by the {n}-way data axis of the mesh")
+    raise ConfigError(
+      f"batch size {batch_size} is not divisible by the {n}-way data axis of the mesh"
+    )

@@ -19,7 +19,9 @@ import functools
 import json
 import os
 import pathlib
+import queue
 import shutil
+import threading
 import time
 from typing import Any
 
@@ -30,10 +32,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flmoe_jax import checkpointing, config as config_lib, metrics as metrics_lib, sharding
+from flmoe_jax import checkpointing, sharding
+from flmoe_jax import config as config_lib
+from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, FlmoeError, RunDirError
 from flmoe_jax.models import DenseTransformer, FLI2MoE, losses
+
 
 class TrainingDivergedError(FlmoeError):
   """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
@@ -44,7 +49,9 @@ class TrainingDivergedError(FlmoeError):
 # ----------------------------------------------------------------------------------------------------
 
 
-def build_model(config: ml_collections.ConfigDict, fs: store_lib.FeatureStore, *, seed: int) -> nnx.Module:
+def build_model(
+  config: ml_collections.ConfigDict, fs: store_lib.FeatureStore, *, seed: int
+) -> nnx.Module:
   """Builds FL-I2MoE or the dense baseline for the store's modalities and task."""
   m = config.model
   common = dict(
@@ -127,7 +134,9 @@ def train_step(state, batch, key, *, graphdef, task_type: str, lambda_int: float
     if isinstance(model, DenseTransformer):
       loss = losses.task_loss(out.logits, batch["label"], task_type)
       return loss, {"task": loss, "interaction": jnp.zeros(()), "int_terms": jnp.zeros((1,))}, out
-    loss, aux = losses.fl_i2moe_loss(out, batch["label"], task_type=task_type, lambda_int=lambda_int)
+    loss, aux = losses.fl_i2moe_loss(
+      out, batch["label"], task_type=task_type, lambda_int=lambda_int
+    )
     return loss, aux, out
 
   grad_fn = nnx.value_and_grad(lambda m: _pack(loss_fn(m)), has_aux=True)
@@ -267,7 +276,12 @@ def evaluate(state, fs, split, *, graphdef, config, mesh, eval_fn) -> dict[str, 
 
 def _device_batch(batch):
   # Only what the jitted steps read (ids and row indices stay on the host).
-  return {"x": batch["x"], "mask": batch["mask"], "label": batch["label"], "weight": batch["weight"]}
+  return {
+    "x": batch["x"],
+    "mask": batch["mask"],
+    "label": batch["label"],
+    "weight": batch["weight"],
+  }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -282,7 +296,9 @@ def selection_metric(config, fs) -> str:
 def ensure_store(config, *, base=None) -> pathlib.Path:
   """The store path of a config; builds the synthetic store first when the config asks for one."""
   if not config.store:
-    raise ConfigError("config.store is empty: point it at a feature store (see docs/feature_store.md)")
+    raise ConfigError(
+      "config.store is empty: point it at a feature store (see docs/feature_store.md)"
+    )
   path = config_lib.resolve_path(config.store, base)
   if config.synthetic and not (path / "manifest.json").exists():
     from flmoe_jax.data import synthetic  # numpy only; imported lazily to keep `import` light
@@ -320,7 +336,9 @@ def train_and_evaluate(
       except metrics_lib.NonFiniteError as e:
         ckpt = paths.latest_ckpt(int(seed))
         steps = checkpointing.Checkpointer(ckpt).all_steps() if ckpt.exists() else []
-        last = f"{ckpt} (step {steps[-1]}, kept intact)" if steps else "none (no epoch had finished)"
+        last = (
+          f"{ckpt} (step {steps[-1]}, kept intact)" if steps else "none (no epoch had finished)"
+        )
         raise TrainingDivergedError(
           f"seed {seed}: the loss became non-finite at step {e.step} ({', '.join(e.names)}); "
           f"last good checkpoint: {last}"
@@ -370,14 +388,20 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
   # Statics bound once; `state` donated so the update happens in place on device.
   step_fn = jax.jit(
     functools.partial(
-      train_step, graphdef=graphdef, task_type=task_type, lambda_int=config.loss.lambda_int, dtype=dtype
+      train_step,
+      graphdef=graphdef,
+      task_type=task_type,
+      lambda_int=config.loss.lambda_int,
+      dtype=dtype,
     ),
     donate_argnums=(0,),
     out_shardings=(shardings, None),
   )
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
 
-  latest = checkpointing.Checkpointer(paths.latest_ckpt(seed), max_to_keep=config.train.keep_checkpoints)
+  latest = checkpointing.Checkpointer(
+    paths.latest_ckpt(seed), max_to_keep=config.train.keep_checkpoints
+  )
   best = checkpointing.Checkpointer(paths.best_ckpt(seed), max_to_keep=1)
   meta = {"epoch": 0, "step": 0, "best_metric": -np.inf, "best_epoch": -1, "best_val": {}}
   if latest.latest_step() is not None:
@@ -397,7 +421,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
   window, t_window = [], time.perf_counter()
   try:
     for epoch in range(int(meta["epoch"]), config.train.epochs):
-      for batch in fs.batches(
+      host_batches = fs.batches(
         "train",
         config.train.batch_size,
         shuffle=True,
@@ -405,9 +429,14 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
         epoch=epoch,
         drop_remainder=True,  # fixed shapes and unweighted losses: one compile, no padding rows
         limit=config.train.limit_train or None,
-      ):
+      )
+      # A background thread reads and places the next batches while the device runs this step.
+      device_batches = prefetch(
+        (sharding.shard_batch(_device_batch(b), mesh, rules) for b in host_batches), size=2
+      )
+      for batch in device_batches:
         key = jax.random.fold_in(base_key, step)
-        state, m = step_fn(state, sharding.shard_batch(_device_batch(batch), mesh, rules), key)
+        state, m = step_fn(state, batch, key)
         step += 1
         window.append(m)
         if step % config.train.log_every_steps == 0:
@@ -435,9 +464,11 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
 
   # --- Test once, with the best-validation state. ---
   state, _ = best.restore(best.latest_step(), state)
-  test = evaluate(state, fs, "test", graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn) if (
-    "test" in fs.counts
-  ) else {}
+  test = (
+    evaluate(state, fs, "test", graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
+    if ("test" in fs.counts)
+    else {}
+  )
   writer.write(step, seed=seed, **{f"test/{k}": v for k, v in test.items()})
   latest.close()
   best.close()
@@ -452,6 +483,29 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
   }
   _atomic_write(paths.result(seed), json.dumps(result, indent=1))
   return result
+
+
+def prefetch(iterator, size: int = 2):
+  """Runs `iterator` in a background thread, `size` items ahead; re-raises its errors here."""
+  q: queue.Queue = queue.Queue(maxsize=size)
+  done = object()
+
+  def work():
+    try:
+      for item in iterator:
+        q.put(item)
+      q.put(done)
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer
+      q.put(e)
+
+  threading.Thread(target=work, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is done:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item
 
 
 def count_parameters(graphdef, state) -> int:

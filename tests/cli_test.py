@@ -20,7 +20,12 @@ def _run(capsys, *argv):
 
 def test_unknown_config_key(capsys, tmp_path):
   code, _, err = _run(
-    capsys, "train", "--config", str(ROOT / "configs/tiny.py"), "--workdir", str(tmp_path),
+    capsys,
+    "train",
+    "--config",
+    str(ROOT / "configs/tiny.py"),
+    "--workdir",
+    str(tmp_path),
     "--config.model.bogus=1",
   )
   assert code == 2
@@ -49,7 +54,11 @@ def test_python_dash_m_exit_code(tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   r = subprocess.run(
     [sys.executable, "-m", "flmoe_jax", "info", str(tmp_path / "missing")],
-    capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=ROOT,
+    timeout=120,
   )
   assert r.returncode == 2
   assert "Traceback" not in r.stderr

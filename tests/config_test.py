@@ -31,8 +31,14 @@ def test_paper_hyperparameters():
 def test_overrides_are_typed():
   cfg = config_lib.load_config(
     str(CONFIGS / "tiny.py"),
-    ["model.hidden_dim=32", "optim.learning_rate=0.01", "model.torch_init=false", "train.seeds=(1,2)",
-     "config.model.kind=dense", "mesh.shape=(4,2)"],
+    [
+      "model.hidden_dim=32",
+      "optim.learning_rate=0.01",
+      "model.torch_init=false",
+      "train.seeds=(1,2)",
+      "config.model.kind=dense",
+      "mesh.shape=(4,2)",
+    ],
   )
   assert cfg.model.hidden_dim == 32 and isinstance(cfg.model.hidden_dim, int)
   assert cfg.optim.learning_rate == 0.01
@@ -43,7 +49,9 @@ def test_overrides_are_typed():
 
 
 def test_unknown_key_lists_valid_keys():
-  with pytest.raises(ConfigError, match=r"unknown config key 'model.hiden_dim'; valid keys: .*model.hidden_dim"):
+  with pytest.raises(
+    ConfigError, match=r"unknown config key 'model.hiden_dim'; valid keys: .*model.hidden_dim"
+  ):
     config_lib.load_config(str(CONFIGS / "tiny.py"), ["model.hiden_dim=3"])
 
 

@@ -46,8 +46,9 @@ def reference_dir():
   return REFERENCE_DIR
 
 
-def make_random_store(path, *, n=(48, 16, 16), task="binary", num_classes=2, text_len=8, image_len=4, dim=8,
-                      seed=0):
+def make_random_store(
+  path, *, n=(48, 16, 16), task="binary", num_classes=2, text_len=8, image_len=4, dim=8, seed=0
+):
   """A small random feature store (text with padding + image), for tests that need any store."""
   import numpy as np
 

@@ -30,7 +30,11 @@ def _split(n, seed):
 def made(tmp_path):
   splits = {"train": _split(7, 0), "val": _split(3, 1)}
   path = store.write_store(
-    tmp_path / "st", modalities=MODS, task=TASK, splits=splits, dtype="float32",
+    tmp_path / "st",
+    modalities=MODS,
+    task=TASK,
+    splits=splits,
+    dtype="float32",
     extra_files={"ground_truth.json": {"a": 1}},
   )
   return path, splits
@@ -50,11 +54,15 @@ def test_round_trip(made):
   # The mean-fill baseline is the mean over *valid* tokens of the train split.
   x, m = splits["train"].features["text"], splits["train"].masks["text"]
   np.testing.assert_allclose(fs.means()[0], x[m].mean(0), rtol=1e-6)
-  np.testing.assert_allclose(fs.means()[1], splits["train"].features["image"].reshape(-1, 3).mean(0), rtol=1e-6)
+  np.testing.assert_allclose(
+    fs.means()[1], splits["train"].features["image"].reshape(-1, 3).mean(0), rtol=1e-6
+  )
 
 
 def test_float16_is_default_and_memmapped(tmp_path):
-  path = store.write_store(tmp_path / "st", modalities=MODS, task=TASK, splits={"train": _split(4, 0)})
+  path = store.write_store(
+    tmp_path / "st", modalities=MODS, task=TASK, splits={"train": _split(4, 0)}
+  )
   fs = store.open_store(path)
   assert fs.split("train").features[0].dtype == np.float16
   assert isinstance(fs.split("train").features[0], np.memmap)
@@ -77,9 +85,13 @@ def test_batches_fixed_shape_and_padding(made):
 
 def test_shuffle_is_seeded(made):
   fs = store.open_store(made[0])
-  order = lambda **kw: np.concatenate([b["index"] for b in fs.batches("train", 7, shuffle=True, **kw)])
+  order = lambda **kw: np.concatenate(
+    [b["index"] for b in fs.batches("train", 7, shuffle=True, **kw)]
+  )
   np.testing.assert_array_equal(np.sort(order(seed=1)), np.arange(7))
-  cat = lambda **kw: np.concatenate([b["index"] for b in fs.batches("train", 2, shuffle=True, **kw)])
+  cat = lambda **kw: np.concatenate(
+    [b["index"] for b in fs.batches("train", 2, shuffle=True, **kw)]
+  )
   np.testing.assert_array_equal(cat(seed=1, epoch=0), cat(seed=1, epoch=0))
   assert not np.array_equal(cat(seed=1, epoch=0), cat(seed=1, epoch=1))
 
@@ -87,7 +99,9 @@ def test_shuffle_is_seeded(made):
 def test_existing_store_not_overwritten_by_default(made, tmp_path):
   with pytest.raises(StoreError, match="already holds"):
     store.write_store(made[0], modalities=MODS, task=TASK, splits={"train": _split(2, 5)})
-  store.write_store(made[0], modalities=MODS, task=TASK, splits={"train": _split(2, 5)}, overwrite=True)
+  store.write_store(
+    made[0], modalities=MODS, task=TASK, splits={"train": _split(2, 5)}, overwrite=True
+  )
   assert store.open_store(made[0]).counts == {"train": 2}
 
 
@@ -126,7 +140,9 @@ def _edit_manifest(path, fn):
 def test_count_disagrees_with_manifest(made):
   path = made[0]
   _edit_manifest(path, lambda m: m["splits"].__setitem__("train", 8))
-  with pytest.raises(StoreError, match=r"train/text\.npy: shape \(7, 5, 4\), manifest says \(8, 5, 4\)"):
+  with pytest.raises(
+    StoreError, match=r"train/text\.npy: shape \(7, 5, 4\), manifest says \(8, 5, 4\)"
+  ):
     store.open_store(path).split("train")
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import make_random_store
 
-from flmoe_jax import checkpointing, config as config_lib, sharding, train_lib
+from flmoe_jax import checkpointing, sharding, train_lib
+from flmoe_jax import config as config_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, RunDirError
 
@@ -39,8 +40,17 @@ def test_end_to_end_run_directory(random_store, tmp_path):
   train_lines = [x for x in lines if "train/loss" in x]
   assert train_lines, "no training log lines"
   keys = set(train_lines[0])
-  assert {"step", "seed", "epoch", "train/loss_task", "train/loss_interaction", "train/examples_per_s",
-          "train/learning_rate", "train/weight_expert_3", "train/loss_int_expert_2"} <= keys
+  assert {
+    "step",
+    "seed",
+    "epoch",
+    "train/loss_task",
+    "train/loss_interaction",
+    "train/examples_per_s",
+    "train/learning_rate",
+    "train/weight_expert_3",
+    "train/loss_int_expert_2",
+  } <= keys
   assert any("val/accuracy" in x for x in lines) and any("test/accuracy" in x for x in lines)
   # Expert weights are a distribution.
   w = [train_lines[0][f"train/weight_expert_{i}"] for i in range(4)]
@@ -66,15 +76,23 @@ def _steps(cfg, fs, mesh_shape, n_steps=3):
   shardings = sharding.state_shardings(state, mesh, rules)
   state = jax.device_put(state, shardings)
   step = jax.jit(
-    functools.partial(train_lib.train_step, graphdef=graphdef, task_type=fs.task.type,
-                      lambda_int=cfg.loss.lambda_int, dtype=jnp.float32),
-    donate_argnums=(0,), out_shardings=(shardings, None),
+    functools.partial(
+      train_lib.train_step,
+      graphdef=graphdef,
+      task_type=fs.task.type,
+      lambda_int=cfg.loss.lambda_int,
+      dtype=jnp.float32,
+    ),
+    donate_argnums=(0,),
+    out_shardings=(shardings, None),
   )
   losses = []
   batches = fs.batches("train", cfg.train.batch_size, shuffle=True, seed=0, drop_remainder=True)
   for i, batch in zip(range(n_steps), batches):
     b = {k: batch[k] for k in ("x", "mask", "label", "weight")}
-    state, m = step(state, sharding.shard_batch(b, mesh, rules), jax.random.fold_in(jax.random.key(0), i))
+    state, m = step(
+      state, sharding.shard_batch(b, mesh, rules), jax.random.fold_in(jax.random.key(0), i)
+    )
     losses.append(float(m["loss"]))
   return np.array(losses), step, state
 
@@ -96,8 +114,8 @@ def test_sharded_equals_single_device(random_store, mesh_shape):
   # The stacked experts really are split over the expert axis.
   if mesh_shape[1] > 1:
     leaves = jax.tree_util.tree_leaves_with_path(state)
-    sharded = [l for p, l in leaves if "experts" in jax.tree_util.keystr(p) and l.ndim >= 1]
-    assert sharded and all(l.sharding.spec[0] == "expert" for l in sharded)
+    sharded = [x for p, x in leaves if "experts" in jax.tree_util.keystr(p) and x.ndim >= 1]
+    assert sharded and all(x.sharding.spec[0] == "expert" for x in sharded)
 
 
 def test_kill_and_resume_matches_uninterrupted(random_store, tmp_path, monkeypatch):
@@ -166,6 +184,8 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
   x[:] = 1e30  # finite on disk, overflows inside LayerNorm: the loss becomes NaN at the first step
   np.save(path / "train" / "image.npy", x)
   cfg = tiny_config(path)
-  with pytest.raises(train_lib.TrainingDivergedError, match=r"non-finite at step 1 .*last good checkpoint: none"):
+  with pytest.raises(
+    train_lib.TrainingDivergedError, match=r"non-finite at step 1 .*last good checkpoint: none"
+  ):
     train_lib.train_and_evaluate(cfg, tmp_path / "run")
   assert not (tmp_path / "run" / "seed_0" / "result.json").exists()

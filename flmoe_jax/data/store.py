@@ -38,7 +38,9 @@ FORMAT_VERSION = 1
 TASK_TYPES = ("multilabel", "multiclass", "binary")
 MODALITY_KINDS = ("tokens", "patches")
 FEATURE_DTYPES = ("float16", "float32")
-_CHUNK = 1024  # rows per chunk when scanning a split (mean, NaN check): bounded memory on big stores
+_CHUNK = (
+  1024  # rows per chunk when scanning a split (mean, NaN check): bounded memory on big stores
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +150,9 @@ class StoreWriter:
     if dtype not in FEATURE_DTYPES:
       raise StoreError(f"store dtype {dtype!r} not in {FEATURE_DTYPES}")
     if (self.path / "manifest.json").exists() and not overwrite:
-      raise StoreError(f"{self.path} already holds a feature store (pass overwrite=True to replace it)")
+      raise StoreError(
+        f"{self.path} already holds a feature store (pass overwrite=True to replace it)"
+      )
     if len({m.name for m in modalities}) != len(modalities) or len(modalities) < 1:
       raise StoreError("modality names must be unique and at least one modality is needed")
     self.modalities = tuple(modalities)
@@ -204,9 +208,13 @@ class StoreWriter:
         raise StoreError(f"split {split!r}: modality {m.name!r} missing")
       x, mask = np.asarray(arrays.features[m.name]), np.asarray(arrays.masks[m.name])
       if x.shape != (n, m.max_len, m.dim):
-        raise StoreError(f"split {split!r}: {m.name} has shape {x.shape}, want {(n, m.max_len, m.dim)}")
+        raise StoreError(
+          f"split {split!r}: {m.name} has shape {x.shape}, want {(n, m.max_len, m.dim)}"
+        )
       if mask.shape != (n, m.max_len):
-        raise StoreError(f"split {split!r}: {m.name}_mask has shape {mask.shape}, want {(n, m.max_len)}")
+        raise StoreError(
+          f"split {split!r}: {m.name}_mask has shape {mask.shape}, want {(n, m.max_len)}"
+        )
       if not np.isfinite(x).all():
         raise StoreError(f"split {split!r}: {m.name} features contain NaN or Inf")
     labels = np.asarray(arrays.labels)
@@ -494,7 +502,9 @@ class FeatureStore:
     for m in self.modalities:
       x = self._load(d / f"{m.name}.npy")
       if x.shape != (n, m.max_len, m.dim):
-        raise StoreError(f"{d / (m.name + '.npy')}: shape {x.shape}, manifest says {(n, m.max_len, m.dim)}")
+        raise StoreError(
+          f"{d / (m.name + '.npy')}: shape {x.shape}, manifest says {(n, m.max_len, m.dim)}"
+        )
       if x.dtype != np.dtype(self.dtype):
         raise StoreError(f"{d / (m.name + '.npy')}: dtype {x.dtype}, manifest says {self.dtype}")
       mk = self._load(d / f"{m.name}_mask.npy")
@@ -507,7 +517,9 @@ class FeatureStore:
     labels = self._load(d / "labels.npy")
     shape, dt = _label_spec(self.task, n)
     if labels.shape != shape or labels.dtype != dt:
-      raise StoreError(f"{d / 'labels.npy'}: shape {labels.shape} dtype {labels.dtype}, want {shape} {dt}")
+      raise StoreError(
+        f"{d / 'labels.npy'}: shape {labels.shape} dtype {labels.dtype}, want {shape} {dt}"
+      )
     _check_label_values(np.asarray(labels), self.task, str(d / "labels.npy"))
     ids_path = d / "ids.json"
     if not ids_path.is_file():

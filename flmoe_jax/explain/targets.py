@@ -19,7 +19,9 @@ TARGET_SOURCES = ("pred", "true")
 SCORES = ("logit", "prob")
 
 
-def target_mask(logits: Array, task_type: str, *, source: str = "pred", labels: Array | None = None) -> Array:
+def target_mask(
+  logits: Array, task_type: str, *, source: str = "pred", labels: Array | None = None
+) -> Array:
   """The target of each example as a [B, C] float 0/1 mask.
 
   Args:
