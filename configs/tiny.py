@@ -7,7 +7,17 @@ def get_config(arg: str = ""):
   c = base_config()
   c.name = "tiny"
   c.store = "runs/stores/tiny"
-  c.synthetic = dict(seed=0, n_train=64, n_val=32, n_test=32, text_len=8, image_len=4, dim=8)
+  c.synthetic = dict(
+    seed=0,
+    n_train=64,
+    n_val=32,
+    n_test=32,
+    text_len=8,
+    min_text_len=6,
+    image_len=4,
+    dim=8,
+    n_distractors=0,
+  )
   c.model.hidden_dim = 16
   c.model.num_heads = 2
   c.model.num_layers = 1

@@ -4,7 +4,11 @@
   flmoe synth   --out runs/stores/synthetic [--seed 0 --set setting=mixed ...]
   flmoe features --dataset mmimdb --raw DIR --out STORE   (frozen-encoder features; see docs/features.md)
   flmoe info    STORE                      (manifest, counts, checks every array)
+  flmoe explain --workdir W --split val [--baseline W_dense] [--method attnxgrad] [--ks 5,10,...]
+                                           (expert-wise maps + top-K% faithfulness; docs/explain.md)
   flmoe demo    [--workdir runs/demo]      (the whole pipeline on the embedded default)
+  flmoe probe   --workdir W --split test [--samples N --budget R --pairs topk|random|all --k 8 --seed S]
+                                           (SII / redundancy-gap probes and pair masking -> W/probe/)
 
 User errors (bad store, bad config, bad flag) print one line `flmoe: error: ...` and exit with status 2.
 """
@@ -95,7 +99,7 @@ def _cmd_synth(args, overrides) -> int:
       kwargs[k] = v
   try:
     cfg = synthetic.PlantedConfig(seed=args.seed, **kwargs)
-  except TypeError as e:
+  except (TypeError, ValueError) as e:
     raise FlmoeError(f"bad generator option: {e}") from None
   path = synthetic.write_synthetic_store(cfg, args.out, overwrite=args.overwrite)
   gt = json.loads((path / "ground_truth.json").read_text())
@@ -119,10 +123,64 @@ def _cmd_info(args, overrides) -> int:
   return 0
 
 
+def _cmd_explain(args, overrides) -> int:
+  del overrides
+  from flmoe_jax.explain import pipeline
+
+  steps = None if args.steps_per_call == 0 else args.steps_per_call
+  report = pipeline.run_explain(
+    args.workdir,
+    args.split,
+    baseline=args.baseline,
+    method=args.method,
+    ks=args.ks,
+    fill=args.fill,
+    target=args.target,
+    samples=args.samples,
+    seeds=args.seeds,
+    batch_size=args.batch_size,
+    steps_per_call=steps,
+    repeats=args.repeats,
+    random_seed=args.random_seed,
+    ig_steps=args.ig_steps,
+    ig_baseline=args.ig_baseline,
+    figures=not args.no_figures,
+  )
+  print(pipeline.format_report(report))
+  return 0
+
+
 def _cmd_demo(args, overrides) -> int:
   from flmoe_jax import demo
 
   demo.run(args.workdir, overrides=overrides, quick=args.quick)
+  return 0
+
+
+def _cmd_probe(args, overrides) -> int:
+  del overrides
+  from flmoe_jax.probes.pipeline import run_probe
+
+  budgets = [int(b) for b in args.mask_budgets.split(",") if b.strip()] if args.mask_budgets else []
+  report = run_probe(
+    args.workdir, args.split, samples=args.samples, budget=args.budget, draws=args.draws,
+    pairs=args.pairs, k=args.k, n_random_pairs=args.n_random_pairs, seed=args.seed,
+    antithetic=not args.no_antithetic, max_coalitions_per_call=args.max_coalitions_per_call,
+    fill=args.fill, target_source=args.target, run_seed=args.run_seed, which=args.which,
+    mask_budgets=budgets, mask_repeats=args.repeats, figures=not args.no_figures,
+    sii_expert=args.sii_expert, rg_expert=args.rg_expert, tag=args.tag,
+    attribution=args.attribution,
+  )
+  pm = report["pair_masking"]
+  for name in ("SII", "RG"):
+    d = pm[name]
+    cells = ", ".join(f"b={b}: {r:.3f} vs {q:.3f}" for b, r, q in
+                      zip(pm["budgets"], d["ranked"]["prob_drop"], d["random"]["prob_drop"]))
+    print(f"{name}-ranked vs random pair masking (prob drop): {cells}")
+  for name, p in report.get("planted", {}).get("pairs", {}).items():
+    scale = "logit" if p["kind"] == "synergy" else "prob"
+    print(f"planted {name} ({p['probe']}, {scale}): hit@1 {p[scale]['hit@1']:.3f}, "
+          f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}")
   return 0
 
 
@@ -148,6 +206,30 @@ def build_parser() -> argparse.ArgumentParser:
   i.add_argument("--check", action="store_true", help="also scan every array for NaN/Inf")
   i.set_defaults(fn=_cmd_info)
 
+  e = sub.add_parser("explain", help="expert-wise attributions and top-K%% masking faithfulness")
+  e.add_argument("--workdir", required=True, help="trained run directory (FL-I2MoE or dense)")
+  e.add_argument("--split", default="val", help="store split to explain (default: val)")
+  e.add_argument("--baseline", default=None, help="dense-transformer run on the same store")
+  e.add_argument("--method", default="attnxgrad", choices=("attnxgrad", "attn", "ig"))
+  e.add_argument("--ks", default="5,10,15,20,25", help="budgets K in percent, each in (0, 100]")
+  e.add_argument("--fill", default="mean", choices=("mean", "zero"))
+  e.add_argument("--target", default="pred", choices=("pred", "true"))
+  e.add_argument("--samples", type=int, default=None, help="first N samples only (default: all)")
+  e.add_argument("--seeds", default="all", help="'all' or comma-separated seeds")
+  e.add_argument("--batch-size", type=int, default=32)
+  e.add_argument(
+    "--steps-per-call",
+    type=int,
+    default=16,
+    help="memory knob: masked variants / IG steps per model call (0 = all at once)",
+  )
+  e.add_argument("--repeats", type=int, default=10, help="random-control repeats")
+  e.add_argument("--random-seed", type=int, default=42, help="seed of the random control")
+  e.add_argument("--ig-steps", type=int, default=16)
+  e.add_argument("--ig-baseline", default="zero", choices=("zero", "mean"))
+  e.add_argument("--no-figures", action="store_true", help="write the JSON only")
+  e.set_defaults(fn=_cmd_explain)
+
   from flmoe_jax.features.extract import add_cli as add_features_cli
 
   add_features_cli(sub)
@@ -156,6 +238,33 @@ def build_parser() -> argparse.ArgumentParser:
   d.add_argument("--workdir", default="runs/demo")
   d.add_argument("--quick", action="store_true", help="fewer epochs and seeds (smoke run)")
   d.set_defaults(fn=_cmd_demo)
+
+  pr = sub.add_parser("probe", help="SII / redundancy-gap probes and pair masking of a trained run")
+  pr.add_argument("--workdir", required=True, help="the run directory")
+  pr.add_argument("--split", default="test")
+  pr.add_argument("--samples", type=int, default=200, help="examples (first rows of the split)")
+  pr.add_argument("--budget", type=int, default=None,
+                  help="coalition evaluations per example and expert (default: draws x 4 x pairs)")
+  pr.add_argument("--draws", type=int, default=64, help="draws per pair when --budget is not set")
+  pr.add_argument("--pairs", choices=("topk", "random", "all"), default="topk")
+  pr.add_argument("--k", type=int, default=8, help="tokens per modality for --pairs topk")
+  pr.add_argument("--attribution", choices=("attnxgrad", "attn", "ig", "grad_x_input"),
+                  default="attnxgrad", help="map that pre-selects the topk tokens")
+  pr.add_argument("--n-random-pairs", type=int, default=64, help="pairs per example, --pairs random")
+  pr.add_argument("--seed", type=int, default=0)
+  pr.add_argument("--no-antithetic", action="store_true", help="plain (not antithetic) MC draws")
+  pr.add_argument("--max-coalitions-per-call", type=int, default=4096, help="memory knob")
+  pr.add_argument("--fill", choices=("mean", "zero"), default="mean")
+  pr.add_argument("--target", choices=("pred", "true"), default="pred")
+  pr.add_argument("--run-seed", type=int, default=None, help="training seed (default: first)")
+  pr.add_argument("--which", choices=("best", "latest"), default="best")
+  pr.add_argument("--mask-budgets", default="1,2,5,10", help="comma-separated pair budgets")
+  pr.add_argument("--repeats", type=int, default=10, help="random-control repeats")
+  pr.add_argument("--sii-expert", default=None, help="game of the SII probe (default syn; or mixture)")
+  pr.add_argument("--rg-expert", default=None, help="game of the RG probe (default red; or mixture)")
+  pr.add_argument("--no-figures", action="store_true")
+  pr.add_argument("--tag", default="", help="write W/probe/<split>_<tag>.json instead")
+  pr.set_defaults(fn=_cmd_probe)
   return p
 
 

@@ -300,11 +300,28 @@ def ensure_store(config, *, base=None) -> pathlib.Path:
       "config.store is empty: point it at a feature store (see docs/feature_store.md)"
     )
   path = config_lib.resolve_path(config.store, base)
-  if config.synthetic and not (path / "manifest.json").exists():
-    from flmoe_jax.data import synthetic  # numpy only; imported lazily to keep `import` light
+  if not config.synthetic:
+    return path
+  from flmoe_jax.data import synthetic  # numpy only; imported lazily to keep `import` light
 
-    print(f"building the synthetic planted-interaction store at {path}", flush=True)
-    synthetic.write_synthetic_store(synthetic.PlantedConfig(**config.synthetic.to_dict()), path)
+  try:
+    want = dataclasses.asdict(synthetic.PlantedConfig(**config.synthetic.to_dict()))
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.synthetic: {e}") from None
+  if (path / "manifest.json").exists():
+    # Never train silently on a store generated with other settings.
+    gt = store_lib.open_store(path).ground_truth() or {}
+    have = gt.get("config", {})
+    diff = sorted(k for k in want if k in have and have[k] != want[k])
+    if diff:
+      k = diff[0]
+      raise ConfigError(
+        f"{path} was generated with other synthetic settings ({k}: {have[k]!r} there, {want[k]!r} in "
+        f"the config); delete it or point config.store elsewhere"
+      )
+    return path
+  print(f"building the synthetic planted-interaction store at {path}", flush=True)
+  synthetic.write_synthetic_store(synthetic.PlantedConfig(**want), path)
   return path
 
 

@@ -189,3 +189,14 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
   ):
     train_lib.train_and_evaluate(cfg, tmp_path / "run")
   assert not (tmp_path / "run" / "seed_0" / "result.json").exists()
+
+
+def test_stale_synthetic_store_refused(tmp_path):
+  cfg = config_lib.load_config(str(ROOT / "configs/tiny.py"))
+  with cfg.unlocked():
+    cfg.store = str(tmp_path / "st")
+  train_lib.ensure_store(cfg)
+  with cfg.unlocked():
+    cfg.synthetic.n_train = 65
+  with pytest.raises(ConfigError, match="other synthetic settings \\(n_train: 64 there, 65 in the config\\)"):
+    train_lib.ensure_store(cfg)

@@ -1,0 +1,52 @@
+"""The paper's tables, built from run directories (Table A here; B and C from explain/probe outputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flmoe_jax.report.render import Table
+
+# Metrics per task, in the paper's order (SPEC.md section 6.1).
+TASK_METRICS = {
+  "multilabel": ("micro_f1", "macro_f1", "samples_f1", "exact_match"),
+  "multiclass": ("accuracy", "macro_f1", "auroc"),
+  "binary": ("accuracy", "macro_f1", "auroc"),
+}
+_LABEL = {
+  "micro_f1": "micro-F1",
+  "macro_f1": "macro-F1",
+  "samples_f1": "samples-F1",
+  "exact_match": "exact match",
+  "accuracy": "accuracy",
+  "auroc": "AUROC",
+}
+
+
+def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+  """'mean +/- std' with a scale (x100 for percentages)."""
+  return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def table_a(entries: Mapping[str, Mapping[str, dict]], *, split: str = "test") -> Table:
+  """Table A: task performance of the dense transformer vs FL-I2MoE per dataset.
+
+  Args:
+    entries: {dataset: {"Dense Transformer": summary, "FL-I2MoE": summary}} (summary.json contents;
+      a missing model is skipped).
+    split: `test` (evaluated once with the best-validation checkpoint) or `best_val`.
+
+  Returns:
+    The table (x100, mean ± population std over seeds).
+  """
+  rows = [["dataset", "model", "metric", "value (%)", "seeds"]]
+  for dataset, models in entries.items():
+    for model_name, summary in models.items():
+      if summary is None:
+        continue
+      ms = summary["mean_std"][split]
+      for k in TASK_METRICS[summary["task"]]:
+        if k in ms:
+          rows.append(
+            [dataset, model_name, _LABEL[k], pm(ms[k]["mean"], ms[k]["std"]), str(len(summary["seeds"]))]
+          )
+  return Table("table-a", f"Table A: task performance ({split} split, mean ± std over seeds)", rows)
