@@ -168,8 +168,10 @@ def l2_normalize(x: Array, eps: float = 1e-12, axis: int = -1) -> Array:
   Returns:
     [..., D] unit vectors (zeros stay zeros).
   """
-  norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
-  return x / jnp.maximum(norm, eps)
+  # max(sqrt(s), eps) == sqrt(max(s, eps^2)), but the latter has a finite gradient at x = 0 (a modality
+  # pooled to zero, e.g. fully mean-filled or an IG zero baseline), where sqrt'(0) would give NaN.
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
 def dropout(x: Array, rate: float, key: Array | None) -> Array:

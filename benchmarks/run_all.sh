@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every benchmark on the current default JAX device and writes one JSON file per benchmark into
+# OUT_DIR (default: benchmarks/out). Each benchmark is independent: one failing does not stop the rest.
+#   bash benchmarks/run_all.sh [OUT_DIR]
+set -u
+out=${1:-benchmarks/out}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+py=${PYTHON:-python3}
+run() {  # name, then the command
+  local name=$1; shift
+  echo "== $name: $*"
+  local t0=$SECONDS
+  if "$@" > "$out/$name.json" 2> "$out/$name.err"; then
+    echo "   ok in $((SECONDS - t0)) s"; cat "$out/$name.json"
+  else
+    echo "   FAILED in $((SECONDS - t0)) s"; tail -n 20 "$out/$name.err"
+  fi
+}
+$py -c "import jax; print('devices:', jax.devices())"
+run train_fp32_bf16 $py benchmarks/train_bench.py --steps 20
+run masking_fp32 $py benchmarks/masking_bench.py --iters 5
+run masking_bf16 $py benchmarks/masking_bench.py --iters 5 --bf16
+run probe_fp32 $py benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 10
+run probe_bf16 $py benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 10 --dtype bfloat16
+run extract_image_fp32 $py benchmarks/extract_bench.py --which image --batch-size 128 --batches 10
+run extract_image_bf16 $py benchmarks/extract_bench.py --which image --batch-size 128 --batches 10 --bf16

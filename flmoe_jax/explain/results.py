@@ -1,0 +1,351 @@
+"""Typed, versioned results of `flmoe explain` (`{"format": "flmoe-explain", "version": 1, ...}`).
+
+Every number is a `MeanStd`: its per-seed `values` (in the order of the report's `seeds`), their
+mean and their sample std (ddof=1; null for a single seed). Faithfulness numbers are x100
+(percentage points of target probability), as in the paper's tables. Gaps are computed per seed and
+then averaged, so the std of a gap is the std of the per-seed gaps.
+
+`ExplainReport.to_json()` / `ExplainReport.from_json()` round-trip exactly; the reader refuses other
+formats and versions instead of guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from flmoe_jax.explain.attribution import ExplainError
+
+FORMAT = "flmoe-explain"
+VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanStd:
+  """A number over seeds.
+
+  Attributes:
+    mean: mean over seeds (None if no finite value).
+    std: sample std (ddof=1) over seeds; None for fewer than two values.
+    values: per-seed values.
+  """
+
+  mean: float | None
+  std: float | None
+  values: tuple[float, ...]
+
+  @classmethod
+  def of(cls, values: Sequence[float]) -> MeanStd:
+    """Aggregates per-seed values (non-finite values are kept in `values` but not averaged)."""
+    vals = tuple(float(v) for v in values)
+    fin = [v for v in vals if math.isfinite(v)]
+    mean = float(np.mean(fin)) if fin else None
+    std = float(np.std(fin, ddof=1)) if len(fin) > 1 else None
+    return cls(mean=mean, std=std, values=vals)
+
+  def fmt(self, digits: int = 2) -> str:
+    """`mean +/- std` (or `mean`, or `n/a`)."""
+    if self.mean is None:
+      return "n/a"
+    if self.std is None:
+      return f"{self.mean:.{digits}f}"
+    return f"{self.mean:.{digits}f} +/- {self.std:.{digits}f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class FaithCurve:
+  """Masking faithfulness of one map (view) measured on one output, x100.
+
+  Attributes:
+    view: whose map: an expert name, `mixture` or `dense`.
+    output: where the drop is measured: `own` (the view's own output: expert e's probabilities, or
+      the mixture's for the mixture view) or `mixture`.
+    ks: budgets K in percent.
+    comp, comp_random, suff, suff_random: per K.
+    comp_gap: per K, identified - random comprehensiveness (higher = more faithful).
+    suff_gap: per K, random - identified sufficiency (higher = more faithful).
+    aopc: AOPC (mean over K) of the six quantities above, keyed by their names.
+  """
+
+  view: str
+  output: str
+  ks: tuple[float, ...]
+  comp: tuple[MeanStd, ...]
+  comp_random: tuple[MeanStd, ...]
+  suff: tuple[MeanStd, ...]
+  suff_random: tuple[MeanStd, ...]
+  comp_gap: tuple[MeanStd, ...]
+  suff_gap: tuple[MeanStd, ...]
+  aopc: dict[str, MeanStd]
+
+
+@dataclasses.dataclass(frozen=True)
+class MapStats:
+  """Concentration of one view's map on one modality (means over samples, then over seeds).
+
+  Attributes:
+    view: expert name, `mixture` or `dense`.
+    modality: modality name.
+    entropy: normalised entropy (lower = more concentrated).
+    gini: Gini coefficient (higher = more concentrated).
+    top_mass: per K, the share of the map's mass on its top-K% tokens.
+    mass_share: share of the view's raw importance on this modality.
+  """
+
+  view: str
+  modality: str
+  entropy: MeanStd
+  gini: MeanStd
+  top_mass: tuple[MeanStd, ...]
+  mass_share: MeanStd
+
+
+@dataclasses.dataclass(frozen=True)
+class PairStats:
+  """Overlap of two views' maps on one modality (lower = more specific).
+
+  Attributes:
+    a: first view (e.g. `syn`, or `baseline:dense`).
+    b: second view.
+    modality: modality name.
+    jaccard: per K, top-K% Jaccard overlap.
+    cosine: cosine similarity of the maps.
+  """
+
+  a: str
+  b: str
+  modality: str
+  jaccard: tuple[MeanStd, ...]
+  cosine: MeanStd
+
+
+@dataclasses.dataclass(frozen=True)
+class PlantedHits:
+  """Synthetic stores: how often a planted position is in a view's top-K% tokens.
+
+  Attributes:
+    mechanism: planted mechanism name (ground_truth.json).
+    kind: synergy | redundancy | complement | uniq_text | uniq_image.
+    modality: modality of the position.
+    position: token/patch index.
+    view: expert name or `mixture`.
+    hit_rate: per K, fraction of samples with the position in the top-K% set.
+    chance: per K, the expected rate of a random top-K% set (mean of m / n_candidates).
+  """
+
+  mechanism: str
+  kind: str
+  modality: str
+  position: int
+  view: str
+  hit_rate: tuple[MeanStd, ...]
+  chance: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelReport:
+  """Everything measured for one run directory.
+
+  Attributes:
+    workdir: the run directory.
+    name: the run's config name.
+    kind: `fl_i2moe` or `dense`.
+    seeds: the seeds (order of every `MeanStd.values`).
+    expert_names: the model's experts.
+    num_examples: samples explained per seed.
+    faithfulness: one curve per (view, output).
+    concentration: one entry per (view, modality).
+    specificity: cross-expert overlaps (experts only; empty for a single-expert model).
+    expert_weights: mean gate weight per expert, in `expert_names` order.
+    planted: planted-position hit rates (synthetic stores only), else empty.
+    config: the run's training config (its config.json).
+  """
+
+  workdir: str
+  name: str
+  kind: str
+  seeds: tuple[int, ...]
+  expert_names: tuple[str, ...]
+  num_examples: int
+  faithfulness: tuple[FaithCurve, ...]
+  concentration: tuple[MapStats, ...]
+  specificity: tuple[PairStats, ...]
+  expert_weights: tuple[MeanStd, ...]
+  planted: tuple[PlantedHits, ...] = ()
+  config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def curve(self, view: str, output: str = "own") -> FaithCurve:
+    """The faithfulness curve of a view on an output."""
+    for c in self.faithfulness:
+      if c.view == view and c.output == output:
+        return c
+    raise ExplainError(f"no curve for view {view!r} on output {output!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainSettings:
+  """How the explanation was computed (everything needed to rerun it).
+
+  Attributes:
+    split: store split.
+    method: attribution method.
+    ks: budgets K in percent.
+    fill: `mean` or `zero`.
+    target: `pred` or `true`.
+    samples: samples per seed (None = the whole split).
+    seeds: the seeds requested (`all` or a comma-separated list).
+    repeats: random-control repeats.
+    random_seed: seed of the random-control key (folded with the batch index).
+    batch_size: batch size.
+    steps_per_call: the memory knob (None = all at once).
+    ig_steps: IG steps (method `ig`).
+    ig_baseline: IG baseline (method `ig`).
+  """
+
+  split: str
+  method: str
+  ks: tuple[float, ...]
+  fill: str
+  target: str
+  samples: int | None
+  seeds: str
+  repeats: int
+  random_seed: int
+  batch_size: int
+  steps_per_call: int | None
+  ig_steps: int
+  ig_baseline: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainReport:
+  """The document written to `W/explain/<split>.json`.
+
+  Attributes:
+    settings: how it was computed.
+    store: the feature store's path.
+    model: the explained run.
+    baseline: the dense-transformer baseline run (`--baseline`), or None.
+    comparison: baseline map (`baseline:dense`) vs each expert map and the mixture map, per
+      modality, over paired seeds; empty without a baseline.
+    seed_pairs: (model seed, baseline seed) pairs used for `comparison`.
+    figures: PNG file names written next to the JSON.
+    created: ISO time stamp.
+    flmoe_version: package version.
+  """
+
+  settings: ExplainSettings
+  store: str
+  model: ModelReport
+  baseline: ModelReport | None = None
+  comparison: tuple[PairStats, ...] = ()
+  seed_pairs: tuple[tuple[int, int], ...] = ()
+  figures: tuple[str, ...] = ()
+  created: str = ""
+  flmoe_version: str = ""
+
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-able dict, with the format header first."""
+    return {"format": FORMAT, "version": VERSION, **_to_plain(self)}
+
+  def to_json(self) -> str:
+    """The versioned JSON document."""
+    return json.dumps(self.to_dict(), indent=1)
+
+  @classmethod
+  def from_json(cls, text: str) -> ExplainReport:
+    """Parses a document written by `to_json` (refuses other formats and versions)."""
+    try:
+      d = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise ExplainError(f"not a JSON document ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+      raise ExplainError(f"not a {FORMAT!r} document (format {d.get('format')!r})")
+    if d.get("version") != VERSION:
+      raise ExplainError(f"{FORMAT} version {d.get('version')!r}; this reader knows {VERSION}")
+    body = {k: v for k, v in d.items() if k not in ("format", "version")}
+    return _from_plain(cls, body)
+
+  def save(self, path: str | os.PathLike) -> pathlib.Path:
+    """Writes the JSON atomically (temporary file, then rename)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, self.to_json())
+    return path
+
+  @classmethod
+  def load(cls, path: str | os.PathLike) -> ExplainReport:
+    """Reads a report file."""
+    p = pathlib.Path(path)
+    if not p.is_file():
+      raise ExplainError(f"{p}: no such explain report")
+    return cls.from_json(p.read_text())
+
+
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
+  """Writes `text` to a temporary sibling and renames it into place."""
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generic (de)serialisation of the frozen dataclasses above.
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_plain(obj):
+  if dataclasses.is_dataclass(obj):
+    return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+  if isinstance(obj, Mapping):
+    return {str(k): _to_plain(v) for k, v in obj.items()}
+  if isinstance(obj, (tuple, list)):
+    return [_to_plain(v) for v in obj]
+  if isinstance(obj, np.generic):
+    obj = obj.item()
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None  # strict JSON has no NaN/Inf
+  return obj
+
+
+def _from_plain(tp, value):
+  """Rebuilds a value of type `tp` (dataclass, tuple[...], dict[str, ...], X | None, scalar)."""
+  origin = typing.get_origin(tp)
+  if origin in (typing.Union, types.UnionType):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if value is None:
+      return None
+    return _from_plain(args[0], value)
+  if dataclasses.is_dataclass(tp):
+    if not isinstance(value, Mapping):
+      raise ExplainError(f"malformed report: expected an object for {tp.__name__}")
+    hints = typing.get_type_hints(tp)
+    kw = {}
+    for f in dataclasses.fields(tp):
+      if f.name in value:
+        kw[f.name] = _from_plain(hints[f.name], value[f.name])
+      elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        raise ExplainError(f"malformed report: {tp.__name__} lacks {f.name!r}")
+    return tp(**kw)
+  if origin is tuple:
+    args = typing.get_args(tp)
+    if len(args) == 2 and args[1] is Ellipsis:
+      return tuple(_from_plain(args[0], v) for v in value)
+    return tuple(_from_plain(a, v) for a, v in zip(args, value, strict=True))
+  if origin is dict:
+    _, vt = typing.get_args(tp)
+    return {k: _from_plain(vt, v) for k, v in value.items()}
+  if tp is float:
+    return float(value) if value is not None else math.nan
+  if tp is int:
+    return int(value)
+  return value
