@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean browser
 
 install: $(STAMP)
 
@@ -28,8 +28,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/flmoe demo --workdir runs/demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest tests
+
+# Debian's Chromium for the report's headless-browser test; if it cannot be installed the test is skipped
+# with a message (never a failure of the set-up).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  ( command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    ( apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      ( apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1 ) ) ) || \
+	  echo "note: Chromium could not be installed; the report's browser test will be skipped"
 
 lint: $(STAMP)
 	$(BIN)/ruff check flmoe_jax tests configs train.py

@@ -111,7 +111,9 @@ def _md_cell(c) -> str:
   return str(c).replace("|", "\\|")
 
 
-def render_markdown(title: str, sections: Sequence[Section], files_dir: str = "report_files") -> str:
+def render_markdown(
+  title: str, sections: Sequence[Section], files_dir: str = "report_files"
+) -> str:
   """The report as Markdown; figures are linked from `files_dir/`."""
   out = [f"# {title}", ""]
   for s in sections:
@@ -154,7 +156,10 @@ def write_report(out_dir: str | os.PathLike, title: str, sections: Sequence[Sect
       shutil.copyfile(f.path, dst)
       f.path = dst
   paths = {}
-  for key, text in (("html", render_html(title, sections)), ("md", render_markdown(title, sections))):
+  for key, text in (
+    ("html", render_html(title, sections)),
+    ("md", render_markdown(title, sections)),
+  ):
     p = out / f"report.{key}"
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(text)

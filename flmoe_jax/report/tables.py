@@ -47,6 +47,12 @@ def table_a(entries: Mapping[str, Mapping[str, dict]], *, split: str = "test") -
       for k in TASK_METRICS[summary["task"]]:
         if k in ms:
           rows.append(
-            [dataset, model_name, _LABEL[k], pm(ms[k]["mean"], ms[k]["std"]), str(len(summary["seeds"]))]
+            [
+              dataset,
+              model_name,
+              _LABEL[k],
+              pm(ms[k]["mean"], ms[k]["std"]),
+              str(len(summary["seeds"])),
+            ]
           )
   return Table("table-a", f"Table A: task performance ({split} split, mean ± std over seeds)", rows)

@@ -1,0 +1,341 @@
+"""Building the report of one or more datasets from their run directories.
+
+For each dataset: an FL-I2MoE run (with `explain/<split>.json` and `probe/<split>.json` when those stages ran)
+and optionally a dense-transformer run. Out come the paper's Table A (task performance), Table B (top-K%
+masking faithfulness), Table C (pair-level masking), verdicts on claims C1 and C2 with the numbers behind
+them, a ground-truth section for synthetic stores, figures and run metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from flmoe_jax.errors import RunDirError
+from flmoe_jax.report.render import Figure, Section, Table, write_report
+from flmoe_jax.report.tables import pm, table_a
+
+
+@dataclasses.dataclass
+class ReportEntry:
+  """One dataset of a report.
+
+  Attributes:
+    dataset: display name.
+    fl_workdir: the FL-I2MoE run directory.
+    dense_workdir: the dense-transformer run directory (optional).
+    split: the split explanations and probes were computed on.
+  """
+
+  dataset: str
+  fl_workdir: pathlib.Path
+  dense_workdir: pathlib.Path | None = None
+  split: str = "test"
+
+
+def _load(path: pathlib.Path) -> dict | None:
+  return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _f(x: float, digits: int = 2) -> str:
+  return f"{x:.{digits}f}"
+
+
+def _faith(block: dict, view: str, output: str) -> dict | None:
+  for f in block.get("faithfulness", []):
+    if f["view"] == view and f["output"] == output:
+      return f
+  return None
+
+
+def table_b(dataset: str, explain: dict) -> Table | None:
+  """Table B: comprehensiveness / sufficiency per K, identified vs random, AOPC and gaps (x100)."""
+  fl = _faith(explain["model"], "mixture", "mixture")
+  dense = _faith(explain["baseline"], "dense", "own") if explain.get("baseline") else None
+  if fl is None:
+    return None
+  models = [("FL-I2MoE", fl)] + ([("Dense", dense)] if dense else [])
+  header = ["K (%)"]
+  for name, _ in models:
+    header += [f"{name} comp id", f"{name} comp rnd", f"{name} suff id", f"{name} suff rnd"]
+  rows = [header]
+  for i, k in enumerate(fl["ks"]):
+    row = [f"{k:g}"]
+    for _, f in models:
+      row += [
+        pm(f[key][i]["mean"], f[key][i]["std"], 1)
+        for key in ("comp", "comp_random", "suff", "suff_random")
+      ]
+    rows.append(row)
+  row = ["AOPC"]
+  for _, f in models:
+    a = f["aopc"]
+    row += [
+      pm(a[key]["mean"], a[key]["std"], 1) for key in ("comp", "comp_random", "suff", "suff_random")
+    ]
+  rows.append(row)
+  row = ["gap (comp: id-rnd, suff: rnd-id)"]
+  for _, f in models:
+    a = f["aopc"]
+    row += [
+      pm(a["comp_gap"]["mean"], a["comp_gap"]["std"], 1),
+      "",
+      pm(a["suff_gap"]["mean"], a["suff_gap"]["std"], 1),
+      "",
+    ]
+  rows.append(row)
+  return Table(
+    f"table-b-{dataset}",
+    f"Table B ({dataset}, {explain['settings']['split']} split, {explain['settings']['method']}, "
+    f"{explain['settings']['fill']} fill): masking faithfulness x100, mean ± std over seeds",
+    rows,
+  )
+
+
+def table_b_experts(dataset: str, explain: dict) -> Table:
+  """Expert-wise faithfulness: each expert's own map, drop of its own output and of the mixture."""
+  rows = [["map", "output", "comp AOPC", "comp gap", "suff AOPC", "suff gap"]]
+  for f in explain["model"]["faithfulness"]:
+    a = f["aopc"]
+    rows.append(
+      [
+        f["view"],
+        f["output"],
+        pm(a["comp"]["mean"], a["comp"]["std"], 1),
+        pm(a["comp_gap"]["mean"], a["comp_gap"]["std"], 1),
+        pm(a["suff"]["mean"], a["suff"]["std"], 1),
+        pm(a["suff_gap"]["mean"], a["suff_gap"]["std"], 1),
+      ]
+    )
+  return Table(f"table-b-experts-{dataset}", f"Expert-wise faithfulness ({dataset}), x100", rows)
+
+
+def _conc(block: dict, view: str) -> dict[str, dict]:
+  return {c["modality"]: c for c in block.get("concentration", []) if c["view"] == view}
+
+
+def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
+  """C1: FL-I2MoE maps more concentrated (lower entropy, higher Gini) than the dense transformer's."""
+  fl, dense = _conc(explain["model"], "mixture"), _conc(explain.get("baseline") or {}, "dense")
+  rows = [["modality", "FL entropy", "dense entropy", "FL Gini", "dense Gini"]]
+  wins = []
+  for mod, c in fl.items():
+    if mod not in dense:
+      continue
+    d = dense[mod]
+    rows.append(
+      [
+        mod,
+        _f(c["entropy"]["mean"], 3),
+        _f(d["entropy"]["mean"], 3),
+        _f(c["gini"]["mean"], 3),
+        _f(d["gini"]["mean"], 3),
+      ]
+    )
+    wins.append(
+      c["entropy"]["mean"] < d["entropy"]["mean"] and c["gini"]["mean"] > d["gini"]["mean"]
+    )
+  overlaps = [
+    np.mean([v["mean"] for v in s["jaccard"]]) for s in explain["model"].get("specificity", [])
+  ]
+  table = Table(
+    f"c1-{dataset}",
+    f"C1 evidence ({dataset}): concentration of the mixture map vs the dense map",
+    rows,
+  )
+  if not wins:
+    return f"C1 ({dataset}): not evaluated (no dense baseline explained)", table
+  spec = f"; mean cross-expert top-K Jaccard overlap {np.mean(overlaps):.2f}" if overlaps else ""
+  if all(wins):
+    return (
+      f"PASS: C1 ({dataset}): FL-I2MoE's map is more concentrated than the dense map on every modality{spec}.",
+      table,
+    )
+  return (
+    f"FAIL: C1 ({dataset}): FL-I2MoE's map is not more concentrated than the dense map on every modality{spec}.",
+    table,
+  )
+
+
+def table_c(dataset: str, probe: dict) -> Table:
+  """Table C: pair masking, drop in target probability (x100) and in the metric vs budget."""
+  pmk = probe["pair_masking"]
+  rows = [
+    ["budget (pairs)"] + [f"{idx} {k}" for idx in ("SII", "RG") for k in ("ranked", "random")]
+  ]
+  for i, b in enumerate(pmk["budgets"]):
+    row = [str(b)]
+    for idx in ("SII", "RG"):
+      blk = pmk[idx]
+      row += [
+        f"{100 * blk['ranked']['prob_drop'][i]:.1f} ({100 * blk['ranked']['metric_drop'][i]:.1f})",
+        f"{100 * blk['random']['prob_drop'][i]:.1f} ({100 * blk['random']['metric_drop'][i]:.1f})",
+      ]
+    rows.append(row)
+  return Table(
+    f"table-c-{dataset}",
+    f"Table C ({dataset}): pair masking in the full model, drop of the target probability x100 "
+    f"(drop of {pmk['metric']} x100 in brackets); random = matched unique-token counts, {pmk['repeats']} repeats",
+    rows,
+  )
+
+
+def c2_verdict(dataset: str, probe: dict) -> str:
+  pmk = probe["pair_masking"]
+  parts, ok = [], True
+  for idx in ("SII", "RG"):
+    beats = pmk[idx]["ranked_beats_random"]
+    ok &= all(beats)
+    parts.append(f"{idx}: ranked > random at {sum(beats)}/{len(beats)} budgets")
+  tag = "PASS" if ok else "FAIL"
+  verdict = (
+    "ranked > random at every budget"
+    if ok
+    else "ranked pairs do not beat random pairs at every budget"
+  )
+  return f"{tag}: C2 ({dataset}): {verdict} ({'; '.join(parts)})."
+
+
+def ground_truth_table(dataset: str, probe: dict) -> Table | None:
+  planted = probe.get("planted")
+  if not planted:
+    return None
+  rows = [["planted pair", "kind", "probe", "scale", "hit@1", "MRR", "in candidates"]]
+  for name, p in planted["pairs"].items():
+    for scale in ("logit", "prob"):
+      if scale in p:
+        rows.append(
+          [
+            name,
+            p["kind"],
+            p["probe"],
+            scale,
+            _f(p[scale]["hit@1"], 3),
+            _f(p[scale]["mrr"], 3),
+            _f(p["in_candidates"], 2),
+          ]
+        )
+  return Table(
+    f"ground-truth-{dataset}", f"Planted pairs recovered ({dataset}, per test sample)", rows
+  )
+
+
+def _figures(workdir: pathlib.Path, sub: str, split: str) -> list[Figure]:
+  d = workdir / sub
+  names = sorted(d.glob(f"{split}_*.png")) if d.is_dir() else []
+  # Keep the report readable: the curves, the weights and the first two per-sample figures.
+  keep = [p for p in names if not any(c.isdigit() for c in p.stem.rsplit("_", 1)[-1])]
+  keep += [p for p in names if p.stem.rsplit("_", 1)[-1] in ("0", "1")]
+  return [Figure(p, f"{workdir.name} / {sub}: {p.stem.replace('_', ' ')}") for p in keep]
+
+
+def build_report(
+  entries: Sequence[ReportEntry], out_dir: str | os.PathLike, *, title: str = "FL-I2MoE report"
+) -> dict:
+  """Builds the report of several datasets into `out_dir` (report.html, report.md, report_files/).
+
+  Returns:
+    {"html": path, "md": path, "verdicts": [str]}.
+  """
+  summaries, verdicts, sections = {}, [], []
+  for e in entries:
+    fl = _load(pathlib.Path(e.fl_workdir) / "summary.json")
+    if fl is None:
+      raise RunDirError(f"{e.fl_workdir}: no summary.json (training has not finished)")
+    dense = _load(pathlib.Path(e.dense_workdir) / "summary.json") if e.dense_workdir else None
+    summaries[e.dataset] = {"Dense Transformer": dense, "FL-I2MoE": fl}
+
+  overview = Section("Overview", id="overview")
+  sections.append(overview)
+  sections.append(Section("Table A: task performance", tables=[table_a(summaries)], id="table-a"))
+
+  for e in entries:
+    wd = pathlib.Path(e.fl_workdir)
+    explain = _load(wd / "explain" / f"{e.split}.json")
+    probe = _load(wd / "probe" / f"{e.split}.json")
+    sec = Section(f"{e.dataset}: explanations and probes", id=f"dataset-{e.dataset}")
+    if explain:
+      tb = table_b(e.dataset, explain)
+      if tb:
+        sec.tables.append(tb)
+      sec.tables.append(table_b_experts(e.dataset, explain))
+      verdict, c1_table = c1_verdict(e.dataset, explain)
+      verdicts.append(verdict)
+      sec.paragraphs.append(verdict)
+      sec.tables.append(c1_table)
+      sec.figures += _figures(wd, "explain", e.split)
+    else:
+      sec.paragraphs.append(
+        f"No explanations yet: run `flmoe explain --workdir {wd} --split {e.split}`."
+      )
+    if probe:
+      sec.tables.append(table_c(e.dataset, probe))
+      verdict = c2_verdict(e.dataset, probe)
+      verdicts.append(verdict)
+      sec.paragraphs.append(verdict)
+      gt = ground_truth_table(e.dataset, probe)
+      if gt:
+        sec.tables.append(gt)
+      sec.figures += _figures(wd, "probe", e.split)
+    else:
+      sec.paragraphs.append(f"No probes yet: run `flmoe probe --workdir {wd} --split {e.split}`.")
+    sections.append(sec)
+
+  overview.paragraphs += verdicts or [
+    "No explanation or probe outputs found: only Table A is shown."
+  ]
+  sections.append(_metadata_section(entries, summaries))
+  paths = write_report(out_dir, title, sections)
+  return {**paths, "verdicts": verdicts}
+
+
+def _metadata_section(entries, summaries) -> Section:
+  import jax
+
+  import flmoe_jax
+
+  try:
+    import flax
+
+    flax_version = flax.__version__
+  except Exception:  # noqa: BLE001
+    flax_version = "?"
+  sec = Section("Run metadata", id="metadata")
+  sec.paragraphs.append(
+    f"META: created {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}; "
+    f"flmoe_jax {flmoe_jax.__version__}, jax {jax.__version__}, flax {flax_version}; "
+    f"backend {jax.default_backend()}"
+  )
+  rows = [["dataset", "model", "run directory", "seeds", "store", "selection metric"]]
+  for e in entries:
+    for name, s in summaries[e.dataset].items():
+      if s is None:
+        continue
+      wd = e.fl_workdir if name == "FL-I2MoE" else e.dense_workdir
+      rows.append(
+        [
+          e.dataset,
+          name,
+          str(wd),
+          ", ".join(s["seeds"]),
+          pathlib.Path(s["store"]).name,
+          s["selection_metric"],
+        ]
+      )
+  sec.tables.append(Table("runs", "Runs", rows))
+  for e in entries:
+    cfg = _load(pathlib.Path(e.fl_workdir) / "config.json") or {}
+    m = cfg.get("model", {})
+    sec.paragraphs.append(
+      f"META: {e.dataset} FL-I2MoE config: hidden {m.get('hidden_dim')}, heads {m.get('num_heads')}, layers "
+      f"{m.get('num_layers')}, dropout {m.get('dropout')}, lambda_int {cfg.get('loss', {}).get('lambda_int')}, "
+      f"lr {cfg.get('optim', {}).get('learning_rate')}, epochs {cfg.get('train', {}).get('epochs')}, "
+      f"batch {cfg.get('train', {}).get('batch_size')}"
+    )
+  return sec
