@@ -6,6 +6,9 @@
   flmoe info    STORE                      (manifest, counts, checks every array)
   flmoe explain --workdir W --split val [--baseline W_dense] [--method attnxgrad] [--ks 5,10,...]
                                            (expert-wise maps + top-K% faithfulness; docs/explain.md)
+  flmoe explain --workdir W --split test [--baseline W_dense]   (attributions, faithfulness)
+  flmoe probe   --workdir W --split test   (SII, redundancy gap, pair masking)
+  flmoe report  --workdir W [--baseline W_dense]   (Tables A/B/C, C1/C2 verdicts -> HTML/Markdown)
   flmoe demo    [--workdir runs/demo]      (the whole pipeline on the embedded default)
   flmoe probe   --workdir W --split test [--samples N --budget R --pairs topk|random|all --k 8 --seed S]
                                            (SII / redundancy-gap probes and pair masking -> W/probe/)
@@ -150,6 +153,28 @@ def _cmd_explain(args, overrides) -> int:
   return 0
 
 
+def _cmd_report(args, overrides) -> int:
+  del overrides
+  import pathlib
+
+  from flmoe_jax.report import ReportEntry, build_report
+
+  wd = pathlib.Path(args.workdir)
+  out = build_report(
+    [
+      ReportEntry(
+        args.name or wd.name, wd, pathlib.Path(args.baseline) if args.baseline else None, args.split
+      )
+    ],
+    args.out or wd / "report",
+    title=f"FL-I2MoE report: {args.name or wd.name}",
+  )
+  for v in out["verdicts"]:
+    print(v)
+  print(f"report: {out['html']}  (Markdown: {out['md']})")
+  return 0
+
+
 def _cmd_demo(args, overrides) -> int:
   from flmoe_jax import demo
 
@@ -163,24 +188,43 @@ def _cmd_probe(args, overrides) -> int:
 
   budgets = [int(b) for b in args.mask_budgets.split(",") if b.strip()] if args.mask_budgets else []
   report = run_probe(
-    args.workdir, args.split, samples=args.samples, budget=args.budget, draws=args.draws,
-    pairs=args.pairs, k=args.k, n_random_pairs=args.n_random_pairs, seed=args.seed,
-    antithetic=not args.no_antithetic, max_coalitions_per_call=args.max_coalitions_per_call,
-    fill=args.fill, target_source=args.target, run_seed=args.run_seed, which=args.which,
-    mask_budgets=budgets, mask_repeats=args.repeats, figures=not args.no_figures,
-    sii_expert=args.sii_expert, rg_expert=args.rg_expert, tag=args.tag,
+    args.workdir,
+    args.split,
+    samples=args.samples,
+    budget=args.budget,
+    draws=args.draws,
+    pairs=args.pairs,
+    k=args.k,
+    n_random_pairs=args.n_random_pairs,
+    seed=args.seed,
+    antithetic=not args.no_antithetic,
+    max_coalitions_per_call=args.max_coalitions_per_call,
+    fill=args.fill,
+    target_source=args.target,
+    run_seed=args.run_seed,
+    which=args.which,
+    mask_budgets=budgets,
+    mask_repeats=args.repeats,
+    figures=not args.no_figures,
+    sii_expert=args.sii_expert,
+    rg_expert=args.rg_expert,
+    tag=args.tag,
     attribution=args.attribution,
   )
   pm = report["pair_masking"]
   for name in ("SII", "RG"):
     d = pm[name]
-    cells = ", ".join(f"b={b}: {r:.3f} vs {q:.3f}" for b, r, q in
-                      zip(pm["budgets"], d["ranked"]["prob_drop"], d["random"]["prob_drop"]))
+    cells = ", ".join(
+      f"b={b}: {r:.3f} vs {q:.3f}"
+      for b, r, q in zip(pm["budgets"], d["ranked"]["prob_drop"], d["random"]["prob_drop"])
+    )
     print(f"{name}-ranked vs random pair masking (prob drop): {cells}")
   for name, p in report.get("planted", {}).get("pairs", {}).items():
     scale = "logit" if p["kind"] == "synergy" else "prob"
-    print(f"planted {name} ({p['probe']}, {scale}): hit@1 {p[scale]['hit@1']:.3f}, "
-          f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}")
+    print(
+      f"planted {name} ({p['probe']}, {scale}): hit@1 {p[scale]['hit@1']:.3f}, "
+      f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}"
+    )
   return 0
 
 
@@ -234,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
 
   add_features_cli(sub)
 
+  r = sub.add_parser(
+    "report", help="Tables A/B/C and C1/C2 verdicts of a run, as HTML and Markdown"
+  )
+  r.add_argument("--workdir", required=True, help="the FL-I2MoE run directory")
+  r.add_argument("--baseline", default=None, help="the dense-transformer run directory")
+  r.add_argument("--split", default="test", help="the split explain/probe ran on")
+  r.add_argument("--name", default=None, help="dataset name shown in the report")
+  r.add_argument("--out", default=None, help="output folder (default WORKDIR/report)")
+  r.set_defaults(fn=_cmd_report)
+
   d = sub.add_parser("demo", help="the whole pipeline on the embedded default, no download")
   d.add_argument("--workdir", default="runs/demo")
   d.add_argument("--quick", action="store_true", help="fewer epochs and seeds (smoke run)")
@@ -243,14 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
   pr.add_argument("--workdir", required=True, help="the run directory")
   pr.add_argument("--split", default="test")
   pr.add_argument("--samples", type=int, default=200, help="examples (first rows of the split)")
-  pr.add_argument("--budget", type=int, default=None,
-                  help="coalition evaluations per example and expert (default: draws x 4 x pairs)")
+  pr.add_argument(
+    "--budget",
+    type=int,
+    default=None,
+    help="coalition evaluations per example and expert (default: draws x 4 x pairs)",
+  )
   pr.add_argument("--draws", type=int, default=64, help="draws per pair when --budget is not set")
   pr.add_argument("--pairs", choices=("topk", "random", "all"), default="topk")
   pr.add_argument("--k", type=int, default=8, help="tokens per modality for --pairs topk")
-  pr.add_argument("--attribution", choices=("attnxgrad", "attn", "ig", "grad_x_input"),
-                  default="attnxgrad", help="map that pre-selects the topk tokens")
-  pr.add_argument("--n-random-pairs", type=int, default=64, help="pairs per example, --pairs random")
+  pr.add_argument(
+    "--attribution",
+    choices=("attnxgrad", "attn", "ig", "grad_x_input"),
+    default="attnxgrad",
+    help="map that pre-selects the topk tokens",
+  )
+  pr.add_argument(
+    "--n-random-pairs", type=int, default=64, help="pairs per example, --pairs random"
+  )
   pr.add_argument("--seed", type=int, default=0)
   pr.add_argument("--no-antithetic", action="store_true", help="plain (not antithetic) MC draws")
   pr.add_argument("--max-coalitions-per-call", type=int, default=4096, help="memory knob")
@@ -260,8 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
   pr.add_argument("--which", choices=("best", "latest"), default="best")
   pr.add_argument("--mask-budgets", default="1,2,5,10", help="comma-separated pair budgets")
   pr.add_argument("--repeats", type=int, default=10, help="random-control repeats")
-  pr.add_argument("--sii-expert", default=None, help="game of the SII probe (default syn; or mixture)")
-  pr.add_argument("--rg-expert", default=None, help="game of the RG probe (default red; or mixture)")
+  pr.add_argument(
+    "--sii-expert", default=None, help="game of the SII probe (default syn; or mixture)"
+  )
+  pr.add_argument(
+    "--rg-expert", default=None, help="game of the RG probe (default red; or mixture)"
+  )
   pr.add_argument("--no-figures", action="store_true")
   pr.add_argument("--tag", default="", help="write W/probe/<split>_<tag>.json instead")
   pr.set_defaults(fn=_cmd_probe)
