@@ -56,18 +56,13 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
   timings, summaries, entries = {}, {}, []
   n_explain, n_probe = (32, 16) if quick else (200, 100)
   datasets = (
-    ("synthetic", "synthetic.py", root / "stores" / "synthetic"),
+    ("synthetic", "synthetic.py:demo", root / "stores" / "synthetic"),
     ("easyvqa", "easyvqa.py:quick", root / "stores" / "easyvqa"),
   )
   for name, cfg_name, store in datasets:
     t = time.perf_counter()
     fl_cfg = _config(cfg_name, store, overrides, quick)
-    dense_cfg = _config(
-      f"{cfg_name.split(':')[0]}:{'quick,' if 'quick' in cfg_name else ''}dense",
-      store,
-      overrides,
-      quick,
-    )
+    dense_cfg = _config(f"{cfg_name},dense", store, overrides, quick)
     if "features" in fl_cfg and not (store / "manifest.json").exists():
       _stage(f"{name}: frozen-encoder features -> {store}")
       features_from_config(fl_cfg)
