@@ -1,0 +1,193 @@
+"""Candidate cross-modal pairs (SPEC 5.4) and pair-level masking (SPEC 5.5).
+
+Candidates (one feature per modality, never `<s>` or padding):
+  * `topk`: the top-k tokens of each modality by the expert's attribution map x the top-k of the
+    other modality (k·k pairs per modality pair);
+  * `random`: a uniform random subset of all cross-modal pairs (the non-circular alternative);
+  * `all`: every cross-modal pair (small inputs only).
+`topk_pairs` takes any per-token score map: the pipeline uses the explanation pipeline's
+`flmoe_jax.explain.attribute` maps (attention x gradient rollout by default, SPEC 5.4) or
+`token_attribution` here, |gradient x (input - fill)| of the expert's target logit per token (the
+first-order Taylor estimate of what mean-filling that token changes).
+
+Pair masking: for budget b, mask both members of the b top-ranked pairs (the union of their tokens)
+in the full model; the control masks the same number of unique tokens per modality chosen uniformly
+at random among that modality's players (= b random pairs with matched unique-token counts and the
+same overlap structure), `repeats` times.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flmoe_jax.explain import masking, targets
+from flmoe_jax.probes.games import ModelValueFn, PlayerMap, ProbeError, keep_masks
+
+Array = jax.Array
+PAIR_MODES = ("topk", "random", "all")
+
+
+# --------------------------------------------------------------------------------------------------
+# Candidate pairs.
+# --------------------------------------------------------------------------------------------------
+
+
+def cross_modal_pairs(players: PlayerMap) -> np.ndarray:
+  """Every cross-modal pair (i < j as player ids), int32 [P, 2], modality pairs in order (a < b)."""
+  out = []
+  m_count = len(players.modality_names)
+  for a in range(m_count):
+    for b in range(a + 1, m_count):
+      pa, pb = players.players_of(a), players.players_of(b)
+      out.append(np.stack(np.meshgrid(pa, pb, indexing="ij"), -1).reshape(-1, 2))
+  return np.concatenate(out).astype(np.int32)
+
+
+def topk_pairs(players: PlayerMap, token_scores: Sequence[np.ndarray], k: int) -> np.ndarray:
+  """Top-k players of each modality by score, crossed over modality pairs.
+
+  Args:
+    players: the example's player map.
+    token_scores: per modality, float [T_m] attribution (only player positions are read).
+    k: tokens kept per modality (fewer if a modality has fewer players).
+
+  Returns:
+    int32 [P, 2], P = Σ_{a<b} min(k, n_a)·min(k, n_b); within a modality, higher score first.
+  """
+  if k < 1:
+    raise ProbeError(f"k must be >= 1, got {k}")
+  top = []
+  for m in range(len(players.modality_names)):
+    ids = players.players_of(m)
+    s = np.asarray(token_scores[m], np.float64)[players.position[ids]]
+    top.append(ids[np.argsort(-s, kind="stable")[:k]])
+  out = []
+  for a in range(len(top)):
+    for b in range(a + 1, len(top)):
+      out.append(np.stack(np.meshgrid(top[a], top[b], indexing="ij"), -1).reshape(-1, 2))
+  return np.concatenate(out).astype(np.int32)
+
+
+def random_pairs(players: PlayerMap, n_pairs: int, rng: np.random.Generator) -> np.ndarray:
+  """`n_pairs` cross-modal pairs drawn uniformly without replacement (all if fewer exist)."""
+  if n_pairs < 1:
+    raise ProbeError(f"n_pairs must be >= 1, got {n_pairs}")
+  allp = cross_modal_pairs(players)
+  if len(allp) <= n_pairs:
+    return allp
+  return allp[np.sort(rng.choice(len(allp), n_pairs, replace=False))]
+
+
+def pad_pairs(pairs: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarray]:
+  """Pads to a fixed count (repeating pair 0) so that examples share one compiled probe.
+
+  Returns:
+    (int32 [n_max, 2], bool [n_max] validity).
+  """
+  p = len(pairs)
+  if p > n_max:
+    raise ProbeError(f"{p} pairs exceed the padded count {n_max}")
+  out = np.zeros((n_max, 2), np.int32)
+  out[:p] = pairs
+  out[p:] = pairs[0]
+  valid = np.arange(n_max) < p
+  return out, valid
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def token_attribution(fn: ModelValueFn, params: dict) -> list[Array]:
+  """|gradient x (h - fill)| of the target logit per token: the attribution used by `topk`.
+
+  Args:
+    fn: a model game's value function (its graphdef, mode and task type are used).
+    params: the model game's params (hs [*batch, T_m, H], masks, fills, target, state).
+
+  Returns:
+    Per modality, float [*batch, T_m].
+  """
+
+  def score(hs):
+    logits = fn.logits(params["state"], hs, params["masks"])
+    return targets.target_score(logits, params["target"], fn.task_type, score="logit").sum()
+
+  grads = jax.grad(score)(list(params["hs"]))
+  return [jnp.abs(((h - f) * g).sum(-1)) for h, f, g in zip(params["hs"], params["fills"], grads)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pair-level masking.
+# --------------------------------------------------------------------------------------------------
+
+
+def first_masked_budget(pairs: np.ndarray, order: np.ndarray, n_players: int) -> np.ndarray:
+  """For each player, the smallest budget b at which masking the top-b ranked pairs hides it.
+
+  Args:
+    pairs: int [P, 2].
+    order: int [P_valid] pair indices, best first.
+    n_players: n (padded player count).
+
+  Returns:
+    int [n_players]; b_p (1-based), or a large number for players in no ranked pair.
+  """
+  first = np.full(n_players, np.iinfo(np.int32).max, np.int64)
+  ranked = pairs[order]  # [P_valid, 2]
+  b = np.arange(1, len(order) + 1)
+  np.minimum.at(first, ranked[:, 0], b)
+  np.minimum.at(first, ranked[:, 1], b)
+  return first
+
+
+def masking_coalitions(
+  players_modality: np.ndarray,
+  n_valid: int,
+  pairs: np.ndarray,
+  order: np.ndarray,
+  budgets: Sequence[int],
+  repeats: int,
+  rng: np.random.Generator,
+  n_modalities: int,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Coalitions (True = kept) for ranked and matched-random pair masking at every budget.
+
+  Args:
+    players_modality: int [n] modality of each (padded) player (-1 = padding player).
+    n_valid: real players.
+    pairs: int [P, 2] candidate pairs.
+    order: int [P_valid] valid pair indices, best first.
+    budgets: pair budgets b.
+    repeats: random repeats.
+    rng: numpy generator for the random control.
+    n_modalities: M.
+
+  Returns:
+    (bool [n_b, 1 + repeats, n]: index 0 = ranked, 1.. = random; int [n_b, M] masked unique
+    tokens per modality).
+  """
+  n = players_modality.shape[0]
+  first = first_masked_budget(pairs, order, n)
+  b = np.minimum(np.asarray(budgets), len(order))  # a budget beyond the candidates masks them all
+  ranked_masked = first[None, :] <= b[:, None]  # [n_b, n]
+  counts = np.stack(
+    [(ranked_masked & (players_modality == m)).sum(1) for m in range(n_modalities)], 1
+  )  # [n_b, M]
+  rand_masked = np.zeros((len(b), repeats, n), bool)
+  for m in range(n_modalities):  # a handful of modalities; budgets and repeats are vectorised
+    ids = np.flatnonzero((players_modality == m) & (np.arange(n) < n_valid))
+    rank = np.argsort(rng.random((len(b), repeats, ids.size)), -1).argsort(-1)
+    rand_masked[:, :, ids] = rank < counts[:, m][:, None, None]
+  keep = ~np.concatenate([ranked_masked[:, None], rand_masked], 1)
+  return keep, counts
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def masked_logits(fn: ModelValueFn, params: dict, coalitions: Array) -> Array:
+  """Logits [C, num_classes] of the model (fn.mode) on one example with non-members filled."""
+  keep = keep_masks(coalitions, params["player_modality"], params["player_position"], fn.lengths)
+  hs = masking.apply_fill(params["hs"], keep, params["fills"])
+  return fn.logits(params["state"], hs, params["masks"])

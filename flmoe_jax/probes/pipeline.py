@@ -1,0 +1,783 @@
+"""`flmoe probe`: interaction probes of a trained run, written to `W/probe/<split>.json` (+ figures).
+
+For each evaluated example (the first `samples` rows of the split):
+  1. clean forward of the full model -> target (SPEC 4.3) and its probability;
+  2. players = candidate tokens (valid, not `<s>`); candidate pairs (topk / random / all);
+  3. Monte Carlo SII and redundancy gaps of the candidate pairs, on both scales (logit, target
+     probability), for the synergy expert (ranked by SII) and the redundancy expert (ranked by RG);
+  4. pair-level masking in the full model: top-b pairs vs matched random pairs (SPEC 5.5).
+Every example runs the same compiled programs: player and pair arrays are padded to fixed sizes.
+On a synthetic store the planted pairs are scored (DATA 3.5: hit@1, MRR, sign agreement), and every
+run reports how far the top pair stands out from the rest relative to its standard error (the null
+control). Only `W/probe/` is written, atomically; checkpoints and metrics of the run are untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import pathlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flmoe_jax import metrics as metrics_lib
+from flmoe_jax.explain import masking, targets
+from flmoe_jax.probes import pairs as pairs_lib
+from flmoe_jax.probes.games import HashableGraph, ModelValueFn, PlayerMap, ProbeError, split_expert
+from flmoe_jax.probes.results import PROBE_FORMAT, PROBE_VERSION, write_json_atomic
+from flmoe_jax.probes.shapley import (
+  PAIR_INDICES,
+  check_memory_knob,
+  draws_for_budget,
+  mc_pair_statistics,
+)
+
+ROLES = ("sii", "rg")  # synergy probe (SII on the synergy expert), redundancy probe (RG on red)
+SCALES = ("logit", "prob")
+DEFAULT_DRAWS = 64
+ATTRIBUTIONS = ("attnxgrad", "attn", "ig", "grad_x_input")
+
+
+def _r(x: Any, digits: int = 6) -> Any:
+  """Rounds floats (nested lists) to `digits` significant digits: smaller JSON, same information."""
+  a = np.asarray(x, np.float64)
+  if a.ndim == 0:
+    return float(f"{float(a):.{digits}g}")
+  return np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(a).tolist()
+
+
+@functools.partial(jax.jit, static_argnames=("graph", "task_type", "source"))
+def _prepare(graph, state, xs, masks, labels, *, task_type, source):
+  """Projection, clean mixture logits, target [B, C] and its probability [B]."""
+  model = nnx.merge(graph.graphdef, state)
+  hs = model.project(xs)
+  logits = model.forward_projected(hs, masks).logits
+  target = targets.target_mask(logits, task_type, source=source, labels=labels)
+  return hs, logits, target, targets.target_score(logits, target, task_type, score="prob")
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _endpoint_values(fn, params, n_valid):
+  """v(∅) and v(N) of a padded model game, [2, *out]."""
+  n = params["player_modality"].shape[0]
+  full = jnp.arange(n) < n_valid
+  return fn(jnp.stack([jnp.zeros(n, bool), full]), params)
+
+
+def _probe_experts(model, sii_expert: str | None, rg_expert: str | None) -> dict[str, str]:
+  """Which game each probe scores: syn / red experts by default (the dense baseline: its output)."""
+  names = tuple(model.expert_names)
+  default = (
+    {"sii": "syn", "rg": "red"}
+    if {"syn", "red"} <= set(names)
+    else {"sii": names[0], "rg": names[0]}
+  )
+  out = {"sii": sii_expert or default["sii"], "rg": rg_expert or default["rg"]}
+  for role, e in out.items():
+    if e != "mixture" and e not in names:
+      raise ProbeError(f"--{role}-expert {e!r} not in {names + ('mixture',)}")
+  return out
+
+
+def _rank(scores: np.ndarray, q: int) -> int:
+  """1-based rank of entry q under descending order; ties count against q (a tie is no hit)."""
+  return int(np.sum(scores > scores[q]) + np.sum(scores == scores[q]))
+
+
+def run_probe(
+  workdir: str | pathlib.Path,
+  split: str = "test",
+  *,
+  samples: int | None = 200,
+  budget: int | None = None,
+  draws: int = DEFAULT_DRAWS,
+  pairs: str = "topk",
+  k: int = 8,
+  n_random_pairs: int = 64,
+  seed: int = 0,
+  antithetic: bool = True,
+  max_coalitions_per_call: int = 4096,
+  fill: str = "mean",
+  target_source: str = "pred",
+  run_seed: int | None = None,
+  which: str = "best",
+  mask_budgets: Sequence[int] = (1, 2, 5, 10),
+  mask_repeats: int = 10,
+  sii_rank_score: str = "logit",
+  rg_rank_score: str = "prob",
+  sii_expert: str | None = None,
+  rg_expert: str | None = None,
+  attribution: str = "attnxgrad",
+  max_all_pairs: int = 4096,
+  figures: bool = True,
+  n_heatmaps: int = 4,
+  tag: str = "",
+  log=print,
+) -> dict:
+  """Runs the interaction probes of a trained run and writes `W/probe/<split>.json`.
+
+  Args:
+    workdir: the run directory (`flmoe train --workdir`).
+    split: store split to probe.
+    samples: number of examples (the first rows of the split); None = all.
+    budget: coalition evaluations per example and expert game; default draws·4·pairs.
+    draws: draws per pair when `budget` is None.
+    pairs: `topk`, `random` or `all` candidate pairs.
+    k: tokens per modality for `topk`.
+    n_random_pairs: pairs per example for `random`.
+    seed: seed of every draw (MC coalitions, random pairs, random masking control).
+    antithetic: antithetic MC draws.
+    max_coalitions_per_call: memory knob of the value-function calls.
+    fill: `mean` or `zero` (what "absent" means).
+    target_source: `pred` or `true`.
+    run_seed: which training seed's checkpoint (default: the first finished).
+    which: `best` or `latest` checkpoint.
+    mask_budgets: pair budgets b of the masking experiment.
+    mask_repeats: random-control repeats.
+    sii_rank_score: scale that ranks pairs for SII masking (`logit` | `prob`).
+    rg_rank_score: scale that ranks pairs for RG masking (`prob` default, SPEC 5.3a).
+    sii_expert: game of the SII probe: an expert name or `mixture` (default `syn`).
+    rg_expert: game of the redundancy-gap probe (default `red`).
+    attribution: map that pre-selects `topk` tokens: `attnxgrad` (SPEC 4.1b, default), `attn`,
+      `ig` (all from `flmoe_jax.explain.attribute`) or `grad_x_input` (|grad x (h - fill)|).
+    max_all_pairs: refuse `pairs='all'` beyond this many pairs per example.
+    figures: write PNG heatmaps and masking curves.
+    n_heatmaps: examples with heatmaps.
+    tag: optional suffix: results go to `W/probe/<split>_<tag>.json` (several probe settings of
+      one run side by side).
+    log: progress printer (None = silent).
+
+  Returns:
+    The report dict that was written.
+
+  Raises:
+    ProbeError / RunDirError / StoreError: bad arguments or run, before the long part.
+  """
+  from flmoe_jax import runs
+
+  log = log or (lambda *a, **k: None)
+  t0 = time.time()
+  if pairs not in pairs_lib.PAIR_MODES:
+    raise ProbeError(f"--pairs {pairs!r} not in {pairs_lib.PAIR_MODES}")
+  for name, s in (("sii_rank_score", sii_rank_score), ("rg_rank_score", rg_rank_score)):
+    if s not in SCALES:
+      raise ProbeError(f"{name} {s!r} not in {SCALES}")
+  if samples is not None and samples < 1:
+    raise ProbeError(f"--samples must be >= 1, got {samples}")
+  if k < 1 or n_random_pairs < 1:
+    raise ProbeError("--k and the random pair count must be >= 1")
+  budgets = [int(b) for b in mask_budgets]
+  if not budgets or min(budgets) < 1:
+    raise ProbeError(f"mask budgets must be positive pair counts, got {list(mask_budgets)}")
+  if mask_repeats < 1:
+    raise ProbeError("mask_repeats must be >= 1")
+  chunk = check_memory_knob(max_coalitions_per_call)
+  if fill not in masking.FILL_MODES:
+    raise ProbeError(f"fill {fill!r} not in {masking.FILL_MODES}")
+  if attribution not in ATTRIBUTIONS:
+    raise ProbeError(f"attribution {attribution!r} not in {ATTRIBUTIONS}")
+  if tag and not tag.replace("-", "").replace("_", "").isalnum():
+    raise ProbeError(f"--tag {tag!r} must be alphanumeric (with - or _)")
+  stem = f"{split}_{tag}" if tag else split
+
+  run = runs.load_run(workdir, seed=run_seed, which=which)
+  model, fs = run.model, run.store
+  task = fs.task.type
+  names, kinds = fs.modality_names, run.kinds
+  m_count = len(names)
+  if m_count < 2:
+    raise ProbeError("cross-modal pairs need at least two modalities")
+  n_rows = fs.split(split).num_examples
+  rows = np.arange(n_rows if samples is None else min(samples, n_rows))
+  lengths = tuple(m.max_len for m in fs.modalities)
+  n_max = sum(t - (1 if kind == "tokens" else 0) for t, kind in zip(lengths, kinds))
+
+  # Candidate players per example (host): masks only, cheap; fixes the padded pair count.
+  split_obj = fs.split(split)
+  cand = [np.asarray(split_obj.masks[m][rows], bool).copy() for m in range(m_count)]
+  for m in range(m_count):
+    if kinds[m] == "tokens":
+      cand[m][:, 0] = False
+  n_per_mod = np.stack([c.sum(1) for c in cand], 1)  # [N, M]
+  empty = np.flatnonzero((n_per_mod == 0).any(1))
+  if empty.size:
+    raise ProbeError(
+      f"{split} row {int(rows[empty[0]])} has a modality without any candidate "
+      "token; probes need every modality present"
+    )
+  mod_pairs = [(a, b) for a in range(m_count) for b in range(a + 1, m_count)]
+  if pairs == "topk":
+    p_max = sum(k * k for _ in mod_pairs)
+  elif pairs == "random":
+    p_max = n_random_pairs
+  else:
+    p_max = int(max(sum(int(c[a]) * int(c[b]) for a, b in mod_pairs) for c in n_per_mod))
+    if p_max > max_all_pairs:
+      raise ProbeError(
+        f"--pairs all means up to {p_max} pairs per example (> {max_all_pairs}); "
+        "use --pairs topk or random"
+      )
+  if budget is None:
+    budget = max(1, draws) * 4 * p_max
+  n_draws = draws_for_budget(budget, p_max, antithetic=antithetic)
+
+  graphdef_full, state_full = nnx.split(model)
+  experts = _probe_experts(model, sii_expert, rg_expert)
+  expert_fn, expert_state = {}, {}
+  for role in ROLES:
+    gd, st, mode = split_expert(model, experts[role])
+    expert_fn[role] = ModelValueFn(HashableGraph(gd), mode, task, SCALES, lengths)
+    expert_state[role] = st
+  mix_fn = ModelValueFn(HashableGraph(graphdef_full), "mixture", task, ("prob",), lengths)
+  fills = masking.fill_vectors(model, fs.means(), fill)
+  gt = fs.ground_truth()
+  planted = _planted_setup(gt, fs, split, rows) if gt else None
+  log(
+    f"probe {workdir} [{split}]: {len(rows)} examples, {p_max} {pairs} pairs each, "
+    f"{n_draws} draws/pair ({'antithetic' if antithetic else 'plain'}), budget {budget} "
+    f"coalitions per example and expert"
+  )
+
+  key = jax.random.key(seed)
+  batch_size = 64
+  records: list[dict] = []
+  masked_logits_all, clean_logits_all, labels_all = [], [], []
+  t_mc = []  # per-example seconds of the two MC kernels (the first includes compilation)
+  for start in range(0, len(rows), batch_size):
+    idx = rows[start : start + batch_size]
+    data = fs.gather(split, idx)
+    xs = [jnp.asarray(x, jnp.float32) for x in data["x"]]
+    mks = [jnp.asarray(mk, bool) for mk in data["mask"]]
+    labels = jnp.asarray(data["label"]) if target_source == "true" else None
+    hs, logits, target, p_clean = _prepare(
+      mix_fn.graph, state_full, xs, mks, labels, task_type=task, source=target_source
+    )
+    attributions = (
+      _token_maps(
+        model,
+        attribution,
+        experts,
+        expert_fn,
+        expert_state,
+        hs,
+        mks,
+        fills,
+        target,
+        kinds,
+        task,
+        fs.means(),
+      )
+      if pairs == "topk"
+      else {}
+    )
+    labels_all.append(np.asarray(data["label"]))
+    clean_logits_all.append(np.asarray(logits))
+    for bi, row in enumerate(idx):
+      ci = start + bi
+      pm = PlayerMap.from_masks([cand[m][ci] for m in range(m_count)], names)
+      pmod, ppos = pm.padded(n_max)
+      n_valid = pm.n_players
+      base = {
+        "hs": [h[bi] for h in hs],
+        "masks": [mk[bi] for mk in mks],
+        "fills": fills,
+        "target": target[bi],
+        "player_modality": jnp.asarray(pmod),
+        "player_position": jnp.asarray(ppos),
+      }
+      rng = np.random.default_rng([seed, int(row)])
+      shared = None
+      if pairs == "random":
+        shared = pairs_lib.random_pairs(pm, n_random_pairs, rng)
+      elif pairs == "all":
+        shared = pairs_lib.cross_modal_pairs(pm)
+      rec = {
+        "row": int(row),
+        "id": split_obj.ids[int(row)],
+        "target": np.flatnonzero(np.asarray(target[bi]) > 0).tolist(),
+        "p_clean": _r(p_clean[bi]),
+        "n_players": n_per_mod[ci].tolist(),
+      }
+      scores = {}
+      t1 = time.time()
+      for ri, role in enumerate(ROLES):
+        cp = (
+          shared
+          if shared is not None
+          else pairs_lib.topk_pairs(pm, [a[bi] for a in attributions[role]], k)
+        )
+        padded, valid = pairs_lib.pad_pairs(cp, p_max)
+        params = {"state": expert_state[role], **base}
+        stats = mc_pair_statistics(
+          expert_fn[role],
+          params,
+          jax.random.fold_in(jax.random.fold_in(key, int(row)), ri),
+          jnp.asarray(padded),
+          jnp.int32(n_valid),
+          n_players=n_max,
+          n_draws=n_draws,
+          antithetic=antithetic,
+          chunk=chunk,
+        )
+        ends = np.asarray(_endpoint_values(expert_fn[role], params, jnp.int32(n_valid)))
+        stats = {
+          name: (np.asarray(mu)[: len(cp)], np.asarray(se)[: len(cp)])
+          for name, (mu, se) in stats.items()
+        }
+        if not all(np.isfinite(mu).all() and np.isfinite(se).all() for mu, se in stats.values()):
+          raise ProbeError(f"{experts[role]} expert returned NaN/Inf on {split} row {int(row)}")
+        scores[role] = (cp, stats)
+        rec[role] = {
+          "expert": experts[role],
+          "members": [
+            [int(pm.modality[i]), int(pm.position[i]), int(pm.modality[j]), int(pm.position[j])]
+            for i, j in cp
+          ],
+          "players": cp.tolist(),
+          "baseline_value": dict(zip(SCALES, _r(ends[0]))),
+          "grand_value": dict(zip(SCALES, _r(ends[1]))),
+          "values": {
+            name: {s: _r(mu[:, si]) for si, s in enumerate(SCALES)}
+            for name, (mu, _) in stats.items()
+          },
+          "std_errors": {
+            name: {s: _r(se[:, si]) for si, s in enumerate(SCALES)}
+            for name, (_, se) in stats.items()
+          },
+        }
+      t_mc.append(time.time() - t1)
+      # Pair-level masking in the full model (SPEC 5.5).
+      coal_all, counts_all = _masking_coalitions(
+        scores,
+        (sii_rank_score, rg_rank_score),
+        pmod,
+        n_valid,
+        p_max,
+        budgets,
+        mask_repeats,
+        np.random.default_rng([seed, int(row), 7]),
+        m_count,
+      )
+      mparams = {"state": state_full, **base}
+      ml = pairs_lib.masked_logits(mix_fn, mparams, jnp.asarray(coal_all.reshape(-1, n_max)))
+      masked_logits_all.append(np.asarray(ml).reshape(*coal_all.shape[:3], -1))
+      rec["masking_unique_tokens"] = {
+        name: c.tolist() for name, c in zip(("SII", "RG"), counts_all)
+      }
+      if planted is not None:
+        rec["planted"] = _planted_sample(planted, ci, pm, scores)
+      records.append(rec)
+    log(f"  {min(start + batch_size, len(rows))}/{len(rows)} examples ({time.time() - t0:.0f}s)")
+
+  clean_logits = np.concatenate(clean_logits_all)
+  labels_np = np.concatenate(labels_all)
+  masked = np.stack(masked_logits_all)  # [N, 2, n_b, 1 + reps, C]
+  targets_np = np.stack(
+    [np.asarray(jax.nn.one_hot(r["target"], clean_logits.shape[-1]).sum(0)) for r in records]
+  )
+  masking_report = _masking_summary(
+    task,
+    clean_logits,
+    labels_np,
+    masked,
+    targets_np,
+    budgets,
+    mask_repeats,
+    records,
+    (sii_rank_score, rg_rank_score),
+    experts,
+  )
+  evals_per_example = 2 * n_draws * 4 * p_max
+  report = {
+    "format": PROBE_FORMAT,
+    "version": PROBE_VERSION,
+    "run": {
+      "workdir": str(workdir),
+      "seed": run.seed,
+      "which": which,
+      "checkpoint": {k: v for k, v in run.meta.items() if isinstance(v, (int, float, str))},
+      "config_name": run.config.name,
+      "store": str(fs.path),
+      "model": type(model).__name__,
+    },
+    "split": split,
+    "settings": {
+      "samples": len(rows),
+      "budget": int(budget),
+      "n_draws": n_draws,
+      "pairs": pairs,
+      "k": k,
+      "n_random_pairs": n_random_pairs,
+      "n_pairs_padded": p_max,
+      "seed": seed,
+      "antithetic": antithetic,
+      "estimator": "monte-carlo-antithetic" if antithetic else "monte-carlo",
+      "exact": False,
+      "max_coalitions_per_call": chunk,
+      "fill": fill,
+      "target_source": target_source,
+      "attribution": attribution if pairs == "topk" else None,
+      "mask_budgets": budgets,
+      "mask_repeats": mask_repeats,
+      "sii_rank_score": sii_rank_score,
+      "rg_rank_score": rg_rank_score,
+      "indices": list(PAIR_INDICES),
+      "scales": list(SCALES),
+      "experts": experts,
+      "modalities": list(names),
+      "kinds": list(kinds),
+    },
+    "samples": records,
+    "pair_masking": masking_report,
+    "standout": _standout(records, sii_rank_score, rg_rank_score),
+    "timing": {
+      "total_s": round(time.time() - t0, 2),
+      "mc_s": round(sum(t_mc), 2),
+      "expert_evaluations": int(evals_per_example * len(rows)),
+      # Steady state: the first example's time includes compilation.
+      "expert_evaluations_per_s": round(
+        evals_per_example / float(np.median(t_mc[1:] if len(t_mc) > 1 else t_mc))
+      ),
+    },
+  }
+  if planted is not None:
+    report["planted"] = _planted_summary(planted, records, experts)
+  out_dir = pathlib.Path(workdir) / "probe"
+  path = write_json_atomic(out_dir / f"{stem}.json", report)
+  report["path"] = str(path)
+  if figures:
+    from flmoe_jax.probes import figures as figures_lib
+
+    report["figures"] = [
+      str(p) for p in figures_lib.write_figures(report, out_dir, stem, fs, n_heatmaps=n_heatmaps)
+    ]
+  log(f"wrote {path} ({time.time() - t0:.0f}s)")
+  return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-batch and per-example helpers.
+# --------------------------------------------------------------------------------------------------
+
+
+def _token_maps(
+  model, attribution, experts, expert_fn, expert_state, hs, masks, fills, target, kinds, task, means
+) -> dict[str, list[np.ndarray]]:
+  """Per probe role, the per-modality token maps [B, T_m] that pre-select the `topk` tokens."""
+  if attribution == "grad_x_input":
+    out = {}
+    for role in ROLES:
+      params = {
+        "state": expert_state[role],
+        "hs": hs,
+        "masks": masks,
+        "fills": fills,
+        "target": target,
+      }
+      out[role] = [np.asarray(a) for a in pairs_lib.token_attribution(expert_fn[role], params)]
+    return out
+  from flmoe_jax.explain import attribute  # the explanation pipeline's maps (SPEC 5.4)
+
+  views = list(dict.fromkeys(experts[r] for r in ROLES))
+  attr = attribute(
+    model,
+    (hs, masks),
+    method=attribution,
+    expert=views,
+    target=target,
+    kinds=kinds,
+    task_type=task,
+    means=means,
+  )
+  return {role: [np.asarray(a) for a in attr.view(experts[role])] for role in ROLES}
+
+
+def _masking_coalitions(
+  scores, rank_scales, pmod, n_valid, p_max, budgets, repeats, rng, m_count
+) -> tuple[np.ndarray, list[np.ndarray]]:
+  """Kept-player coalitions [2, n_b, 1 + repeats, n] of SII- and RG-ranked pair masking."""
+  coal_all, counts_all = [], []
+  for role, name, scale in zip(ROLES, ("SII", "RG"), rank_scales):
+    cp, stats = scores[role]
+    order = np.argsort(-stats[name][0][:, SCALES.index(scale)], kind="stable")
+    padded, _ = pairs_lib.pad_pairs(cp, p_max)
+    coal, counts = pairs_lib.masking_coalitions(
+      pmod, n_valid, padded, order, budgets, repeats, rng, m_count
+    )
+    coal_all.append(coal)
+    counts_all.append(counts)
+  return np.stack(coal_all), counts_all
+
+
+# --------------------------------------------------------------------------------------------------
+# Pair masking summary.
+# --------------------------------------------------------------------------------------------------
+
+
+def _masking_summary(
+  task, clean_logits, labels, masked, target, budgets, repeats, records, rank_scores, experts
+) -> dict:
+  """Drops in target probability and task metric vs budget, ranked vs matched random."""
+  metric_name = metrics_lib.default_selection_metric(task)
+  p_clean = np.asarray(
+    targets.target_score(jnp.asarray(clean_logits), jnp.asarray(target), task, score="prob")
+  )
+  p_masked = np.asarray(
+    targets.target_score(
+      jnp.asarray(masked), jnp.asarray(target[:, None, None, None, :]), task, score="prob"
+    )
+  )  # [N, 2, n_b, 1 + reps]
+  drop = p_clean[:, None, None, None] - p_masked
+  clean_metric = metrics_lib.compute_metrics(task, clean_logits, labels)[metric_name]
+  out = {
+    "budgets": budgets,
+    "repeats": repeats,
+    "metric": metric_name,
+    "clean_metric": clean_metric,
+    "clean_prob": float(p_clean.mean()),
+    "n": int(len(p_clean)),
+    "control": "random pairs with matched unique-token counts per modality",
+  }
+  for ri, (name, role) in enumerate((("SII", "sii"), ("RG", "rg"))):
+    ranked_drop = drop[:, ri, :, 0]  # [N, n_b]
+    rand_drop = drop[:, ri, :, 1:].mean(-1)  # per-sample mean over repeats first (SPEC 4.2)
+    m_ranked = [
+      metrics_lib.compute_metrics(task, masked[:, ri, b, 0], labels)[metric_name]
+      for b in range(len(budgets))
+    ]
+    m_rand = np.array(
+      [
+        [
+          metrics_lib.compute_metrics(task, masked[:, ri, b, 1 + r], labels)[metric_name]
+          for r in range(repeats)
+        ]
+        for b in range(len(budgets))
+      ]
+    )
+    n = len(ranked_drop)
+    diff = ranked_drop - rand_drop
+    tokens = np.array([r["masking_unique_tokens"][name] for r in records])  # [N, n_b, M]
+    out[name] = {
+      "expert": experts[role],
+      "rank_score": rank_scores[ri],
+      "ranked": {
+        "prob_drop": _r(ranked_drop.mean(0)),
+        "prob_drop_se": _r(
+          ranked_drop.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(budgets))
+        ),
+        "metric": _r(m_ranked),
+        "metric_drop": _r(clean_metric - np.asarray(m_ranked)),
+      },
+      "random": {
+        "prob_drop": _r(rand_drop.mean(0)),
+        "prob_drop_se": _r(
+          rand_drop.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(budgets))
+        ),
+        "metric": _r(m_rand.mean(1)),
+        "metric_std": _r(m_rand.std(1)),
+        "metric_drop": _r(clean_metric - m_rand.mean(1)),
+      },
+      "prob_drop_gap": _r(diff.mean(0)),
+      "prob_drop_gap_se": _r(
+        diff.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(budgets))
+      ),
+      "ranked_beats_random": [bool(x) for x in ranked_drop.mean(0) > rand_drop.mean(0)],
+      "mean_unique_tokens": _r(tokens.mean(0)),
+    }
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Null control: does the top pair stand out beyond its standard error?
+# --------------------------------------------------------------------------------------------------
+
+
+def _standout(records: list[dict], sii_scale: str, rg_scale: str) -> dict:
+  """Per index, how often the top-ranked pair is separated from the runner-up by > 2 SE.
+
+  `separated`: top1 - top2 > 2·sqrt(se1² + se2²); `significant`: share of pairs with
+  |score| > 3·se (under a null model: only the few false positives of a 3-sigma rule);
+  `top_z`: the median of top1 / se1.
+  """
+  out = {}
+  for role, name, scale in (("sii", "SII", sii_scale), ("rg", "RG", rg_scale)):
+    sep, sig, top_z, top_abs = [], [], [], []
+    for r in records:
+      v = np.asarray(r[role]["values"][name][scale])
+      se = np.asarray(r[role]["std_errors"][name][scale])
+      order = np.argsort(-v, kind="stable")
+      if len(v) >= 2:
+        a, b = order[0], order[1]
+        sep.append(v[a] - v[b] > 2 * math.hypot(se[a], se[b]))
+      floor = 1e-12 + 1e-6 * np.abs(v).max()  # exact zeros (a constant model) are not significant
+      sig.append(float(np.mean(np.abs(v) > 3 * np.maximum(se, floor))))
+      top_z.append(v[order[0]] / max(se[order[0]], floor))
+      top_abs.append(abs(v[order[0]]))
+    out[name] = {
+      "scale": scale,
+      "frac_top_separated": _r(np.mean(sep)) if sep else None,
+      "frac_pairs_significant": _r(np.mean(sig)),
+      "median_top_z": _r(np.median(top_z)),
+      "mean_abs_top": _r(np.mean(top_abs)),
+    }
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Planted ground truth (synthetic stores).
+# --------------------------------------------------------------------------------------------------
+
+
+def _planted_setup(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
+  """Planted pairs (by modality position) and, when the store can be regenerated, per-sample bits."""
+  from flmoe_jax.data import synthetic
+
+  names = fs.modality_names
+  if tuple(gt.get("modality_names", ())) != tuple(names):
+    return None
+  pairs = {}
+  for m in gt["mechanisms"]:
+    if m["kind"] in ("synergy", "redundancy", "complement"):
+      pairs[m["name"]] = {
+        "kind": m["kind"],
+        "text_pos": m["text_pos"],
+        "image_pos": m["image_pos"],
+        "weight": m["weight"],
+        "bits": m["bits"],
+      }
+  agree = None
+  try:
+    data = synthetic.generate(synthetic.config_from_ground_truth(gt))[split]
+    same = [data["ids"][int(r)] for r in rows] == [fs.split(split).ids[int(r)] for r in rows]
+    if same and gt.get("label_type") == "binary":
+      bits = data["bits"]
+      agree = {}
+      for name, p in pairs.items():
+        b = [np.asarray(bits[x], np.float64)[rows] for x in p["bits"]]
+        if p["kind"] == "synergy":
+          agree[name] = np.sign(p["weight"] * b[0] * b[1])
+        elif p["kind"] == "redundancy":
+          agree[name] = np.sign(p["weight"] * b[0])
+        else:
+          agree[name] = np.sign(p["weight"] * (b[0] + b[1]))
+  except Exception:  # regeneration is a convenience for the sign analysis only
+    agree = None
+  return {
+    "pairs": pairs,
+    "term_sign": agree,
+    "setting": gt.get("setting"),
+    "label_type": gt.get("label_type"),
+  }
+
+
+_PLANTED_PROBES = {  # (role, index) whose ranking should find each planted kind
+  "synergy": ("sii", "SII"),
+  "redundancy": ("rg", "RG"),
+  "complement": ("rg", "RG"),
+}
+
+
+def _planted_sample(planted: dict, ci: int, pm: PlayerMap, scores: dict) -> dict:
+  """Ranks of the planted pairs among one example's candidate pairs."""
+  out = {}
+  for name, p in planted["pairs"].items():
+    try:
+      pi, pj = pm.player("text", p["text_pos"]), pm.player("image", p["image_pos"])
+    except ProbeError:
+      continue
+    entry = {"kind": p["kind"]}
+    for role in ROLES:
+      cp, stats = scores[role]
+      hit = np.flatnonzero((cp[:, 0] == pi) & (cp[:, 1] == pj))
+      if hit.size == 0:
+        entry[role] = None
+        continue
+      q = int(hit[0])
+      res = {}
+      for index in ("SII", "RG"):
+        for si, scale in enumerate(SCALES):
+          v = stats[index][0][:, si]
+          res[f"{index}_{scale}"] = {
+            "value": _r(v[q]),
+            "se": _r(stats[index][1][q, si]),
+            "rank": _rank(v, q),
+            "abs_rank": _rank(np.abs(v), q),
+          }
+      res["n_pairs"] = len(cp)
+      entry[role] = res
+    if planted["term_sign"] is not None and planted["term_sign"].get(name) is not None:
+      entry["term_sign"] = float(planted["term_sign"][name][ci])
+    out[name] = entry
+  return out
+
+
+def _planted_summary(planted: dict, records: list[dict], experts: dict[str, str]) -> dict:
+  """hit@1 / MRR of each planted pair under the probe meant to find it (DATA 3.5)."""
+  summary = {"setting": planted["setting"], "label_type": planted["label_type"], "pairs": {}}
+  for name, p in planted["pairs"].items():
+    role, index = _PLANTED_PROBES[p["kind"]]
+    res = {
+      "kind": p["kind"],
+      "probe": f"{index} of the {experts[role]} game",
+      "text_pos": p["text_pos"],
+      "image_pos": p["image_pos"],
+    }
+    entries = [r["planted"].get(name) for r in records if "planted" in r]
+    present = [e for e in entries if e and e.get(role)]
+    res["n"] = len(entries)
+    res["in_candidates"] = _r(len(present) / max(len(entries), 1))
+    for scale in SCALES:
+      key = f"{index}_{scale}"
+      ranks = np.array([e[role][key]["rank"] if e and e.get(role) else np.inf for e in entries])
+      abs_ranks = np.array(
+        [e[role][key]["abs_rank"] if e and e.get(role) else np.inf for e in entries]
+      )
+      vals = np.array([e[role][key]["value"] for e in present])
+      n_pairs = np.array([e[role]["n_pairs"] for e in present], np.float64)
+      pct = (ranks[np.isfinite(ranks)] - 1) / np.maximum(n_pairs - 1, 1)
+      res[scale] = {
+        "hit@1": _r(np.mean(ranks == 1)),
+        "mrr": _r(np.mean(1.0 / ranks)),
+        "abs_hit@1": _r(np.mean(abs_ranks == 1)),
+        "abs_mrr": _r(np.mean(1.0 / abs_ranks)),
+        # Chance levels of a detector that ranks at random, and the mean rank percentile
+        # (0 = always first, 0.5 = chance): the null control's numbers.
+        "chance_hit@1": _r(np.mean(1.0 / n_pairs)) if n_pairs.size else None,
+        "mean_rank_percentile": _r(pct.mean()) if pct.size else None,
+        "mean_value": _r(vals.mean()) if vals.size else None,
+      }
+      signs = np.array([e.get("term_sign", np.nan) for e in entries], np.float64)
+      if np.isfinite(signs).any():
+        # Samples where the planted term pushes towards the predicted class: there the signed
+        # ranking is the right test (DATA 3.4: signs depend on agreement with the prediction).
+        pred_pos = np.array([r["target"] == [1] for r in records if "planted" in r])
+        agree = (signs > 0) == pred_pos
+        res[scale]["agree_fraction"] = _r(agree.mean())
+        res[scale]["hit@1_when_term_agrees"] = (
+          _r(np.mean(ranks[agree] == 1)) if agree.any() else None
+        )
+    if p["kind"] == "redundancy":
+      comp = [n for n, q in planted["pairs"].items() if q["kind"] == "complement"]
+      if comp:
+        for scale in SCALES:
+          both = [
+            (
+              r["planted"][name]["rg"][f"RG_{scale}"]["value"],
+              r["planted"][comp[0]]["rg"][f"RG_{scale}"]["value"],
+            )
+            for r in records
+            if r.get("planted", {}).get(name, {}).get("rg")
+            and r.get("planted", {}).get(comp[0], {}).get("rg")
+          ]
+          if both:
+            a = np.array(both)
+            res[scale]["beats_complement"] = _r(np.mean(a[:, 0] > a[:, 1]))
+            res[scale]["mean_complement_value"] = _r(a[:, 1].mean())
+    summary["pairs"][name] = res
+  return summary

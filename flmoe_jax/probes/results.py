@@ -1,0 +1,258 @@
+"""Typed probe results and their JSON form (STYLE 2.8: JSON, not pickle; baseline value in its own field).
+
+* `InteractionValues`: exact interaction indices of every coalition up to `max_order` (SV, SII, Möbius).
+* `PairScores`: per-pair scores (SII, redundancy gap) with standard errors, exact or Monte Carlo.
+* `write_json_atomic` / `write_bytes_atomic`: a file is either the old one or the complete new one.
+
+Array-valued fields are float arrays with the game's trailing output shape (`()` for a scalar game);
+JSON stores them as nested lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import uuid
+from typing import Any
+
+import numpy as np
+
+PROBE_FORMAT = "flmoe-probe"
+PROBE_VERSION = 1
+
+
+def _tolist(a: Any) -> Any:
+  a = np.asarray(a)
+  return a.item() if a.ndim == 0 else a.tolist()
+
+
+@dataclasses.dataclass(frozen=True)
+class InteractionValues:
+  """Interaction indices of all coalitions of size min_order..max_order (exact enumeration).
+
+  Attributes:
+    index: `SV`, `SII` or `Moebius`.
+    max_order: largest coalition size reported.
+    min_order: smallest coalition size reported (0 includes the empty set's index value).
+    n_players: n.
+    interactions: the coalitions, sorted tuples, in (size, lexicographic) order.
+    values: float [len(interactions), *out_shape].
+    baseline_value: v(∅) [*out_shape] (kept apart from the index values, shapiq #321).
+    grand_value: v(N) [*out_shape].
+    budget: number of coalitions evaluated (2^n).
+    estimator: `exact`.
+    seed: None (exact enumeration draws nothing).
+    exact: True.
+    outputs: names of the trailing output axis, if any.
+  """
+
+  index: str
+  max_order: int
+  min_order: int
+  n_players: int
+  interactions: tuple[tuple[int, ...], ...]
+  values: np.ndarray
+  baseline_value: np.ndarray
+  grand_value: np.ndarray
+  budget: int
+  estimator: str = "exact"
+  seed: int | None = None
+  exact: bool = True
+  outputs: tuple[str, ...] = ()
+
+  @property
+  def dict_values(self) -> dict[tuple[int, ...], Any]:
+    """{coalition: value} (floats for scalar games)."""
+    return {t: _tolist(v) for t, v in zip(self.interactions, self.values)}
+
+  def __getitem__(self, coalition: tuple[int, ...]) -> Any:
+    return self.dict_values[tuple(sorted(coalition))]
+
+  def to_dict(self) -> dict:
+    return {
+      "kind": "interaction_values",
+      "index": self.index,
+      "max_order": self.max_order,
+      "min_order": self.min_order,
+      "n_players": self.n_players,
+      "interactions": [list(t) for t in self.interactions],
+      "values": _tolist(self.values),
+      "baseline_value": _tolist(self.baseline_value),
+      "grand_value": _tolist(self.grand_value),
+      "budget": self.budget,
+      "estimator": self.estimator,
+      "seed": self.seed,
+      "exact": self.exact,
+      "outputs": list(self.outputs),
+    }
+
+  @classmethod
+  def from_dict(cls, d: dict) -> InteractionValues:
+    return cls(
+      index=d["index"],
+      max_order=d["max_order"],
+      min_order=d["min_order"],
+      n_players=d["n_players"],
+      interactions=tuple(tuple(t) for t in d["interactions"]),
+      values=np.asarray(d["values"], np.float64),
+      baseline_value=np.asarray(d["baseline_value"]),
+      grand_value=np.asarray(d["grand_value"]),
+      budget=d["budget"],
+      estimator=d["estimator"],
+      seed=d["seed"],
+      exact=d["exact"],
+      outputs=tuple(d.get("outputs", ())),
+    )
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict())
+
+
+@dataclasses.dataclass(frozen=True)
+class PairScores:
+  """Scores of player pairs (i, j) of one game.
+
+  Attributes:
+    pairs: int [P, 2] player ids.
+    values: {index name: float [P, *out_shape]}; names among `SII` (Grabisch-Roubens, SPEC 5.2),
+      `RG` (redundancy gap E[D_ij - max(D_i, D_j)], SPEC 5.3) and `RG-additive`
+      (E[D_ij - D_i - D_j] = -SII).
+    std_errors: same keys and shapes; standard error of the Monte Carlo mean (0 when exact).
+    baseline_value: v(∅) [*out_shape], kept apart from the scores.
+    grand_value: v(N) [*out_shape].
+    n_players: n.
+    budget: coalitions evaluated (4 per draw and pair, or 2^n when exact).
+    n_samples: background coalitions drawn per pair (0 when exact).
+    estimator: `exact`, `monte-carlo` or `monte-carlo-antithetic`.
+    seed: the seed or raw key data the draws came from (None when exact).
+    exact: whether the values are exact.
+    outputs: names of the trailing output axis, if any.
+  """
+
+  pairs: np.ndarray
+  values: dict[str, np.ndarray]
+  std_errors: dict[str, np.ndarray]
+  baseline_value: np.ndarray
+  grand_value: np.ndarray
+  n_players: int
+  budget: int
+  n_samples: int
+  estimator: str
+  seed: Any
+  exact: bool
+  outputs: tuple[str, ...] = ()
+
+  @property
+  def index(self) -> tuple[str, ...]:
+    return tuple(self.values)
+
+  def value(self, index: str = "SII", output: str | None = None) -> np.ndarray:
+    """float [P] (or [P, *out]) of one index, optionally one named output."""
+    v = np.asarray(self.values[index])
+    return v[..., self.outputs.index(output)] if output is not None else v
+
+  def dict_values(self, index: str = "SII") -> dict[tuple[int, int], Any]:
+    """{(i, j): value}."""
+    return {(int(i), int(j)): _tolist(v) for (i, j), v in zip(self.pairs, self.values[index])}
+
+  def ranking(self, index: str = "SII", output: str | None = None) -> np.ndarray:
+    """Pair indices sorted by descending score (ties: lower pair index first), int [P]."""
+    v = self.value(index, output)
+    if v.ndim != 1:
+      raise ValueError(f"ranking needs a scalar score per pair; shape {v.shape}, pass `output`")
+    return np.argsort(-v, kind="stable")
+
+  def to_dict(self) -> dict:
+    return {
+      "kind": "pair_scores",
+      "pairs": np.asarray(self.pairs).tolist(),
+      "values": {k: _tolist(v) for k, v in self.values.items()},
+      "std_errors": {k: _tolist(v) for k, v in self.std_errors.items()},
+      "baseline_value": _tolist(self.baseline_value),
+      "grand_value": _tolist(self.grand_value),
+      "n_players": self.n_players,
+      "budget": self.budget,
+      "n_samples": self.n_samples,
+      "estimator": self.estimator,
+      "seed": self.seed,
+      "exact": self.exact,
+      "outputs": list(self.outputs),
+    }
+
+  @classmethod
+  def from_dict(cls, d: dict) -> PairScores:
+    return cls(
+      pairs=np.asarray(d["pairs"], np.int64).reshape(-1, 2),
+      values={k: np.asarray(v, np.float64) for k, v in d["values"].items()},
+      std_errors={k: np.asarray(v, np.float64) for k, v in d["std_errors"].items()},
+      baseline_value=np.asarray(d["baseline_value"]),
+      grand_value=np.asarray(d["grand_value"]),
+      n_players=d["n_players"],
+      budget=d["budget"],
+      n_samples=d["n_samples"],
+      estimator=d["estimator"],
+      seed=d["seed"],
+      exact=d["exact"],
+      outputs=tuple(d.get("outputs", ())),
+    )
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict())
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic files.
+# --------------------------------------------------------------------------------------------------
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> pathlib.Path:
+  """Writes `data` to a temporary sibling and renames it into place (never a half-written file)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+  return path
+
+
+def _json_default(o):
+  if isinstance(o, np.generic):
+    return o.item()
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  if isinstance(o, pathlib.Path):
+    return str(o)
+  raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> pathlib.Path:
+  """JSON-encodes `obj` (numpy scalars/arrays allowed) and writes it atomically."""
+  return write_bytes_atomic(path, json.dumps(obj, default=_json_default, allow_nan=False).encode())
+
+
+def read_probe(path: str | os.PathLike) -> dict:
+  """Reads a `W/probe/<split>.json` file, checking format and version.
+
+  Raises:
+    ProbeError: not a probe file, or an unknown version.
+  """
+  from flmoe_jax.probes.games import ProbeError
+
+  p = pathlib.Path(path)
+  if not p.is_file():
+    raise ProbeError(f"{p}: no probe results (run `flmoe probe` first)")
+  d = json.loads(p.read_text())
+  if d.get("format") != PROBE_FORMAT:
+    raise ProbeError(f"{p}: format {d.get('format')!r}, want {PROBE_FORMAT!r}")
+  if d.get("version") != PROBE_VERSION:
+    raise ProbeError(f"{p}: version {d.get('version')!r}, this reader knows {PROBE_VERSION}")
+  return d

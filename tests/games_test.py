@@ -1,0 +1,281 @@
+"""Games: strict player maps, model games built on the shared masking operator, and clear errors."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from flmoe_jax.explain import masking, targets
+from flmoe_jax.models import FLI2MoE
+from flmoe_jax.probes import games, shapley
+from flmoe_jax.probes.games import PlayerMap, ProbeError
+
+NAMES = ("text", "image")
+
+
+# --------------------------------------------------------------------------------------------------
+# Player maps.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_player_map_from_masks_skips_bos_and_padding():
+  valid = [np.array([1, 1, 1, 1, 0, 0], bool), np.ones(4, bool)]
+  cand = [
+    np.asarray(c[0])
+    for c in masking.candidate_masks([v[None] for v in valid], ("tokens", "patches"))
+  ]
+  pm = PlayerMap.from_masks(cand, NAMES)
+  assert pm.n_players == 3 + 4
+  np.testing.assert_array_equal(pm.modality, [0, 0, 0, 1, 1, 1, 1])
+  np.testing.assert_array_equal(pm.position, [1, 2, 3, 0, 1, 2, 3])
+  assert pm.player("image", 2) == 5 and pm.player(0, 1) == 0
+  with pytest.raises(ProbeError, match="not a player"):
+    pm.player("text", 0)  # <s>
+  mod, pos = pm.padded(10)
+  np.testing.assert_array_equal(mod[7:], -1)
+
+
+@pytest.mark.parametrize(
+  "modality, position, match",
+  [
+    ([0, 0], [1, 2], "modality 'image' has no player"),
+    ([0, 1, 1], [1, 0, 9], "out of range"),
+    ([0, 1, 1], [1, 2, 2], "same token is two players"),
+    ([0, 1, 0], [1, 0, 2], "contiguous and ordered"),
+    ([0, 1, 2], [1, 0, 0], "modality ids"),
+  ],
+)
+def test_player_map_validation(modality, position, match):
+  pm = PlayerMap(np.array(modality), np.array(position), NAMES, (6, 4))
+  with pytest.raises(ProbeError, match=match):
+    pm.validate()
+
+
+def test_player_on_padding_is_refused():
+  pm = PlayerMap(np.array([0, 1]), np.array([5, 0]), NAMES, (6, 4))
+  with pytest.raises(ProbeError, match="padding"):
+    pm.validate([np.array([1, 1, 1, 0, 0, 0], bool), np.ones(4, bool)])
+
+
+def test_keep_masks_scatter_players_and_drop_padding_players():
+  pm = PlayerMap(np.array([0, 0, 1]), np.array([1, 3, 2]), NAMES, (5, 3))
+  mod, pos = pm.padded(5)
+  coal = jnp.array([[True, False, False, True, True], [False, True, True, False, False]])
+  keep = games.keep_masks(coal, jnp.asarray(mod), jnp.asarray(pos), (5, 3))
+  np.testing.assert_array_equal(keep[0], [[1, 1, 1, 0, 1], [1, 0, 1, 1, 1]])  # non-players kept
+  np.testing.assert_array_equal(keep[1], [[1, 1, 0], [1, 1, 1]])
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad games and bad arguments fail before any long run.
+# --------------------------------------------------------------------------------------------------
+
+
+def _counting_game(n, out=lambda c: c.sum(-1).astype(jnp.float32)):
+  calls = []
+
+  def host(c):
+    calls.append(c.shape[0])
+    return np.asarray(out(jnp.asarray(c)))
+
+  return games.game_from_numpy(host, n), calls
+
+
+def test_wrong_shape_nan_and_failing_value_functions():
+  bad_shape = games.game_from_value_fn(lambda c: c.sum(), 4)
+  with pytest.raises(ProbeError, match=r"must map bool \[C, 4\] to float \[C, ...\]"):
+    shapley.sii(bad_shape, [[0, 1]], budget=1000, key=jax.random.key(0))
+  nan = games.game_from_value_fn(lambda c: jnp.where(c[:, 0], jnp.nan, 1.0), 4)
+  with pytest.raises(ProbeError, match="NaN"):
+    shapley.sii(nan, [[0, 1]], budget=1000, key=jax.random.key(0), exact=False)
+  with pytest.raises(ProbeError, match="NaN"):
+    shapley.exact_interactions(nan, index="SII", max_order=2)
+  boom = games.game_from_value_fn(lambda c: c @ jnp.ones(7), 4)
+  with pytest.raises(ProbeError, match="failed on coalitions"):
+    shapley.sii(boom, [[0, 1]], budget=1000, key=jax.random.key(0))
+  ints = games.game_from_value_fn(lambda c: c.sum(-1), 4)
+  with pytest.raises(ProbeError, match="dtype"):
+    shapley.sii(ints, [[0, 1]], budget=1000, key=jax.random.key(0))
+
+
+def test_argument_errors_never_evaluate_the_game():
+  game, calls = _counting_game(30)
+  key = jax.random.key(0)
+  cases = [
+    (dict(pairs=[[0, 30]], budget=10**5, key=key), "out of range"),
+    (dict(pairs=[[-1, 2]], budget=10**5, key=key), "out of range"),
+    (dict(pairs=[[3, 3]], budget=10**5, key=key), "two different players"),
+    (dict(pairs=[0, 1], budget=10**5, key=key), r"\[P, 2\]"),
+    (dict(pairs=[[0, 1]] * 100, budget=1000, key=key), "budget 1000 is too small for 100 pairs"),
+    (dict(pairs=[[0, 1]], budget=10**5, key=None), "PRNG key is required"),
+    (
+      dict(pairs=[[0, 1]], budget=10**5, key=key, max_coalitions_per_call=0),
+      "cannot fit one coalition",
+    ),
+  ]
+  for kwargs, match in cases:
+    with pytest.raises(ProbeError, match=match):
+      shapley.pair_scores(game, **kwargs)
+  assert calls == []  # nothing ran
+
+
+def test_chunking_does_not_change_results():
+  rng = np.random.default_rng(0)
+  w = jnp.asarray(rng.normal(size=(12, 12)), jnp.float32)
+  game = games.game_from_value_fn(lambda c: jnp.einsum("ci,ij,cj->c", c * 1.0, w, c * 1.0), 12)
+  pairs = [[0, 1], [4, 9], [11, 2]]
+  a = shapley.pair_scores(game, pairs, budget=4 * 3 * 32, key=jax.random.key(5), exact=False)
+  b = shapley.pair_scores(
+    game, pairs, budget=4 * 3 * 32, key=jax.random.key(5), exact=False, max_coalitions_per_call=7
+  )
+  for name in a.values:
+    np.testing.assert_allclose(a.values[name], b.values[name], atol=1e-5)
+  # A quadratic game: SII(i, j) = w_ij + w_ji exactly, for every draw.
+  np.testing.assert_allclose(a.values["SII"], [w[i, j] + w[j, i] for i, j in pairs], atol=1e-5)
+  assert a.budget == 4 * 3 * 32 and a.n_samples == 32 and not a.exact
+  # Results round-trip through JSON.
+  back = type(a).from_dict(json.loads(a.to_json()))
+  np.testing.assert_allclose(back.values["RG"], a.values["RG"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Model games.
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  model = FLI2MoE(
+    input_dims=(6, 5),
+    num_classes=3,
+    hidden_dim=8,
+    num_heads=2,
+    num_layers=1,
+    rw_hidden=8,
+    dropout=0.0,
+    rngs=nnx.Rngs(0),
+  )
+  rng = np.random.default_rng(0)
+  xs = [
+    rng.normal(size=(2, 5, 6)).astype(np.float32),
+    rng.normal(size=(2, 3, 5)).astype(np.float32),
+  ]
+  masks = [np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], bool), np.ones((2, 3), bool)]
+  means = [rng.normal(size=6).astype(np.float32), rng.normal(size=5).astype(np.float32)]
+  return model, xs, masks, means
+
+
+def _game(tiny, b=slice(0, 1), **kw):
+  model, xs, masks, means = tiny
+  return games.model_game(
+    model,
+    [x[b] for x in xs],
+    [m[b] for m in masks],
+    kinds=("tokens", "patches"),
+    task_type="multiclass",
+    means=means,
+    modality_names=NAMES,
+    **kw,
+  )
+
+
+def test_model_game_endpoints_are_clean_and_fully_filled_inputs(tiny):
+  model, xs, masks, means = tiny
+  game = _game(tiny, expert="syn", score=("logit", "prob"))
+  assert game.n_players == 3 + 3 and game.outputs == ("logit", "prob")
+  v = np.asarray(game(jnp.stack([jnp.zeros(6, bool), jnp.ones(6, bool)])))
+  assert v.shape == (2, 2)
+  hs = model.project([jnp.asarray(x[:1]) for x in xs])
+  out = model.forward_projected(hs, [jnp.asarray(m[:1]) for m in masks])
+  target = targets.target_mask(out.logits, "multiclass")
+  syn = model.expert_names.index("syn")
+  np.testing.assert_allclose(
+    v[1, 0], targets.target_score(out.expert_logits[:, syn], target, "multiclass")[0], atol=1e-5
+  )
+  # Empty coalition = every candidate token filled with the projected train mean (<s>, pad kept).
+  fills = masking.fill_vectors(model, means, "mean")
+  cand = masking.candidate_masks([jnp.asarray(m[:1]) for m in masks], ("tokens", "patches"))
+  filled = masking.apply_fill(hs, [~c for c in cand], fills)
+  out0 = model.forward_projected(filled, [jnp.asarray(m[:1]) for m in masks])
+  np.testing.assert_allclose(
+    v[0, 1],
+    targets.target_score(out0.expert_logits[:, syn], target, "multiclass", score="prob")[0],
+    atol=1e-5,
+  )
+
+
+def test_model_game_mixture_batch_and_zero_fill(tiny):
+  mix = _game(tiny, b=slice(0, 2), expert="mixture")
+  assert mix.n_players == 3 + 3  # positions that are candidates in every example
+  v = np.asarray(mix(jnp.ones((3, 6), bool)))
+  assert v.shape == (3, 2)  # [C, B]
+  zero = _game(tiny, expert="red", fill="zero")
+  mean = _game(tiny, expert="red")
+  e = jnp.zeros((1, 6), bool)
+  assert not np.allclose(np.asarray(zero(e)), np.asarray(mean(e)))
+  res = shapley.pair_scores(
+    _game(tiny, expert=2), [[0, 3], [2, 5]], budget=4 * 2 * 16, key=jax.random.key(0), exact=False
+  )
+  assert res.values["SII"].shape == (2,) and np.isfinite(res.std_errors["SII"]).all()
+  with pytest.raises(ProbeError, match="expert 'nope'"):
+    _game(tiny, expert="nope")
+  with pytest.raises(ProbeError, match="score"):
+    _game(tiny, score="logprob")
+
+
+def test_model_games_of_many_examples_share_one_compile(tiny):
+  """The pipeline's contract: only params change between examples, so one compile per shape."""
+  g0, g1 = _game(tiny, b=slice(0, 1)), _game(tiny, b=slice(1, 2))
+  # Different player counts (3 vs 4 text players): pad to a common width.
+  n_max = 4 + 3
+  params = []
+  for g in (g0, g1):
+    mod, pos = g.players.padded(n_max)
+    params.append(
+      {**g.params, "player_modality": jnp.asarray(mod), "player_position": jnp.asarray(pos)}
+    )
+  before = shapley.mc_pair_statistics._cache_size()
+  for g, p in zip((g0, g1), params):
+    shapley.mc_pair_statistics(
+      g.fn,
+      p,
+      jax.random.key(0),
+      jnp.asarray([[0, 4], [1, 5]]),
+      jnp.int32(g.n_players),
+      n_players=n_max,
+      n_draws=4,
+      antithetic=True,
+      chunk=64,
+    )
+  assert shapley.mc_pair_statistics._cache_size() - before == 1
+
+
+def test_model_game_of_the_dense_baseline():
+  from flmoe_jax.models import DenseTransformer
+
+  model = DenseTransformer(
+    input_dims=(4, 4),
+    num_classes=2,
+    hidden_dim=8,
+    num_heads=2,
+    num_layers=1,
+    dropout=0.0,
+    rngs=nnx.Rngs(0),
+  )
+  rng = np.random.default_rng(0)
+  xs = [
+    rng.normal(size=(1, 4, 4)).astype(np.float32),
+    rng.normal(size=(1, 2, 4)).astype(np.float32),
+  ]
+  masks = [np.ones((1, 4), bool), np.ones((1, 2), bool)]
+  means = [np.zeros(4, np.float32)] * 2
+  kw = dict(kinds=("tokens", "patches"), task_type="binary", means=means)
+  a = games.model_game(model, xs, masks, expert="dense", **kw)
+  b = games.model_game(model, xs, masks, expert="mixture", **kw)
+  c = jax.random.bernoulli(jax.random.key(0), 0.5, (6, a.n_players))
+  np.testing.assert_allclose(np.asarray(a(c)), np.asarray(b(c)), atol=1e-5)
+  with pytest.raises(ProbeError, match="expert 'syn'"):
+    games.model_game(model, xs, masks, expert="syn", **kw)

@@ -1,0 +1,172 @@
+"""`flmoe probe` end to end on a tiny trained run: typed JSON, figures, untouched run, clear errors."""
+
+import hashlib
+import json
+import pathlib
+
+import pytest
+
+from flmoe_jax import cli, train_lib
+from flmoe_jax import config as config_lib
+from flmoe_jax.data import synthetic
+from flmoe_jax.probes import results
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A 1-epoch tiny FL-I2MoE on a small planted store (seconds; the probe needs any trained run)."""
+  root = tmp_path_factory.mktemp("probe")
+  store = synthetic.write_synthetic_store(
+    synthetic.PlantedConfig(
+      n_train=64,
+      n_val=16,
+      n_test=16,
+      text_len=8,
+      min_text_len=6,
+      image_len=4,
+      dim=16,
+      n_distractors=0,
+      bayes_mc_samples=100,
+    ),
+    root / "store",
+  )
+  cfg = config_lib.load_config(str(ROOT / "configs/tiny.py"), ["train.epochs=1"])
+  with cfg.unlocked():
+    cfg.store = str(store)
+    cfg.synthetic = {}
+    cfg.train.progress = False
+  train_lib.train_and_evaluate(cfg, root / "run")
+  return root / "run"
+
+
+def _digest(run: pathlib.Path) -> dict:
+  return {
+    str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in sorted(run.rglob("*"))
+    if p.is_file() and "probe" not in p.parts
+  }
+
+
+def _probe(capsys, run, *extra):
+  code = cli.main(
+    [
+      "probe",
+      "--workdir",
+      str(run),
+      "--samples",
+      "3",
+      "--draws",
+      "4",
+      "--repeats",
+      "2",
+      "--mask-budgets",
+      "1,2",
+      *extra,
+    ]
+  )
+  out = capsys.readouterr()
+  return code, out.out, out.err
+
+
+def test_probe_writes_typed_json_and_figures_and_leaves_the_run_alone(tiny_run, capsys):
+  before = _digest(tiny_run)
+  code, out, err = _probe(capsys, tiny_run, "--pairs", "all", "--seed", "3")
+  assert code == 0, err
+  assert "RG-ranked vs random pair masking" in out
+  d = results.read_probe(tiny_run / "probe" / "test.json")
+  assert d["format"] == "flmoe-probe" and d["version"] == 1
+  s = d["settings"]
+  assert s["seed"] == 3 and s["pairs"] == "all" and s["n_draws"] == 4 and s["exact"] is False
+  assert s["budget"] == 4 * 4 * s["n_pairs_padded"]
+  assert len(d["samples"]) == 3
+  rec = d["samples"][0]
+  for role, expert in (("sii", "syn"), ("rg", "red")):
+    r = rec[role]
+    assert r["expert"] == expert
+    n_pairs = len(r["players"])
+    assert n_pairs == rec["n_players"][0] * rec["n_players"][1]  # all cross-modal pairs
+    for index in ("SII", "RG", "RG-additive"):
+      for scale in ("logit", "prob"):
+        assert len(r["values"][index][scale]) == n_pairs
+        assert len(r["std_errors"][index][scale]) == n_pairs
+    assert set(r["baseline_value"]) == {"logit", "prob"}  # v(∅) in its own field
+  pm = d["pair_masking"]
+  assert pm["budgets"] == [1, 2] and len(pm["SII"]["ranked"]["prob_drop"]) == 2
+  assert {"syn0", "red0", "comp"} <= set(d["planted"]["pairs"])
+  names = {pathlib.Path(p).name for p in d.get("figures", [])} | {
+    p.name for p in (tiny_run / "probe").glob("*.png")
+  }
+  assert "test_pair_masking.png" in names and "test_heatmap_0.png" in names
+  assert _digest(tiny_run) == before  # checkpoints, metrics, config untouched
+  assert not list((tiny_run / "probe").glob(".*tmp"))  # no leftovers of the atomic writes
+  # Same seed -> same numbers (explicit keys, no hidden RNG state).
+  code, _, _ = _probe(
+    capsys, tiny_run, "--pairs", "all", "--seed", "3", "--no-figures", "--tag", "again"
+  )
+  again = results.read_probe(tiny_run / "probe" / "test_again.json")
+  assert again["samples"][1]["sii"]["values"] == d["samples"][1]["sii"]["values"]
+
+
+def test_probe_topk_and_random_modes(tiny_run, capsys):
+  code, _, err = _probe(
+    capsys, tiny_run, "--pairs", "topk", "--k", "2", "--no-figures", "--tag", "topk"
+  )
+  assert code == 0, err
+  d = json.loads((tiny_run / "probe" / "test_topk.json").read_text())
+  assert all(len(r["sii"]["players"]) == 4 for r in d["samples"])
+  assert d["settings"]["attribution"] == "attnxgrad"
+  code, _, err = _probe(
+    capsys,
+    tiny_run,
+    "--pairs",
+    "topk",
+    "--k",
+    "2",
+    "--no-figures",
+    "--tag",
+    "gxi",
+    "--attribution",
+    "grad_x_input",
+  )
+  assert code == 0, err
+  code, _, err = _probe(
+    capsys,
+    tiny_run,
+    "--pairs",
+    "random",
+    "--n-random-pairs",
+    "3",
+    "--no-figures",
+    "--tag",
+    "random",
+    "--rg-expert",
+    "mixture",
+  )
+  assert code == 0, err
+  d = json.loads((tiny_run / "probe" / "test_random.json").read_text())
+  assert all(len(r["rg"]["players"]) == 3 for r in d["samples"])
+  assert d["samples"][0]["rg"]["expert"] == "mixture"
+
+
+@pytest.mark.parametrize(
+  "extra, match",
+  [
+    (["--budget", "10"], "budget 10 is too small"),
+    (["--split", "nope"], "no split 'nope'"),
+    (["--max-coalitions-per-call", "0"], "cannot fit one coalition"),
+    (["--sii-expert", "bogus"], "not in"),
+    (["--mask-budgets", "0"], "mask budgets"),
+  ],
+)
+def test_probe_bad_input_is_one_line_exit_2(tiny_run, capsys, extra, match):
+  code, _, err = _probe(capsys, tiny_run, *extra)
+  assert code == 2
+  assert err.startswith("flmoe: error:") and match in err, err
+  assert len(err.strip().splitlines()) == 1
+
+
+def test_probe_missing_run_is_one_line(tmp_path, capsys):
+  code, _, err = _probe(capsys, tmp_path / "nothing")
+  assert code == 2 and "not a run directory" in err
