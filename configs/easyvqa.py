@@ -9,6 +9,7 @@ weights.
   flmoe features --config configs/easyvqa.py        (builds `store` from the `features` block)
   python train.py --config configs/easyvqa.py --workdir runs/easyvqa      (`:dense`: the baseline)
   python train.py --config configs/easyvqa.py:quick --workdir runs/easyvqa_quick  (a few minutes)
+  (`:demo` is the smaller variant `make demo` uses; args combine: `:demo,dense`)
 
 Sized for: a 2-core CPU. Extraction runs ~250 questions/s there (MiniLM at 16-32 tokens), so the
 full set (about 48k questions) takes a few minutes; `:quick` limits every split to 2,000 questions.
@@ -59,6 +60,18 @@ def get_config(arg: str = ""):
     c.train.limit_train = 0
     c.train.epochs = 5
     c.train.seeds = (0,)
+  if "demo" in args:
+    # `make demo`: small enough for a 2-core CPU (1,000 questions per split, short texts, a narrow model).
+    c.name = "easyvqa_demo"
+    c.store = "runs/stores/easyvqa_demo"
+    c.features.limit_per_split = 1000
+    c.features.text_max_len = 16
+    c.features.text_buckets = (16,)
+    c.model.hidden_dim = 32
+    c.model.num_heads = 2
+    c.train.limit_train = 0
+    c.train.epochs = 4
+    c.train.seeds = (0, 1)
   if "dense" in args:
     c.model.kind = "dense"
     c.name += "_dense"

