@@ -34,7 +34,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
@@ -48,25 +47,25 @@ WORDS = (
 ).split()
 
 
-def random_vit_b16(dtype) -> encoders.ImageEncoder:
-  """An ImageEncoder with the architecture of CLIP ViT-B/16 and random weights (seed 0)."""
-  from transformers import CLIPImageProcessor, CLIPVisionConfig, FlaxCLIPVisionModel
+def random_vit_b16(dtype, folder: str) -> encoders.ImageEncoder:
+  """An ImageEncoder with the architecture of CLIP ViT-B/16 and random weights (seed 0).
 
-  cfg = CLIPVisionConfig(
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
+  The encoder is written to `folder` (which must not exist) and loaded back, as a downloaded
+  checkpoint would be; its processor is the CLIP one (224 px shortest edge, centre crop, CLIP
+  mean/std).
+  """
+  path = encoders.save_random_image_encoder(
+    folder,
+    arch="clip",
     image_size=224,
     patch_size=16,
+    hidden_size=768,
+    num_layers=12,
+    num_heads=12,
+    intermediate_size=3072,
+    seed=0,
   )
-  model = FlaxCLIPVisionModel(cfg, seed=0, dtype=jnp.dtype(dtype))
-  processor = (
-    CLIPImageProcessor()
-  )  # the CLIP defaults: 224 px shortest edge, centre crop, CLIP mean/std
-  return encoders.ImageEncoder(
-    model, model.params, processor, name="random-clip-vit-b16", dtype=dtype
-  )
+  return encoders.load_encoder("image", path, dtype=dtype)
 
 
 def time_encode(enc, batch: dict, mesh, repeats: int) -> float:
@@ -156,7 +155,7 @@ def main(argv=None) -> dict:
         ),
       }
     if args.which in ("image", "both"):
-      enc = random_vit_b16(dtype)
+      enc = random_vit_b16(dtype, os.path.join(tmp, "random-clip-vit-b16"))
       images = [(rng.random((256, 320, 3)) * 255).astype(np.uint8) for _ in range(n)]
 
       def image_raw(k, images=images):

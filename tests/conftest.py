@@ -80,6 +80,24 @@ def make_random_store(
   )
 
 
+def tiny_fli2moe(input_dims=(4, 4), *, num_classes=2, seed=0):
+  """A one-layer FL-I2MoE of width 8 without dropout, for tests that need any small model."""
+  from flax import nnx
+
+  from flmoe_jax.models import FLI2MoE
+
+  return FLI2MoE(
+    input_dims=input_dims,
+    num_classes=num_classes,
+    hidden_dim=8,
+    num_heads=2,
+    num_layers=1,
+    rw_hidden=8,
+    dropout=0.0,
+    rngs=nnx.Rngs(seed),
+  )
+
+
 @pytest.fixture(scope="session")
 def random_store(tmp_path_factory):
   """A session-wide small random binary store."""

@@ -1,16 +1,17 @@
 """Games: strict player maps, model games built on the shared masking operator, and clear errors."""
 
+import dataclasses
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_fli2moe
 from flax import nnx
 
 from flmoe_jax.explain import masking, targets
-from flmoe_jax.models import FLI2MoE
-from flmoe_jax.probes import games, shapley
+from flmoe_jax.probes import games, results, shapley
 from flmoe_jax.probes.games import PlayerMap, ProbeError
 
 NAMES = ("text", "image")
@@ -141,6 +142,46 @@ def test_chunking_does_not_change_results():
   np.testing.assert_allclose(back.values["RG"], a.values["RG"])
 
 
+def test_results_json_keys_and_round_trip():
+  iv = shapley.exact_interactions(
+    games.game_from_value_fn(lambda c: (c[:, 0] & c[:, 1]).astype(jnp.float32), 3),
+    index="SII",
+    max_order=2,
+  )
+  ps = results.PairScores(
+    pairs=np.array([[0, 1], [1, 2]]),
+    values={"SII": np.array([1.0, 2.0]), "RG": np.array([0.5, -1.0])},
+    std_errors={"SII": np.zeros(2), "RG": np.array([0.1, 0.2])},
+    baseline_value=np.array(0.0),
+    grand_value=np.array(1.5),
+    n_players=3,
+    budget=64,
+    n_samples=8,
+    estimator="monte-carlo",
+    seed=[1, 2],
+    exact=False,
+    outputs=("logit",),
+  )
+  for res, kind in ((iv, "interaction_values"), (ps, "pair_scores")):
+    d = json.loads(res.to_json())
+    fields = [f.name for f in dataclasses.fields(res)]
+    assert list(d) == ["kind", *fields] and d["kind"] == kind
+    back = type(res).from_dict(d)
+    assert back.to_json() == res.to_json()
+    assert back.outputs == res.outputs and isinstance(back.outputs, tuple)
+    del d["outputs"]  # files written before `outputs` existed
+    assert type(res).from_dict(d).outputs == ()
+    del d["budget"]
+    with pytest.raises(KeyError, match="budget"):
+      type(res).from_dict(d)
+  back = results.InteractionValues.from_dict(iv.to_dict())
+  assert back.interactions == iv.interactions and back[(1, 0)] == pytest.approx(iv[(0, 1)])
+  assert back.values.dtype == np.float64
+  back = results.PairScores.from_dict(ps.to_dict())
+  assert back.pairs.dtype == np.int64 and back.pairs.shape == (2, 2)
+  assert back.values["RG"].tolist() == [0.5, -1.0] and back.seed == [1, 2]
+
+
 # --------------------------------------------------------------------------------------------------
 # Model games.
 # --------------------------------------------------------------------------------------------------
@@ -148,16 +189,7 @@ def test_chunking_does_not_change_results():
 
 @pytest.fixture(scope="module")
 def tiny():
-  model = FLI2MoE(
-    input_dims=(6, 5),
-    num_classes=3,
-    hidden_dim=8,
-    num_heads=2,
-    num_layers=1,
-    rw_hidden=8,
-    dropout=0.0,
-    rngs=nnx.Rngs(0),
-  )
+  model = tiny_fli2moe((6, 5), num_classes=3)
   rng = np.random.default_rng(0)
   xs = [
     rng.normal(size=(2, 5, 6)).astype(np.float32),

@@ -3,10 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from conftest import tiny_fli2moe
 
 from flmoe_jax.explain import masking
-from flmoe_jax.models import FLI2MoE
 from flmoe_jax.probes import games
 from flmoe_jax.probes import pairs as pairs_lib
 from flmoe_jax.probes.games import PlayerMap, ProbeError
@@ -92,16 +91,7 @@ def test_first_masked_budget():
 
 
 def test_attribution_is_zero_for_tokens_equal_to_the_fill():
-  model = FLI2MoE(
-    input_dims=(4, 4),
-    num_classes=2,
-    hidden_dim=8,
-    num_heads=2,
-    num_layers=1,
-    rw_hidden=8,
-    dropout=0.0,
-    rngs=nnx.Rngs(0),
-  )
+  model = tiny_fli2moe((4, 4))
   rng = np.random.default_rng(0)
   xs = [
     rng.normal(size=(1, 5, 4)).astype(np.float32),
@@ -124,16 +114,7 @@ def test_attribution_is_zero_for_tokens_equal_to_the_fill():
 
 
 def test_masked_logits_equal_direct_fill():
-  model = FLI2MoE(
-    input_dims=(4, 4),
-    num_classes=2,
-    hidden_dim=8,
-    num_heads=2,
-    num_layers=1,
-    rw_hidden=8,
-    dropout=0.0,
-    rngs=nnx.Rngs(1),
-  )
+  model = tiny_fli2moe((4, 4), seed=1)
   rng = np.random.default_rng(1)
   xs = [
     rng.normal(size=(1, 5, 4)).astype(np.float32),

@@ -145,6 +145,17 @@ def test_mmimdb_missing_files(tmp_path):
     load_mmimdb(root, split_mode="random")
 
 
+def test_mmimdb_id_listed_twice(tmp_path):
+  root = make_mmimdb(tmp_path / "mmimdb")
+  split = json.loads((root / "split.json").read_text())
+  split["test"].append(int(split["dev"][1]))  # the same movie once more, as an int
+  (root / "split.json").write_text(json.dumps(split))
+  with pytest.raises(
+    DatasetError, match=r"split.json: id 0000004 is listed twice \(dev and test\)"
+  ):
+    load_mmimdb(root)
+
+
 def test_error_message_lists_at_most_ten(tmp_path):
   root = make_mmimdb(tmp_path / "mmimdb")
   for p in (root / "dataset").glob("*.jpeg"):
@@ -338,6 +349,30 @@ def test_mmhs150k_bad_votes(tmp_path):
   (root / "MMHS150K_GT.json").write_text(json.dumps(gt))
   with pytest.raises(DatasetError, match="101: .*3 ints in 0-5"):
     load_mmhs150k(root)
+
+
+def test_mmhs150k_id_listed_twice(tmp_path):
+  root = make_mmhs(tmp_path / "mmhs")
+  with open(root / "splits" / "test_ids.txt", "a") as f:
+    f.write("103\n")
+  with pytest.raises(
+    DatasetError, match=r"tweet id 103 is listed twice in splits/ \(train, test\)"
+  ):
+    load_mmhs150k(root, on_error="skip")
+
+
+def test_shared_reader_helpers():
+  assert base.first_repeated_id({"a": ["1", "2"], "b": ["3"]}) is None
+  assert base.first_repeated_id({"a": ["1", "2", "1"], "b": ["2"]}) == ("1", "a", "a")
+  assert base.first_repeated_id({"a": ["1", "2"], "b": ["3", "2", "1"]}) == ("2", "a", "b")
+  problems = base.Problems("toy", "src")
+
+  def read_one(i):
+    return f"bad {i}" if i.startswith("x") else base.RawExample(i, {}, 0)
+
+  got = base.read_examples({"train": ["1", "x2", "3"], "val": ["x4"]}, read_one, problems)
+  assert {s: [e.id for e in v] for s, v in got.items()} == {"train": ["1", "3"], "val": []}
+  assert problems.items == [("x2", "[train] bad x2"), ("x4", "[val] bad x4")]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import json
 import os
 import pathlib
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -28,8 +29,71 @@ def _tolist(a: Any) -> Any:
   return a.item() if a.ndim == 0 else a.tolist()
 
 
+# --------------------------------------------------------------------------------------------------
+# JSON form shared by the result classes.
+# --------------------------------------------------------------------------------------------------
+
+
+def _same(v: Any) -> Any:
+  return v
+
+
 @dataclasses.dataclass(frozen=True)
-class InteractionValues:
+class _Codec:
+  """How one result field is written to and read back from its JSON dict.
+
+  Attributes:
+    encode: field value -> JSON value.
+    decode: JSON value -> field value.
+    optional: a missing key reads as the field's default (else it is a KeyError).
+  """
+
+  encode: Callable[[Any], Any] = _same
+  decode: Callable[[Any], Any] = _same
+  optional: bool = False
+
+
+_PLAIN = _Codec()
+_ARRAY = _Codec(_tolist, np.asarray)
+_FLOATS = _Codec(_tolist, lambda v: np.asarray(v, np.float64))
+_FLOATS_BY_NAME = _Codec(
+  lambda d: {k: _tolist(v) for k, v in d.items()},
+  lambda d: {k: np.asarray(v, np.float64) for k, v in d.items()},
+)
+_OUTPUTS = _Codec(list, tuple, optional=True)
+
+
+class _JsonResult:
+  """Base of the result dataclasses: their dict / JSON form, one key per field.
+
+  A subclass sets `_KIND` (the dict's `kind`) and `_CODECS` ({field name: `_Codec`}; a field not
+  named there is written and read as it is). The dict holds `kind`, then the fields in declaration
+  order.
+  """
+
+  _KIND: ClassVar[str]
+  _CODECS: ClassVar[dict[str, _Codec]]
+
+  def to_dict(self) -> dict:
+    d = {"kind": self._KIND}
+    for f in dataclasses.fields(self):
+      d[f.name] = self._CODECS.get(f.name, _PLAIN).encode(getattr(self, f.name))
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict) -> Self:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+      codec = cls._CODECS.get(f.name, _PLAIN)
+      kwargs[f.name] = codec.decode(d.get(f.name, f.default) if codec.optional else d[f.name])
+    return cls(**kwargs)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict())
+
+
+@dataclasses.dataclass(frozen=True)
+class InteractionValues(_JsonResult):
   """Interaction indices of all coalitions of size min_order..max_order (exact enumeration).
 
   Attributes:
@@ -62,6 +126,17 @@ class InteractionValues:
   exact: bool = True
   outputs: tuple[str, ...] = ()
 
+  _KIND = "interaction_values"
+  _CODECS = {
+    "interactions": _Codec(
+      lambda ts: [list(t) for t in ts], lambda ts: tuple(tuple(t) for t in ts)
+    ),
+    "values": _FLOATS,
+    "baseline_value": _ARRAY,
+    "grand_value": _ARRAY,
+    "outputs": _OUTPUTS,
+  }
+
   @property
   def dict_values(self) -> dict[tuple[int, ...], Any]:
     """{coalition: value} (floats for scalar games)."""
@@ -70,48 +145,9 @@ class InteractionValues:
   def __getitem__(self, coalition: tuple[int, ...]) -> Any:
     return self.dict_values[tuple(sorted(coalition))]
 
-  def to_dict(self) -> dict:
-    return {
-      "kind": "interaction_values",
-      "index": self.index,
-      "max_order": self.max_order,
-      "min_order": self.min_order,
-      "n_players": self.n_players,
-      "interactions": [list(t) for t in self.interactions],
-      "values": _tolist(self.values),
-      "baseline_value": _tolist(self.baseline_value),
-      "grand_value": _tolist(self.grand_value),
-      "budget": self.budget,
-      "estimator": self.estimator,
-      "seed": self.seed,
-      "exact": self.exact,
-      "outputs": list(self.outputs),
-    }
-
-  @classmethod
-  def from_dict(cls, d: dict) -> InteractionValues:
-    return cls(
-      index=d["index"],
-      max_order=d["max_order"],
-      min_order=d["min_order"],
-      n_players=d["n_players"],
-      interactions=tuple(tuple(t) for t in d["interactions"]),
-      values=np.asarray(d["values"], np.float64),
-      baseline_value=np.asarray(d["baseline_value"]),
-      grand_value=np.asarray(d["grand_value"]),
-      budget=d["budget"],
-      estimator=d["estimator"],
-      seed=d["seed"],
-      exact=d["exact"],
-      outputs=tuple(d.get("outputs", ())),
-    )
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict())
-
 
 @dataclasses.dataclass(frozen=True)
-class PairScores:
+class PairScores(_JsonResult):
   """Scores of player pairs (i, j) of one game.
 
   Attributes:
@@ -144,6 +180,18 @@ class PairScores:
   exact: bool
   outputs: tuple[str, ...] = ()
 
+  _KIND = "pair_scores"
+  _CODECS = {
+    "pairs": _Codec(
+      lambda p: np.asarray(p).tolist(), lambda p: np.asarray(p, np.int64).reshape(-1, 2)
+    ),
+    "values": _FLOATS_BY_NAME,
+    "std_errors": _FLOATS_BY_NAME,
+    "baseline_value": _ARRAY,
+    "grand_value": _ARRAY,
+    "outputs": _OUTPUTS,
+  }
+
   @property
   def index(self) -> tuple[str, ...]:
     return tuple(self.values)
@@ -163,43 +211,6 @@ class PairScores:
     if v.ndim != 1:
       raise ValueError(f"ranking needs a scalar score per pair; shape {v.shape}, pass `output`")
     return np.argsort(-v, kind="stable")
-
-  def to_dict(self) -> dict:
-    return {
-      "kind": "pair_scores",
-      "pairs": np.asarray(self.pairs).tolist(),
-      "values": {k: _tolist(v) for k, v in self.values.items()},
-      "std_errors": {k: _tolist(v) for k, v in self.std_errors.items()},
-      "baseline_value": _tolist(self.baseline_value),
-      "grand_value": _tolist(self.grand_value),
-      "n_players": self.n_players,
-      "budget": self.budget,
-      "n_samples": self.n_samples,
-      "estimator": self.estimator,
-      "seed": self.seed,
-      "exact": self.exact,
-      "outputs": list(self.outputs),
-    }
-
-  @classmethod
-  def from_dict(cls, d: dict) -> PairScores:
-    return cls(
-      pairs=np.asarray(d["pairs"], np.int64).reshape(-1, 2),
-      values={k: np.asarray(v, np.float64) for k, v in d["values"].items()},
-      std_errors={k: np.asarray(v, np.float64) for k, v in d["std_errors"].items()},
-      baseline_value=np.asarray(d["baseline_value"]),
-      grand_value=np.asarray(d["grand_value"]),
-      n_players=d["n_players"],
-      budget=d["budget"],
-      n_samples=d["n_samples"],
-      estimator=d["estimator"],
-      seed=d["seed"],
-      exact=d["exact"],
-      outputs=tuple(d.get("outputs", ())),
-    )
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import numpy as np
@@ -146,6 +146,52 @@ class Problems:
     if on_error == "fail":
       raise DatasetError(self.message())
     skipped.extend({"id": i, "reason": r} for i, r in self.items)
+
+
+def first_repeated_id(split_ids: Mapping[str, Sequence[str]]) -> tuple[str, str, str] | None:
+  """Finds the first id that a set of split lists names twice.
+
+  Args:
+    split_ids: {split: ids}, scanned in order.
+
+  Returns:
+    (id, split of its first listing, split of the repeat) for the first repeat found, or None.
+  """
+  seen: dict[str, str] = {}
+  for split, ids in split_ids.items():
+    for example_id in ids:
+      if example_id in seen:
+        return example_id, seen[example_id], split
+      seen[example_id] = split
+  return None
+
+
+def read_examples(
+  split_ids: Mapping[str, Sequence[str]],
+  read_one: Callable[[str], RawExample | str],
+  problems: Problems,
+) -> dict[str, list[RawExample]]:
+  """Reads the listed examples of every split, collecting the bad ones in `problems`.
+
+  Args:
+    split_ids: {split: ids in order}.
+    read_one: id -> the example, or a short reason why it cannot be read.
+    problems: receives each reason as `[split] reason` under the example's id.
+
+  Returns:
+    {split: the examples read, in listed order}; the bad ones are left out.
+  """
+  splits: dict[str, list[RawExample]] = {}
+  for split, ids in split_ids.items():
+    examples = []
+    for example_id in ids:
+      got = read_one(example_id)
+      if isinstance(got, str):
+        problems.add(example_id, f"[{split}] {got}")
+      else:
+        examples.append(got)
+    splits[split] = examples
+  return splits
 
 
 def require_dir(raw_dir: str | os.PathLike | None, dataset: str) -> pathlib.Path:

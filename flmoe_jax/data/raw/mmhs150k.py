@@ -119,52 +119,39 @@ def load_mmhs150k(
   if not isinstance(gt, dict):
     raise DatasetError(f"{NAME}: {gt_path} must map tweet ids to entries")
   split_ids = {s: _read_ids(root / "splits" / f) for s, f in SPLIT_FILES.items()}
-  seen: dict[str, str] = {}
-  for split, ids in split_ids.items():
-    for tid in ids:
-      if tid in seen:
-        raise DatasetError(
-          f"{NAME}: tweet id {tid} is listed twice in splits/ ({seen[tid]}, {split})"
-        )
-      seen[tid] = split
+  repeat = base.first_repeated_id(split_ids)
+  if repeat:
+    tid, first, again = repeat
+    raise DatasetError(f"{NAME}: tweet id {tid} is listed twice in splits/ ({first}, {again})")
+
+  def read_tweet(tid: str) -> base.RawExample | str:
+    entry = gt.get(tid)
+    if entry is None:
+      return f"id not in {gt_path.name}"
+    reason = _check_entry(entry)
+    if reason:
+      return reason
+    image = root / "img_resized" / f"{tid}.jpg"
+    if not image.is_file():
+      return f"image file {image} is missing"
+    ocr = _read_ocr(root / "img_txt" / f"{tid}.json")
+    if isinstance(ocr, tuple):
+      if append_ocr:
+        return ocr[0]
+      ocr = None
+    ocr = ocr if ocr and ocr.strip() else None  # an empty OCR text counts as none
+    text = tweet_text(entry["tweet_text"], ocr, append_ocr=append_ocr, strip_urls=strip_urls)
+    votes = [int(v) for v in entry["labels"]]
+    return base.RawExample(
+      id=tid,
+      inputs={"text": text, "image": str(image)},
+      label=hate_label(votes),
+      meta={"votes": votes, "img_text": ocr},
+    )
 
   problems = base.Problems(NAME, str(root))
-  splits: dict[str, list[base.RawExample]] = {}
-  n_ocr = 0
-  for split, ids in split_ids.items():
-    examples = []
-    for tid in ids:
-      entry = gt.get(tid)
-      if entry is None:
-        problems.add(tid, f"[{split}] id not in {gt_path.name}")
-        continue
-      reason = _check_entry(entry)
-      if reason:
-        problems.add(tid, f"[{split}] {reason}")
-        continue
-      image = root / "img_resized" / f"{tid}.jpg"
-      if not image.is_file():
-        problems.add(tid, f"[{split}] image file {image} is missing")
-        continue
-      ocr = _read_ocr(root / "img_txt" / f"{tid}.json")
-      if isinstance(ocr, tuple):
-        if append_ocr:
-          problems.add(tid, f"[{split}] {ocr[0]}")
-          continue
-        ocr = None
-      ocr = ocr if ocr and ocr.strip() else None  # an empty OCR text counts as none
-      n_ocr += int(ocr is not None)
-      text = tweet_text(entry["tweet_text"], ocr, append_ocr=append_ocr, strip_urls=strip_urls)
-      votes = [int(v) for v in entry["labels"]]
-      examples.append(
-        base.RawExample(
-          id=tid,
-          inputs={"text": text, "image": str(image)},
-          label=hate_label(votes),
-          meta={"votes": votes, "img_text": ocr},
-        )
-      )
-    splits[split] = examples
+  splits = base.read_examples(split_ids, read_tweet, problems)
+  n_ocr = sum(ex.meta["img_text"] is not None for examples in splits.values() for ex in examples)
 
   ds = base.RawDataset(
     name=NAME,

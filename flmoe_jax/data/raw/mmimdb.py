@@ -105,15 +105,12 @@ def _official_splits(root: pathlib.Path, ds_dir: pathlib.Path) -> dict[str, list
   data = base.read_json(base.require_file(path, NAME, "the official split lists"), NAME)
   if not isinstance(data, dict) or any(not isinstance(data.get(k), list) for k in OFFICIAL_SPLITS):
     raise DatasetError(f"{NAME}: {path} must map 'train', 'dev' and 'test' to lists of ids")
-  splits, seen = {}, {}
-  for key, split in OFFICIAL_SPLITS.items():
-    ids = [_normalise_id(i, ds_dir) for i in data[key]]
-    for mid in ids:
-      if mid in seen:
-        raise DatasetError(f"{NAME}: {path}: id {mid} is listed twice ({seen[mid]} and {key})")
-      seen[mid] = key
-    splits[split] = ids
-  return splits
+  listed = {key: [_normalise_id(i, ds_dir) for i in data[key]] for key in OFFICIAL_SPLITS}
+  repeat = base.first_repeated_id(listed)
+  if repeat:
+    mid, first, again = repeat
+    raise DatasetError(f"{NAME}: {path}: id {mid} is listed twice ({first} and {again})")
+  return {split: listed[key] for key, split in OFFICIAL_SPLITS.items()}
 
 
 def _reference_splits(ds_dir: pathlib.Path) -> dict[str, list[str]]:
@@ -124,8 +121,8 @@ def _reference_splits(ds_dir: pathlib.Path) -> dict[str, list[str]]:
   return {"train": ids[:a], "val": ids[a:b], "test": ids[b:]}
 
 
-def _read_movie(ds_dir: pathlib.Path, mid: str, plot: str):
-  """Returns (text, label, poster path) or a reason string."""
+def _read_movie(ds_dir: pathlib.Path, mid: str, plot: str) -> base.RawExample | str:
+  """Returns the movie's example, or the reason why it cannot be read."""
   path = ds_dir / f"{mid}.json"
   if not path.is_file():
     return f"metadata file {path} is missing"
@@ -148,7 +145,9 @@ def _read_movie(ds_dir: pathlib.Path, mid: str, plot: str):
   poster = ds_dir / f"{mid}.jpeg"
   if not poster.is_file():
     return f"poster {poster} is missing"
-  return text.strip(), multi_hot(genres), poster
+  return base.RawExample(
+    id=mid, inputs={"text": text.strip(), "image": str(poster)}, label=multi_hot(genres)
+  )
 
 
 @base.register(NAME)
@@ -186,21 +185,8 @@ def load_mmimdb(
   )
 
   problems = base.Problems(NAME, str(root))
-  splits: dict[str, list[base.RawExample]] = {}
-  no_genre = 0
-  for split, ids in split_ids.items():
-    examples = []
-    for mid in ids:
-      got = _read_movie(ds_dir, mid, plot)
-      if isinstance(got, str):
-        problems.add(mid, f"[{split}] {got}")
-        continue
-      text, label, poster = got
-      no_genre += int(not label.any())
-      examples.append(
-        base.RawExample(id=mid, inputs={"text": text, "image": str(poster)}, label=label)
-      )
-    splits[split] = examples
+  splits = base.read_examples(split_ids, lambda mid: _read_movie(ds_dir, mid, plot), problems)
+  no_genre = sum(int(not ex.label.any()) for examples in splits.values() for ex in examples)
 
   ds = base.RawDataset(
     name=NAME,
