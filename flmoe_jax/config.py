@@ -168,6 +168,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
   c.loss.lambda_int = 0.5
+  # Beyond the paper (0 = the paper's objective): ties each expert's logits to its role under the
+  # mean-fill masking of the explanations and probes (models/losses.py, docs/architecture.md).
+  c.loss.lambda_role = 0.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4
@@ -177,6 +180,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.0
   # 0 = off. The reference's clip_grad_norm_(1.0) runs after optimizer.step() and so never clips.
   c.optim.grad_clip_norm = 0.0
+  # Beyond the paper (0 = off): steps during which the reweighting gate is not updated.
+  c.optim.gate_warmup_steps = 0
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32

@@ -87,10 +87,28 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     tx = optax.adamw(o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
   else:
     tx = optax.adam(o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps)
+  if o.gate_warmup_steps > 0:
+    # Beyond the paper: the reweighting gate stays at its (near-uniform) initialisation for the first
+    # steps, so every expert receives task gradient while the roles form; a softmax gate trained from
+    # step 0 can starve an expert before it has learnt anything (measured in docs/ground_truth.md).
+    frozen = optax.chain(
+      tx, optax.scale_by_schedule(lambda count: (count >= o.gate_warmup_steps).astype(jnp.float32))
+    )
+    tx = optax.multi_transform({"rest": tx, "gate": frozen}, _gate_labels)
   if o.grad_clip_norm > 0:
     # Clipping must act on the gradients *before* the update (the reference clips afterwards: a no-op).
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), tx)
   return tx
+
+
+def _gate_labels(params):
+  """Labels the reweighting model's parameters "gate" and every other parameter "rest"."""
+
+  def label(path, _):
+    names = {getattr(k, "key", getattr(k, "name", None)) for k in path}
+    return "gate" if "reweight" in names else "rest"
+
+  return jax.tree_util.tree_map_with_path(label, params)
 
 
 def init_state(config, fs, *, seed: int):
@@ -110,17 +128,30 @@ def _inputs(batch, dtype):
   return [x.astype(dtype) for x in batch["x"]], list(batch["mask"])
 
 
-def train_step(state, batch, key, *, graphdef, task_type: str, lambda_int: float, dtype):
+def train_step(
+  state,
+  batch,
+  key,
+  fill_means=None,
+  *,
+  graphdef,
+  task_type: str,
+  lambda_int: float,
+  dtype,
+  lambda_role: float = 0.0,
+):
   """One optimisation step.
 
   Args:
     state: the (model, optimizer) state pytree (donated).
     batch: {"x": tuple [B, T_m, D_m], "mask": tuple bool [B, T_m], "label": ..., "weight": [B]}.
     key: this step's PRNG key (the run key folded with the step).
+    fill_means: M raw train-split means [D_m] (the store's `stats/`), needed when lambda_role > 0.
     graphdef: static graph of (model, optimizer).
     task_type: multilabel | multiclass | binary.
     lambda_int: interaction-loss weight (ignored by the dense baseline).
     dtype: compute dtype.
+    lambda_role: role-consistency weight (beyond the paper; 0 = off, no extra forward passes).
 
   Returns:
     (new state, metrics dict of scalars / small arrays, all on device).
@@ -130,12 +161,28 @@ def train_step(state, batch, key, *, graphdef, task_type: str, lambda_int: float
   dropout_key, noise_key = jax.random.split(key)
 
   def loss_fn(model):
-    out = model.train_outputs(xs, masks, dropout_key=dropout_key, noise_key=noise_key)
     if isinstance(model, DenseTransformer):
+      out = model.train_outputs(xs, masks, dropout_key=dropout_key)
       loss = losses.task_loss(out.logits, batch["label"], task_type)
-      return loss, {"task": loss, "interaction": jnp.zeros(()), "int_terms": jnp.zeros((1,))}, out
+      zero, zeros = jnp.zeros(()), jnp.zeros((1,))
+      aux = {
+        "task": loss,
+        "interaction": zero,
+        "int_terms": zeros,
+        "role": zero,
+        "role_terms": zeros,
+      }
+      return loss, aux, out
+    out = model.train_outputs(
+      xs,
+      masks,
+      dropout_key=dropout_key,
+      noise_key=noise_key,
+      # The mean-filled variants only run when the role term is on (a static choice).
+      fill_means=fill_means if lambda_role > 0 else None,
+    )
     loss, aux = losses.fl_i2moe_loss(
-      out, batch["label"], task_type=task_type, lambda_int=lambda_int
+      out, batch["label"], task_type=task_type, lambda_int=lambda_int, lambda_role=lambda_role
     )
     return loss, aux, out
 
@@ -147,6 +194,8 @@ def train_step(state, batch, key, *, graphdef, task_type: str, lambda_int: float
     "loss_task": aux["task"],
     "loss_interaction": aux["interaction"],
     "loss_int_terms": aux["int_terms"],
+    "loss_role": aux["role"],
+    "loss_role_terms": aux["role_terms"],
     "expert_weights": out.weights.astype(jnp.float32).mean(0),
     "grad_norm": optax.tree.norm(grads),
   }
@@ -409,6 +458,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
       graphdef=graphdef,
       task_type=task_type,
       lambda_int=config.loss.lambda_int,
+      lambda_role=config.loss.lambda_role,
       dtype=dtype,
     ),
     donate_argnums=(0,),
@@ -426,6 +476,10 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
     state, meta = latest.restore(latest.latest_step(), state)
     print(f"seed {seed}: resumed from epoch {meta['epoch']} (step {meta['step']})", flush=True)
 
+  # The role-consistency loss fills absent modalities with the store's train-split means (replicated).
+  fill_means = (
+    [jnp.asarray(mu, jnp.float32) for mu in fs.means()] if config.loss.lambda_role > 0 else None
+  )
   base_key = jax.random.key(seed, impl=config.train.prng_impl)
   n_train = min(fs.counts["train"], config.train.limit_train or fs.counts["train"])
   steps_per_epoch = n_train // config.train.batch_size
@@ -453,7 +507,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
       )
       for batch in device_batches:
         key = jax.random.fold_in(base_key, step)
-        state, m = step_fn(state, batch, key)
+        state, m = step_fn(state, batch, key, fill_means)
         step += 1
         window.append(m)
         if step % config.train.log_every_steps == 0:
@@ -550,6 +604,10 @@ def _log_window(writer, window, seed, epoch, step, t0, config, progress, bump=Tr
   }
   for i, v in enumerate(np.atleast_1d(mean["loss_int_terms"])):
     scalars[f"train/loss_int_expert_{i}"] = v
+  if config.loss.lambda_role > 0:
+    scalars["train/loss_role"] = mean["loss_role"]
+    for i, v in enumerate(np.atleast_1d(mean["loss_role_terms"])):
+      scalars[f"train/loss_role_expert_{i}"] = v
   for i, v in enumerate(np.atleast_1d(mean["expert_weights"])):
     scalars[f"train/weight_expert_{i}"] = v
   writer.write(step, seed=seed, epoch=epoch + 1, **scalars)

@@ -459,3 +459,87 @@ def test_fl_i2moe_loss_combines_terms():
     total, task_loss(out.logits, labels, "multiclass") + 0.5 * inter, rtol=1e-6
   )
   np.testing.assert_allclose(aux["int_terms"], terms)
+
+
+# ------------------------------------------------------------------------------------------------
+# Role-consistency loss (beyond the paper)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_fill_variants_replace_one_then_all_modalities():
+  hs = [jnp.full((2, t, 4), float(i + 1)) for i, t in enumerate((3, 2))]
+  fills = [jnp.full((4,), -1.0), jnp.full((4,), -2.0)]
+  var = losses.fill_variants(hs, fills)
+  assert [v.shape for v in var] == [(3, 2, 3, 4), (3, 2, 2, 4)]
+  for j, v in enumerate(var):
+    for k in range(3):
+      filled = k in (j, 2)  # variant j fills modality j, variant M fills everything
+      expected = np.asarray(fills[j]) if filled else np.asarray(hs[j][0, 0])
+      np.testing.assert_array_equal(np.asarray(v[k]), np.broadcast_to(expected, v[k].shape))
+
+
+def _role_logits(f_uni0, f_uni1, f_syn, f_red):
+  """Logits [E, B, C] and absent logits [E, M+1, B, C] of four experts given as f(a, b) where a, b are
+  per-sample modality 'values' (0 = absent)."""
+  a = np.array([1.0, -1.0, 2.0])
+  b = np.array([0.5, 1.0, -1.0])
+  zero = np.zeros(3)
+  fs = (f_uni0, f_uni1, f_syn, f_red)
+  clean = np.stack([f(a, b) for f in fs])[..., None]
+  absent = np.stack([np.stack([f(zero, b), f(a, zero), f(zero, zero)]) for f in fs])[..., None]
+  return jnp.asarray(clean), jnp.asarray(absent)
+
+
+def test_role_consistency_zero_when_experts_obey_their_roles():
+  clean, absent = _role_logits(
+    lambda a, b: 2 * a,  # uni_0 reads modality 0 only
+    lambda a, b: np.tanh(b),  # uni_1 reads modality 1 only
+    lambda a, b: a * b + 0.3,  # syn: a product, constant as soon as one side is absent
+    lambda a, b: np.zeros_like(a) + 0.7,  # red: constant (trivially invariant)
+  )
+  np.testing.assert_allclose(losses.role_consistency_losses(clean, absent), 0.0, atol=1e-7)
+
+
+def test_role_consistency_hand_computed():
+  # Every expert computes a + b: uni_0 pays for modality 1 (mean b^2), uni_1 for modality 0 (mean a^2),
+  # syn for both single-absent variants ((a^2 + b^2) / 2), red likewise.
+  clean, absent = _role_logits(*(lambda a, b: a + b,) * 4)
+  a2, b2 = np.mean(np.array([1.0, -1.0, 2.0]) ** 2), np.mean(np.array([0.5, 1.0, -1.0]) ** 2)
+  np.testing.assert_allclose(
+    losses.role_consistency_losses(clean, absent),
+    [b2, a2, (a2 + b2) / 2, (a2 + b2) / 2],
+    rtol=1e-6,
+  )
+
+
+def test_train_outputs_absent_logits_match_filled_forward(model):
+  xs, masks = _inputs()
+  means = [jnp.asarray(np.random.default_rng(1).normal(size=d), jnp.float32) for d in DIMS]
+
+  @nnx.jit
+  def train_fill(model, xs, masks):
+    return model.train_outputs(
+      xs, masks, dropout_key=None, noise_key=jax.random.key(5), fill_means=means
+    )
+
+  out = train_fill(model, xs, masks)
+  e, m = model.num_experts, model.num_modalities
+  assert out.latents.shape == (e, 1 + m, B, m * H)
+  assert out.absent_logits.shape == (e, m + 1, B, C)
+  # Variant 0 (modality 0 at its projected mean) equals a plain forward on that input.
+  hs = model.project(xs)
+  fill0 = model.project([mu[None, None] for mu in means])[0][0, 0]
+  p_out = _projected(model, [jnp.broadcast_to(fill0, hs[0].shape), hs[1]], masks)
+  np.testing.assert_allclose(
+    np.asarray(out.absent_logits[:, 0]),
+    np.moveaxis(np.asarray(p_out.expert_logits), 1, 0),
+    rtol=1e-5,
+    atol=1e-5,
+  )
+  total, aux = fl_i2moe_loss(
+    out, jnp.asarray([0, 2, 1]), task_type="multiclass", lambda_int=0.5, lambda_role=2.0
+  )
+  np.testing.assert_allclose(
+    total, aux["task"] + 0.5 * aux["interaction"] + 2.0 * aux["role"], rtol=1e-6
+  )
+  assert aux["role_terms"].shape == (e,) and float(aux["role"]) > 0

@@ -31,24 +31,49 @@ def _ms(mean, std=0.0):
 
 def _summary(task="binary", acc=0.9):
   return {
-    "name": "x", "model": "fl_i2moe", "store": "/s", "task": task, "selection_metric": "accuracy",
+    "name": "x",
+    "model": "fl_i2moe",
+    "store": "/s",
+    "task": task,
+    "selection_metric": "accuracy",
     "seeds": {"0": {}, "1": {}},
-    "mean_std": {"test": {"accuracy": _ms(acc, 0.01), "macro_f1": _ms(acc), "auroc": _ms(0.95)},
-                 "best_val": {"accuracy": _ms(acc)}},
+    "mean_std": {
+      "test": {"accuracy": _ms(acc, 0.01), "macro_f1": _ms(acc), "auroc": _ms(0.95)},
+      "best_val": {"accuracy": _ms(acc)},
+    },
   }
 
 
 def _faith(view, output, comp, rnd):
   ks = [5, 10]
   blk = lambda v: [_ms(v), _ms(v + 1)]  # noqa: E731
-  aopc = {k: _ms(v) for k, v in dict(comp=comp, comp_random=rnd, suff=rnd, suff_random=comp,
-                                      comp_gap=comp - rnd, suff_gap=comp - rnd).items()}
-  return {"view": view, "output": output, "ks": ks, "comp": blk(comp), "comp_random": blk(rnd),
-          "suff": blk(rnd), "suff_random": blk(comp), "aopc": aopc}
+  aopc = {
+    k: _ms(v)
+    for k, v in dict(
+      comp=comp,
+      comp_random=rnd,
+      suff=rnd,
+      suff_random=comp,
+      comp_gap=comp - rnd,
+      suff_gap=comp - rnd,
+    ).items()
+  }
+  return {
+    "view": view,
+    "output": output,
+    "ks": ks,
+    "comp": blk(comp),
+    "comp_random": blk(rnd),
+    "suff": blk(rnd),
+    "suff_random": blk(comp),
+    "aopc": aopc,
+  }
 
 
 def _conc(view, ent, gini):
-  return [{"view": view, "modality": m, "entropy": _ms(ent), "gini": _ms(gini)} for m in ("text", "image")]
+  return [
+    {"view": view, "modality": m, "entropy": _ms(ent), "gini": _ms(gini)} for m in ("text", "image")
+  ]
 
 
 def make_run(root: pathlib.Path, *, ranked_beats=(True, True)):
@@ -57,21 +82,55 @@ def make_run(root: pathlib.Path, *, ranked_beats=(True, True)):
     d.mkdir(parents=True)
   (fl / "summary.json").write_text(json.dumps(_summary(acc=0.97)))
   (dense / "summary.json").write_text(json.dumps(_summary(acc=0.93)))
-  (fl / "config.json").write_text(json.dumps({"model": {"hidden_dim": 32}}))
+  (fl / "config.json").write_text(
+    json.dumps(
+      {
+        "model": {"hidden_dim": 32},
+        "loss": {"lambda_int": 0.0, "lambda_role": 1.0},
+        "optim": {"gate_warmup_steps": 500},
+      }
+    )
+  )
+  hit = lambda v: {"mean": v, "std": None, "values": [v]}  # noqa: E731
+  planted = [
+    {"mechanism": "syn0", "kind": "synergy", "modality": "text", "position": 2, "view": view,
+     "hit_rate": [hit(0.5), hit(v)], "chance": [0.2, 0.3]}
+    for view, v in (("syn", 0.81), ("mixture", 0.56))
+  ]  # fmt: skip
   explain = {
-    "settings": {"split": "test", "method": "attnxgrad", "fill": "mean"},
-    "model": {"faithfulness": [_faith("mixture", "mixture", 40.0, 10.0), _faith("syn", "own", 20.0, 8.0)],
-              "concentration": _conc("mixture", 0.6, 0.5), "specificity": []},
-    "baseline": {"faithfulness": [_faith("dense", "own", 30.0, 10.0)], "concentration": _conc("dense", 0.7, 0.4)},
+    "settings": {"split": "test", "method": "attnxgrad", "fill": "mean", "ks": [5.0, 25.0]},
+    "model": {
+      "faithfulness": [_faith("mixture", "mixture", 40.0, 10.0), _faith("syn", "own", 20.0, 8.0)],
+      "concentration": _conc("mixture", 0.6, 0.5),
+      "specificity": [],
+      "planted": planted,
+    },
+    "baseline": {
+      "faithfulness": [_faith("dense", "own", 30.0, 10.0)],
+      "concentration": _conc("dense", 0.7, 0.4),
+    },
   }
   (fl / "explain" / "test.json").write_text(json.dumps(explain))
   side = lambda b: {"prob_drop": [0.1, 0.2], "metric_drop": [0.05, 0.1]}  # noqa: E731
-  probe = {"pair_masking": {
-    "budgets": [1, 2], "repeats": 10, "metric": "accuracy",
-    "SII": {"ranked": side(0), "random": side(0), "ranked_beats_random": list(ranked_beats)},
-    "RG": {"ranked": side(0), "random": side(0), "ranked_beats_random": [True, True]},
-  }, "planted": {"pairs": {"syn0": {"kind": "synergy", "probe": "SII", "in_candidates": 1.0,
-                                     "logit": {"hit@1": 0.95, "mrr": 0.97}}}}}
+  probe = {
+    "pair_masking": {
+      "budgets": [1, 2],
+      "repeats": 10,
+      "metric": "accuracy",
+      "SII": {"ranked": side(0), "random": side(0), "ranked_beats_random": list(ranked_beats)},
+      "RG": {"ranked": side(0), "random": side(0), "ranked_beats_random": [True, True]},
+    },
+    "planted": {
+      "pairs": {
+        "syn0": {
+          "kind": "synergy",
+          "probe": "SII",
+          "in_candidates": 1.0,
+          "logit": {"hit@1": 0.95, "mrr": 0.97},
+        }
+      }
+    },
+  }
   (fl / "probe" / "test.json").write_text(json.dumps(probe))
   _png(fl / "explain" / "test_masking.png")
   _png(fl / "probe" / "test_heatmap_0.png")
@@ -84,8 +143,18 @@ def test_tables_and_verdicts(tmp_path):
   assert out["verdicts"][0].startswith("PASS: C1 (synthetic)")
   assert out["verdicts"][1].startswith("PASS: C2 (synthetic): ranked > random at every budget")
   html = out["html"].read_text()
-  for tid in ("table-a", "table-b-synthetic", "table-c-synthetic", "ground-truth-synthetic"):
+  for tid in (
+    "table-a",
+    "table-b-synthetic",
+    "table-c-synthetic",
+    "ground-truth-synthetic",
+    "planted-positions-synthetic",
+  ):
     assert f'id="{tid}"' in html
+  md = out["md"].read_text()
+  # The planted-position row: relevant map `syn`, the largest K's hit rates per view, the chance.
+  assert "| syn0 | synergy | text | 2 | syn | 0.81 | 0.56 | 0.30 |" in md
+  assert "role consistency (beyond the paper); gate frozen for the first 500 steps" in md
   assert "97.00 ± 1.00" in html and "93.00 ± 1.00" in html  # Table A, x100
   assert html.count("data:image/png;base64,") == 2
   md = out["md"].read_text()
@@ -96,7 +165,10 @@ def test_tables_and_verdicts(tmp_path):
 def test_c2_fails_when_random_wins(tmp_path):
   fl, dense = make_run(tmp_path, ranked_beats=(True, False))
   out = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")
-  assert out["verdicts"][1].startswith("FAIL: C2") and "SII: ranked > random at 1/2 budgets" in out["verdicts"][1]
+  assert (
+    out["verdicts"][1].startswith("FAIL: C2")
+    and "SII: ranked > random at 1/2 budgets" in out["verdicts"][1]
+  )
 
 
 _CHECK = """<script>
@@ -112,7 +184,9 @@ window.addEventListener('load', () => {
 
 
 def test_report_in_headless_browser(tmp_path):
-  browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+  browser = (
+    shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+  )
   if browser is None:
     pytest.skip("no headless Chromium found (make test installs Debian's chromium when it can)")
   fl, dense = make_run(tmp_path)
@@ -120,13 +194,23 @@ def test_report_in_headless_browser(tmp_path):
   # A copy of the page with a check script: the report itself carries no script.
   page = tmp_path / "check.html"
   page.write_text(out["html"].read_text().replace("</body>", _CHECK + "</body>"))
-  flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-  dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
-                       timeout=120).stdout
+  flags = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    f"--user-data-dir={tmp_path / 'profile'}",
+    "--virtual-time-budget=5000",
+  ]
+  dom = subprocess.run(
+    [browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+  ).stdout
   start = dom.index('<pre id="check">') + len('<pre id="check">')
-  result = json.loads(dom[start: dom.index("</pre>", start)].replace("&quot;", '"'))
+  result = json.loads(dom[start : dom.index("</pre>", start)].replace("&quot;", '"'))
   assert result["images"] == 2 and result["loaded"] == 2, result
   for tid in ("table-a", "table-b-synthetic", "table-c-synthetic"):
     assert tid in result["tables"].split(",")
@@ -135,8 +219,12 @@ def test_report_in_headless_browser(tmp_path):
 def test_render_escapes_and_unique_figure_names(tmp_path):
   a, b = tmp_path / "a", tmp_path / "b"
   a.mkdir(), b.mkdir()
-  sec = Section("S <1>", paragraphs=["x < y"], tables=[Table("t", "cap", [["h|1"], ["<b>"]])],
-                figures=[Figure(_png(a / "f.png"), "one"), Figure(_png(b / "f.png"), "two")])
+  sec = Section(
+    "S <1>",
+    paragraphs=["x < y"],
+    tables=[Table("t", "cap", [["h|1"], ["<b>"]])],
+    figures=[Figure(_png(a / "f.png"), "one"), Figure(_png(b / "f.png"), "two")],
+  )
   out = write_report(tmp_path / "r", "T", [sec])
   html = out["html"].read_text()
   assert "S &lt;1&gt;" in html and "&lt;b&gt;" in html and "x &lt; y" in html

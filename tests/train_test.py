@@ -198,5 +198,31 @@ def test_stale_synthetic_store_refused(tmp_path):
   train_lib.ensure_store(cfg)
   with cfg.unlocked():
     cfg.synthetic.n_train = 65
-  with pytest.raises(ConfigError, match="other synthetic settings \\(n_train: 64 there, 65 in the config\\)"):
+  with pytest.raises(
+    ConfigError, match="other synthetic settings \\(n_train: 64 there, 65 in the config\\)"
+  ):
     train_lib.ensure_store(cfg)
+
+
+def test_role_loss_and_gate_warmup(random_store, tmp_path):
+  from flax import nnx
+
+  from flmoe_jax import runs
+
+  # Warm-up longer than the run: the gate must come out exactly as initialised, the experts trained.
+  cfg = tiny_config(
+    random_store, "train.epochs=1", "loss.lambda_role=1.0", "optim.gate_warmup_steps=1000"
+  )
+  train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  train_lines = [x for x in lines if "train/loss" in x]
+  assert {"train/loss_role", "train/loss_role_expert_3"} <= set(train_lines[-1])
+  assert np.isfinite(train_lines[-1]["train/loss_role"])
+  trained = runs.load_run(tmp_path / "run", which="latest").model
+  fs = store_lib.open_store(random_store)
+  init = train_lib.build_model(cfg, fs, seed=0)
+  for part, frozen in (("reweight", True), ("experts", False)):
+    a = jax.tree.leaves(nnx.state(getattr(trained, part), nnx.Param))
+    b = jax.tree.leaves(nnx.state(getattr(init, part), nnx.Param))
+    same = all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+    assert same == frozen, part

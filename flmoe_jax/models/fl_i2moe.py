@@ -71,12 +71,15 @@ class TrainOutput:
     weights: [B, E].
     latents: [E, V, B, M*H]; V = 1+M variants (0 clean, 1+j modality j perturbed), V = 1 for the
       dense baseline.
+    absent_logits: [E, M+1, B, C] expert logits with modality j mean-filled (j < M) or all filled
+      (j = M), for the role-consistency loss; None when that loss is off.
   """
 
   logits: Array
   expert_logits: Array
   weights: Array
   latents: Array
+  absent_logits: Array | None = None
 
 
 def _broadcast_masks(hs: Sequence[Array], masks: Sequence[Array]) -> list[Array]:
@@ -329,6 +332,7 @@ class FLI2MoE(_Projections):
     *,
     dropout_key: Array | None,
     noise_key: Array,
+    fill_means: Sequence[Array] | None = None,
   ) -> TrainOutput:
     """Training forward: all experts over the clean input and all M perturbations at once.
 
@@ -337,22 +341,36 @@ class FLI2MoE(_Projections):
       masks: M arrays [B, T_m].
       dropout_key: PRNG key for dropout (None = deterministic, e.g. for tests).
       noise_key: PRNG key for the perturbation noise.
+      fill_means: optional M raw train-split means [D_m]; when given, the M+1 mean-filled variants
+        of the role-consistency loss run in the same batched call (their projection is not trained
+        through: the fill is a constant of the step, as in the masking operator).
 
     Returns:
       TrainOutput(logits [B, C], expert_logits [B, E, C], weights [B, E],
-      latents [E, 1+M, B, M*H]).
+      latents [E, 1+M, B, M*H], absent_logits [E, M+1, B, C] or None).
     """
     hs = self.project(xs)
     variants = losses.perturb_variants(hs, noise_key)  # M x [1+M, B, T_m, H]
+    m = len(hs)
+    if fill_means is not None:
+      fills = [
+        jax.lax.stop_gradient(f[0, 0])
+        for f in self.project(
+          [jnp.asarray(mu, h.dtype)[None, None] for mu, h in zip(fill_means, hs)]
+        )
+      ]
+      absent = losses.fill_variants(hs, fills)  # M x [M+1, B, T_m, H]
+      variants = [jnp.concatenate([v, a]) for v, a in zip(variants, absent, strict=True)]
     k_exp, k_gate = _split_key(dropout_key)
-    eo = self.run_experts(variants, masks, dropout_key=k_exp)  # [E, 1+M, B, ...]
+    eo = self.run_experts(variants, masks, dropout_key=k_exp)  # [E, V, B, ...]
     weights = self.gate(hs, masks, dropout_key=k_gate)
     expert_logits = jnp.moveaxis(eo.logits[:, 0], 0, -2)  # clean variant, [B, E, C]
     return TrainOutput(
       logits=_mix(weights, expert_logits),
       expert_logits=expert_logits,
       weights=weights,
-      latents=eo.latents,
+      latents=eo.latents[:, : 1 + m],
+      absent_logits=None if fill_means is None else eo.logits[:, 1 + m :],
     )
 
 
@@ -497,6 +515,7 @@ class DenseTransformer(_Projections):
     *,
     dropout_key: Array | None,
     noise_key: Array | None = None,
+    fill_means: Sequence[Array] | None = None,
   ) -> TrainOutput:
     """Training forward on clean input only (the baseline has no interaction loss).
 
@@ -505,11 +524,12 @@ class DenseTransformer(_Projections):
       masks: M arrays [B, T_m].
       dropout_key: PRNG key, or None for deterministic.
       noise_key: unused; accepted for API compatibility with `FLI2MoE.train_outputs`.
+      fill_means: unused; likewise.
 
     Returns:
       TrainOutput(logits [B, C], expert_logits [B, 1, C], weights [B, 1], latents [1, 1, B, M*H]).
     """
-    del noise_key
+    del noise_key, fill_means
     out = self.forward_projected(self.project(xs), masks, dropout_key=dropout_key)
     return TrainOutput(
       logits=out.logits,

@@ -4,6 +4,12 @@ Conventions: latents of all experts and perturbation variants come as one array
 [E, 1+M, B, D]; expert order is [uni_0..uni_{M-1}, syn, red]; variant 0 is the clean input and
 variant 1+j has modality j replaced by standard-normal noise. All losses are computed in (at least)
 float32 whatever the model's compute dtype.
+
+Beyond the paper, `role_consistency_losses` (weight `loss.lambda_role`, 0 = the paper's objective) ties
+each expert's *logits* to its role under the masking operator of the explanations and probes (a modality
+replaced by its projected train-split mean): a uniqueness expert may not move when another modality is
+absent, the redundancy expert may not move when any one modality is absent, and the synergy expert must
+fall back to its all-absent output as soon as any modality is absent. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -192,20 +198,75 @@ def perturb_variants(hs: Sequence[Array], key: Array) -> list[Array]:
   return out
 
 
-def fl_i2moe_loss(
-  out: Any, labels: Array, *, task_type: str, lambda_int: float | Array
-) -> tuple[Array, dict[str, Array]]:
-  """L = L_task(mixture logits) + lambda_int * L_int(latents) (SPEC 2.2).
+def fill_variants(hs: Sequence[Array], fills: Sequence[Array]) -> list[Array]:
+  """The M+1 "modality absent" variants used by the role-consistency loss.
+
+  Variant j (< M) replaces modality j's whole sequence by its fill vector; variant M replaces every
+  modality. Masks are unchanged, as for the noise perturbations.
 
   Args:
-    out: a `TrainOutput` (logits [B, C], latents [E, V, B, D]). With a single variant (V = 1, the
-      dense baseline) the interaction term is zero.
+    hs: M arrays [B, T_m, H] (projected features).
+    fills: M arrays [H] (the projected train-split means; see `explain.masking.fill_vectors`).
+
+  Returns:
+    M arrays [M+1, B, T_m, H].
+  """
+  m = len(hs)
+  out = []
+  for j, (h, f) in enumerate(zip(hs, fills, strict=True)):
+    absent = jnp.broadcast_to(f.astype(h.dtype), h.shape)
+    out.append(jnp.stack([absent if (v == j or v == m) else h for v in range(m + 1)]))
+  return out
+
+
+def role_consistency_losses(clean: Array, absent: Array) -> Array:
+  """Per-expert role-consistency terms on logits (beyond the paper; see the module docstring).
+
+  With l_e the clean logits of expert e, l_e^(-j) its logits with modality j absent (mean fill) and
+  l_e^(-all) with every modality absent, and ||.||^2 the mean squared difference over classes:
+    uni_i: mean_{j != i} mean_b ||l - l^(-j)||^2   (reads modality i only);
+    syn:   mean_j mean_b ||l^(-j) - l^(-all)||^2    (says nothing unless every modality is present);
+    red:   mean_j mean_b ||l - l^(-j)||^2           (any one modality suffices).
+
+  Args:
+    clean: [E, B, C] clean logits, experts [uni_0..uni_{M-1}, syn, red].
+    absent: [E, M+1, B, C]; absent[:, j] with modality j filled (j < M), absent[:, M] all filled.
+
+  Returns:
+    [E] per-expert terms.
+  """
+  clean, absent = _f32(clean), _f32(absent)
+  m = absent.shape[1] - 1
+  single = absent[:, :m]  # [E, M, B, C]
+  keep = jnp.mean((clean[:, None] - single) ** 2, axis=(-2, -1))  # [E, M]
+  collapse = jnp.mean((single - absent[:, m : m + 1]) ** 2, axis=(-2, -1))  # [E, M]
+  other = 1.0 - jnp.eye(m, dtype=keep.dtype)
+  uni = jnp.sum(keep[:m] * other, axis=-1) / (m - 1)
+  return jnp.concatenate([uni, jnp.mean(collapse[m : m + 1], -1), jnp.mean(keep[m + 1 :], -1)])
+
+
+def fl_i2moe_loss(
+  out: Any,
+  labels: Array,
+  *,
+  task_type: str,
+  lambda_int: float | Array,
+  lambda_role: float | Array = 0.0,
+) -> tuple[Array, dict[str, Array]]:
+  """L = L_task(mixture logits) + lambda_int * L_int(latents) [+ lambda_role * L_role] (SPEC 2.2).
+
+  Args:
+    out: a `TrainOutput` (logits [B, C], latents [E, V, B, D], absent_logits [E, M+1, B, C] or
+      None). With a single variant (V = 1, the dense baseline) the interaction term is zero; without
+      `absent_logits` the role term is zero.
     labels: see `task_loss`.
     task_type: see `task_loss`.
     lambda_int: interaction-loss weight (may be traced).
+    lambda_role: role-consistency weight (beyond the paper; 0 = the paper's objective).
 
   Returns:
-    (total scalar, aux dict with "task", "interaction" scalars and "int_terms" [E]).
+    (total scalar, aux dict with "task", "interaction", "role" scalars and "int_terms",
+    "role_terms" [E]).
   """
   task = task_loss(out.logits, labels, task_type)
   e, v = out.latents.shape[:2]
@@ -213,5 +274,17 @@ def fl_i2moe_loss(
     inter, terms = interaction_loss(out.latents)
   else:
     inter, terms = jnp.zeros((), task.dtype), jnp.zeros((e,), task.dtype)
-  total = task + lambda_int * inter
-  return total, {"task": task, "interaction": inter, "int_terms": terms}
+  absent = getattr(out, "absent_logits", None)
+  if absent is not None:
+    role_terms = role_consistency_losses(jnp.moveaxis(out.expert_logits, 1, 0), absent)
+  else:
+    role_terms = jnp.zeros((e,), task.dtype)
+  role = jnp.mean(role_terms)
+  total = task + lambda_int * inter + lambda_role * role
+  return total, {
+    "task": task,
+    "interaction": inter,
+    "int_terms": terms,
+    "role": role,
+    "role_terms": role_terms,
+  }
