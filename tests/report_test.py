@@ -230,3 +230,26 @@ def test_render_escapes_and_unique_figure_names(tmp_path):
   assert "S &lt;1&gt;" in html and "&lt;b&gt;" in html and "x &lt; y" in html
   assert len(list((tmp_path / "r" / "report_files").iterdir())) == 2
   assert "h\\|1" in out["md"].read_text()
+
+
+def test_pure_settings_section(tmp_path):
+  fl, dense = make_run(tmp_path)
+  wd = tmp_path / "pure_syn"
+  (wd / "probe").mkdir(parents=True)
+  summary = _summary(acc=0.99)
+  summary["seeds"] = {"0": {"test": {"weight_2": 0.55}}}
+  (wd / "summary.json").write_text(json.dumps(summary))
+  stats = {"hit@1": 0.99, "abs_hit@1": 0.98, "mrr": 0.99, "chance_hit@1": 0.014}
+  probe = {
+    "settings": {"experts": {"sii": "syn", "rg": "red"}},
+    "planted": {"pairs": {"syn0": {"probe": "SII of the syn game", "logit": stats}}},
+  }
+  (wd / "probe" / "test.json").write_text(json.dumps(probe))
+  out = build_report(
+    [ReportEntry("synthetic", fl, dense)], tmp_path / "report", pure_settings=[("synergy", wd)]
+  )
+  md = out["md"].read_text()
+  assert 'id="ground-truth-pure"' in out["html"].read_text()
+  assert (
+    "| synergy | 99.00 | syn | 0.55 | SII of the syn game | logit | 0.990 | 0.980 | 0.014 |" in md
+  )

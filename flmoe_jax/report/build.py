@@ -275,6 +275,62 @@ def planted_positions_table(dataset: str, explain: dict) -> Table | None:
   )
 
 
+_TARGET = {"synergy": ("syn", "syn0"), "redundancy": ("red", "red0")}
+
+
+def pure_settings_table(
+  runs: Sequence[tuple[str, str | os.PathLike]], split: str = "test"
+) -> Table:
+  """Ground truth in the generator's pure settings: is each mechanism found in its own expert?
+
+  Args:
+    runs: (setting, FL-I2MoE run directory) pairs, e.g. ("synergy", ...), each probed on `split`.
+    split: the probed split.
+
+  Returns:
+    One row per setting: test accuracy, the target expert's mean test weight, and the planted pair's
+    hit@1 under the probe of that expert (SII on `syn`, redundancy gap on `red`).
+  """
+  rows = [
+    ["setting", "test accuracy", "target expert", "its mean weight", "probe", "scale", "hit@1",
+     "|.| hit@1", "chance"]
+  ]  # fmt: skip
+  for setting, wd in runs:
+    wd = pathlib.Path(wd)
+    summary, probe = _load(wd / "summary.json"), _load(wd / "probe" / f"{split}.json")
+    if summary is None or probe is None or "planted" not in probe:
+      continue
+    expert, pair = _TARGET.get(setting, (None, None))
+    p = probe["planted"]["pairs"].get(pair) if pair else None
+    if p is None:
+      continue
+    experts = probe["settings"]["experts"]
+    names = ["uni_0", "uni_1", "syn", "red"]
+    seed = next(iter(summary["seeds"].values()))
+    weight = seed["test"].get(f"weight_{names.index(expert)}") if expert in names else None
+    for scale in ("logit", "prob"):
+      if scale in p:
+        rows.append(
+          [
+            setting,
+            _f(100 * summary["mean_std"]["test"]["accuracy"]["mean"]),
+            experts.get("sii" if setting == "synergy" else "rg", expert),
+            _f(weight if weight is not None else float("nan")),
+            p["probe"],
+            scale,
+            _f(p[scale]["hit@1"], 3),
+            _f(p[scale].get("abs_hit@1", float("nan")), 3),
+            _f(p[scale].get("chance_hit@1", float("nan")), 3),
+          ]
+        )
+  return Table(
+    "ground-truth-pure",
+    f"Planted pair recovered by its own expert in the generator's pure settings ({split} split, one "
+    "seed; in `synergy` only the XOR pair decides the label, in `redundancy` only the copied pair)",
+    rows,
+  )
+
+
 def objective_line(dataset: str, cfg: dict) -> str:
   """One sentence naming the training objective of a run (the paper's or this library's extension)."""
   loss, optim = cfg.get("loss", {}), cfg.get("optim", {})
@@ -301,9 +357,20 @@ def _figures(workdir: pathlib.Path, sub: str, split: str) -> list[Figure]:
 
 
 def build_report(
-  entries: Sequence[ReportEntry], out_dir: str | os.PathLike, *, title: str = "FL-I2MoE report"
+  entries: Sequence[ReportEntry],
+  out_dir: str | os.PathLike,
+  *,
+  title: str = "FL-I2MoE report",
+  pure_settings: Sequence[tuple[str, str | os.PathLike]] = (),
 ) -> dict:
   """Builds the report of several datasets into `out_dir` (report.html, report.md, report_files/).
+
+  Args:
+    entries: one per dataset.
+    out_dir: where the report goes.
+    title: the page title.
+    pure_settings: optional (setting, probed run directory) pairs of the synthetic generator's pure
+      settings, shown as a ground-truth section (`pure_settings_table`).
 
   Returns:
     {"html": path, "md": path, "verdicts": [str]}.
@@ -356,6 +423,18 @@ def build_report(
       sec.paragraphs.append(f"No probes yet: run `flmoe probe --workdir {wd} --split {e.split}`.")
     sections.append(sec)
 
+  if pure_settings:
+    sections.append(
+      Section(
+        "Ground truth: pure settings",
+        paragraphs=[
+          "The same generator with one mechanism deciding the label: the planted pair should be "
+          "ranked first by the probe of the expert named after it."
+        ],
+        tables=[pure_settings_table(pure_settings, entries[0].split if entries else "test")],
+        id="ground-truth-pure",
+      )
+    )
   overview.paragraphs += verdicts or [
     "No explanation or probe outputs found: only Table A is shown."
   ]
