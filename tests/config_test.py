@@ -74,3 +74,17 @@ def test_json_round_trip():
   cfg = config_lib.load_config(str(CONFIGS / "tiny.py"))
   text = config_lib.config_to_json(cfg)
   assert config_lib.config_to_json(config_lib.config_from_json(text)) == text
+
+
+def test_run_config_fills_keys_added_after_the_run(tmp_path):
+  import json
+
+  from flmoe_jax import runs
+
+  saved = json.loads(config_lib.config_to_json(config_lib.base_config()))
+  del saved["loss"]["lambda_role"], saved["optim"]["gate_warmup_steps"]  # an older run's config
+  saved["loss"]["lambda_int"] = 0.3
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  cfg = runs.run_config(tmp_path)
+  assert cfg.loss.lambda_role == 0.0 and cfg.optim.gate_warmup_steps == 0
+  assert cfg.loss.lambda_int == 0.3  # saved values are kept
