@@ -80,8 +80,11 @@ def make_random_store(
   )
 
 
-def tiny_fli2moe(input_dims=(4, 4), *, num_classes=2, seed=0):
-  """A one-layer FL-I2MoE of width 8 without dropout, for tests that need any small model."""
+def tiny_fli2moe(input_dims=(4, 4), *, num_classes=2, seed=0, **kwargs):
+  """A one-layer FL-I2MoE of width 8 without dropout, for tests that need any small model.
+
+  Extra keyword arguments (e.g. `identical_expert_init`) go to `FLI2MoE`.
+  """
   from flax import nnx
 
   from flmoe_jax.models import FLI2MoE
@@ -95,6 +98,7 @@ def tiny_fli2moe(input_dims=(4, 4), *, num_classes=2, seed=0):
     rw_hidden=8,
     dropout=0.0,
     rngs=nnx.Rngs(seed),
+    **kwargs,
   )
 
 

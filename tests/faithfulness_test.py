@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_fli2moe
 from flax import nnx
 
 from flmoe_jax.explain import (
@@ -18,7 +19,7 @@ from flmoe_jax.explain import (
   targets,
   topk_mask,
 )
-from flmoe_jax.models import DenseTransformer, FLI2MoE
+from flmoe_jax.models import DenseTransformer
 
 KINDS = ("tokens", "patches")
 LENS = (6, 4)
@@ -48,16 +49,7 @@ def test_topk_mask_selects_the_best_candidates_only():
 
 @pytest.fixture(scope="module")
 def model():
-  return FLI2MoE(
-    input_dims=DIMS,
-    num_classes=3,
-    hidden_dim=8,
-    num_heads=2,
-    num_layers=1,
-    rw_hidden=8,
-    identical_expert_init=False,
-    rngs=nnx.Rngs(1),
-  )
+  return tiny_fli2moe(DIMS, num_classes=3, seed=1, identical_expert_init=False)
 
 
 @pytest.fixture(scope="module")
