@@ -292,8 +292,8 @@ def pure_settings_table(
     hit@1 under the probe of that expert (SII on `syn`, redundancy gap on `red`).
   """
   rows = [
-    ["setting", "test accuracy", "target expert", "its mean weight", "probe", "scale", "hit@1",
-     "|.| hit@1", "chance"]
+    ["setting", "test accuracy", "target expert", "its mean weight (selected checkpoint)", "probe",
+     "scale", "hit@1", "|.| hit@1", "chance"]
   ]  # fmt: skip
   for setting, wd in runs:
     wd = pathlib.Path(wd)
