@@ -51,7 +51,7 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
   from flmoe_jax.features.extract import features_from_config
   from flmoe_jax.probes.pipeline import run_probe
   from flmoe_jax.report import ReportEntry, build_report
-  from flmoe_jax.report.build import pure_settings_table
+  from flmoe_jax.report.build import pure_setting_results
 
   root = pathlib.Path(workdir)
   t0 = time.perf_counter()
@@ -94,12 +94,6 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
   for setting in ("synergy", "redundancy"):
     store = root / "stores" / f"synthetic_{setting}"
     cfg = _config(f"synthetic.py:demo,{setting}", store, overrides, quick, seeds=(0,))
-    if not quick:
-      with cfg.unlocked():
-        # 4 epochs, not 6: a pure mechanism is learnt within the gate warm-up (best validation epoch 3
-        # for `synergy`, 1 for `redundancy`), and training is deterministic, so the selected checkpoint
-        # and every probe number equal those of the 6-epoch run.
-        cfg.train.epochs = 4
     wd = root / "ground_truth" / setting
     _stage(f"ground truth: {setting} setting, training FL-I2MoE (seed 0)")
     summaries[f"ground_truth/{setting}"] = cli.train_and_print(cfg, wd)
@@ -127,9 +121,13 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     print(
       f"{key:24s} test accuracy {100 * m['accuracy']['mean']:.2f} ± {100 * m['accuracy']['std']:.2f}"
     )
-  for row in pure_settings_table(pure).rows[1:]:
-    if row[5] == ("logit" if row[0] == "synergy" else "prob"):
-      print(f"ground truth ({row[0]}): planted pair first by {row[4]} in {row[6]} of test samples")
+  for r in pure_setting_results(pure):
+    # The default ranking scales of the probes: SII on logits, the redundancy gap on probabilities.
+    if r["scale"] == ("logit" if r["setting"] == "synergy" else "prob"):
+      print(
+        f"ground truth ({r['setting']}): planted pair first by {r['probe']} in "
+        f"{100 * r['hit@1']:.0f}% of test samples"
+      )
   print(
     f"demo finished in {time.perf_counter() - t0:.0f} s "
     f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})"

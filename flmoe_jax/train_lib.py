@@ -156,6 +156,8 @@ def train_step(
   Returns:
     (new state, metrics dict of scalars / small arrays, all on device).
   """
+  if lambda_role > 0 and fill_means is None:
+    raise ValueError("lambda_role > 0 needs fill_means (the store's train-split means)")
   model, optimizer = nnx.merge(graphdef, state)
   xs, masks = _inputs(batch, dtype)
   dropout_key, noise_key = jax.random.split(key)
@@ -476,10 +478,9 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
     state, meta = latest.restore(latest.latest_step(), state)
     print(f"seed {seed}: resumed from epoch {meta['epoch']} (step {meta['step']})", flush=True)
 
-  # The role-consistency loss fills absent modalities with the store's train-split means (replicated).
-  fill_means = (
-    [jnp.asarray(mu, jnp.float32) for mu in fs.means()] if config.loss.lambda_role > 0 else None
-  )
+  # The role-consistency loss fills absent modalities with the store's train-split means: put on the
+  # device once here, not per step (train_step ignores them when the loss is off).
+  fill_means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
   base_key = jax.random.key(seed, impl=config.train.prng_impl)
   n_train = min(fs.counts["train"], config.train.limit_train or fs.counts["train"])
   steps_per_epoch = n_train // config.train.batch_size

@@ -237,12 +237,18 @@ def test_pure_settings_section(tmp_path):
   wd = tmp_path / "pure_syn"
   (wd / "probe").mkdir(parents=True)
   summary = _summary(acc=0.99)
-  summary["seeds"] = {"0": {"test": {"weight_2": 0.55}}}
+  summary["seeds"] = {
+    "0": {"test": {"weight_0": 0.2, "weight_1": 0.2, "weight_2": 0.55, "weight_3": 0.05}}
+  }
   (wd / "summary.json").write_text(json.dumps(summary))
   stats = {"hit@1": 0.99, "abs_hit@1": 0.98, "mrr": 0.99, "chance_hit@1": 0.014}
   probe = {
     "settings": {"experts": {"sii": "syn", "rg": "red"}},
-    "planted": {"pairs": {"syn0": {"probe": "SII of the syn game", "logit": stats}}},
+    "planted": {
+      "pairs": {
+        "syn0": {"kind": "synergy", "probe": "SII of the syn game", "expert": "syn", "logit": stats}
+      }
+    },
   }
   (wd / "probe" / "test.json").write_text(json.dumps(probe))
   out = build_report(

@@ -24,7 +24,7 @@ def fill_vectors(model, means: Sequence[np.ndarray], mode: str = "mean") -> list
   """Projected fill vector per modality.
 
   Args:
-    model: an FLI2MoE or DenseTransformer (anything with `project`).
+    model: an FLI2MoE or DenseTransformer (anything with `project_means`).
     means: per modality, the store's train-split raw mean [D_m] (`FeatureStore.means()`).
     mode: `mean` (projected mean) or `zero`.
 
@@ -33,10 +33,10 @@ def fill_vectors(model, means: Sequence[np.ndarray], mode: str = "mean") -> list
   """
   if mode not in FILL_MODES:
     raise FlmoeError(f"fill mode {mode!r} not in {FILL_MODES}")
-  projected = model.project([jnp.asarray(m, jnp.float32)[None, None] for m in means])
+  projected = model.project_means(means)
   if mode == "zero":
-    return [jnp.zeros_like(p[0, 0]) for p in projected]
-  return [p[0, 0] for p in projected]
+    return [jnp.zeros_like(p) for p in projected]
+  return projected
 
 
 def apply_fill(hs: Sequence[Array], keep: Sequence[Array], fills: Sequence[Array]) -> list[Array]:

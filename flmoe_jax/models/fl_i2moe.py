@@ -131,6 +131,19 @@ class _Projections(nnx.Module):
       raise ValueError(f"expected {self.num_modalities} modalities, got {len(xs)}")
     return [proj(x) for proj, x in zip(self.projections, xs, strict=True)]
 
+  def project_means(self, means: Sequence[Array]) -> list[Array]:
+    """Projects one raw vector per modality (e.g. the train-split means: the mean-fill vectors).
+
+    The projection is affine, so the projected mean equals the mean of the projected features.
+
+    Args:
+      means: M arrays [D_m].
+
+    Returns:
+      M arrays [H].
+    """
+    return [h[0, 0] for h in self.project([jnp.asarray(m, jnp.float32)[None, None] for m in means])]
+
 
 class FLI2MoE(_Projections):
   """Feature-level interaction MoE: M+2 Transformer experts mixed by a reweighting MLP.
@@ -353,12 +366,7 @@ class FLI2MoE(_Projections):
     variants = losses.perturb_variants(hs, noise_key)  # M x [1+M, B, T_m, H]
     m = len(hs)
     if fill_means is not None:
-      fills = [
-        jax.lax.stop_gradient(f[0, 0])
-        for f in self.project(
-          [jnp.asarray(mu, h.dtype)[None, None] for mu, h in zip(fill_means, hs)]
-        )
-      ]
+      fills = jax.lax.stop_gradient(self.project_means(fill_means))
       absent = losses.fill_variants(hs, fills)  # M x [M+1, B, T_m, H]
       variants = [jnp.concatenate([v, a]) for v, a in zip(variants, absent, strict=True)]
     k_exp, k_gate = _split_key(dropout_key)

@@ -274,9 +274,8 @@ def fl_i2moe_loss(
     inter, terms = interaction_loss(out.latents)
   else:
     inter, terms = jnp.zeros((), task.dtype), jnp.zeros((e,), task.dtype)
-  absent = getattr(out, "absent_logits", None)
-  if absent is not None:
-    role_terms = role_consistency_losses(jnp.moveaxis(out.expert_logits, 1, 0), absent)
+  if out.absent_logits is not None:
+    role_terms = role_consistency_losses(jnp.moveaxis(out.expert_logits, 1, 0), out.absent_logits)
   else:
     role_terms = jnp.zeros((e,), task.dtype)
   role = jnp.mean(role_terms)

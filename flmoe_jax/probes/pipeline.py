@@ -725,6 +725,7 @@ def _planted_summary(planted: dict, records: list[dict], experts: dict[str, str]
     res = {
       "kind": p["kind"],
       "probe": f"{index} of the {experts[role]} game",
+      "expert": experts[role],
       "text_pos": p["text_pos"],
       "image_pos": p["image_pos"],
     }

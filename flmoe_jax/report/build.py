@@ -275,54 +275,75 @@ def planted_positions_table(dataset: str, explain: dict) -> Table | None:
   )
 
 
-_TARGET = {"synergy": ("syn", "syn0"), "redundancy": ("red", "red0")}
-
-
-def pure_settings_table(
+def pure_setting_results(
   runs: Sequence[tuple[str, str | os.PathLike]], split: str = "test"
-) -> Table:
-  """Ground truth in the generator's pure settings: is each mechanism found in its own expert?
+) -> list[dict]:
+  """Ground truth in the generator's pure settings: is each mechanism found by its own expert's probe?
 
   Args:
-    runs: (setting, FL-I2MoE run directory) pairs, e.g. ("synergy", ...), each probed on `split`.
+    runs: (setting, FL-I2MoE run directory) pairs, e.g. ("synergy", ...), each probed on `split`; the
+      planted pair of the setting's kind is read from the probe's `planted` block.
     split: the probed split.
 
   Returns:
-    One row per setting: test accuracy, the target expert's mean test weight, and the planted pair's
-    hit@1 under the probe of that expert (SII on `syn`, redundancy gap on `red`).
+    Per (setting, scale): {"setting", "accuracy" (test, x100), "expert", "weight" (its mean test
+    weight at the selected checkpoint, or None), "probe", "scale", "hit@1", "abs_hit@1", "chance"}.
+    Runs without a summary or a planted probe are left out.
   """
-  rows = [
-    ["setting", "test accuracy", "target expert", "its mean weight (selected checkpoint)", "probe",
-     "scale", "hit@1", "|.| hit@1", "chance"]
-  ]  # fmt: skip
+  out = []
   for setting, wd in runs:
     wd = pathlib.Path(wd)
     summary, probe = _load(wd / "summary.json"), _load(wd / "probe" / f"{split}.json")
     if summary is None or probe is None or "planted" not in probe:
       continue
-    expert, pair = _TARGET.get(setting, (None, None))
-    p = probe["planted"]["pairs"].get(pair) if pair else None
+    p = next((q for q in probe["planted"]["pairs"].values() if q["kind"] == setting), None)
     if p is None:
       continue
-    experts = probe["settings"]["experts"]
-    names = ["uni_0", "uni_1", "syn", "red"]
-    seed = next(iter(summary["seeds"].values()))
-    weight = seed["test"].get(f"weight_{names.index(expert)}") if expert in names else None
+    test = next(iter(summary["seeds"].values()))["test"]
+    # The expert order of FL-I2MoE: uni_0..uni_{M-1}, syn, red (weight_i follows it).
+    n_experts = sum(k.startswith("weight_") for k in test)
+    names = [f"uni_{i}" for i in range(n_experts - 2)] + ["syn", "red"]
+    expert = p.get("expert")
+    weight = test.get(f"weight_{names.index(expert)}") if expert in names else None
     for scale in ("logit", "prob"):
       if scale in p:
-        rows.append(
-          [
-            setting,
-            _f(100 * summary["mean_std"]["test"]["accuracy"]["mean"]),
-            experts.get("sii" if setting == "synergy" else "rg", expert),
-            _f(weight if weight is not None else float("nan")),
-            p["probe"],
-            scale,
-            _f(p[scale]["hit@1"], 3),
-            _f(p[scale].get("abs_hit@1", float("nan")), 3),
-            _f(p[scale].get("chance_hit@1", float("nan")), 3),
-          ]
+        out.append(
+          {
+            "setting": setting,
+            "accuracy": 100 * summary["mean_std"]["test"]["accuracy"]["mean"],
+            "expert": expert,
+            "weight": weight,
+            "probe": p["probe"],
+            "scale": scale,
+            "hit@1": p[scale]["hit@1"],
+            "abs_hit@1": p[scale].get("abs_hit@1"),
+            "chance": p[scale].get("chance_hit@1"),
+          }
         )
+  return out
+
+
+def pure_settings_table(results: Sequence[dict], split: str = "test") -> Table:
+  """The table of `pure_setting_results`."""
+  nan = float("nan")
+  rows = [
+    ["setting", "test accuracy", "target expert", "its mean weight (selected checkpoint)", "probe",
+     "scale", "hit@1", "|.| hit@1", "chance"]
+  ]  # fmt: skip
+  for r in results:
+    rows.append(
+      [
+        r["setting"],
+        _f(r["accuracy"]),
+        str(r["expert"]),
+        _f(nan if r["weight"] is None else r["weight"]),
+        r["probe"],
+        r["scale"],
+        _f(r["hit@1"], 3),
+        _f(nan if r["abs_hit@1"] is None else r["abs_hit@1"], 3),
+        _f(nan if r["chance"] is None else r["chance"], 3),
+      ]
+    )
   return Table(
     "ground-truth-pure",
     f"Planted pair recovered by its own expert in the generator's pure settings ({split} split, one "
@@ -424,6 +445,7 @@ def build_report(
     sections.append(sec)
 
   if pure_settings:
+    split = entries[0].split if entries else "test"
     sections.append(
       Section(
         "Ground truth: pure settings",
@@ -431,7 +453,7 @@ def build_report(
           "The same generator with one mechanism deciding the label: the planted pair should be "
           "ranked first by the probe of the expert named after it."
         ],
-        tables=[pure_settings_table(pure_settings, entries[0].split if entries else "test")],
+        tables=[pure_settings_table(pure_setting_results(pure_settings, split), split)],
         id="ground-truth-pure",
       )
     )
