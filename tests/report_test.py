@@ -259,3 +259,10 @@ def test_pure_settings_section(tmp_path):
   assert (
     "| synergy | 99.00 | syn | 0.55 | SII of the syn game | logit | 0.990 | 0.980 | 0.014 |" in md
   )
+
+
+def test_pm_with_one_seed():
+  from flmoe_jax.report.tables import pm
+
+  assert pm(0.9, 0.01) == "90.00 ± 1.00"
+  assert pm(0.9, None) == "90.00"  # one seed: no spread to show (explain writes std None)

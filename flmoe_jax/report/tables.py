@@ -22,8 +22,10 @@ _LABEL = {
 }
 
 
-def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
-  """'mean +/- std' with a scale (x100 for percentages)."""
+def pm(mean: float, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
+  """'mean +/- std' with a scale (x100 for percentages); just the mean when std is None (one seed)."""
+  if std is None:
+    return f"{scale * mean:.{digits}f}"
   return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
