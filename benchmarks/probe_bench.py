@@ -6,17 +6,21 @@ players = the 319 + 196 = 515 candidate tokens. Prints one JSON object:
 
   {"device", "backend", "dtype", "L", "H", "n_players", "coalitions_per_call",
    "value_fn": {"coalitions", "seconds", "expert_evals_per_s"},
-   "mc_kernel": {"pairs", "draws", "coalitions", "seconds", "expert_evals_per_s"},
+   "mc_kernel": {"examples", "pairs", "draws", "coalitions", "seconds", "expert_evals_per_s"},
    "compile_s"}
 
 * `value_fn`: the game's value function alone on coalition masks already on the device, chunked by
   `--coalitions-per-call` (keep masks -> mean fill -> expert -> target score, logit and prob).
-* `mc_kernel`: `mc_pair_statistics` end to end (draw the coalitions on device, evaluate, reduce to
-  SII / RG means and standard errors), the call `flmoe probe` makes per example and expert.
+* `mc_kernel`: `mc_pair_statistics_batch` end to end (draw the coalitions on device, evaluate,
+  reduce to SII / RG means and standard errors) on `--examples` examples (copies of the one example
+  with their own keys), the call `flmoe probe` makes per batch of examples and expert; `coalitions`
+  counts all examples. While one example's 4·pairs·draws coalitions fit `--coalitions-per-call`,
+  several examples share a value-function call (`shapley.example_groups`).
 Both are timed after a compile-and-warm-up call.
 
   python benchmarks/probe_bench.py                                     # CPU, < 2 minutes
-  python benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 20 --dtype bfloat16   # GPU
+  python benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 20 --dtype bfloat16 \
+    --examples 16   # GPU
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def main(argv=None) -> dict:
   p.add_argument("--calls", type=int, default=2, help="timed value-function calls")
   p.add_argument("--pairs", type=int, default=16, help="pairs in the MC-kernel measurement")
   p.add_argument("--draws", type=int, default=2, help="draws per pair in the MC-kernel measurement")
+  p.add_argument("--examples", type=int, default=1, help="examples per batched MC-kernel call")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
   p.add_argument("--text-len", type=int, default=320)
   p.add_argument("--image-len", type=int, default=196)
@@ -96,30 +101,38 @@ def main(argv=None) -> dict:
   jax.block_until_ready(run(coal, game.params))
   dt = time.perf_counter() - t
 
-  # The MC kernel as the probe pipeline calls it.
+  # The MC kernel as the probe pipeline calls it: one batched call for a batch of examples.
   text_players = np.arange(args.pairs) % (args.text_len - 1)
   image_players = args.text_len - 1 + np.arange(args.pairs) % args.image_len
-  pairs = jnp.asarray(np.stack([text_players, image_players], 1), jnp.int32)
+  pairs = np.stack([text_players, image_players], 1).astype(np.int32)
   draws = max(2, args.draws - args.draws % 2)
+  n_ex = max(1, args.examples)
+  shared = {k: game.params[k] for k in ("state", "fills")}
+  batched = {
+    k: jax.tree.map(lambda a: jnp.broadcast_to(a, (n_ex, *a.shape)), v)
+    for k, v in game.params.items()
+    if k not in shared
+  }
 
-  def mc(key):
-    return shapley.mc_pair_statistics(
+  def mc(seed):
+    return shapley.mc_pair_statistics_batch(
       game.fn,
-      game.params,
-      key,
-      pairs,
-      jnp.int32(n),
+      shared,
+      batched,
+      jax.random.split(jax.random.key(seed), n_ex),
+      jnp.asarray(np.broadcast_to(pairs, (n_ex, *pairs.shape))),
+      jnp.full(n_ex, n, jnp.int32),
       n_players=n,
       n_draws=draws,
       antithetic=True,
       chunk=chunk,
     )
 
-  jax.block_until_ready(mc(jax.random.key(0)))
+  jax.block_until_ready(mc(0))
   t = time.perf_counter()
-  jax.block_until_ready(mc(jax.random.key(1)))
+  jax.block_until_ready(mc(1))
   dt_mc = time.perf_counter() - t
-  n_mc = 4 * args.pairs * draws
+  n_mc = 4 * args.pairs * draws * n_ex
   dev = jax.devices()[0]
   out = {
     "device": getattr(dev, "device_kind", str(dev)),
@@ -135,6 +148,7 @@ def main(argv=None) -> dict:
       "expert_evals_per_s": round(total / dt, 1),
     },
     "mc_kernel": {
+      "examples": n_ex,
       "pairs": args.pairs,
       "draws": draws,
       "coalitions": n_mc,

@@ -317,7 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
   )
   pr.add_argument("--seed", type=int, default=0)
   pr.add_argument("--no-antithetic", action="store_true", help="plain (not antithetic) MC draws")
-  pr.add_argument("--max-coalitions-per-call", type=int, default=4096, help="memory knob")
+  pr.add_argument(
+    "--max-coalitions-per-call",
+    type=int,
+    default=4096,
+    help="memory knob: most coalitions per model call, across a batch of examples",
+  )
   pr.add_argument("--fill", choices=("mean", "zero"), default="mean")
   pr.add_argument("--target", choices=("pred", "true"), default="pred")
   pr.add_argument("--run-seed", type=int, default=None, help="training seed (default: first)")

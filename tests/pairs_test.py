@@ -1,5 +1,6 @@
 """Candidate pairs (topk / random / all) and pair-level masking with a matched random control."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -133,3 +134,41 @@ def test_masked_logits_equal_direct_fill():
     masking.apply_fill(hs, keep, game.params["fills"]), [jnp.asarray(m) for m in masks]
   ).logits
   np.testing.assert_allclose(np.asarray(logits), np.asarray(direct), atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [3, 64])  # one example per call, chunked; both in one call
+def test_masked_logits_batch_equals_per_example(chunk):
+  model = tiny_fli2moe((4, 4), seed=2)
+  rng = np.random.default_rng(2)
+  n_max = 7
+  shared, batched, coals, refs = None, [], [], []
+  for text_len in (5, 3):  # 7 and 5 players
+    xs = [
+      rng.normal(size=(1, 5, 4)).astype(np.float32),
+      rng.normal(size=(1, 3, 4)).astype(np.float32),
+    ]
+    masks = [np.arange(5)[None] < text_len, np.ones((1, 3), bool)]
+    game = games.model_game(
+      model,
+      xs,
+      masks,
+      kinds=("tokens", "patches"),
+      task_type="binary",
+      means=[np.zeros(4, np.float32)] * 2,
+      expert="mixture",
+    )
+    mod, pos = game.players.padded(n_max)
+    params = {
+      **game.params,
+      "player_modality": jnp.asarray(mod),
+      "player_position": jnp.asarray(pos),
+    }
+    coal = jnp.asarray(rng.random((5, n_max)) < 0.5)
+    refs.append(np.asarray(pairs_lib.masked_logits(game.fn, params, coal)))
+    coals.append(coal)
+    shared = {"state": params["state"], "fills": params["fills"]}
+    batched.append({k: params[k] for k in ("hs", "masks", "player_modality", "player_position")})
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), *batched)
+  out = pairs_lib.masked_logits_batch(game.fn, shared, stacked, jnp.stack(coals), chunk=chunk)
+  assert out.shape == (2, 5, 2)
+  np.testing.assert_allclose(np.asarray(out), np.stack(refs), rtol=1e-5, atol=1e-5)

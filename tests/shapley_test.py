@@ -4,6 +4,7 @@
 * exact SII equals shapiq's ExactComputer (index="SII", order=2, passed explicitly) on random games;
 * the Monte Carlo SII / RG estimators are unbiased (mean over many keys = exact) and their error
   falls like 1/sqrt(budget), with honest standard errors;
+* the batched kernel (many examples in one call) equals the per-example kernel, key for key;
 * on the synthetic generator's oracle SOUM game the closed forms of DATA.md 3.4 hold (synergy +M,
   redundancy -M for SII; RG isolates redundancy), exactly and by Monte Carlo.
 """
@@ -185,6 +186,75 @@ def test_mc_error_falls_like_inverse_sqrt_budget_and_se_is_honest():
     np.testing.assert_allclose(mean_se[r], m.std(0), rtol=0.25)
   ratio = rmse[8] / rmse[128]  # 16x budget -> 4x smaller error
   assert np.all((ratio > 3.0) & (ratio < 5.3)), ratio
+
+
+def _dict_game(coalitions, params):
+  """A nonlinear two-output game whose params mix shared (`quad`) and per-example leaves."""
+  x = coalitions.astype(jnp.float32) * params["scale"]  # [C, n]
+  z = x @ params["lin"] + ((x @ params["quad"]) * x).sum(-1)
+  return jnp.stack([z, jnp.tanh(z)], -1)
+
+
+@pytest.mark.parametrize(
+  "chunk, antithetic",
+  [(4096, True), (200, False), (7, True)],  # all examples per call; 2 (+ a remainder); 1, chunked
+)
+def test_batched_mc_kernel_equals_the_per_example_kernel(chunk, antithetic):
+  """Same keys -> same numbers: 3 examples with different player counts, pairs and params."""
+  rng = np.random.default_rng(7)
+  n, r = 7, 8
+  shared = {"quad": jnp.asarray(rng.normal(size=(n, n)), jnp.float32)}
+  batched = {
+    "scale": jnp.asarray(rng.uniform(0.5, 1.5, size=(3, n)), jnp.float32),
+    "lin": jnp.asarray(rng.normal(size=(3, n)), jnp.float32),
+  }
+  n_valid = np.array([7, 4, 5], np.int32)
+  pairs = np.array(
+    [
+      [[0, 6], [2, 3], [1, 5]],
+      [[0, 3], [1, 2], [2, 3]],
+      [[0, 4], [1, 3], [0, 4]],  # two real pairs, padded by repeating pair 0
+    ],
+    np.int32,
+  )
+  keys = jax.random.split(jax.random.key(11), 3)
+  statics = {"n_players": n, "n_draws": r, "antithetic": antithetic}
+  out = shapley.mc_pair_statistics_batch(
+    _dict_game,
+    shared,
+    batched,
+    keys,
+    jnp.asarray(pairs),
+    jnp.asarray(n_valid),
+    chunk=chunk,
+    **statics,
+  )
+  for e in range(3):
+    ref = shapley.mc_pair_statistics(
+      _dict_game,
+      {**shared, "scale": batched["scale"][e], "lin": batched["lin"][e]},
+      keys[e],
+      jnp.asarray(pairs[e]),
+      jnp.int32(n_valid[e]),
+      chunk=4096,
+      **statics,
+    )
+    assert set(out) == set(ref) == set(shapley.PAIR_INDICES)
+    for name, (mu, se) in ref.items():
+      assert out[name][0].shape == (3, 3, 2) and out[name][1].shape == (3, 3, 2)
+      np.testing.assert_allclose(out[name][0][e], mu, rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(out[name][1][e], se, rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(out["SII"][0])).max() > 0  # a non-trivial game
+
+
+def test_example_groups_respect_the_memory_knob():
+  assert shapley.example_groups(4096, 96, 3) == (3, 96)  # all examples in one call
+  assert shapley.example_groups(200, 96, 3) == (2, 96)  # 2 per call (+ a remainder of 1)
+  assert shapley.example_groups(7, 96, 3) == (1, 7)  # one example per call, chunked by the knob
+  assert shapley.example_groups(96, 96, 1) == (1, 96)
+  for chunk, per, n in itertools.product((1, 5, 64, 1000), (1, 4, 96), (1, 3, 64)):
+    group, per_call = shapley.example_groups(chunk, per, n)
+    assert 1 <= group <= n and group * min(per, per_call) <= max(chunk, 1)
 
 
 def test_common_random_coalitions_follow_the_sii_distribution():

@@ -3,7 +3,7 @@
 Public API:
   Game, PlayerMap, game_from_value_fn, game_from_numpy, soum_game, model_game   games (games.py)
   exact_interactions, shapley_values, exact_values, moebius_transform          exact (shapley.py)
-  pair_scores, sii, redundancy_gap, mc_pair_statistics                          Monte Carlo
+  pair_scores, sii, redundancy_gap, mc_pair_statistics(_batch)                  Monte Carlo
   InteractionValues, PairScores, read_probe                                     results
   cross_modal_pairs, topk_pairs, random_pairs                                   candidate pairs
   run_probe                                                                     `flmoe probe`
@@ -25,6 +25,7 @@ from flmoe_jax.probes.shapley import (
   exact_interactions,
   exact_values,
   mc_pair_statistics,
+  mc_pair_statistics_batch,
   moebius_transform,
   pair_scores,
   redundancy_gap,
@@ -53,6 +54,7 @@ __all__ = [
   "game_from_numpy",
   "game_from_value_fn",
   "mc_pair_statistics",
+  "mc_pair_statistics_batch",
   "model_game",
   "moebius_transform",
   "pair_scores",

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flmoe_jax.explain import masking, targets
+from flmoe_jax.probes import shapley
 from flmoe_jax.probes.games import ModelValueFn, PlayerMap, ProbeError, keep_masks
 
 Array = jax.Array
@@ -188,6 +189,42 @@ def masking_coalitions(
 @functools.partial(jax.jit, static_argnames=("fn",))
 def masked_logits(fn: ModelValueFn, params: dict, coalitions: Array) -> Array:
   """Logits [C, num_classes] of the model (fn.mode) on one example with non-members filled."""
+  return _masked_logits(coalitions, params, fn)
+
+
+def _masked_logits(coalitions: Array, params: dict, fn: ModelValueFn) -> Array:
   keep = keep_masks(coalitions, params["player_modality"], params["player_position"], fn.lengths)
   hs = masking.apply_fill(params["hs"], keep, params["fills"])
   return fn.logits(params["state"], hs, params["masks"])
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "chunk"))
+def masked_logits_batch(
+  fn: ModelValueFn, shared: dict, batched: dict, coalitions: Array, *, chunk: int
+) -> Array:
+  """`masked_logits` of N examples in one jitted call.
+
+  Example e has params `{**shared, **batched[e]}` and coalitions `coalitions[e]`; the result equals
+  `masked_logits(fn, {**shared, **batched[e]}, coalitions[e])` (up to float reassociation).
+
+  Args:
+    fn: a model game's value function (static).
+    shared: params common to every example (`state`, `fills`).
+    batched: per-example params with a leading example axis [N, ...] (`hs`, `masks`,
+      `player_modality`, `player_position`).
+    coalitions: bool [N, C, n] kept players.
+    chunk: most coalitions per model call across the batch (whole examples are vmapped together
+      while N_group * C <= chunk; an example with C > chunk is chunked; `shapley.example_groups`).
+
+  Returns:
+    float [N, C, num_classes].
+  """
+  n_examples, c = coalitions.shape[:2]
+  group, per_call = shapley.example_groups(chunk, c, n_examples)
+  body = functools.partial(_masked_logits, fn=fn)
+
+  def one(example):
+    params, coal = example
+    return shapley.evaluate_chunked(body, {**shared, **params}, coal, per_call)
+
+  return shapley.map_examples(one, (batched, coalitions), group)

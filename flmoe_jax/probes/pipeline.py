@@ -6,7 +6,10 @@ For each evaluated example (the first `samples` rows of the split):
   3. Monte Carlo SII and redundancy gaps of the candidate pairs, on both scales (logit, target
      probability), for the synergy expert (ranked by SII) and the redundancy expert (ranked by RG);
   4. pair-level masking in the full model: top-b pairs vs matched random pairs (SPEC 5.5).
-Every example runs the same compiled programs: player and pair arrays are padded to fixed sizes.
+Examples are processed in batches of up to 64: player selection, candidate pairs and masking
+coalitions are built per example on the host, then every model evaluation of a batch is one jitted
+call (one per probe role for step 3, one for step 4). Player and pair arrays are padded to fixed
+sizes and the last batch is padded to the batch size, so every batch runs the same compiled programs.
 On a synthetic store the planted pairs are scored (DATA 3.5: hit@1, MRR, sign agreement), and every
 run reports how far the top pair stands out from the rest relative to its standard error (the null
 control). Only `W/probe/` is written, atomically; checkpoints and metrics of the run are untouched.
@@ -35,13 +38,17 @@ from flmoe_jax.probes.shapley import (
   PAIR_INDICES,
   check_memory_knob,
   draws_for_budget,
-  mc_pair_statistics,
+  evaluate_chunked,
+  example_groups,
+  map_examples,
+  mc_pair_statistics_batch,
 )
 
 ROLES = ("sii", "rg")  # synergy probe (SII on the synergy expert), redundancy probe (RG on red)
 SCALES = ("logit", "prob")
 DEFAULT_DRAWS = 64
 ATTRIBUTIONS = ("attnxgrad", "attn", "ig", "grad_x_input")
+MAX_BATCH = 64  # examples per batched call (their coalitions still obey the memory knob)
 
 
 def _r(x: Any, digits: int = 6) -> Any:
@@ -62,12 +69,59 @@ def _prepare(graph, state, xs, masks, labels, *, task_type, source):
   return hs, logits, target, targets.target_score(logits, target, task_type, score="prob")
 
 
-@functools.partial(jax.jit, static_argnames=("fn",))
-def _endpoint_values(fn, params, n_valid):
-  """v(∅) and v(N) of a padded model game, [2, *out]."""
-  n = params["player_modality"].shape[0]
-  full = jnp.arange(n) < n_valid
-  return fn(jnp.stack([jnp.zeros(n, bool), full]), params)
+@functools.partial(jax.jit, static_argnames=("fn", "n_players", "n_draws", "antithetic", "chunk"))
+def _score_batch(
+  fn, shared, batched, keys, pairs, n_valid, *, n_players, n_draws, antithetic, chunk
+):
+  """One probe role on N examples' padded model games, in one program.
+
+  Args:
+    fn: the role's `ModelValueFn` (static).
+    shared: params common to the examples (`state`, `fills`).
+    batched: per-example params [N, ...] (`hs`, `masks`, `target`, `player_modality`,
+      `player_position`).
+    keys: PRNG keys [N].
+    pairs: int [N, P, 2] padded candidate pairs.
+    n_valid: int [N] real player counts.
+    n_players: padded player count (static).
+    n_draws: R draws per pair.
+    antithetic: complement-paired draws.
+    chunk: the memory knob: most coalitions per value-function call across the batch.
+
+  Returns:
+    ({index: (mean [N, P, K], stderr [N, P, K])}, endpoint values v(∅), v(N) [N, 2, K]).
+  """
+  stats = mc_pair_statistics_batch(
+    fn,
+    shared,
+    batched,
+    keys,
+    pairs,
+    n_valid,
+    n_players=n_players,
+    n_draws=n_draws,
+    antithetic=antithetic,
+    chunk=chunk,
+  )
+  group, per_call = example_groups(chunk, 2, n_valid.shape[0])
+
+  def endpoints(example):
+    params, nv = example
+    coalitions = jnp.stack([jnp.zeros(n_players, bool), jnp.arange(n_players) < nv])
+    return evaluate_chunked(fn, {**shared, **params}, coalitions, per_call)
+
+  return stats, map_examples(endpoints, (batched, n_valid), group)
+
+
+def _example_keys(key, rows, role_index: int):
+  """Per-example keys [N]: fold_in(fold_in(key, row), role), as `jax.random.fold_in` per example."""
+  return jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r), role_index))(rows)
+
+
+def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+  """Pads the leading axis to n by repeating the last row (padded examples are dropped later)."""
+  a = np.asarray(a)
+  return np.concatenate([a, np.repeat(a[-1:], n - len(a), 0)]) if len(a) < n else a
 
 
 def _probe_experts(model, sii_expert: str | None, rg_expert: str | None) -> dict[str, str]:
@@ -133,7 +187,8 @@ def run_probe(
     n_random_pairs: pairs per example for `random`.
     seed: seed of every draw (MC coalitions, random pairs, random masking control).
     antithetic: antithetic MC draws.
-    max_coalitions_per_call: memory knob of the value-function calls.
+    max_coalitions_per_call: memory knob: most coalitions per model call across a batch of
+      examples (whole examples share a call while they fit; `shapley.example_groups`).
     fill: `mean` or `zero` (what "absent" means).
     target_source: `pred` or `true`.
     run_seed: which training seed's checkpoint (default: the first finished).
@@ -245,13 +300,23 @@ def run_probe(
   )
 
   key = jax.random.key(seed)
-  batch_size = 64
+  # One batch shape for the whole run (every program compiles once): at most MAX_BATCH examples,
+  # split evenly so that the last batch needs the least padding. Padded slots repeat the batch's
+  # last example and are dropped from every result.
+  n_batches = -(-len(rows) // MAX_BATCH)
+  batch_size = -(-len(rows) // n_batches)
+  statics = {"n_players": n_max, "n_draws": n_draws, "antithetic": antithetic, "chunk": chunk}
+  score_programs = {}  # role -> the compiled scoring program (compiled ahead: timings exclude it)
   records: list[dict] = []
   masked_logits_all, clean_logits_all, labels_all = [], [], []
-  t_mc = []  # per-example seconds of the two MC kernels (the first includes compilation)
+  # Per-example MC seconds: each batch's time of the two (batched) MC calls over its real examples,
+  # i.e. the per-example average of the batch. Compilation is excluded (compiled ahead); the first
+  # batch still carries the programs' one-time first-run cost (small next to a real batch).
+  t_mc = []
   for start in range(0, len(rows), batch_size):
     idx = rows[start : start + batch_size]
-    data = fs.gather(split, idx)
+    n_real = len(idx)
+    data = fs.gather(split, _pad_rows(idx, batch_size))
     xs = [jnp.asarray(x, jnp.float32) for x in data["x"]]
     mks = [jnp.asarray(mk, bool) for mk in data["mask"]]
     labels = jnp.asarray(data["label"]) if target_source == "true" else None
@@ -276,62 +341,79 @@ def run_probe(
       if pairs == "topk"
       else {}
     )
-    labels_all.append(np.asarray(data["label"]))
-    clean_logits_all.append(np.asarray(logits))
+    labels_all.append(np.asarray(data["label"])[:n_real])
+    clean_logits_all.append(np.asarray(logits)[:n_real])
+    target_np, p_clean_np = np.asarray(target), np.asarray(p_clean)
+
+    # (a) Host inputs of every example: players and candidate pairs, padded to fixed sizes.
+    pms = [
+      PlayerMap.from_masks([cand[m][start + bi] for m in range(m_count)], names)
+      for bi in range(n_real)
+    ]
+    pmods, pposs = (np.stack(a) for a in zip(*(pm.padded(n_max) for pm in pms)))  # [n_real, n]
+    n_valid = np.array([pm.n_players for pm in pms], np.int32)
+    cps = {role: [] for role in ROLES}
+    for bi, (row, pm) in enumerate(zip(idx, pms)):
+      rng = np.random.default_rng([seed, int(row)])
+      common = None  # random / all: both roles score the same pairs
+      if pairs == "random":
+        common = pairs_lib.random_pairs(pm, n_random_pairs, rng)
+      elif pairs == "all":
+        common = pairs_lib.cross_modal_pairs(pm)
+      for role in ROLES:
+        cps[role].append(
+          common
+          if common is not None
+          else pairs_lib.topk_pairs(pm, [a[bi] for a in attributions[role]], k)
+        )
+    batched = {
+      "hs": hs,
+      "masks": mks,
+      "target": target,
+      "player_modality": jnp.asarray(_pad_rows(pmods, batch_size)),
+      "player_position": jnp.asarray(_pad_rows(pposs, batch_size)),
+    }
+    row_ids = jnp.asarray(_pad_rows(idx, batch_size), jnp.uint32)
+    args = {}
+    for ri, role in enumerate(ROLES):
+      padded = np.stack([pairs_lib.pad_pairs(cp, p_max)[0] for cp in cps[role]])  # [n_real, P, 2]
+      args[role] = (
+        {"state": expert_state[role], "fills": fills},
+        batched,
+        _example_keys(key, row_ids, ri),
+        jnp.asarray(_pad_rows(padded, batch_size)),
+        jnp.asarray(_pad_rows(n_valid, batch_size)),
+      )
+      if role not in score_programs:
+        score_programs[role] = _score_batch.lower(expert_fn[role], *args[role], **statics).compile()
+
+    # (b) One batched call per role: MC statistics and endpoint values of every example.
+    t1 = time.time()
+    out = jax.device_get({role: score_programs[role](*args[role]) for role in ROLES})
+    t_mc.extend([(time.time() - t1) / n_real] * n_real)
+
+    # (c) Records per example (host), and the pair-masking coalitions that need their rankings.
+    coal_all = []
     for bi, row in enumerate(idx):
       ci = start + bi
-      pm = PlayerMap.from_masks([cand[m][ci] for m in range(m_count)], names)
-      pmod, ppos = pm.padded(n_max)
-      n_valid = pm.n_players
-      base = {
-        "hs": [h[bi] for h in hs],
-        "masks": [mk[bi] for mk in mks],
-        "fills": fills,
-        "target": target[bi],
-        "player_modality": jnp.asarray(pmod),
-        "player_position": jnp.asarray(ppos),
-      }
-      rng = np.random.default_rng([seed, int(row)])
-      shared = None
-      if pairs == "random":
-        shared = pairs_lib.random_pairs(pm, n_random_pairs, rng)
-      elif pairs == "all":
-        shared = pairs_lib.cross_modal_pairs(pm)
+      pm = pms[bi]
       rec = {
         "row": int(row),
         "id": split_obj.ids[int(row)],
-        "target": np.flatnonzero(np.asarray(target[bi]) > 0).tolist(),
-        "p_clean": _r(p_clean[bi]),
+        "target": np.flatnonzero(target_np[bi] > 0).tolist(),
+        "p_clean": _r(p_clean_np[bi]),
         "n_players": n_per_mod[ci].tolist(),
       }
       scores = {}
-      t1 = time.time()
-      for ri, role in enumerate(ROLES):
-        cp = (
-          shared
-          if shared is not None
-          else pairs_lib.topk_pairs(pm, [a[bi] for a in attributions[role]], k)
-        )
-        padded, valid = pairs_lib.pad_pairs(cp, p_max)
-        params = {"state": expert_state[role], **base}
-        stats = mc_pair_statistics(
-          expert_fn[role],
-          params,
-          jax.random.fold_in(jax.random.fold_in(key, int(row)), ri),
-          jnp.asarray(padded),
-          jnp.int32(n_valid),
-          n_players=n_max,
-          n_draws=n_draws,
-          antithetic=antithetic,
-          chunk=chunk,
-        )
-        ends = np.asarray(_endpoint_values(expert_fn[role], params, jnp.int32(n_valid)))
+      for role in ROLES:
+        cp = cps[role][bi]
+        stats_all, ends_all = out[role]
         stats = {
-          name: (np.asarray(mu)[: len(cp)], np.asarray(se)[: len(cp)])
-          for name, (mu, se) in stats.items()
+          name: (mu[bi, : len(cp)], se[bi, : len(cp)]) for name, (mu, se) in stats_all.items()
         }
         if not all(np.isfinite(mu).all() and np.isfinite(se).all() for mu, se in stats.values()):
           raise ProbeError(f"{experts[role]} expert returned NaN/Inf on {split} row {int(row)}")
+        ends = ends_all[bi]
         scores[role] = (cp, stats)
         rec[role] = {
           "expert": experts[role],
@@ -351,29 +433,36 @@ def run_probe(
             for name, (_, se) in stats.items()
           },
         }
-      t_mc.append(time.time() - t1)
-      # Pair-level masking in the full model (SPEC 5.5).
-      coal_all, counts_all = _masking_coalitions(
+      coal, counts_all = _masking_coalitions(
         scores,
         (sii_rank_score, rg_rank_score),
-        pmod,
-        n_valid,
+        pmods[bi],
+        int(n_valid[bi]),
         p_max,
         budgets,
         mask_repeats,
         np.random.default_rng([seed, int(row), 7]),
         m_count,
       )
-      mparams = {"state": state_full, **base}
-      ml = pairs_lib.masked_logits(mix_fn, mparams, jnp.asarray(coal_all.reshape(-1, n_max)))
-      masked_logits_all.append(np.asarray(ml).reshape(*coal_all.shape[:3], -1))
+      coal_all.append(coal)
       rec["masking_unique_tokens"] = {
         name: c.tolist() for name, c in zip(("SII", "RG"), counts_all)
       }
       if planted is not None:
         rec["planted"] = _planted_sample(planted, ci, pm, scores)
       records.append(rec)
-    log(f"  {min(start + batch_size, len(rows))}/{len(rows)} examples ({time.time() - t0:.0f}s)")
+
+    # (d) Pair-level masking in the full model (SPEC 5.5): one batched call.
+    coal = np.stack(coal_all)  # [n_real, 2, n_b, 1 + reps, n]
+    ml = pairs_lib.masked_logits_batch(
+      mix_fn,
+      {"state": state_full, "fills": fills},
+      {k: batched[k] for k in ("hs", "masks", "player_modality", "player_position")},
+      jnp.asarray(_pad_rows(coal.reshape(n_real, -1, n_max), batch_size)),
+      chunk=chunk,
+    )
+    masked_logits_all.extend(np.asarray(ml)[:n_real].reshape(*coal.shape[:4], -1))
+    log(f"  {start + n_real}/{len(rows)} examples ({time.time() - t0:.0f}s)")
 
   clean_logits = np.concatenate(clean_logits_all)
   labels_np = np.concatenate(labels_all)
@@ -440,10 +529,8 @@ def run_probe(
       "total_s": round(time.time() - t0, 2),
       "mc_s": round(sum(t_mc), 2),
       "expert_evaluations": int(evals_per_example * len(rows)),
-      # Steady state: the first example's time includes compilation.
-      "expert_evaluations_per_s": round(
-        evals_per_example / float(np.median(t_mc[1:] if len(t_mc) > 1 else t_mc))
-      ),
+      # Steady state: t_mc holds per-example averages of the batched calls, compilation excluded.
+      "expert_evaluations_per_s": round(evals_per_example / max(float(np.median(t_mc)), 1e-9)),
     },
   }
   if planted is not None:

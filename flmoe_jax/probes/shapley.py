@@ -21,6 +21,8 @@ Sampler details:
     n-2-s is again uniform; the pair mean is the unit of the standard error.
   * All 4·P·R coalitions are built on device and evaluated in chunks of `max_coalitions_per_call`
     (one `lax.map` over chunks inside one jit: one compile per shape, bounded memory).
+  * `mc_pair_statistics_batch` scores N examples (params, keys, pairs, player counts per example)
+    in one jitted call: whole examples are vmapped together while their coalitions fit the knob.
 Budgets count value-function evaluations (coalitions), as in shapiq; keys are explicit.
 """
 
@@ -65,6 +67,43 @@ def evaluate_chunked(fn, params: Any, coalitions: Array, chunk: int) -> Array:
   padded = jnp.concatenate([coalitions, jnp.zeros((pad, n), bool)])
   out = jax.lax.map(lambda cs: fn(cs, params), padded.reshape(n_chunks, chunk, n))
   return out.reshape(n_chunks * chunk, *out.shape[2:])[:c]
+
+
+def example_groups(chunk: int, per_example: int, n_examples: int) -> tuple[int, int]:
+  """How a batch of examples shares the memory knob `chunk` (coalitions per value-function call).
+
+  Whole examples are grouped while their coalitions fit (group x per_example <= chunk) and a group
+  is evaluated in one vmapped call; an example with more than `chunk` coalitions runs alone,
+  chunked by `chunk`. Either way no call sees more than `chunk` coalitions across the batch.
+
+  Args:
+    chunk: the memory knob (>= 1).
+    per_example: coalitions one example needs.
+    n_examples: examples in the batch.
+
+  Returns:
+    (examples per call, coalitions per example and call): the `group` of `map_examples` and the
+    `chunk` of the per-example `evaluate_chunked`.
+  """
+  group = max(1, min(n_examples, chunk // max(per_example, 1)))
+  return group, (chunk if group == 1 else per_example)
+
+
+def map_examples(f, xs: Any, group: int) -> Any:
+  """`f` over the leading (example) axis of the pytree `xs`, `group` examples per step (vmapped).
+
+  One `lax.map` (a scan) over groups of `group` vmapped examples, plus one vmapped remainder group:
+  inside a jit this is one program for the whole batch, with memory bounded by one group.
+
+  Args:
+    f: one example's computation (pytree of unbatched leaves -> pytree of arrays).
+    xs: pytree whose leaves share the leading example axis [N, ...].
+    group: examples per step (1 = a plain scan).
+
+  Returns:
+    f's outputs stacked along a leading axis [N, ...].
+  """
+  return jax.lax.map(f, xs, batch_size=group if group > 1 else None)
 
 
 def check_memory_knob(max_coalitions_per_call: int) -> int:
@@ -394,6 +433,64 @@ def mc_pair_statistics(
     "RG": _unit_stats(d_ij - jnp.maximum(d_i, d_j), antithetic),
     "RG-additive": _unit_stats(d_ij - d_i - d_j, antithetic),
   }
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "n_players", "n_draws", "antithetic", "chunk"))
+def mc_pair_statistics_batch(
+  fn,
+  shared: dict,
+  batched: dict,
+  keys: Array,
+  pairs: Array,
+  n_valid: Array,
+  *,
+  n_players: int,
+  n_draws: int,
+  antithetic: bool,
+  chunk: int,
+) -> dict[str, tuple[Array, Array]]:
+  """`mc_pair_statistics` of N examples' games in one jitted call: {index: (mean, stderr) [N, P, *out]}.
+
+  Example e's game has params `{**shared, **batched[e]}` (e.g. the model state and fills shared,
+  the projected features, masks, target and player map per example); its numbers equal
+  `mc_pair_statistics(fn, {**shared, **batched[e]}, keys[e], pairs[e], n_valid[e], ...)` (same
+  key, same draws; equal up to float reassociation). One compile per (fn, shapes, statics).
+
+  Memory knob: no value-function call sees more than `chunk` coalitions across the batch. An example
+  needs C_e = 4 * n_draws * P coalitions; while C_e <= chunk, `chunk // C_e` whole examples are
+  evaluated per call (vmapped), otherwise one example per call, chunked by `chunk` as in
+  `mc_pair_statistics` (`example_groups`).
+
+  Args:
+    fn: the game's `fn(coalitions, params)` (static); params are dicts.
+    shared: params leaves common to every example (not batched).
+    batched: per-example params leaves, each with a leading example axis [N, ...].
+    keys: PRNG keys [N].
+    pairs: int [N, P, 2] player ids (< n_valid[e]; pad with `pairs_lib.pad_pairs`).
+    n_valid: int [N] real player counts.
+    n_players: coalition width (static).
+    n_draws: R draws per pair.
+    antithetic: complement-paired draws.
+    chunk: most coalitions per `fn` call, across examples.
+  """
+  n_examples, n_pairs = pairs.shape[:2]
+  group, per_call = example_groups(chunk, 4 * n_draws * n_pairs, n_examples)
+
+  def one(example):
+    params, key, pr, nv = example
+    return mc_pair_statistics(
+      fn,
+      {**shared, **params},
+      key,
+      pr,
+      nv,
+      n_players=n_players,
+      n_draws=n_draws,
+      antithetic=antithetic,
+      chunk=per_call,
+    )
+
+  return map_examples(one, (batched, keys, pairs, n_valid), group)
 
 
 def pair_scores(
