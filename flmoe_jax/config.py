@@ -171,6 +171,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Beyond the paper (0 = the paper's objective): ties each expert's logits to its role under the
   # mean-fill masking of the explanations and probes (models/losses.py, docs/architecture.md).
   c.loss.lambda_role = 0.0
+  # Beyond the paper (0 = off): the task loss of the mixture with one modality mean-filled, which
+  # separates redundancy from two uniqueness experts adding up copies (models/losses.py).
+  c.loss.lambda_missing = 0.0
+  # Beyond the paper (0 = off): squared batch correlation between the uniqueness experts' logits.
+  c.loss.lambda_decor = 0.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4

@@ -139,6 +139,8 @@ def train_step(
   lambda_int: float,
   dtype,
   lambda_role: float = 0.0,
+  lambda_missing: float = 0.0,
+  lambda_decor: float = 0.0,
 ):
   """One optimisation step.
 
@@ -146,18 +148,23 @@ def train_step(
     state: the (model, optimizer) state pytree (donated).
     batch: {"x": tuple [B, T_m, D_m], "mask": tuple bool [B, T_m], "label": ..., "weight": [B]}.
     key: this step's PRNG key (the run key folded with the step).
-    fill_means: M raw train-split means [D_m] (the store's `stats/`), needed when lambda_role > 0.
+    fill_means: M raw train-split means [D_m] (the store's `stats/`), needed when lambda_role or
+      lambda_missing > 0.
     graphdef: static graph of (model, optimizer).
     task_type: multilabel | multiclass | binary.
     lambda_int: interaction-loss weight (ignored by the dense baseline).
     dtype: compute dtype.
     lambda_role: role-consistency weight (beyond the paper; 0 = off, no extra forward passes).
+    lambda_missing: missing-modality task weight (beyond the paper; 0 = off).
 
   Returns:
     (new state, metrics dict of scalars / small arrays, all on device).
   """
-  if lambda_role > 0 and fill_means is None:
-    raise ValueError("lambda_role > 0 needs fill_means (the store's train-split means)")
+  use_fill = lambda_role > 0 or lambda_missing > 0
+  if use_fill and fill_means is None:
+    raise ValueError(
+      "lambda_role > 0 or lambda_missing > 0 needs fill_means (the store's train-split means)"
+    )
   model, optimizer = nnx.merge(graphdef, state)
   xs, masks = _inputs(batch, dtype)
   dropout_key, noise_key = jax.random.split(key)
@@ -173,6 +180,8 @@ def train_step(
         "int_terms": zeros,
         "role": zero,
         "role_terms": zeros,
+        "missing": zero,
+        "decor": zero,
       }
       return loss, aux, out
     out = model.train_outputs(
@@ -180,11 +189,17 @@ def train_step(
       masks,
       dropout_key=dropout_key,
       noise_key=noise_key,
-      # The mean-filled variants only run when the role term is on (a static choice).
-      fill_means=fill_means if lambda_role > 0 else None,
+      # The mean-filled variants only run when a term reads them (a static choice).
+      fill_means=fill_means if use_fill else None,
     )
     loss, aux = losses.fl_i2moe_loss(
-      out, batch["label"], task_type=task_type, lambda_int=lambda_int, lambda_role=lambda_role
+      out,
+      batch["label"],
+      task_type=task_type,
+      lambda_int=lambda_int,
+      lambda_role=lambda_role,
+      lambda_missing=lambda_missing,
+      lambda_decor=lambda_decor,
     )
     return loss, aux, out
 
@@ -198,6 +213,8 @@ def train_step(
     "loss_int_terms": aux["int_terms"],
     "loss_role": aux["role"],
     "loss_role_terms": aux["role_terms"],
+    "loss_missing": aux["missing"],
+    "loss_decor": aux["decor"],
     "expert_weights": out.weights.astype(jnp.float32).mean(0),
     "grad_norm": optax.tree.norm(grads),
   }
@@ -461,6 +478,8 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
       task_type=task_type,
       lambda_int=config.loss.lambda_int,
       lambda_role=config.loss.lambda_role,
+      lambda_missing=config.loss.lambda_missing,
+      lambda_decor=config.loss.lambda_decor,
       dtype=dtype,
     ),
     donate_argnums=(0,),
@@ -478,8 +497,9 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
     state, meta = latest.restore(latest.latest_step(), state)
     print(f"seed {seed}: resumed from epoch {meta['epoch']} (step {meta['step']})", flush=True)
 
-  # The role-consistency loss fills absent modalities with the store's train-split means: put on the
-  # device once here, not per step (train_step ignores them when the loss is off).
+  # The role-consistency and missing-modality losses fill absent modalities with the store's
+  # train-split means: put on the device once here, not per step (train_step ignores them when
+  # both losses are off).
   fill_means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
   base_key = jax.random.key(seed, impl=config.train.prng_impl)
   n_train = min(fs.counts["train"], config.train.limit_train or fs.counts["train"])
@@ -605,6 +625,10 @@ def _log_window(writer, window, seed, epoch, step, t0, config, progress, bump=Tr
   }
   for i, v in enumerate(np.atleast_1d(mean["loss_int_terms"])):
     scalars[f"train/loss_int_expert_{i}"] = v
+  if config.loss.lambda_missing > 0:
+    scalars["train/loss_missing"] = mean["loss_missing"]
+  if config.loss.lambda_decor > 0:
+    scalars["train/loss_decor"] = mean["loss_decor"]
   if config.loss.lambda_role > 0:
     scalars["train/loss_role"] = mean["loss_role"]
     for i, v in enumerate(np.atleast_1d(mean["loss_role_terms"])):

@@ -536,10 +536,83 @@ def test_train_outputs_absent_logits_match_filled_forward(model):
     rtol=1e-5,
     atol=1e-5,
   )
+  # The gate ran on the same filled input.
+  assert out.absent_weights.shape == (m + 1, B, e)
+  np.testing.assert_allclose(
+    np.asarray(out.absent_weights[0]), np.asarray(p_out.weights), rtol=1e-5, atol=1e-6
+  )
+  labels = jnp.asarray([0, 2, 1])
   total, aux = fl_i2moe_loss(
-    out, jnp.asarray([0, 2, 1]), task_type="multiclass", lambda_int=0.5, lambda_role=2.0
+    out,
+    labels,
+    task_type="multiclass",
+    lambda_int=0.5,
+    lambda_role=2.0,
+    lambda_missing=3.0,
+    lambda_decor=4.0,
   )
   np.testing.assert_allclose(
-    total, aux["task"] + 0.5 * aux["interaction"] + 2.0 * aux["role"], rtol=1e-6
+    total,
+    aux["task"]
+    + 0.5 * aux["interaction"]
+    + 2.0 * aux["role"]
+    + 3.0 * aux["missing"]
+    + 4.0 * aux["decor"],
+    rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+    aux["decor"], losses.uniqueness_decorrelation_loss(out.expert_logits, m), rtol=1e-6
   )
   assert aux["role_terms"].shape == (e,) and float(aux["role"]) > 0
+  # The missing term is the task loss of the modality-0-absent mixture, averaged with modality 1's.
+  p_out1 = _projected(
+    model, [hs[0], jnp.broadcast_to(model.project_means(means)[1], hs[1].shape)], masks
+  )
+  expected = (
+    task_loss(p_out.logits, labels, "multiclass") + task_loss(p_out1.logits, labels, "multiclass")
+  ) / 2
+  np.testing.assert_allclose(aux["missing"], expected, rtol=1e-5)
+
+
+def test_missing_modality_loss_prefers_one_redundant_expert_to_two_additive_ones():
+  # A label carried by two copies of one bit b (one per modality). Both solutions below give the
+  # same clean mixture logit 2b (weights 1/2 each): "additive" (expert i gives 2b when its own copy is
+  # present, 0 otherwise) and "redundant" (each expert gives 2b when either copy is present).
+  # With one modality absent the additive mixture falls to b, the redundant one stays at 2b; only the
+  # missing-modality loss tells them apart, and it prefers the redundant one.
+  b = np.array([1.0, -1.0, 1.0, -1.0])
+  labels = jnp.asarray((b > 0).astype(int))
+  weights = jnp.full((3, 4, 2), 0.5)  # [M+1, B, E]
+
+  def two_class(z):  # logit z -> 2-class logits [.., B, 2]
+    return np.stack([np.zeros_like(z), z], -1)
+
+  # absent[e, j]: expert e with modality j absent (j = 2: both absent).
+  additive = two_class(np.stack([[0 * b, 2 * b, 0 * b], [2 * b, 0 * b, 0 * b]]))
+  redundant = two_class(np.stack([[2 * b, 2 * b, 0 * b], [2 * b, 2 * b, 0 * b]]))
+  l_add = losses.missing_modality_loss(jnp.asarray(additive), weights, labels, "multiclass")
+  l_red = losses.missing_modality_loss(jnp.asarray(redundant), weights, labels, "multiclass")
+  np.testing.assert_allclose(l_add, np.log1p(np.exp(-1.0)), rtol=1e-6)
+  np.testing.assert_allclose(l_red, np.log1p(np.exp(-2.0)), rtol=1e-6)
+
+
+def test_uniqueness_decorrelation_loss_hand_computed():
+  a = np.array([1.0, -1.0, 1.0, -1.0])  # centred, variance 1
+  b = np.array([1.0, 1.0, -1.0, -1.0])  # orthogonal to a
+  zero = np.zeros(4)
+
+  def logits(u0, u1, syn=zero, red=zero):  # [B, E=4, C=1]
+    return jnp.asarray(np.stack([u0, u1, syn, red], 1)[..., None])
+
+  loss = losses.uniqueness_decorrelation_loss
+  np.testing.assert_allclose(loss(logits(a, b), 2), 0.0, atol=1e-7)
+  # cov(a, -2a + 3) = -2; unit = mean expert variance = (1 + 4 + 0 + 0) / 4.
+  np.testing.assert_allclose(loss(logits(a, -2 * a + 3), 2), (2 / 1.25) ** 2, rtol=1e-5)
+  # Near-constant uniqueness experts beside a strong synergy expert pay (almost) nothing, even though
+  # they are perfectly correlated.
+  assert float(loss(logits(1e-3 * a, 1e-3 * a, syn=10 * b), 2)) < 1e-12
+  assert float(loss(logits(a, b), 1)) == 0.0  # one modality: no pairs
+  # Only the uniqueness experts are pushed; the unit is not trained through.
+  g = jax.grad(lambda z: loss(z, 2))(logits(a, a + b, syn=b, red=a))
+  assert np.abs(np.asarray(g[:, :2])).sum() > 0
+  np.testing.assert_array_equal(np.asarray(g[:, 2:]), 0.0)

@@ -266,3 +266,24 @@ def test_pm_with_one_seed():
 
   assert pm(0.9, 0.01) == "90.00 ± 1.00"
   assert pm(0.9, None) == "90.00"  # one seed: no spread to show (explain writes std None)
+
+
+def test_objective_line_names_every_term_beyond_the_paper():
+  from flmoe_jax.report.build import objective_line
+
+  paper = objective_line("x", {"loss": {"lambda_int": 0.5}})
+  assert "the paper's" in paper and "beyond" not in paper
+  ours = objective_line(
+    "x",
+    {
+      "loss": {"lambda_int": 0.0, "lambda_role": 1.0, "lambda_missing": 1.0, "lambda_decor": 0.5},
+      "optim": {"gate_warmup_steps": 500},
+    },
+  )
+  for part in (
+    "1.0 x role consistency",
+    "1.0 x missing-modality task loss",
+    "0.5 x uniqueness decorrelation",
+    "first 500 steps",
+  ):
+    assert part in ours, (part, ours)

@@ -211,13 +211,22 @@ def test_role_loss_and_gate_warmup(random_store, tmp_path):
 
   # Warm-up longer than the run: the gate must come out exactly as initialised, the experts trained.
   cfg = tiny_config(
-    random_store, "train.epochs=1", "loss.lambda_role=1.0", "optim.gate_warmup_steps=1000"
+    random_store,
+    "train.epochs=1",
+    "loss.lambda_role=1.0",
+    "loss.lambda_missing=1.0",
+    "optim.gate_warmup_steps=1000",
   )
   train_lib.train_and_evaluate(cfg, tmp_path / "run")
   lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   train_lines = [x for x in lines if "train/loss" in x]
-  assert {"train/loss_role", "train/loss_role_expert_3"} <= set(train_lines[-1])
+  assert {"train/loss_role", "train/loss_role_expert_3", "train/loss_missing"} <= set(
+    train_lines[-1]
+  )
   assert np.isfinite(train_lines[-1]["train/loss_role"])
+  assert (
+    np.isfinite(train_lines[-1]["train/loss_missing"]) and train_lines[-1]["train/loss_missing"] > 0
+  )
   trained = runs.load_run(tmp_path / "run", which="latest").model
   fs = store_lib.open_store(random_store)
   init = train_lib.build_model(cfg, fs, seed=0)

@@ -72,7 +72,8 @@ class TrainOutput:
     latents: [E, V, B, M*H]; V = 1+M variants (0 clean, 1+j modality j perturbed), V = 1 for the
       dense baseline.
     absent_logits: [E, M+1, B, C] expert logits with modality j mean-filled (j < M) or all filled
-      (j = M), for the role-consistency loss; None when that loss is off.
+      (j = M), for the role-consistency and missing-modality losses; None when both are off.
+    absent_weights: [M+1, B, E] gate weights on the same mean-filled variants; None likewise.
   """
 
   logits: Array
@@ -80,6 +81,7 @@ class TrainOutput:
   weights: Array
   latents: Array
   absent_logits: Array | None = None
+  absent_weights: Array | None = None
 
 
 def _broadcast_masks(hs: Sequence[Array], masks: Sequence[Array]) -> list[Array]:
@@ -355,21 +357,26 @@ class FLI2MoE(_Projections):
       dropout_key: PRNG key for dropout (None = deterministic, e.g. for tests).
       noise_key: PRNG key for the perturbation noise.
       fill_means: optional M raw train-split means [D_m]; when given, the M+1 mean-filled variants
-        of the role-consistency loss run in the same batched call (their projection is not trained
-        through: the fill is a constant of the step, as in the masking operator).
+        of the role-consistency and missing-modality losses run in the same batched call (their
+        projection is not trained through: the fill is a constant of the step, as in the masking
+        operator), and the gate is also run on them.
 
     Returns:
       TrainOutput(logits [B, C], expert_logits [B, E, C], weights [B, E],
-      latents [E, 1+M, B, M*H], absent_logits [E, M+1, B, C] or None).
+      latents [E, 1+M, B, M*H], absent_logits [E, M+1, B, C] and absent_weights [M+1, B, E], or
+      None for both).
     """
     hs = self.project(xs)
     variants = losses.perturb_variants(hs, noise_key)  # M x [1+M, B, T_m, H]
     m = len(hs)
+    absent, absent_weights = None, None
+    k_exp, k_gate = _split_key(dropout_key)
     if fill_means is not None:
       fills = jax.lax.stop_gradient(self.project_means(fill_means))
       absent = losses.fill_variants(hs, fills)  # M x [M+1, B, T_m, H]
       variants = [jnp.concatenate([v, a]) for v, a in zip(variants, absent, strict=True)]
-    k_exp, k_gate = _split_key(dropout_key)
+      # The gate is small next to the experts; it sees the filled inputs as it would at test time.
+      absent_weights = self.gate(absent, _broadcast_masks(absent, masks), dropout_key=k_gate)
     eo = self.run_experts(variants, masks, dropout_key=k_exp)  # [E, V, B, ...]
     weights = self.gate(hs, masks, dropout_key=k_gate)
     expert_logits = jnp.moveaxis(eo.logits[:, 0], 0, -2)  # clean variant, [B, E, C]
@@ -379,6 +386,7 @@ class FLI2MoE(_Projections):
       weights=weights,
       latents=eo.latents[:, : 1 + m],
       absent_logits=None if fill_means is None else eo.logits[:, 1 + m :],
+      absent_weights=absent_weights,
     )
 
 

@@ -245,6 +245,70 @@ def role_consistency_losses(clean: Array, absent: Array) -> Array:
   return jnp.concatenate([uni, jnp.mean(collapse[m : m + 1], -1), jnp.mean(keep[m + 1 :], -1)])
 
 
+def uniqueness_decorrelation_loss(
+  expert_logits: Array, num_modalities: int, eps: float = 1e-6
+) -> Array:
+  """Squared batch covariance between the uniqueness experts' logits, in units of the experts' variance.
+
+  Evidence a uniqueness expert reads from its modality that the other modality also carries (a
+  redundant copy) makes two uniqueness experts' outputs co-vary over the data; evidence unique to each
+  modality does not. Driving the covariance to zero leaves shared evidence to the redundancy expert.
+  The unit is the mean variance of all experts' logits (not trained through), so the term is
+  invariant to the overall logit scale, and near-constant uniqueness experts next to a strong
+  expert pay almost nothing (a correlation would amplify their noise: in the pure `synergy` setting
+  it cost the synergy expert its XOR; docs/ground_truth.md).
+
+  Args:
+    expert_logits: [B, E, C] clean expert logits, uniqueness experts first (E >= M).
+    num_modalities: M.
+    eps: variance floor.
+
+  Returns:
+    Scalar >= 0, the mean over uniqueness-expert pairs and classes of (cov_ij / mean_e var_e)^2;
+    0 for M = 1.
+  """
+  m = num_modalities
+  if m < 2:
+    return jnp.zeros((), jnp.float32)
+  z = _f32(expert_logits)  # [B, E, C]
+  z = z - jnp.mean(z, axis=0)
+  unit = jax.lax.stop_gradient(jnp.mean(z**2, axis=(0, 1)))  # [C] mean expert variance
+  cov = jnp.einsum("bic,bjc->ijc", z[:, :m], z[:, :m]) / z.shape[0]  # [M, M, C]
+  iu, ju = jnp.triu_indices(m, 1)
+  return jnp.mean((cov[iu, ju] / (unit + eps)) ** 2)
+
+
+def missing_modality_loss(
+  absent_logits: Array, absent_weights: Array, labels: Array, task_type: str
+) -> Array:
+  """Task loss of the mixture with one modality absent, averaged over the modalities.
+
+  With w^(-j) the gate weights and l_e^(-j) the expert logits on the input with modality j mean-filled,
+  the term is mean_j L_task(sum_e w_e^(-j) l_e^(-j), y). It asks the model to stay calibrated when a
+  modality is missing. On a label carried by two copies of one latent (redundancy) that separates the
+  roles the clean data cannot: two uniqueness experts that each add the evidence of their own copy
+  count it twice when both are present and once when one is, while the redundancy expert gives the
+  same evidence either way (docs/ground_truth.md).
+
+  Args:
+    absent_logits: [E, M+1, B, C] (variant j < M: modality j absent; variant M: all absent, unused).
+    absent_weights: [M+1, B, E] gate weights on the same variants.
+    labels: see `task_loss`.
+    task_type: see `task_loss`.
+
+  Returns:
+    Scalar.
+  """
+  m = absent_logits.shape[1] - 1
+  logits = _f32(absent_logits[:, :m])
+  if logits.shape[0] == m + 2:
+    # The synergy expert (index M) has nothing to say with a modality missing; its output there is
+    # the role loss's business, so it enters this mixture as a constant.
+    logits = logits.at[m].set(jax.lax.stop_gradient(logits[m]))
+  mixed = jnp.einsum("jbe,ejbc->jbc", _f32(absent_weights[:m]), logits)
+  return jnp.mean(jnp.stack([task_loss(mixed[j], labels, task_type) for j in range(m)]))
+
+
 def fl_i2moe_loss(
   out: Any,
   labels: Array,
@@ -252,8 +316,10 @@ def fl_i2moe_loss(
   task_type: str,
   lambda_int: float | Array,
   lambda_role: float | Array = 0.0,
+  lambda_missing: float | Array = 0.0,
+  lambda_decor: float | Array = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
-  """L = L_task(mixture logits) + lambda_int * L_int(latents) [+ lambda_role * L_role] (SPEC 2.2).
+  """L = L_task + lambda_int L_int [+ lambda_role L_role + lambda_missing L_missing] (SPEC 2.2).
 
   Args:
     out: a `TrainOutput` (logits [B, C], latents [E, V, B, D], absent_logits [E, M+1, B, C] or
@@ -263,9 +329,12 @@ def fl_i2moe_loss(
     task_type: see `task_loss`.
     lambda_int: interaction-loss weight (may be traced).
     lambda_role: role-consistency weight (beyond the paper; 0 = the paper's objective).
+    lambda_missing: missing-modality task weight (beyond the paper; 0 = off). Needs
+      `absent_weights` as well.
+    lambda_decor: uniqueness-decorrelation weight (beyond the paper; 0 = off).
 
   Returns:
-    (total scalar, aux dict with "task", "interaction", "role" scalars and "int_terms",
+    (total scalar, aux dict with "task", "interaction", "role", "missing" scalars and "int_terms",
     "role_terms" [E]).
   """
   task = task_loss(out.logits, labels, task_type)
@@ -279,11 +348,20 @@ def fl_i2moe_loss(
   else:
     role_terms = jnp.zeros((e,), task.dtype)
   role = jnp.mean(role_terms)
-  total = task + lambda_int * inter + lambda_role * role
+  if out.absent_weights is not None:
+    missing = missing_modality_loss(out.absent_logits, out.absent_weights, labels, task_type)
+  else:
+    missing = jnp.zeros((), task.dtype)
+  # FL-I2MoE has M + 2 experts (uniqueness first); the dense baseline's one expert has no pairs.
+  decor = uniqueness_decorrelation_loss(out.expert_logits, max(e - 2, 1))
+  total = task + lambda_int * inter + lambda_role * role + lambda_missing * missing
+  total = total + lambda_decor * decor
   return total, {
     "task": task,
     "interaction": inter,
     "int_terms": terms,
     "role": role,
     "role_terms": role_terms,
+    "missing": missing,
+    "decor": decor,
   }

@@ -356,14 +356,20 @@ def objective_line(dataset: str, cfg: dict) -> str:
   """One sentence naming the training objective of a run (the paper's or this library's extension)."""
   loss, optim = cfg.get("loss", {}), cfg.get("optim", {})
   lam_int, lam_role = loss.get("lambda_int", 0.0), loss.get("lambda_role", 0.0)
+  lam_miss, lam_decor = loss.get("lambda_missing", 0.0), loss.get("lambda_decor", 0.0)
   warm = optim.get("gate_warmup_steps", 0)
-  if not lam_role and not warm:
+  if not (lam_role or lam_miss or lam_decor or warm):
     return f"Objective ({dataset}): the paper's (task + {lam_int} x noise-perturbation interaction losses)."
   parts = ["task"]
   if lam_int:
     parts.append(f"{lam_int} x the paper's interaction losses")
-  if lam_role:
-    parts.append(f"{lam_role} x role consistency (beyond the paper)")
+  for lam, name in (
+    (lam_role, "role consistency"),
+    (lam_miss, "missing-modality task loss"),
+    (lam_decor, "uniqueness decorrelation"),
+  ):
+    if lam:
+      parts.append(f"{lam} x {name} (beyond the paper)")
   extra = f"; gate frozen for the first {warm} steps (beyond the paper)" if warm else ""
   return f"Objective ({dataset}): {' + '.join(parts)}{extra}; see docs/ground_truth.md."
 
@@ -506,6 +512,8 @@ def _metadata_section(entries, summaries) -> Section:
       f"META: {e.dataset} FL-I2MoE config: hidden {m.get('hidden_dim')}, heads {m.get('num_heads')}, layers "
       f"{m.get('num_layers')}, dropout {m.get('dropout')}, lambda_int {cfg.get('loss', {}).get('lambda_int')}, "
       f"lambda_role {cfg.get('loss', {}).get('lambda_role', 0.0)}, "
+      f"lambda_missing {cfg.get('loss', {}).get('lambda_missing', 0.0)}, "
+      f"lambda_decor {cfg.get('loss', {}).get('lambda_decor', 0.0)}, "
       f"gate warm-up {cfg.get('optim', {}).get('gate_warmup_steps', 0)} steps, "
       f"lr {cfg.get('optim', {}).get('learning_rate')}, epochs {cfg.get('train', {}).get('epochs')}, "
       f"batch {cfg.get('train', {}).get('batch_size')}"
