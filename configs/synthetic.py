@@ -7,9 +7,8 @@ Run:  python train.py --config configs/synthetic.py --workdir runs/synthetic
       `paper` trains with the paper's objective (noise-perturbation interaction losses, gate trained
       from step 0) instead of this config's role-consistency objective.
 Sized for: a 2-core CPU, a few minutes per seed. Expected: validation accuracy within 3 points of the
-generator's Bayes-optimal accuracy (printed in the store's ground_truth.json) with 15 epochs (97.2% seed 0
-with the role terms alone, not re-measured with the missing-modality and decorrelation terms; 96.4% test
-at 12 epochs, seed 1, with an earlier form of the decorrelation; 99.5% with `paper`).
+generator's Bayes-optimal accuracy (printed in the store's ground_truth.json) with 15 epochs (seed 0: 97.2%
+best validation, 94.0% test; 99.5% / 99.0% with `paper`).
 """
 
 from flmoe_jax.config import base_config
