@@ -369,7 +369,7 @@ class FLI2MoE(_Projections):
     hs = self.project(xs)
     variants = losses.perturb_variants(hs, noise_key)  # M x [1+M, B, T_m, H]
     m = len(hs)
-    absent, absent_weights = None, None
+    absent_weights = None
     k_exp, k_gate = _split_key(dropout_key)
     if fill_means is not None:
       fills = jax.lax.stop_gradient(self.project_means(fill_means))

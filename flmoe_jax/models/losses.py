@@ -305,8 +305,11 @@ def missing_modality_loss(
     # The synergy expert (index M) has nothing to say with a modality missing; its output there is
     # the role loss's business, so it enters this mixture as a constant.
     logits = logits.at[m].set(jax.lax.stop_gradient(logits[m]))
-  mixed = jnp.einsum("jbe,ejbc->jbc", _f32(absent_weights[:m]), logits)
-  return jnp.mean(jnp.stack([task_loss(mixed[j], labels, task_type) for j in range(m)]))
+  mixed = jnp.einsum("jbe,ejbc->jbc", _f32(absent_weights[:m]), logits)  # [M, B, C]
+  # Every task loss is a mean over the batch, so one call on the M variants stacked along the batch
+  # is the mean over modalities.
+  labels = jnp.broadcast_to(labels, (m, *labels.shape)).reshape(-1, *labels.shape[1:])
+  return task_loss(mixed.reshape(-1, mixed.shape[-1]), labels, task_type)
 
 
 def fl_i2moe_loss(

@@ -227,4 +227,4 @@ def masked_logits_batch(
     params, coal = example
     return shapley.evaluate_chunked(body, {**shared, **params}, coal, per_call)
 
-  return shapley.map_examples(one, (batched, coalitions), group)
+  return jax.lax.map(one, (batched, coalitions), batch_size=group)

@@ -40,7 +40,6 @@ from flmoe_jax.probes.shapley import (
   draws_for_budget,
   evaluate_chunked,
   example_groups,
-  map_examples,
   mc_pair_statistics_batch,
 )
 
@@ -110,7 +109,7 @@ def _score_batch(
     coalitions = jnp.stack([jnp.zeros(n_players, bool), jnp.arange(n_players) < nv])
     return evaluate_chunked(fn, {**shared, **params}, coalitions, per_call)
 
-  return stats, map_examples(endpoints, (batched, n_valid), group)
+  return stats, jax.lax.map(endpoints, (batched, n_valid), batch_size=group)
 
 
 def _example_keys(key, rows, role_index: int):

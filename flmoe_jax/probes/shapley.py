@@ -82,28 +82,11 @@ def example_groups(chunk: int, per_example: int, n_examples: int) -> tuple[int, 
     n_examples: examples in the batch.
 
   Returns:
-    (examples per call, coalitions per example and call): the `group` of `map_examples` and the
-    `chunk` of the per-example `evaluate_chunked`.
+    (examples per call, coalitions per example and call): the `batch_size` of the `jax.lax.map`
+    over examples and the `chunk` of the per-example `evaluate_chunked`.
   """
   group = max(1, min(n_examples, chunk // max(per_example, 1)))
   return group, (chunk if group == 1 else per_example)
-
-
-def map_examples(f, xs: Any, group: int) -> Any:
-  """`f` over the leading (example) axis of the pytree `xs`, `group` examples per step (vmapped).
-
-  One `lax.map` (a scan) over groups of `group` vmapped examples, plus one vmapped remainder group:
-  inside a jit this is one program for the whole batch, with memory bounded by one group.
-
-  Args:
-    f: one example's computation (pytree of unbatched leaves -> pytree of arrays).
-    xs: pytree whose leaves share the leading example axis [N, ...].
-    group: examples per step (1 = a plain scan).
-
-  Returns:
-    f's outputs stacked along a leading axis [N, ...].
-  """
-  return jax.lax.map(f, xs, batch_size=group if group > 1 else None)
 
 
 def check_memory_knob(max_coalitions_per_call: int) -> int:
@@ -490,7 +473,7 @@ def mc_pair_statistics_batch(
       chunk=per_call,
     )
 
-  return map_examples(one, (batched, keys, pairs, n_valid), group)
+  return jax.lax.map(one, (batched, keys, pairs, n_valid), batch_size=group)
 
 
 def pair_scores(
