@@ -185,6 +185,7 @@ def _cmd_demo(args, overrides) -> int:
 def _cmd_probe(args, overrides) -> int:
   del overrides
   from flmoe_jax.probes.pipeline import run_probe
+  from flmoe_jax.probes.standout import pair_label as standout_pair_label
 
   budgets = [int(b) for b in args.mask_budgets.split(",") if b.strip()] if args.mask_budgets else []
   report = run_probe(
@@ -210,6 +211,8 @@ def _cmd_probe(args, overrides) -> int:
     rg_expert=args.rg_expert,
     tag=args.tag,
     attribution=args.attribution,
+    # None keeps the library default (the constant lives with the test, not here).
+    **({} if args.standout_min_rate is None else {"standout_min_rate": args.standout_min_rate}),
   )
   pm = report["pair_masking"]
   for name in ("SII", "RG"):
@@ -224,6 +227,19 @@ def _cmd_probe(args, overrides) -> int:
     print(
       f"planted {name} ({p['probe']}, {scale}): hit@1 {p[scale]['hit@1']:.3f}, "
       f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}"
+    )
+  names = report["settings"]["modalities"]
+  for name, blk in report["standout"].items():
+    ds = blk["dataset"]
+    out = [
+      f"{standout_pair_label(p['pair'], names)} ({100 * p['rate']:.0f}%)"
+      for p in ds["pairs"]
+      if p["stands_out"]
+    ]
+    print(
+      f"{name} pairs standing out across {ds['n_examples']} examples (first in > "
+      f"{100 * ds['min_rate']:.0f}%): {', '.join(out) or 'none'}; "
+      f"{ds['n_preferred'] - len(out)} other pair(s) first more often than chance only"
     )
   return 0
 
@@ -336,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     "--rg-expert", default=None, help="game of the RG probe (default red; or mixture)"
   )
   pr.add_argument("--no-figures", action="store_true")
+  pr.add_argument(
+    "--standout-min-rate",
+    type=float,
+    default=None,
+    help="across examples, a pair stands out when it ranks first in significantly more than this "
+    "share of them (default 0.1)",
+  )
   pr.add_argument("--tag", default="", help="write W/probe/<split>_<tag>.json instead")
   pr.set_defaults(fn=_cmd_probe)
   return p

@@ -95,6 +95,14 @@ def test_probe_writes_typed_json_and_figures_and_leaves_the_run_alone(tiny_run, 
   pm = d["pair_masking"]
   assert pm["budgets"] == [1, 2] and len(pm["SII"]["ranked"]["prob_drop"]) == 2
   assert {"syn0", "red0", "comp"} <= set(d["planted"]["pairs"])
+  for index, scale in (("SII", s["sii_rank_score"]), ("RG", s["rg_rank_score"])):
+    ds = d["standout"][index]["dataset"]  # the across-example null-control test
+    assert d["standout"][index]["scale"] == scale
+    assert ds["n_examples"] == 3 and ds["n_pairs"] >= n_pairs  # pairs by (modality, position)
+    rates = [p["rate"] for p in ds["pairs"]]
+    assert (
+      rates == sorted(rates, reverse=True) and sum(p["firsts"] for p in ds["pairs"]) <= 3 + 1e-6
+    )
   names = {pathlib.Path(p).name for p in d.get("figures", [])} | {
     p.name for p in (tiny_run / "probe").glob("*.png")
   }
@@ -158,6 +166,7 @@ def test_probe_topk_and_random_modes(tiny_run, capsys):
     (["--max-coalitions-per-call", "0"], "cannot fit one coalition"),
     (["--sii-expert", "bogus"], "not in"),
     (["--mask-budgets", "0"], "mask budgets"),
+    (["--standout-min-rate", "1.5"], "standout-min-rate must be in"),
   ],
 )
 def test_probe_bad_input_is_one_line_exit_2(tiny_run, capsys, extra, match):

@@ -131,6 +131,34 @@ def make_run(root: pathlib.Path, *, ranked_beats=(True, True)):
       }
     },
   }
+  probe["settings"] = {"modalities": ["text", "image"], "experts": {"sii": "syn", "rg": "red"}}
+
+  def dataset_test(pairs):
+    n_pref = sum(p["prefers"] for p in pairs)
+    return {
+      "n_examples": 100,
+      "alpha": 0.05,
+      "min_rate": 0.1,
+      "min_detectable_rate": 0.22,
+      "n_preferred": n_pref,
+      "pairs": pairs,
+    }
+
+  hit = {"pair": [0, 2, 1, 0], "n": 100, "rate": 0.92, "se": 0.027, "chance": 0.0123}
+  probe["standout"] = {
+    "SII": {
+      "scale": "logit",
+      "dataset": dataset_test(
+        [{**hit, "p_chance_holm": 1e-150, "prefers": True, "stands_out": True}]
+      ),
+    },
+    "RG": {
+      "scale": "prob",
+      "dataset": dataset_test(
+        [{**hit, "rate": 0.08, "p_chance_holm": 0.001, "prefers": True, "stands_out": False}]
+      ),
+    },
+  }
   (fl / "probe" / "test.json").write_text(json.dumps(probe))
   _png(fl / "explain" / "test_masking.png")
   _png(fl / "probe" / "test_heatmap_0.png")
@@ -149,9 +177,18 @@ def test_tables_and_verdicts(tmp_path):
     "table-c-synthetic",
     "ground-truth-synthetic",
     "planted-positions-synthetic",
+    "standout-synthetic",
   ):
     assert f'id="{tid}"' in html
+  # The across-example null test: the standout is named, the null index says what it could resolve.
+  assert (
+    "SII on syn: 1 (text 2 x image 0 (92%)); RG on red: none (a pair first in 22% of examples "
+    "would), and 1 other pair(s) first more often than chance only." in html
+  )
   md = out["md"].read_text()
+  assert (
+    "| SII | syn | logit | text 2 x image 0 | 92.0% +/- 2.7 (n=100) | 1.2% | 1e-150 | yes |" in md
+  )
   # The planted-position row: relevant map `syn`, the largest K's hit rates per view, the chance.
   assert "| syn0 | synergy | text | 2 | syn | 0.81 | 0.56 | 0.30 |" in md
   assert "role consistency (beyond the paper); gate frozen for the first 500 steps" in md

@@ -6,6 +6,7 @@ Public API:
   pair_scores, sii, redundancy_gap, mc_pair_statistics(_batch)                  Monte Carlo
   InteractionValues, PairScores, read_probe                                     results
   cross_modal_pairs, topk_pairs, random_pairs                                   candidate pairs
+  top_pair_test, per_example_separation                                         standout (standout.py)
   run_probe                                                                     `flmoe probe`
 """
 
@@ -32,6 +33,7 @@ from flmoe_jax.probes.shapley import (
   shapley_values,
   sii,
 )
+from flmoe_jax.probes.standout import per_example_separation, top_pair_test
 
 
 def run_probe(*args, **kwargs):
@@ -58,6 +60,7 @@ __all__ = [
   "model_game",
   "moebius_transform",
   "pair_scores",
+  "per_example_separation",
   "random_pairs",
   "read_probe",
   "redundancy_gap",
@@ -65,5 +68,6 @@ __all__ = [
   "shapley_values",
   "sii",
   "soum_game",
+  "top_pair_test",
   "topk_pairs",
 ]

@@ -11,8 +11,9 @@ coalitions are built per example on the host, then every model evaluation of a b
 call (one per probe role for step 3, one for step 4). Player and pair arrays are padded to fixed
 sizes and the last batch is padded to the batch size, so every batch runs the same compiled programs.
 On a synthetic store the planted pairs are scored (DATA 3.5: hit@1, MRR, sign agreement), and every
-run reports how far the top pair stands out from the rest relative to its standard error (the null
-control). Only `W/probe/` is written, atomically; checkpoints and metrics of the run are untouched.
+run reports whether any pair stands out (`standout.py`): per example against the Monte Carlo
+standard error, and across examples as a pair that ranks first in significantly more than a set share
+of them (the null control). Only `W/probe/` is written, atomically; checkpoints and metrics of the run are untouched.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from flax import nnx
 from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.explain import masking, targets
 from flmoe_jax.probes import pairs as pairs_lib
+from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.probes.games import HashableGraph, ModelValueFn, PlayerMap, ProbeError, split_expert
 from flmoe_jax.probes.results import PROBE_FORMAT, PROBE_VERSION, write_json_atomic
 from flmoe_jax.probes.shapley import (
@@ -56,6 +58,15 @@ def _r(x: Any, digits: int = 6) -> Any:
   if a.ndim == 0:
     return float(f"{float(a):.{digits}g}")
   return np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(a).tolist()
+
+
+def _r_tree(x: Any) -> Any:
+  """`_r` on every float of a nested dict / list (ints, bools, strings and None pass through)."""
+  if isinstance(x, dict):
+    return {k: _r_tree(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_r_tree(v) for v in x]
+  return _r(x) if isinstance(x, float) else x
 
 
 @functools.partial(jax.jit, static_argnames=("graph", "task_type", "source"))
@@ -167,6 +178,7 @@ def run_probe(
   sii_expert: str | None = None,
   rg_expert: str | None = None,
   attribution: str = "attnxgrad",
+  standout_min_rate: float = standout_lib.DEFAULT_MIN_RATE,
   max_all_pairs: int = 4096,
   figures: bool = True,
   n_heatmaps: int = 4,
@@ -200,6 +212,8 @@ def run_probe(
     rg_expert: game of the redundancy-gap probe (default `red`).
     attribution: map that pre-selects `topk` tokens: `attnxgrad` (SPEC 4.1b, default), `attn`,
       `ig` (all from `flmoe_jax.explain.attribute`) or `grad_x_input` (|grad x (h - fill)|).
+    standout_min_rate: across examples, a pair stands out when it ranks first in significantly
+      more than this share of the examples (`standout.top_pair_test`).
     max_all_pairs: refuse `pairs='all'` beyond this many pairs per example.
     figures: write PNG heatmaps and masking curves.
     n_heatmaps: examples with heatmaps.
@@ -226,6 +240,8 @@ def run_probe(
     raise ProbeError(f"--samples must be >= 1, got {samples}")
   if k < 1 or n_random_pairs < 1:
     raise ProbeError("--k and the random pair count must be >= 1")
+  if not 0.0 <= standout_min_rate < 1.0:
+    raise ProbeError(f"--standout-min-rate must be in [0, 1), got {standout_min_rate}")
   budgets = [int(b) for b in mask_budgets]
   if not budgets or min(budgets) < 1:
     raise ProbeError(f"mask budgets must be positive pair counts, got {list(mask_budgets)}")
@@ -515,6 +531,7 @@ def run_probe(
       "mask_repeats": mask_repeats,
       "sii_rank_score": sii_rank_score,
       "rg_rank_score": rg_rank_score,
+      "standout_min_rate": standout_min_rate,
       "indices": list(PAIR_INDICES),
       "scales": list(SCALES),
       "experts": experts,
@@ -523,7 +540,14 @@ def run_probe(
     },
     "samples": records,
     "pair_masking": masking_report,
-    "standout": _standout(records, sii_rank_score, rg_rank_score),
+    "standout": _r_tree(
+      standout_lib.probe_standout(
+        records,
+        sii_scale=sii_rank_score,
+        rg_scale=rg_rank_score,
+        min_rate=standout_min_rate,
+      )
+    ),
     "timing": {
       "total_s": round(time.time() - t0, 2),
       "mc_s": round(sum(t_mc), 2),
@@ -675,42 +699,6 @@ def _masking_summary(
       ),
       "ranked_beats_random": [bool(x) for x in ranked_drop.mean(0) > rand_drop.mean(0)],
       "mean_unique_tokens": _r(tokens.mean(0)),
-    }
-  return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Null control: does the top pair stand out beyond its standard error?
-# --------------------------------------------------------------------------------------------------
-
-
-def _standout(records: list[dict], sii_scale: str, rg_scale: str) -> dict:
-  """Per index, how often the top-ranked pair is separated from the runner-up by > 2 SE.
-
-  `separated`: top1 - top2 > 2·sqrt(se1² + se2²); `significant`: share of pairs with
-  |score| > 3·se (under a null model: only the few false positives of a 3-sigma rule);
-  `top_z`: the median of top1 / se1.
-  """
-  out = {}
-  for role, name, scale in (("sii", "SII", sii_scale), ("rg", "RG", rg_scale)):
-    sep, sig, top_z, top_abs = [], [], [], []
-    for r in records:
-      v = np.asarray(r[role]["values"][name][scale])
-      se = np.asarray(r[role]["std_errors"][name][scale])
-      order = np.argsort(-v, kind="stable")
-      if len(v) >= 2:
-        a, b = order[0], order[1]
-        sep.append(v[a] - v[b] > 2 * math.hypot(se[a], se[b]))
-      floor = 1e-12 + 1e-6 * np.abs(v).max()  # exact zeros (a constant model) are not significant
-      sig.append(float(np.mean(np.abs(v) > 3 * np.maximum(se, floor))))
-      top_z.append(v[order[0]] / max(se[order[0]], floor))
-      top_abs.append(abs(v[order[0]]))
-    out[name] = {
-      "scale": scale,
-      "frac_top_separated": _r(np.mean(sep)) if sep else None,
-      "frac_pairs_significant": _r(np.mean(sig)),
-      "median_top_z": _r(np.median(top_z)),
-      "mean_abs_top": _r(np.mean(top_abs)),
     }
   return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import pathlib
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from flmoe_jax.errors import RunDirError
+from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.report.render import Figure, Section, Table, write_report
 from flmoe_jax.report.tables import pm, table_a
 
@@ -244,6 +246,73 @@ def ground_truth_table(dataset: str, probe: dict) -> Table | None:
   )
 
 
+def standout_table(
+  dataset: str, probe: dict, *, rows_per_index: int = 3
+) -> tuple[str, Table] | None:
+  """Pairs that rank first across examples in a material share of them (the across-example null test).
+
+  Returns a one-line summary and a table of the most frequent first places per index, or None for
+  probe files written before the test existed.
+  """
+  so = probe.get("standout", {})
+  if not all("dataset" in so.get(i, {}) for i in ("SII", "RG")):
+    return None
+  names = probe["settings"].get("modalities") or []
+  label = functools.partial(standout_lib.pair_label, modality_names=names)
+  rows = [
+    ["index", "expert", "scale", "pair", "first in", "chance", "Holm p vs chance", "stands out"]
+  ]
+  parts = []
+  for idx in ("SII", "RG"):
+    blk = so[idx]
+    ds = blk["dataset"]
+    expert = probe["settings"]["experts"]["sii" if idx == "SII" else "rg"]
+    standouts = [p for p in ds["pairs"] if p["stands_out"]]
+    weak = ds.get("n_preferred", 0) - len(standouts)
+    if standouts:
+      named = ", ".join(f"{label(p['pair'])} ({100 * p['rate']:.0f}%)" for p in standouts[:3])
+      more = f" and {len(standouts) - 3} more" if len(standouts) > 3 else ""
+      text = f"{idx} on {expert}: {len(standouts)} ({named}{more})"
+    else:
+      mdr = ds.get("min_detectable_rate")
+      text = f"{idx} on {expert}: none" + (
+        f" (a pair first in {100 * mdr:.0f}% of examples would)" if mdr else ""
+      )
+    if weak > 0:
+      text += f", and {weak} other pair(s) first more often than chance only"
+    parts.append(text)
+    for p in ds["pairs"][:rows_per_index]:
+      rows.append(
+        [
+          idx,
+          expert,
+          blk["scale"],
+          label(p["pair"]),
+          f"{100 * p['rate']:.1f}% +/- {100 * p['se']:.1f} (n={p['n']})",
+          f"{100 * p['chance']:.1f}%",
+          f"{p['p_chance_holm']:.2g}",
+          "yes" if p["stands_out"] else "no",
+        ]
+      )
+  first = so["SII"]["dataset"]
+  summary = (
+    f"Pairs that stand out across examples ({dataset}, {first['n_examples']} examples, ranked by "
+    f"magnitude): first in significantly more than {100 * first['min_rate']:.0f}% of the examples "
+    f"and more than chance (one-sided binomial, Holm, alpha {first['alpha']:g}): "
+    + "; ".join(parts)
+    + "."
+  )
+  table = Table(
+    f"standout-{dataset}",
+    f"Most frequent top pairs across examples ({dataset}): share of examples where the pair ranks "
+    "first (+/- binomial SE), the chance rate (1 / candidate pairs), the Holm-adjusted p-value "
+    "against chance, and whether the pair stands out (first in significantly more than "
+    f"{100 * first['min_rate']:.0f}% of the examples)",
+    rows,
+  )
+  return summary, table
+
+
 # Which expert's map should find each kind of planted write (the other views are shown for contrast).
 _RELEVANT = {"synergy": "syn", "redundancy": "red", "uniq_text": "uni_0", "uniq_image": "uni_1"}
 
@@ -445,6 +514,10 @@ def build_report(
       gt = ground_truth_table(e.dataset, probe)
       if gt:
         sec.tables.append(gt)
+      so = standout_table(e.dataset, probe)
+      if so:
+        sec.paragraphs.append(so[0])
+        sec.tables.append(so[1])
       sec.figures += _figures(wd, "probe", e.split)
     else:
       sec.paragraphs.append(f"No probes yet: run `flmoe probe --workdir {wd} --split {e.split}`.")

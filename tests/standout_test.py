@@ -1,0 +1,160 @@
+"""The null-control statistics: first-place test across examples and per-example separation."""
+
+import math
+
+import numpy as np
+import pytest
+
+from flmoe_jax.probes import standout
+
+
+def _keys(p):
+  return [(0, i // 9, 1, i % 9) for i in range(p)]
+
+
+def test_constant_model_sits_exactly_at_chance():
+  # All pairs tie in every example: each gets 1/P of a first place, never a standout.
+  keys = [_keys(81)] * 50
+  vals = [np.zeros(81)] * 50
+  out = standout.top_pair_test(keys, vals)
+  assert out["n_examples"] == 50 and out["n_pairs"] == 81 and out["n_standouts"] == 0
+  for p in out["pairs"]:
+    assert p["rate"] == pytest.approx(1 / 81) and p["chance"] == pytest.approx(1 / 81)
+
+
+def test_noise_has_no_standout_and_a_planted_pair_does():
+  rng = np.random.default_rng(0)
+  keys = [_keys(81)] * 200
+  noise = [rng.normal(size=81) for _ in range(200)]
+  out = standout.top_pair_test(keys, noise)
+  assert out["n_standouts"] == 0  # iid scores: every pair first at about the chance rate
+  planted = []
+  for e, v in enumerate(noise):  # pair 20 made the largest in 30% of examples
+    v = v.copy()
+    if e % 10 < 3:
+      v[20] = 10.0
+    planted.append(v)
+  out = standout.top_pair_test(keys, planted)
+  assert out["n_standouts"] == 1
+  top = out["pairs"][0]
+  assert top["pair"] == list(keys[0][20]) and top["stands_out"]
+  assert top["rate"] >= 0.3 and top["se"] == pytest.approx(
+    math.sqrt(top["rate"] * (1 - top["rate"]) / 200)
+  )
+  assert top["p_holm"] < 1e-10 and top["p_chance_holm"] < top["p_holm"]
+  # Negative values stand out by magnitude, not when ranked by sign.
+  neg = [-v for v in planted]
+  assert standout.top_pair_test(keys, neg)["pairs"][0]["pair"] == list(keys[0][20])
+  assert standout.top_pair_test(keys, neg, by="signed")["n_standouts"] == 0
+
+
+def test_a_weak_preference_is_beyond_chance_but_does_not_stand_out():
+  # 1000 examples, 81 pairs: pair 5 first in 8% (chance 1.2%), the rest shared at random.
+  rng = np.random.default_rng(1)
+  keys = [_keys(81)] * 1000
+  vals = []
+  for e in range(1000):
+    v = rng.normal(size=81)
+    if e % 25 < 2:
+      v[5] = 10.0
+    vals.append(v)
+  out = standout.top_pair_test(keys, vals)
+  top = out["pairs"][0]
+  assert top["pair"] == list(keys[0][5]) and 0.08 <= top["rate"] < 0.1
+  assert top["prefers"] and not top["stands_out"]
+  assert out["n_preferred"] == 1 and out["n_standouts"] == 0
+  # Without the materiality margin the preference is a standout.
+  assert standout.top_pair_test(keys, vals, min_rate=0.0)["n_standouts"] == 1
+  with pytest.raises(ValueError, match="min_rate"):
+    standout.top_pair_test(keys, vals, min_rate=1.0)
+
+
+def test_binomial_tail_holm_and_resolution_by_hand():
+  # 5 pairs, 20 examples, pair 0 first in 9 of them, the rest first in turns.
+  keys = [_keys(5)] * 20
+  vals = []
+  for e in range(20):
+    v = np.zeros(5)
+    v[0 if e < 9 else 1 + e % 4] = 1.0
+    vals.append(v)
+  out = standout.top_pair_test(keys, vals, keep=5)
+  p0 = 1 / 5
+  tail = sum(math.comb(20, k) * p0**k * (1 - p0) ** (20 - k) for k in range(9, 21))
+  top = out["pairs"][0]
+  assert top["firsts"] == 9 and top["p_chance"] == pytest.approx(tail, rel=1e-9)
+  assert top["p"] == top["p_chance"]  # min_rate 0.1 is below the chance rate 0.2
+  # Holm: the smallest p-value times 5; later ones times 4, 3, ... and never below an earlier one.
+  p = np.array([0.01, 0.04, 0.03, 0.005])
+  np.testing.assert_allclose(standout._holm(p), [0.03, 0.06, 0.06, 0.02])
+  # Resolution: with 100 examples and 81 pairs a pair needs 7 first places (Bonferroni step).
+  rate = standout._min_detectable_rate(100, 1 / 81, 81, 0.05)
+  k = round(rate * 100)
+  from scipy import stats
+
+  assert stats.binom.sf(k - 1, 100, 1 / 81) * 81 < 0.05 <= stats.binom.sf(k - 2, 100, 1 / 81) * 81
+
+
+def test_varying_candidates_and_ties():
+  # Pair "a" is a candidate in 2 of 3 examples; its chance rate averages 1/2 and 1/4.
+  keys = [["a", "b"], ["a", "b", "c", "d"], ["b", "c"]]
+  vals = [np.array([1.0, 1.0]), np.array([3.0, 0.0, 0.0, 0.0]), np.array([0.0, 2.0])]
+  out = standout.top_pair_test(keys, vals, keep=4)
+  by = {p["pair"]: p for p in out["pairs"]}
+  assert by["a"]["n"] == 2 and by["a"]["firsts"] == pytest.approx(1.5)  # a tie shares credit
+  assert by["a"]["chance"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+  assert by["b"]["n"] == 3 and by["b"]["firsts"] == pytest.approx(0.5)
+  assert by["c"]["firsts"] == pytest.approx(1.0) and by["d"]["firsts"] == 0.0
+  # An example with a NaN score has no ranking: left out and counted.
+  out = standout.top_pair_test(keys + [["a", "b"]], vals + [np.array([np.nan, 1.0])], keep=4)
+  assert out["n_examples"] == 3 and out["n_skipped_non_finite"] == 1
+
+
+def test_bad_input_names_the_problem():
+  with pytest.raises(ValueError, match="by must be"):
+    standout.top_pair_test([["a"]], [np.zeros(1)], by="rank")
+  with pytest.raises(ValueError, match="shape"):
+    standout.top_pair_test([["a", "b"]], [np.zeros(3)])
+  with pytest.raises(ValueError, match="key lists"):
+    standout.top_pair_test([["a"]], [])
+
+
+def test_per_example_separation_and_probe_summary():
+  sep = standout.per_example_separation(np.array([1.0, 0.5, 0.0]), np.array([0.1, 0.1, 0.1]))
+  assert sep["separated"] is True  # 0.5 > 2 * sqrt(0.02)
+  assert sep["significant"] == pytest.approx(2 / 3) and sep["top_z"] == pytest.approx(10.0)
+  close = standout.per_example_separation(np.array([1.0, 0.9]), np.array([0.1, 0.1]))
+  assert close["separated"] is False
+  zeros = standout.per_example_separation(np.zeros(4), np.zeros(4))
+  assert zeros["significant"] == 0.0  # a constant model's exact zeros are not significant
+  rec = {
+    "sii": {
+      "members": [[0, 1, 1, 0], [0, 2, 1, 0]],
+      "values": {"SII": {"logit": [2.0, 0.1]}},
+      "std_errors": {"SII": {"logit": [0.1, 0.1]}},
+    },
+    "rg": {
+      "members": [[0, 1, 1, 0], [0, 2, 1, 0]],
+      "values": {"RG": {"prob": [0.0, 0.3]}},
+      "std_errors": {"RG": {"prob": [0.01, 0.01]}},
+    },
+  }
+  out = standout.probe_standout([rec] * 4, sii_scale="logit", rg_scale="prob")
+  assert out["SII"]["frac_top_separated"] == 1.0 and out["SII"]["mean_abs_top"] == 2.0
+  top = out["SII"]["dataset"]["pairs"][0]
+  assert top.pop("pair") == [0, 1, 1, 0]
+  assert top.pop("stands_out") is False and top.pop("prefers") is False
+  # 4 of 4 first places at chance 1/2: p = 1/16, Holm over 2 pairs doubles it.
+  assert top == pytest.approx(
+    {
+      "n": 4,
+      "firsts": 4.0,
+      "rate": 1.0,
+      "se": 0.0,
+      "chance": 0.5,
+      "p_chance": 0.0625,
+      "p_chance_holm": 0.125,
+      "p": 0.0625,
+      "p_holm": 0.125,
+    }
+  )
+  assert out["RG"]["dataset"]["pairs"][0]["pair"] == [0, 2, 1, 0]
