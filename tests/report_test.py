@@ -144,7 +144,14 @@ def make_run(root: pathlib.Path, *, ranked_beats=(True, True)):
       "pairs": pairs,
     }
 
-  hit = {"pair": [0, 2, 1, 0], "n": 100, "rate": 0.92, "se": 0.027, "chance": 0.0123}
+  hit = {
+    "pair": [0, 2, 1, 0],
+    "n": 100,
+    "rate": 0.92,
+    "se": 0.027,
+    "chance": 0.0123,
+    "mean_abs": 4.9,
+  }
   probe["standout"] = {
     "SII": {
       "scale": "logit",
@@ -187,7 +194,8 @@ def test_tables_and_verdicts(tmp_path):
   )
   md = out["md"].read_text()
   assert (
-    "| SII | syn | logit | text 2 x image 0 | 92.0% +/- 2.7 (n=100) | 1.2% | 1e-150 | yes |" in md
+    "| SII | syn | logit | text 2 x image 0 | 92.0% +/- 2.7 (n=100) | 1.2% | 4.9 | 1e-150 | yes |"
+    in md
   )
   # The planted-position row: relevant map `syn`, the largest K's hit rates per view, the chance.
   assert "| syn0 | synergy | text | 2 | syn | 0.81 | 0.56 | 0.30 |" in md

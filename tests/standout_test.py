@@ -102,6 +102,7 @@ def test_varying_candidates_and_ties():
   by = {p["pair"]: p for p in out["pairs"]}
   assert by["a"]["n"] == 2 and by["a"]["firsts"] == pytest.approx(1.5)  # a tie shares credit
   assert by["a"]["chance"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+  assert by["a"]["mean_abs"] == pytest.approx(2.0) and by["c"]["mean_abs"] == pytest.approx(1.0)
   assert by["b"]["n"] == 3 and by["b"]["firsts"] == pytest.approx(0.5)
   assert by["c"]["firsts"] == pytest.approx(1.0) and by["d"]["firsts"] == 0.0
   # An example with a NaN score has no ranking: left out and counted.
@@ -151,6 +152,7 @@ def test_per_example_separation_and_probe_summary():
       "rate": 1.0,
       "se": 0.0,
       "chance": 0.5,
+      "mean_abs": 2.0,
       "p_chance": 0.0625,
       "p_chance_holm": 0.125,
       "p": 0.0625,

@@ -77,11 +77,12 @@ def top_pair_test(
   Returns:
     {"by", "alpha", "min_rate", "test", "n_examples", "n_skipped_non_finite" (examples with a NaN
      or infinite score, left out), "n_pairs", "n_preferred", "n_standouts",
-     "min_detectable_rate", "pairs": [{"pair", "n", "firsts", "rate", "se", "chance",
+     "min_detectable_rate", "pairs": [{"pair", "n", "firsts", "rate", "se", "chance", "mean_abs",
      "p_chance", "p_chance_holm", "prefers", "p", "p_holm", "stands_out"}]}, pairs sorted by
     first-place rate: every preferred pair, then up to `keep` more. `rate` is the share of the
     examples in which the pair is a candidate where it ranks first, `se` its binomial standard
-    error; `min_detectable_rate` the smallest rate with which a pair present in every example
+    error, `mean_abs` its mean absolute score over those examples (the size beside the rank);
+    `min_detectable_rate` the smallest rate with which a pair present in every example
     would stand out (the test's resolution at this number of examples).
   """
   if by not in ("abs", "signed"):
@@ -93,6 +94,7 @@ def top_pair_test(
   firsts: dict[Hashable, float] = {}
   n: dict[Hashable, int] = {}
   chance: dict[Hashable, float] = {}
+  abs_sum: dict[Hashable, float] = {}
   n_examples = n_skipped = 0
   for keys, v in zip(pair_keys, values):
     v = np.asarray(v, np.float64)
@@ -106,8 +108,9 @@ def top_pair_test(
       continue
     n_examples += 1
     credit = _first_place_credit(v, by, rtol)
-    for k, c in zip(keys, credit):
+    for k, c, x in zip(keys, credit, np.abs(v)):
       firsts[k] = firsts.get(k, 0.0) + float(c)
+      abs_sum[k] = abs_sum.get(k, 0.0) + float(x)
       n[k] = n.get(k, 0) + 1
       chance[k] = chance.get(k, 0.0) + 1.0 / len(keys)
   ks = list(n)
@@ -131,6 +134,7 @@ def top_pair_test(
       "rate": float(rate[i]),
       "se": float(se[i]),
       "chance": float(p0[i]),
+      "mean_abs": float(abs_sum[ks[i]] / ns[i]),
       "p_chance": float(p_chance[i]),
       "p_chance_holm": float(p_chance_holm[i]),
       "prefers": bool(prefers[i]),

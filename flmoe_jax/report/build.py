@@ -260,7 +260,17 @@ def standout_table(
   names = probe["settings"].get("modalities") or []
   label = functools.partial(standout_lib.pair_label, modality_names=names)
   rows = [
-    ["index", "expert", "scale", "pair", "first in", "chance", "Holm p vs chance", "stands out"]
+    [
+      "index",
+      "expert",
+      "scale",
+      "pair",
+      "first in",
+      "chance",
+      "mean abs(score)",
+      "Holm p vs chance",
+      "stands out",
+    ]
   ]
   parts = []
   for idx in ("SII", "RG"):
@@ -290,6 +300,7 @@ def standout_table(
           label(p["pair"]),
           f"{100 * p['rate']:.1f}% +/- {100 * p['se']:.1f} (n={p['n']})",
           f"{100 * p['chance']:.1f}%",
+          f"{p['mean_abs']:.3g}" if "mean_abs" in p else "-",
           f"{p['p_chance_holm']:.2g}",
           "yes" if p["stands_out"] else "no",
         ]
@@ -305,7 +316,8 @@ def standout_table(
   table = Table(
     f"standout-{dataset}",
     f"Most frequent top pairs across examples ({dataset}): share of examples where the pair ranks "
-    "first (+/- binomial SE), the chance rate (1 / candidate pairs), the Holm-adjusted p-value "
+    "first (+/- binomial SE), the chance rate (1 / candidate pairs), the pair's mean absolute score "
+    "(its size beside the rank), the Holm-adjusted p-value "
     "against chance, and whether the pair stands out (first in significantly more than "
     f"{100 * first['min_rate']:.0f}% of the examples)",
     rows,
