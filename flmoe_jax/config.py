@@ -174,8 +174,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Beyond the paper (0 = off): the task loss of the mixture with one modality mean-filled, which
   # separates redundancy from two uniqueness experts adding up copies (models/losses.py).
   c.loss.lambda_missing = 0.0
-  # Beyond the paper (0 = off): squared batch correlation between the uniqueness experts' logits.
+  # Beyond the paper (0 = off): squared batch covariance between the uniqueness experts' logits.
   c.loss.lambda_decor = 0.0
+  # Optimizer step from which lambda_missing and lambda_decor apply (0 = from the first step).
+  c.loss.extra_start_step = 0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4

@@ -141,6 +141,7 @@ def train_step(
   lambda_role: float = 0.0,
   lambda_missing: float = 0.0,
   lambda_decor: float = 0.0,
+  extra_start_step: int = 0,
 ):
   """One optimisation step.
 
@@ -156,6 +157,9 @@ def train_step(
     dtype: compute dtype.
     lambda_role: role-consistency weight (beyond the paper; 0 = off, no extra forward passes).
     lambda_missing: missing-modality task weight (beyond the paper; 0 = off).
+    lambda_decor: uniqueness-decorrelation weight (beyond the paper; 0 = off).
+    extra_start_step: optimizer step from which lambda_missing and lambda_decor apply (their terms
+      are still computed and logged before it, with weight 0).
 
   Returns:
     (new state, metrics dict of scalars / small arrays, all on device).
@@ -167,6 +171,8 @@ def train_step(
     )
   model, optimizer = nnx.merge(graphdef, state)
   xs, masks = _inputs(batch, dtype)
+  # A traced 0/1 switch, not a Python branch: one compiled step serves the whole run.
+  extra_on = (optimizer.step[...] >= extra_start_step).astype(jnp.float32)
   dropout_key, noise_key = jax.random.split(key)
 
   def loss_fn(model):
@@ -198,8 +204,8 @@ def train_step(
       task_type=task_type,
       lambda_int=lambda_int,
       lambda_role=lambda_role,
-      lambda_missing=lambda_missing,
-      lambda_decor=lambda_decor,
+      lambda_missing=lambda_missing * extra_on,
+      lambda_decor=lambda_decor * extra_on,
     )
     return loss, aux, out
 
@@ -480,6 +486,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
       lambda_role=config.loss.lambda_role,
       lambda_missing=config.loss.lambda_missing,
       lambda_decor=config.loss.lambda_decor,
+      extra_start_step=config.loss.extra_start_step,
       dtype=dtype,
     ),
     donate_argnums=(0,),

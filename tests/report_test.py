@@ -332,3 +332,8 @@ def test_objective_line_names_every_term_beyond_the_paper():
     "first 500 steps",
   ):
     assert part in ours, (part, ours)
+  assert "from step" not in ours
+  late = objective_line(
+    "x", {"loss": {"lambda_role": 1.0, "lambda_missing": 1.0, "extra_start_step": 500}}
+  )
+  assert "the missing-modality and decorrelation terms from step 500" in late

@@ -235,3 +235,34 @@ def test_role_loss_and_gate_warmup(random_store, tmp_path):
     b = jax.tree.leaves(nnx.state(getattr(init, part), nnx.Param))
     same = all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
     assert same == frozen, part
+
+
+def test_extra_terms_start_at_their_step(random_store):
+  # lambda_missing and lambda_decor weigh 0 before `extra_start_step` and fully from it on; the
+  # terms are computed (and logged) throughout, and one compiled step serves both phases.
+  cfg = tiny_config(random_store)
+  fs = store_lib.open_store(random_store)
+  graphdef, state = train_lib.init_state(cfg, fs, seed=0)
+  step = jax.jit(
+    functools.partial(
+      train_lib.train_step,
+      graphdef=graphdef,
+      task_type=fs.task.type,
+      lambda_int=cfg.loss.lambda_int,
+      lambda_missing=1.0,
+      lambda_decor=2.0,
+      extra_start_step=2,
+      dtype=jnp.float32,
+    ),
+    donate_argnums=(0,),
+  )
+  means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
+  batches = fs.batches("train", cfg.train.batch_size, shuffle=True, seed=0, drop_remainder=True)
+  for i, batch in zip(range(3), batches):
+    b = {k: batch[k] for k in ("x", "mask", "label", "weight")}
+    state, m = step(state, b, jax.random.key(i), means)
+    base = float(m["loss_task"]) + cfg.loss.lambda_int * float(m["loss_interaction"])
+    extra = float(m["loss_missing"]) + 2.0 * float(m["loss_decor"])
+    assert float(m["loss_missing"]) > 0
+    np.testing.assert_allclose(float(m["loss"]), base + (extra if i >= 2 else 0.0), rtol=1e-5)
+  assert step._cache_size() == 1

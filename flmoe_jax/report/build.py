@@ -452,6 +452,9 @@ def objective_line(dataset: str, cfg: dict) -> str:
     if lam:
       parts.append(f"{lam} x {name} (beyond the paper)")
   extra = f"; gate frozen for the first {warm} steps (beyond the paper)" if warm else ""
+  start = loss.get("extra_start_step", 0)
+  if start and (lam_miss or lam_decor):
+    extra += f"; the missing-modality and decorrelation terms from step {start}"
   return f"Objective ({dataset}): {' + '.join(parts)}{extra}; see docs/ground_truth.md."
 
 
@@ -598,7 +601,8 @@ def _metadata_section(entries, summaries) -> Section:
       f"{m.get('num_layers')}, dropout {m.get('dropout')}, lambda_int {cfg.get('loss', {}).get('lambda_int')}, "
       f"lambda_role {cfg.get('loss', {}).get('lambda_role', 0.0)}, "
       f"lambda_missing {cfg.get('loss', {}).get('lambda_missing', 0.0)}, "
-      f"lambda_decor {cfg.get('loss', {}).get('lambda_decor', 0.0)}, "
+      f"lambda_decor {cfg.get('loss', {}).get('lambda_decor', 0.0)} "
+      f"(from step {cfg.get('loss', {}).get('extra_start_step', 0)}), "
       f"gate warm-up {cfg.get('optim', {}).get('gate_warmup_steps', 0)} steps, "
       f"lr {cfg.get('optim', {}).get('learning_rate')}, epochs {cfg.get('train', {}).get('epochs')}, "
       f"batch {cfg.get('train', {}).get('batch_size')}"
