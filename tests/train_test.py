@@ -68,6 +68,22 @@ def test_rerun_finished_is_noop_and_other_config_refused(random_store, tmp_path)
   train_lib.train_and_evaluate(other, tmp_path / "run", overwrite=True)
 
 
+def _jit_step(cfg, fs, graphdef, out_shardings=None, **loss_kw):
+  """The jitted train step of `cfg` (state donated), with optional extra loss keywords."""
+  return jax.jit(
+    functools.partial(
+      train_lib.train_step,
+      graphdef=graphdef,
+      task_type=fs.task.type,
+      lambda_int=cfg.loss.lambda_int,
+      dtype=jnp.float32,
+      **loss_kw,
+    ),
+    donate_argnums=(0,),
+    out_shardings=out_shardings,
+  )
+
+
 def _steps(cfg, fs, mesh_shape, n_steps=3):
   """Runs n train steps on a mesh; returns losses and the jitted function."""
   mesh = sharding.make_mesh(mesh_shape)
@@ -75,17 +91,7 @@ def _steps(cfg, fs, mesh_shape, n_steps=3):
   graphdef, state = train_lib.init_state(cfg, fs, seed=0)
   shardings = sharding.state_shardings(state, mesh, rules)
   state = jax.device_put(state, shardings)
-  step = jax.jit(
-    functools.partial(
-      train_lib.train_step,
-      graphdef=graphdef,
-      task_type=fs.task.type,
-      lambda_int=cfg.loss.lambda_int,
-      dtype=jnp.float32,
-    ),
-    donate_argnums=(0,),
-    out_shardings=(shardings, None),
-  )
+  step = _jit_step(cfg, fs, graphdef, out_shardings=(shardings, None))
   losses = []
   batches = fs.batches("train", cfg.train.batch_size, shuffle=True, seed=0, drop_remainder=True)
   for i, batch in zip(range(n_steps), batches):
@@ -243,19 +249,7 @@ def test_extra_terms_start_at_their_step(random_store):
   cfg = tiny_config(random_store)
   fs = store_lib.open_store(random_store)
   graphdef, state = train_lib.init_state(cfg, fs, seed=0)
-  step = jax.jit(
-    functools.partial(
-      train_lib.train_step,
-      graphdef=graphdef,
-      task_type=fs.task.type,
-      lambda_int=cfg.loss.lambda_int,
-      lambda_missing=1.0,
-      lambda_decor=2.0,
-      extra_start_step=2,
-      dtype=jnp.float32,
-    ),
-    donate_argnums=(0,),
-  )
+  step = _jit_step(cfg, fs, graphdef, lambda_missing=1.0, lambda_decor=2.0, extra_start_step=2)
   means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
   batches = fs.batches("train", cfg.train.batch_size, shuffle=True, seed=0, drop_remainder=True)
   for i, batch in zip(range(3), batches):
