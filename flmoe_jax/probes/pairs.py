@@ -219,12 +219,6 @@ def masked_logits_batch(
   Returns:
     float [N, C, num_classes].
   """
-  n_examples, c = coalitions.shape[:2]
-  group, per_call = shapley.example_groups(chunk, c, n_examples)
-  body = functools.partial(_masked_logits, fn=fn)
-
-  def one(example):
-    params, coal = example
-    return shapley.evaluate_chunked(body, {**shared, **params}, coal, per_call)
-
-  return jax.lax.map(one, (batched, coalitions), batch_size=group)
+  return shapley.evaluate_examples(
+    functools.partial(_masked_logits, fn=fn), shared, batched, coalitions, chunk
+  )

@@ -40,8 +40,7 @@ from flmoe_jax.probes.shapley import (
   PAIR_INDICES,
   check_memory_knob,
   draws_for_budget,
-  evaluate_chunked,
-  example_groups,
+  evaluate_examples,
   mc_pair_statistics_batch,
 )
 
@@ -113,14 +112,9 @@ def _score_batch(
     antithetic=antithetic,
     chunk=chunk,
   )
-  group, per_call = example_groups(chunk, 2, n_valid.shape[0])
-
-  def endpoints(example):
-    params, nv = example
-    coalitions = jnp.stack([jnp.zeros(n_players, bool), jnp.arange(n_players) < nv])
-    return evaluate_chunked(fn, {**shared, **params}, coalitions, per_call)
-
-  return stats, jax.lax.map(endpoints, (batched, n_valid), batch_size=group)
+  full = jnp.arange(n_players) < n_valid[:, None]  # [N, n]
+  ends = jnp.stack([jnp.zeros_like(full), full], 1)  # [N, 2, n]: the empty and the grand coalition
+  return stats, evaluate_examples(fn, shared, batched, ends, chunk)
 
 
 def _example_keys(key, rows, role_index: int):

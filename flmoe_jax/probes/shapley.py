@@ -89,6 +89,32 @@ def example_groups(chunk: int, per_example: int, n_examples: int) -> tuple[int, 
   return group, (chunk if group == 1 else per_example)
 
 
+def evaluate_examples(fn, shared: Any, batched: Any, coalitions: Array, chunk: int) -> Array:
+  """Evaluates N examples' coalitions, example e with params `{**shared, **batched[e]}` (inside jit).
+
+  Whole examples share a call while their coalitions fit `chunk` (`example_groups`), so no call
+  sees more than `chunk` coalitions across the batch.
+
+  Args:
+    fn: `fn(coalitions [C, n], params) -> [C, *out]`.
+    shared: params common to every example (dict).
+    batched: per-example params (dict), each leaf with a leading example axis [N, ...].
+    coalitions: bool [N, C, n].
+    chunk: the memory knob.
+
+  Returns:
+    float [N, C, *out].
+  """
+  n_examples, c = coalitions.shape[:2]
+  group, per_call = example_groups(chunk, c, n_examples)
+
+  def one(example):
+    params, coal = example
+    return evaluate_chunked(fn, {**shared, **params}, coal, per_call)
+
+  return jax.lax.map(one, (batched, coalitions), batch_size=group)
+
+
 def check_memory_knob(max_coalitions_per_call: int) -> int:
   """Validates `max_coalitions_per_call` (coalitions per value-function call); returns it as int.
 
@@ -458,20 +484,18 @@ def mc_pair_statistics_batch(
   """
   n_examples, n_pairs = pairs.shape[:2]
   group, per_call = example_groups(chunk, 4 * n_draws * n_pairs, n_examples)
+  stats = functools.partial(
+    mc_pair_statistics,
+    fn,
+    n_players=n_players,
+    n_draws=n_draws,
+    antithetic=antithetic,
+    chunk=per_call,
+  )
 
   def one(example):
     params, key, pr, nv = example
-    return mc_pair_statistics(
-      fn,
-      {**shared, **params},
-      key,
-      pr,
-      nv,
-      n_players=n_players,
-      n_draws=n_draws,
-      antithetic=antithetic,
-      chunk=per_call,
-    )
+    return stats({**shared, **params}, key, pr, nv)
 
   return jax.lax.map(one, (batched, keys, pairs, n_valid), batch_size=group)
 
