@@ -185,7 +185,7 @@ def _cmd_demo(args, overrides) -> int:
 def _cmd_probe(args, overrides) -> int:
   del overrides
   from flmoe_jax.probes.pipeline import run_probe
-  from flmoe_jax.probes.standout import pair_label as standout_pair_label
+  from flmoe_jax.probes.standout import describe as describe_standouts
 
   budgets = [int(b) for b in args.mask_budgets.split(",") if b.strip()] if args.mask_budgets else []
   report = run_probe(
@@ -211,7 +211,7 @@ def _cmd_probe(args, overrides) -> int:
     rg_expert=args.rg_expert,
     tag=args.tag,
     attribution=args.attribution,
-    # None keeps the library default (the constant lives with the test, not here).
+    # None keeps run_probe's default (standout.DEFAULT_MIN_RATE; not imported here to keep --help fast).
     **({} if args.standout_min_rate is None else {"standout_min_rate": args.standout_min_rate}),
   )
   pm = report["pair_masking"]
@@ -228,18 +228,11 @@ def _cmd_probe(args, overrides) -> int:
       f"planted {name} ({p['probe']}, {scale}): hit@1 {p[scale]['hit@1']:.3f}, "
       f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}"
     )
-  names = report["settings"]["modalities"]
   for name, blk in report["standout"].items():
     ds = blk["dataset"]
-    out = [
-      f"{standout_pair_label(p['pair'], names)} ({100 * p['rate']:.0f}%)"
-      for p in ds["pairs"]
-      if p["stands_out"]
-    ]
     print(
       f"{name} pairs standing out across {ds['n_examples']} examples (first in > "
-      f"{100 * ds['min_rate']:.0f}%): {', '.join(out) or 'none'}; "
-      f"{ds['n_preferred'] - len(out)} other pair(s) first more often than chance only"
+      f"{100 * ds['min_rate']:.0f}%): {describe_standouts(ds, report['settings']['modalities'])}"
     )
   return 0
 

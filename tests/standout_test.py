@@ -160,3 +160,20 @@ def test_per_example_separation_and_probe_summary():
     }
   )
   assert out["RG"]["dataset"]["pairs"][0]["pair"] == [0, 2, 1, 0]
+
+
+def test_describe_names_standouts_and_weak_preferences():
+  hit = {"rate": 0.5, "stands_out": True}
+  res = {
+    "pairs": [{**hit, "pair": [0, i, 1, 0]} for i in range(5)],
+    "n_preferred": 6,
+    "min_detectable_rate": 0.2,
+  }
+  assert standout.describe(res, ["text", "image"]) == (
+    "5 (text 0 x image 0 (50%), text 1 x image 0 (50%), text 2 x image 0 (50%) and 2 more), "
+    "and 1 other pair(s) first more often than chance only"
+  )
+  none = {"pairs": [], "n_preferred": 0, "min_detectable_rate": 0.22}
+  assert (
+    standout.describe(none, ["text", "image"]) == "none (a pair first in 22% of examples would)"
+  )

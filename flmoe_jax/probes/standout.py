@@ -199,6 +199,29 @@ def pair_label(pair: Sequence[int], modality_names: Sequence[str]) -> str:
   return f"{name(ma)} {pa} x {name(mb)} {pb}"
 
 
+def describe(result: dict, modality_names: Sequence[str], *, max_named: int = 3) -> str:
+  """One phrase for a `top_pair_test` result, as the CLI and the report print it.
+
+  E.g. "1 (text 2 x image 0 (92%))", or "none (a pair first in 22% of examples would)", followed by
+  ", and 3 other pair(s) first more often than chance only" when there are such pairs.
+  """
+  standouts = [p for p in result["pairs"] if p["stands_out"]]
+  if standouts:
+    named = ", ".join(
+      f"{pair_label(p['pair'], modality_names)} ({100 * p['rate']:.0f}%)"
+      for p in standouts[:max_named]
+    )
+    more = f" and {len(standouts) - max_named} more" if len(standouts) > max_named else ""
+    text = f"{len(standouts)} ({named}{more})"
+  else:
+    mdr = result.get("min_detectable_rate")
+    text = "none" + (f" (a pair first in {100 * mdr:.0f}% of examples would)" if mdr else "")
+  weak = result.get("n_preferred", 0) - len(standouts)
+  if weak > 0:
+    text += f", and {weak} other pair(s) first more often than chance only"
+  return text
+
+
 def per_example_separation(values: np.ndarray, std_errors: np.ndarray) -> dict:
   """Per example, the top pair (by value) against the runner-up and its standard error.
 

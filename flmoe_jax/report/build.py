@@ -277,20 +277,7 @@ def standout_table(
     blk = so[idx]
     ds = blk["dataset"]
     expert = probe["settings"]["experts"]["sii" if idx == "SII" else "rg"]
-    standouts = [p for p in ds["pairs"] if p["stands_out"]]
-    weak = ds.get("n_preferred", 0) - len(standouts)
-    if standouts:
-      named = ", ".join(f"{label(p['pair'])} ({100 * p['rate']:.0f}%)" for p in standouts[:3])
-      more = f" and {len(standouts) - 3} more" if len(standouts) > 3 else ""
-      text = f"{idx} on {expert}: {len(standouts)} ({named}{more})"
-    else:
-      mdr = ds.get("min_detectable_rate")
-      text = f"{idx} on {expert}: none" + (
-        f" (a pair first in {100 * mdr:.0f}% of examples would)" if mdr else ""
-      )
-    if weak > 0:
-      text += f", and {weak} other pair(s) first more often than chance only"
-    parts.append(text)
+    parts.append(f"{idx} on {expert}: {standout_lib.describe(ds, names)}")
     for p in ds["pairs"][:rows_per_index]:
       rows.append(
         [
