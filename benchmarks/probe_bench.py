@@ -4,7 +4,7 @@ One FL-I2MoE expert (random weights: speed does not depend on the values) on one
 text 320 tokens (incl. `<s>`) + 196 image patches (L = 516), H = 256, 2 layers, 4 heads, MLP 2H;
 players = the 319 + 196 = 515 candidate tokens. Prints one JSON object:
 
-  {"device", "backend", "dtype", "L", "H", "n_players", "coalitions_per_call",
+  {"device", "backend", "dtype", "attention", "L", "H", "n_players", "coalitions_per_call",
    "value_fn": {"coalitions", "seconds", "expert_evals_per_s"},
    "mc_kernel": {"examples", "pairs", "draws", "coalitions", "seconds", "expert_evals_per_s"},
    "compile_s"}
@@ -21,6 +21,7 @@ Both are timed after a compile-and-warm-up call.
   python benchmarks/probe_bench.py                                     # CPU, < 2 minutes
   python benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 20 --dtype bfloat16 \
     --examples 16   # GPU
+  ... --dtype bfloat16 --attention cudnn   # GPU, cuDNN flash attention (bf16/fp16 only)
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def main(argv=None) -> dict:
   p.add_argument("--draws", type=int, default=2, help="draws per pair in the MC-kernel measurement")
   p.add_argument("--examples", type=int, default=1, help="examples per batched MC-kernel call")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+  p.add_argument(
+    "--attention",
+    choices=("einsum", "xla", "cudnn"),
+    default="einsum",
+    help="experts' attention: explicit einsum, or fused jax.nn.dot_product_attention (xla|cudnn)",
+  )
   p.add_argument("--text-len", type=int, default=320)
   p.add_argument("--image-len", type=int, default=196)
   p.add_argument("--hidden", type=int, default=256)
@@ -67,6 +74,7 @@ def main(argv=None) -> dict:
     num_layers=args.layers,
     rw_hidden=args.hidden,
     dropout=0.0,
+    attention=args.attention,
     dtype=dtype,
     rngs=nnx.Rngs(0),
   )
@@ -138,6 +146,7 @@ def main(argv=None) -> dict:
     "device": getattr(dev, "device_kind", str(dev)),
     "backend": jax.default_backend(),
     "dtype": args.dtype,
+    "attention": args.attention,
     "L": args.text_len + args.image_len,
     "H": args.hidden,
     "n_players": n,

@@ -24,5 +24,7 @@ run masking_fp32 $py benchmarks/masking_bench.py --iters 5
 run masking_bf16 $py benchmarks/masking_bench.py --iters 5 --bf16
 run probe_fp32 $py benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 10 --examples 16
 run probe_bf16 $py benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 10 --dtype bfloat16 --examples 16
+run probe_bf16_xla $py benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 10 --dtype bfloat16 --examples 16 --attention xla
+run probe_bf16_cudnn $py benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 10 --dtype bfloat16 --examples 16 --attention cudnn
 run extract_image_fp32 $py benchmarks/extract_bench.py --which image --batch-size 128 --batches 10
 run extract_image_bf16 $py benchmarks/extract_bench.py --which image --batch-size 128 --batches 10 --bf16

@@ -211,6 +211,7 @@ def _cmd_probe(args, overrides) -> int:
     rg_expert=args.rg_expert,
     tag=args.tag,
     attribution=args.attribution,
+    attention=args.attention,
     # None keeps run_probe's default (standout.DEFAULT_MIN_RATE; not imported here to keep --help fast).
     **({} if args.standout_min_rate is None else {"standout_min_rate": args.standout_min_rate}),
   )
@@ -351,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     default=None,
     help="across examples, a pair stands out when it ranks first in significantly more than this "
     "share of them (default 0.1)",
+  )
+  pr.add_argument(
+    "--attention",
+    choices=("einsum", "xla", "cudnn"),
+    default=None,
+    help="experts' attention for the probe: explicit einsum, or fused jax.nn.dot_product_attention "
+    "(xla, or cudnn: GPU flash attention, bf16 runs); default: the run's model.attention",
   )
   pr.add_argument("--tag", default="", help="write W/probe/<split>_<tag>.json instead")
   pr.set_defaults(fn=_cmd_probe)

@@ -164,6 +164,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.identical_expert_init = (
     True  # the reference deep-copies one initialised expert (SPEC 1.4)
   )
+  # Experts' attention: `einsum` (explicit, gives the attention maps explanations read) or a fused
+  # `jax.nn.dot_product_attention` backend, `xla` or `cudnn` (GPU, bfloat16), used by the calls that
+  # need no maps, no attention delta and no dropout (probes, masking curves, evaluation).
+  c.model.attention = "einsum"
   c.model.dtype = "float32"  # compute dtype: float32 or bfloat16
 
   c.loss = ml_collections.ConfigDict()

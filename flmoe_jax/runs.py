@@ -16,7 +16,8 @@ from flax import nnx
 from flmoe_jax import checkpointing
 from flmoe_jax import config as config_lib
 from flmoe_jax.data import store as store_lib
-from flmoe_jax.errors import RunDirError
+from flmoe_jax.errors import ConfigError, RunDirError
+from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS
 
 
 @dataclasses.dataclass
@@ -69,7 +70,11 @@ def finished_seeds(workdir: str | os.PathLike) -> list[int]:
 
 
 def load_run(
-  workdir: str | os.PathLike, *, seed: int | None = None, which: str = "best"
+  workdir: str | os.PathLike,
+  *,
+  seed: int | None = None,
+  which: str = "best",
+  attention: str | None = None,
 ) -> LoadedRun:
   """Restores a seed's model from a run directory.
 
@@ -77,6 +82,9 @@ def load_run(
     workdir: a directory written by `train_and_evaluate`.
     seed: which seed (default: the first finished one).
     which: `best` (by the validation selection metric) or `latest`.
+    attention: the experts' attention implementation to run the loaded model with (`einsum`,
+      `xla`, `cudnn`; see `models.experts.Expert`); None = the run's `model.attention`. It changes
+      how attention is computed, not the weights.
 
   Returns:
     The loaded run.
@@ -88,6 +96,10 @@ def load_run(
 
   root = pathlib.Path(workdir)
   config = run_config(root)
+  if attention is not None:
+    if attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ConfigError(f"attention {attention!r} not in {ATTENTION_IMPLEMENTATIONS}")
+    config.model.attention = attention
   done = finished_seeds(root)
   if seed is None:
     if not done:

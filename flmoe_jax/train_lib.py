@@ -38,6 +38,7 @@ from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, FlmoeError, RunDirError
 from flmoe_jax.models import DenseTransformer, FLI2MoE, losses
+from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS
 
 
 class TrainingDivergedError(FlmoeError):
@@ -64,6 +65,7 @@ def build_model(
     dropout=m.dropout,
     ln_eps=m.ln_eps,
     torch_init=m.torch_init,
+    attention=m.attention,
     dtype=jnp.dtype(m.dtype),
     rngs=nnx.Rngs(params=seed),
   )
@@ -313,6 +315,10 @@ def check_store_against_config(config, fs: store_lib.FeatureStore) -> None:
   if config.model.hidden_dim % config.model.num_heads:
     raise ConfigError(
       f"model.hidden_dim {config.model.hidden_dim} is not divisible by num_heads {config.model.num_heads}"
+    )
+  if config.model.attention not in ATTENTION_IMPLEMENTATIONS:
+    raise ConfigError(
+      f"model.attention {config.model.attention!r} not in {ATTENTION_IMPLEMENTATIONS}"
     )
   sel = config.train.selection_metric
   allowed = ("macro_f1", "micro_f1", "samples_f1", "exact_match", "accuracy", "auroc")

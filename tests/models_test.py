@@ -616,3 +616,29 @@ def test_uniqueness_decorrelation_loss_hand_computed():
   g = jax.grad(lambda z: loss(z, 2))(logits(a, a + b, syn=b, red=a))
   assert np.abs(np.asarray(g[:, :2])).sum() > 0
   np.testing.assert_array_equal(np.asarray(g[:, 2:]), 0.0)
+
+
+@pytest.mark.parametrize("kind", ["fl_i2moe", "dense"])
+def test_fused_attention_matches_einsum(kind):
+  # The fused path (`jax.nn.dot_product_attention`, XLA backend here) sorts the real tokens first,
+  # so text padding in the middle of the sequence must not change anything: same logits and
+  # latents as the explicit einsum attention, two layers deep. Calls that need attention maps, an
+  # attention delta or dropout take the einsum path whatever the setting (identical outputs).
+  cls = FLI2MoE if kind == "fl_i2moe" else DenseTransformer
+  kw = {k: v for k, v in KW.items() if kind == "fl_i2moe" or k != "rw_hidden"}
+  kw["num_layers"] = 2
+  ref = cls(**kw, rngs=nnx.Rngs(3))
+  fused = cls(**kw, attention="xla", rngs=nnx.Rngs(3))
+  xs, masks = _inputs(seed=4)
+  a, b = _eval(ref, xs, masks), _eval(fused, xs, masks)
+  np.testing.assert_allclose(np.asarray(b.logits), np.asarray(a.logits), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(b.latents), np.asarray(a.latents), rtol=1e-5, atol=1e-5)
+  hs = ref.project(xs)
+  pa, pb = _projected(ref, hs, masks), _projected(fused, hs, masks)
+  np.testing.assert_array_equal(np.asarray(pb.attn), np.asarray(pa.attn))
+  key = jax.random.key(1)
+  da = ref(xs, masks, dropout_key=key).logits
+  db = fused(xs, masks, dropout_key=key).logits
+  np.testing.assert_array_equal(np.asarray(db), np.asarray(da))
+  with pytest.raises(ValueError, match="attention 'flash' not in"):
+    cls(**kw, attention="flash", rngs=nnx.Rngs(3))

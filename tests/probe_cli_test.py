@@ -4,6 +4,7 @@ import hashlib
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from flmoe_jax import cli, train_lib
@@ -124,7 +125,21 @@ def test_probe_topk_and_random_modes(tiny_run, capsys):
   assert code == 0, err
   d = json.loads((tiny_run / "probe" / "test_topk.json").read_text())
   assert all(len(r["sii"]["players"]) == 4 for r in d["samples"])
-  assert d["settings"]["attribution"] == "attnxgrad"
+  assert d["settings"]["attribution"] == "attnxgrad" and d["settings"]["attention"] == "einsum"
+  # The fused attention path gives the same pairs and values (the attribution maps that pick the
+  # top-k tokens still come from the einsum path, which alone returns attention).
+  code, _, err = _probe(
+    capsys, tiny_run, "--pairs", "topk", "--k", "2", "--no-figures", "--tag", "xla",
+    "--attention", "xla",
+  )  # fmt: skip
+  assert code == 0, err
+  fused = json.loads((tiny_run / "probe" / "test_xla.json").read_text())
+  assert fused["settings"]["attention"] == "xla"
+  for a, b in zip(d["samples"], fused["samples"], strict=True):
+    assert a["sii"]["players"] == b["sii"]["players"]
+    np.testing.assert_allclose(
+      b["sii"]["values"]["SII"]["logit"], a["sii"]["values"]["SII"]["logit"], rtol=1e-3, atol=1e-5
+    )
   code, _, err = _probe(
     capsys,
     tiny_run,
@@ -174,6 +189,13 @@ def test_probe_bad_input_is_one_line_exit_2(tiny_run, capsys, extra, match):
   assert code == 2
   assert err.startswith("flmoe: error:") and match in err, err
   assert len(err.strip().splitlines()) == 1
+
+
+def test_probe_bad_attention_is_refused_before_loading(tmp_path):
+  from flmoe_jax.probes import ProbeError, run_probe
+
+  with pytest.raises(ProbeError, match="--attention 'flash' not in"):
+    run_probe(tmp_path / "nothing", attention="flash")
 
 
 def test_probe_missing_run_is_one_line(tmp_path, capsys):

@@ -176,6 +176,8 @@ def test_restore_onto_other_device_count(random_store, tmp_path):
 
 
 def test_store_config_mismatch_before_compile(random_store, tmp_path):
+  with pytest.raises(ConfigError, match="model.attention 'flash' not in"):
+    train_lib.train_and_evaluate(tiny_config(random_store, "model.attention=flash"), tmp_path / "d")
   with pytest.raises(ConfigError, match="not divisible by num_heads"):
     train_lib.train_and_evaluate(tiny_config(random_store, "model.hidden_dim=15"), tmp_path / "a")
   with pytest.raises(ConfigError, match="exceeds the 48 training examples"):

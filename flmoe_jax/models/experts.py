@@ -22,6 +22,8 @@ from flmoe_jax.models import layers
 Array = jax.Array
 
 EXPERT_AXIS = "expert"
+# `einsum`: explicit attention (maps available); `xla` / `cudnn`: `jax.nn.dot_product_attention`.
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
 
 
 class Expert(nnx.Module):
@@ -45,6 +47,7 @@ class Expert(nnx.Module):
     dropout: float = 0.5,
     ln_eps: float = 1e-5,
     torch_init: bool = True,
+    attention: str = "einsum",
     dtype=jnp.float32,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
@@ -61,11 +64,18 @@ class Expert(nnx.Module):
       dropout: rate of every dropout.
       ln_eps: LayerNorm epsilon.
       torch_init: PyTorch-style Linear init.
+      attention: `einsum` (explicit softmax(QK^T)V, the only path that returns attention maps) or
+        a fused `jax.nn.dot_product_attention` backend, `xla` or `cudnn`, used whenever no maps,
+        no attention delta and no dropout are asked for (inference: probes, masking curves).
       dtype: computation dtype.
       param_dtype: parameter dtype.
       rngs: parameter RNG streams.
     """
+    if attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"attention {attention!r} not in {ATTENTION_IMPLEMENTATIONS}")
     self.num_modalities = num_modalities
+    self.attention = attention
+    self.dropout_rate = dropout
     self.hidden_dim = hidden_dim
     self.num_heads = num_heads
     self.num_layers = num_layers
@@ -125,11 +135,34 @@ class Expert(nnx.Module):
     x = x + layers.sinusoidal_positions(x.shape[-2], self.hidden_dim, self.dtype)
     x = x * mask[..., None].astype(x.dtype)  # padded positions enter the layers as zeros
     keys = layers.split_keys(dropout_key, self.num_layers)
+    fused = (
+      self.attention != "einsum"
+      and not return_attn
+      and attn_delta is None
+      and (dropout_key is None or self.dropout_rate == 0)
+    )
+    kv_lengths = order = None
+    if fused:
+      # Attention is permutation-equivariant once the positions are added, so sort the real tokens
+      # first (stable) and give the fused kernel their count: padding in the middle of the sequence
+      # (text padding before the image patches) becomes the trailing padding flash kernels take.
+      order = jnp.argsort(~mask, axis=-1, stable=True)  # [N..., L]
+      x = jnp.take_along_axis(x, order[..., None], axis=-2)
+      kv_lengths = jnp.sum(mask, axis=-1, dtype=jnp.int32)
     attns = []
     for i, layer in enumerate(self.layers):  # a static loop over depth, not over experts
       delta = None if attn_delta is None else attn_delta[i]
-      x, probs = layer(x, mask, dropout_key=keys[i], attn_delta=delta)
+      x, probs = layer(
+        x,
+        mask,
+        dropout_key=keys[i],
+        attn_delta=delta,
+        kv_lengths=kv_lengths,
+        implementation=self.attention,
+      )
       attns.append(probs)
+    if fused:
+      x = jnp.take_along_axis(x, jnp.argsort(order, axis=-1)[..., None], axis=-2)  # original order
     splits = np.cumsum(lengths)[:-1].tolist()
     pooled = [
       layers.masked_mean(xm, mm)

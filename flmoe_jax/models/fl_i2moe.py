@@ -174,6 +174,7 @@ class FLI2MoE(_Projections):
     ln_eps: float = 1e-5,
     torch_init: bool = True,
     identical_expert_init: bool = True,
+    attention: str = "einsum",
     dtype=jnp.float32,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
@@ -194,6 +195,8 @@ class FLI2MoE(_Projections):
       ln_eps: LayerNorm epsilon.
       torch_init: PyTorch-style Linear init (else Flax defaults).
       identical_expert_init: all experts start from the same weights (reference behaviour).
+      attention: experts' attention implementation (`Expert`): `einsum`, or fused `xla` / `cudnn`
+        for inference calls that need no attention maps.
       dtype: computation dtype.
       param_dtype: parameter dtype.
       rngs: parameter RNG streams.
@@ -221,6 +224,7 @@ class FLI2MoE(_Projections):
       dropout=dropout,
       ln_eps=ln_eps,
       torch_init=torch_init,
+      attention=attention,
       dtype=dtype,
       param_dtype=param_dtype,
     )
@@ -414,6 +418,7 @@ class DenseTransformer(_Projections):
     dropout: float = 0.5,
     ln_eps: float = 1e-5,
     torch_init: bool = True,
+    attention: str = "einsum",
     dtype=jnp.float32,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
@@ -436,6 +441,7 @@ class DenseTransformer(_Projections):
       dropout=dropout,
       ln_eps=ln_eps,
       torch_init=torch_init,
+      attention=attention,
       dtype=dtype,
       param_dtype=param_dtype,
       rngs=rngs,

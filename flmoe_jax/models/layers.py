@@ -253,7 +253,9 @@ class Attention(nnx.Module):
     *,
     dropout_key: Array | None = None,
     attn_delta: Array | None = None,
-  ) -> tuple[Array, Array]:
+    kv_lengths: Array | None = None,
+    implementation: str = "xla",
+  ) -> tuple[Array, Array | None]:
     """Attends every token to every real token.
 
     Args:
@@ -262,16 +264,34 @@ class Attention(nnx.Module):
       dropout_key: PRNG key, or None for deterministic.
       attn_delta: optional [..., heads, L, L] added to the post-softmax probabilities before they
         are used (explanations differentiate w.r.t. it at zero).
+      kv_lengths: optional int [...]: the real tokens are the first `kv_lengths` of the sequence
+        (the caller sorted them there; `mask` is then unused). Selects the fused path,
+        `jax.nn.dot_product_attention`, which never forms the [heads, L, L] probabilities: no
+        dropout, no `attn_delta`, and `probs` is None.
+      implementation: the fused path's backend, `xla` or `cudnn` (cuDNN flash attention: GPU,
+        bf16/fp16 only).
 
     Returns:
-      (out [..., L, H], probs [..., heads, L, L]); `probs` are post-softmax, pre-delta,
-      pre-dropout, and all-zero for a query whose keys are all padded.
+      (out [..., L, H], probs [..., heads, L, L] or None on the fused path); `probs` are
+      post-softmax, pre-delta, pre-dropout, and all-zero for a query whose keys are all padded.
     """
     *lead, length, _ = x.shape
     nh, hd = self.num_heads, self.head_dim
     q = self.q(x).reshape(*lead, length, nh, hd)
     kv = self.kv(x).reshape(*lead, length, 2, nh, hd)  # [K | V] column blocks, head-major inside
     k, v = kv[..., 0, :, :], kv[..., 1, :, :]
+    if kv_lengths is not None:
+      if attn_delta is not None:
+        raise ValueError("the fused attention path has no attn_delta")
+      flat = lambda t: t.reshape(-1, length, nh, hd)  # noqa: E731  (the kernel takes [B, L, N, hd])
+      out = jax.nn.dot_product_attention(
+        flat(q),
+        flat(k),
+        flat(v),
+        key_value_seq_lengths=kv_lengths.reshape(-1).astype(jnp.int32),
+        implementation=implementation,
+      )
+      return self.proj(out.reshape(*lead, length, nh * hd)), None
     logits = jnp.einsum("...qhd,...khd->...hqk", q, k) * (hd**-0.5)
     # Softmax in (at least) float32 even for bf16 compute: the masked logits are huge negatives.
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
@@ -382,7 +402,9 @@ class EncoderLayer(nnx.Module):
     *,
     dropout_key: Array | None = None,
     attn_delta: Array | None = None,
-  ) -> tuple[Array, Array]:
+    kv_lengths: Array | None = None,
+    implementation: str = "xla",
+  ) -> tuple[Array, Array | None]:
     """Applies the layer.
 
     Args:
@@ -390,12 +412,21 @@ class EncoderLayer(nnx.Module):
       mask: [..., L] key-padding mask, True = real token.
       dropout_key: PRNG key, or None for deterministic.
       attn_delta: optional [..., heads, L, L], see `Attention`.
+      kv_lengths: optional int [...], the fused attention path (see `Attention`).
+      implementation: the fused path's backend (see `Attention`).
 
     Returns:
-      (x [..., L, H], attention probabilities [..., heads, L, L]).
+      (x [..., L, H], attention probabilities [..., heads, L, L], None on the fused path).
     """
     k_attn, k_res1, k_mlp, k_res2 = split_keys(dropout_key, 4)
-    a, probs = self.attn(self.norm1(x), mask, dropout_key=k_attn, attn_delta=attn_delta)
+    a, probs = self.attn(
+      self.norm1(x),
+      mask,
+      dropout_key=k_attn,
+      attn_delta=attn_delta,
+      kv_lengths=kv_lengths,
+      implementation=implementation,
+    )
     x = x + dropout(a, self.rate, k_res1)
     h = self.mlp(self.norm2(x), dropout_key=k_mlp)
     x = x + dropout(h, self.rate, k_res2)

@@ -32,6 +32,7 @@ from flax import nnx
 
 from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.explain import masking, targets
+from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS
 from flmoe_jax.probes import pairs as pairs_lib
 from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.probes.games import HashableGraph, ModelValueFn, PlayerMap, ProbeError, split_expert
@@ -173,6 +174,7 @@ def run_probe(
   rg_expert: str | None = None,
   attribution: str = "attnxgrad",
   standout_min_rate: float = standout_lib.DEFAULT_MIN_RATE,
+  attention: str | None = None,
   max_all_pairs: int = 4096,
   figures: bool = True,
   n_heatmaps: int = 4,
@@ -208,6 +210,8 @@ def run_probe(
       `ig` (all from `flmoe_jax.explain.attribute`) or `grad_x_input` (|grad x (h - fill)|).
     standout_min_rate: across examples, a pair stands out when it ranks first in significantly
       more than this share of the examples (`standout.top_pair_test`).
+    attention: the experts' attention implementation for the probe (`einsum`, or fused `xla` /
+      `cudnn`: `models.experts.Expert`); None = the run's. Same values, other speed.
     max_all_pairs: refuse `pairs='all'` beyond this many pairs per example.
     figures: write PNG heatmaps and masking curves.
     n_heatmaps: examples with heatmaps.
@@ -250,7 +254,9 @@ def run_probe(
     raise ProbeError(f"--tag {tag!r} must be alphanumeric (with - or _)")
   stem = f"{split}_{tag}" if tag else split
 
-  run = runs.load_run(workdir, seed=run_seed, which=which)
+  if attention is not None and attention not in ATTENTION_IMPLEMENTATIONS:
+    raise ProbeError(f"--attention {attention!r} not in {ATTENTION_IMPLEMENTATIONS}")
+  run = runs.load_run(workdir, seed=run_seed, which=which, attention=attention)
   model, fs = run.model, run.store
   task = fs.task.type
   names, kinds = fs.modality_names, run.kinds
@@ -526,6 +532,7 @@ def run_probe(
       "sii_rank_score": sii_rank_score,
       "rg_rank_score": rg_rank_score,
       "standout_min_rate": standout_min_rate,
+      "attention": run.config.model.attention,
       "indices": list(PAIR_INDICES),
       "scales": list(SCALES),
       "experts": experts,
