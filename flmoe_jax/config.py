@@ -126,6 +126,21 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(text))
 
 
+def with_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A saved run config with the keys added since it was written filled in from `base_config()`.
+
+  A run written before a key existed was trained with that key's default (new keys default to the
+  earlier behaviour, e.g. `loss.lambda_role = 0`, `model.attention = "einsum"`), so the filled config
+  is the one it was trained with. Changes `cfg` in place and returns it.
+  """
+  for section, values in base_config().items():
+    if isinstance(values, ml_collections.ConfigDict) and section in cfg:
+      for key, value in values.items():
+        if key not in cfg[section]:
+          cfg[section][key] = value
+  return cfg
+
+
 def resolve_path(p: str, base: str | os.PathLike | None = None) -> pathlib.Path:
   """Expands `~` and makes relative paths relative to `base` (default: the working directory)."""
   q = pathlib.Path(os.path.expanduser(p))

@@ -10,7 +10,6 @@ import json
 import os
 import pathlib
 
-import ml_collections
 from flax import nnx
 
 from flmoe_jax import checkpointing
@@ -51,16 +50,7 @@ def run_config(workdir: str | os.PathLike):
   p = pathlib.Path(workdir) / "config.json"
   if not p.is_file():
     raise RunDirError(f"{workdir} is not a run directory (no config.json)")
-  config = config_lib.config_from_json(p.read_text())
-  # A run written before a key existed was trained with that key's default (new keys default to the
-  # earlier behaviour, e.g. loss.lambda_role = 0), so missing keys are filled in from base_config().
-  base = config_lib.base_config()
-  for section, values in base.items():
-    if isinstance(values, ml_collections.ConfigDict) and section in config:
-      for key, value in values.items():
-        if key not in config[section]:
-          config[section][key] = value
-  return config
+  return config_lib.with_defaults(config_lib.config_from_json(p.read_text()))
 
 
 def finished_seeds(workdir: str | os.PathLike) -> list[int]:

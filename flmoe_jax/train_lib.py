@@ -283,7 +283,10 @@ def prepare_workdir(config, workdir, *, overwrite: bool = False) -> RunPaths:
   paths = RunPaths(pathlib.Path(workdir))
   text = config_lib.config_to_json(config)
   if paths.config.exists():
-    if paths.config.read_text() != text:
+    # Compared with the keys added since the run was written at their defaults, so that a run started
+    # by an earlier version resumes (what it was trained with is the default of a key it lacks).
+    saved = config_lib.with_defaults(config_lib.config_from_json(paths.config.read_text()))
+    if config_lib.config_to_json(saved) != text:
       if not overwrite:
         raise RunDirError(
           f"{paths.root} holds a run with a different config; use a new --workdir or pass --overwrite"

@@ -68,6 +68,23 @@ def test_rerun_finished_is_noop_and_other_config_refused(random_store, tmp_path)
   train_lib.train_and_evaluate(other, tmp_path / "run", overwrite=True)
 
 
+def test_run_of_an_earlier_version_resumes(random_store, tmp_path):
+  # A run dir written before `model.attention` and `loss.lambda_role` existed holds a config without
+  # them; it was trained with their defaults, so the same config today resumes it (here: a no-op).
+  cfg = tiny_config(random_store, "train.epochs=1")
+  first = train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  path = tmp_path / "run" / "config.json"
+  saved = json.loads(path.read_text())
+  del saved["model"]["attention"], saved["loss"]["lambda_role"]
+  path.write_text(json.dumps(saved))
+  assert train_lib.train_and_evaluate(cfg, tmp_path / "run") == first
+  # A key the old run had at another value than today's default is still a different config.
+  saved["model"]["num_layers"] = cfg.model.num_layers + 1
+  path.write_text(json.dumps(saved))
+  with pytest.raises(RunDirError, match="different config"):
+    train_lib.train_and_evaluate(cfg, tmp_path / "run")
+
+
 def _jit_step(cfg, fs, graphdef, out_shardings=None, **loss_kw):
   """The jitted train step of `cfg` (state donated), with optional extra loss keywords."""
   return jax.jit(
