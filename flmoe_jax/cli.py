@@ -28,9 +28,10 @@ from flmoe_jax.errors import FlmoeError
 
 
 class _Parser(argparse.ArgumentParser):
-  def error(self, message):  # argparse's own errors: same one-line form, exit 2
-    self.print_usage(sys.stderr)
-    raise SystemExit(_fail(message))
+  def error(self, message):
+    # argparse's own errors (a missing or unknown flag, a bad choice) in the same one-line form as
+    # ours, exit 2; the usage block would bury the line, so point at --help instead.
+    raise SystemExit(_fail(f"{message} (see '{self.prog} --help')"))
 
 
 def _fail(message: str) -> int:
@@ -372,7 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   try:
     rest, overrides = _split_overrides(argv)
-    args = build_parser().parse_args(rest)
+    args, unknown = build_parser().parse_known_args(rest)
+    if (
+      unknown
+    ):  # argparse would name the top-level parser; the subcommand's --help is the useful one
+      raise SystemExit(
+        _fail(f"unrecognized arguments: {' '.join(unknown)} (see 'flmoe {args.command} --help')")
+      )
     if overrides and args.command not in ("train", "demo", "features"):
       raise FlmoeError(f"`flmoe {args.command}` takes no --config.* overrides")
     return args.fn(args, overrides)

@@ -38,11 +38,21 @@ def test_missing_store_is_one_line(capsys, tmp_path):
   assert code == 2 and "no feature store" in err and len(err.strip().splitlines()) == 1
 
 
-def test_bad_flag_exits_2(capsys):
+@pytest.mark.parametrize(
+  "argv, names",
+  [
+    (["train", "--workdir", "x"], "--config"),
+    (["probe", "--workdir", "x", "--attention", "foo"], "invalid choice: 'foo'"),
+    (["explain", "--workdir", "x", "--bogus"], "--bogus (see 'flmoe explain --help')"),
+  ],
+)
+def test_bad_flag_is_one_line_exit_2(capsys, argv, names):
   with pytest.raises(SystemExit) as e:
-    cli.main(["train", "--workdir", "x"])
+    cli.main(argv)
   assert e.value.code == 2
-  assert "flmoe: error:" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert err.startswith("flmoe: error: ") and names in err, err
+  assert len(err.strip().splitlines()) == 1, err
 
 
 def test_overrides_only_where_accepted(capsys, tmp_path):
