@@ -202,6 +202,9 @@ def _cmd_probe(args, overrides) -> int:
     antithetic=not args.no_antithetic,
     max_coalitions_per_call=args.max_coalitions_per_call,
     fill=args.fill,
+    sii_fill=args.sii_fill,
+    rg_fill=args.rg_fill,
+    references=args.references,
     target_source=args.target,
     run_seed=args.run_seed,
     which=args.which,
@@ -334,7 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     default=4096,
     help="memory knob: most coalitions per model call, across a batch of examples",
   )
-  pr.add_argument("--fill", choices=("mean", "zero"), default="mean")
+  pr.add_argument(
+    "--fill",
+    choices=("mean", "zero", "marginal"),
+    default="mean",
+    help="what 'absent' means in the SII and RG games: the mean (or zero) fill, or marginal: the "
+    "tokens of --references random train examples, the value averaged over them",
+  )
+  pr.add_argument(
+    "--sii-fill", choices=("mean", "zero", "marginal"), help="the SII game's fill alone"
+  )
+  pr.add_argument(
+    "--rg-fill", choices=("mean", "zero", "marginal"), help="the RG game's fill alone"
+  )
+  pr.add_argument(
+    "--references", type=int, default=8, help="reference examples of the marginal fill (default 8)"
+  )
   pr.add_argument("--target", choices=("pred", "true"), default="pred")
   pr.add_argument("--run-seed", type=int, default=None, help="training seed (default: first)")
   pr.add_argument("--which", choices=("best", "latest"), default="best")

@@ -258,6 +258,40 @@ def test_model_game_mixture_batch_and_zero_fill(tiny):
     _game(tiny, score="logprob")
 
 
+def test_marginal_game_is_the_mean_over_its_references(tiny):
+  # The marginal fill: absent tokens take a reference example's tokens at their positions; the value
+  # is the mean over the K references of the single-reference games.
+  model, _, _, means = tiny
+  rng = np.random.default_rng(1)
+  ref_x = [
+    rng.normal(size=(3, 5, 6)).astype(np.float32),
+    rng.normal(size=(3, 3, 5)).astype(np.float32),
+  ]
+  ref_m = [np.array([[1] * 5, [1, 1, 1, 0, 0], [1] * 5], bool), np.ones((3, 3), bool)]
+  refs = masking.reference_fills(model, ref_x, ref_m, means)
+  assert [tuple(r.shape) for r in refs] == [(3, 5, model.hidden_dim), (3, 3, model.hidden_dim)]
+  mean = masking.fill_vectors(model, means, "mean")
+  np.testing.assert_allclose(refs[0][1, 3], mean[0], atol=1e-6)  # a reference's padding: mean fill
+  np.testing.assert_allclose(
+    refs[0][0, 3], model.project([jnp.asarray(x) for x in ref_x])[0][0, 3], atol=1e-6
+  )
+  coalitions = jnp.asarray(rng.random((7, 6)) < 0.5).at[0].set(True).at[1].set(False)
+  for b in (slice(0, 1), slice(0, 2)):  # one example ([C]) and a batch ([C, B])
+    marginal = np.asarray(_game(tiny, b=b, expert="syn", fills=refs)(coalitions))
+    each = [
+      np.asarray(_game(tiny, b=b, expert="syn", fills=[r[k] for r in refs])(coalitions))
+      for k in range(3)
+    ]
+    np.testing.assert_allclose(marginal, np.mean(each, 0), atol=1e-5)
+    assert not np.allclose(
+      each[0][1], each[1][1]
+    )  # the references do differ on the empty coalition
+    # The grand coalition fills nothing: the same value as the mean-fill game.
+    np.testing.assert_allclose(
+      marginal[0], np.asarray(_game(tiny, b=b, expert="syn")(coalitions))[0], atol=1e-5
+    )
+
+
 def test_model_games_of_many_examples_share_one_compile(tiny):
   """The pipeline's contract: only params change between examples, so one compile per shape."""
   g0, g1 = _game(tiny, b=slice(0, 1)), _game(tiny, b=slice(1, 2))

@@ -173,9 +173,55 @@ def test_probe_topk_and_random_modes(tiny_run, capsys):
   assert d["samples"][0]["rg"]["expert"] == "mixture"
 
 
+def test_probe_marginal_fill(tiny_run, capsys):
+  # Same pairs and draws, two fills: the grand coalition (nothing absent) is the same, the empty one
+  # (everything from the references) is not, and the references are recorded.
+  common = ("--pairs", "all", "--no-figures", "--samples", "2")
+  code, _, err = _probe(capsys, tiny_run, *common, "--tag", "allmean")
+  assert code == 0, err
+  code, _, err = _probe(
+    capsys, tiny_run, *common, "--tag", "allmarg", "--fill", "marginal", "--references", "3"
+  )
+  assert code == 0, err
+  mean, marg = (
+    json.loads((tiny_run / "probe" / f"test_{t}.json").read_text()) for t in ("allmean", "allmarg")
+  )
+  assert marg["settings"]["fill"] == "marginal" and marg["settings"]["references"] == 3
+  rows = marg["settings"]["reference_rows"]
+  assert len(set(rows)) == 3 and all(0 <= r < 64 for r in rows)
+  assert mean["settings"]["references"] is None
+  for a, b in zip(mean["samples"], marg["samples"], strict=True):
+    assert a["sii"]["players"] == b["sii"]["players"]
+    for role in ("sii", "rg"):
+      np.testing.assert_allclose(
+        b[role]["grand_value"]["logit"], a[role]["grand_value"]["logit"], rtol=1e-5
+      )
+      assert b[role]["baseline_value"]["logit"] != a[role]["baseline_value"]["logit"]
+    assert np.isfinite(b["sii"]["values"]["SII"]["logit"]).all()
+    assert not np.allclose(b["sii"]["values"]["SII"]["logit"], a["sii"]["values"]["SII"]["logit"])
+  assert marg["timing"]["expert_evaluations"] == 3 * mean["timing"]["expert_evaluations"]
+  assert marg["settings"]["fills"] == {"SII": "marginal", "RG": "marginal", "pair_masking": "mean"}
+  # The marginal SII game alone: the RG game is the mean-fill one, value for value.
+  code, _, err = _probe(
+    capsys, tiny_run, *common, "--tag", "siimarg", "--sii-fill", "marginal", "--references", "3"
+  )
+  assert code == 0, err
+  one = json.loads((tiny_run / "probe" / "test_siimarg.json").read_text())
+  assert one["settings"]["fills"] == {"SII": "marginal", "RG": "mean", "pair_masking": "mean"}
+  for a, b, c in zip(mean["samples"], marg["samples"], one["samples"], strict=True):
+    assert c["rg"]["values"] == a["rg"]["values"] and c["sii"]["values"] == b["sii"]["values"]
+  assert one["timing"]["expert_evaluations"] == 2 * mean["timing"]["expert_evaluations"]
+
+
 @pytest.mark.parametrize(
   "extra, match",
   [
+    (["--fill", "marginal", "--references", "0"], "--references must be an int >= 1"),
+    (["--rg-fill", "marginal", "--references", "0"], "--references must be an int >= 1"),
+    (
+      ["--fill", "marginal", "--max-coalitions-per-call", "4"],
+      "cannot fit one coalition on 8 references",
+    ),
     (["--budget", "10"], "budget 10 is too small"),
     (["--split", "nope"], "no split 'nope'"),
     (["--max-coalitions-per-call", "0"], "cannot fit one coalition"),

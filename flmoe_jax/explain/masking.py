@@ -4,6 +4,11 @@ A token (or patch) is made absent by replacing its *projected* feature vector (t
 vector: the train-split mean of its modality pushed through the same checkpoint's projection (SPEC 4.2; the
 projection is affine, so this equals the mean of the projected train features), or zero. Attention masks are
 not changed: masked tokens stay in the sequence, as in the reference.
+
+The probes can also play the *marginal* (interventional) game: an absent token takes the token at the same
+position of a reference training example, and the value is averaged over K references (`reference_fills`;
+shapiq's `MarginalImputer`). Its interactions depend on the model only where the data lives, not on how the
+model extrapolates to the mean vector (docs/probes.md, "Fill").
 """
 
 from __future__ import annotations
@@ -39,13 +44,36 @@ def fill_vectors(model, means: Sequence[np.ndarray], mode: str = "mean") -> list
   return projected
 
 
+def reference_fills(
+  model,
+  xs: Sequence[np.ndarray],
+  masks: Sequence[np.ndarray],
+  means: Sequence[np.ndarray],
+) -> list[Array]:
+  """Per-position fills from K reference examples: the marginal game's "absent".
+
+  Args:
+    model: an FLI2MoE or DenseTransformer.
+    xs: per modality, the references' raw features [K, T_m, D_m] (rows of the train split).
+    masks: per modality, bool [K, T_m]: where a reference has padding, its position takes the mean fill.
+    means: per modality, the train-split raw mean [D_m] (`FeatureStore.means()`).
+
+  Returns:
+    Per modality, projected reference tokens [K, T_m, H].
+  """
+  hs = model.project([jnp.asarray(x, jnp.float32) for x in xs])
+  mean = fill_vectors(model, means, "mean")
+  return [jnp.where(jnp.asarray(m, bool)[..., None], h, f) for h, m, f in zip(hs, masks, mean)]
+
+
 def apply_fill(hs: Sequence[Array], keep: Sequence[Array], fills: Sequence[Array]) -> list[Array]:
   """Replaces the tokens where `keep` is False by the fill vector of their modality.
 
   Args:
     hs: per modality, projected features [..., T_m, H].
     keep: per modality, bool [..., T_m] (broadcastable): True = present, False = filled.
-    fills: per modality, [H].
+    fills: per modality, [H], or anything that broadcasts against hs (per-position fills
+      [..., T_m, H], as the references of the marginal game, placed by the caller).
 
   Returns:
     Per modality, [..., T_m, H] (broadcast shape of hs and keep).

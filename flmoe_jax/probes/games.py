@@ -405,8 +405,10 @@ class ModelValueFn:
   """Value of a model (one expert or the mixture) on filled inputs; the `fn` of model games.
 
   Params (a dict pytree): `state` (nnx state of the expert or model), `hs` (per modality projected
-  features [*batch, T_m, H]), `masks` ([*batch, T_m]), `fills` ([H] per modality), `target`
-  ([*batch, C] 0/1), `player_modality`/`player_position` (int [n]).
+  features [*batch, T_m, H]), `masks` ([*batch, T_m]), `fills` (per modality [H], or [K, T_m, H]
+  reference tokens: the marginal game, whose value is the mean over the K references;
+  `masking.reference_fills`), `target` ([*batch, C] 0/1), `player_modality`/`player_position`
+  (int [n]).
 
   Attributes:
     graph: `HashableGraph` of the expert or model.
@@ -429,11 +431,19 @@ class ModelValueFn:
     )
     # [C, T] -> [C, 1.., T]: every coalition applies to every example of the batch.
     keep = [k.reshape(k.shape[:1] + (1,) * batch_dims + k.shape[1:]) for k in keep]
-    hs = masking.apply_fill(params["hs"], keep, params["fills"])  # [C, *batch, T_m, H]
-    logits = self.logits(params["state"], hs, params["masks"])  # [C, *batch, C_cls]
+    fills = params["fills"]
+    marginal = fills[0].ndim == 3  # [K, T_m, H] references
+    if marginal:
+      # [C, 1, 1.., T] against [K, 1.., T, H]: every coalition on every reference and example.
+      keep = [k[:, None] for k in keep]
+      fills = [f.reshape(f.shape[:1] + (1,) * batch_dims + f.shape[1:]) for f in fills]
+    hs = masking.apply_fill(params["hs"], keep, fills)  # [C, (K,) *batch, T_m, H]
+    logits = self.logits(params["state"], hs, params["masks"])  # [C, (K,) *batch, C_cls]
     vals = [
       targets.target_score(logits, params["target"], self.task_type, score=s) for s in self.scores
     ]
+    if marginal:  # v(S) = E_ref[score(x_S, ref_rest)]: the mean over the references
+      vals = [v.mean(1) for v in vals]
     return vals[0] if len(vals) == 1 else jnp.stack(vals, -1)
 
   def logits(self, state: Any, hs: Sequence[Array], masks: Sequence[Array]) -> Array:

@@ -50,6 +50,10 @@ SCALES = ("logit", "prob")
 DEFAULT_DRAWS = 64
 ATTRIBUTIONS = ("attnxgrad", "attn", "ig", "grad_x_input")
 MAX_BATCH = 64  # examples per batched call (their coalitions still obey the memory knob)
+# What "absent" means in the probes' games: the masking fills, or the marginal game over reference
+# training examples (`masking.reference_fills`; pair masking keeps the mean fill of SPEC 5.5).
+PROBE_FILLS = (*masking.FILL_MODES, "marginal")
+DEFAULT_REFERENCES = 8
 
 
 def _r(x: Any, digits: int = 6) -> Any:
@@ -163,6 +167,9 @@ def run_probe(
   antithetic: bool = True,
   max_coalitions_per_call: int = 4096,
   fill: str = "mean",
+  sii_fill: str | None = None,
+  rg_fill: str | None = None,
+  references: int = DEFAULT_REFERENCES,
   target_source: str = "pred",
   run_seed: int | None = None,
   which: str = "best",
@@ -196,7 +203,16 @@ def run_probe(
     antithetic: antithetic MC draws.
     max_coalitions_per_call: memory knob: most coalitions per model call across a batch of
       examples (whole examples share a call while they fit; `shapley.example_groups`).
-    fill: `mean` or `zero` (what "absent" means).
+    fill: what "absent" means in the SII and redundancy-gap games: `mean` (the masking
+      pipeline's fill, SPEC 5.1), `zero`, or `marginal`: an absent token takes the token at its
+      position in each of `references` random train examples and the value is averaged over them
+      (the marginal game; it costs `references` model evaluations per coalition). Pair masking
+      and the `grad_x_input` attribution use the mean fill with `marginal`.
+    sii_fill: the fill of the SII game alone (default `fill`). The marginal game finds planted
+      synergies far more often, but breaks the correlation that makes a pair redundant (a copied
+      token's reference disagrees with the present copy): docs/ground_truth.md.
+    rg_fill: the fill of the redundancy-gap game alone (default `fill`).
+    references: K reference examples of the `marginal` fill.
     target_source: `pred` or `true`.
     run_seed: which training seed's checkpoint (default: the first finished).
     which: `best` or `latest` checkpoint.
@@ -246,8 +262,22 @@ def run_probe(
   if mask_repeats < 1:
     raise ProbeError("mask_repeats must be >= 1")
   chunk = check_memory_knob(max_coalitions_per_call)
-  if fill not in masking.FILL_MODES:
-    raise ProbeError(f"fill {fill!r} not in {masking.FILL_MODES}")
+  role_fill = {"sii": sii_fill or fill, "rg": rg_fill or fill}
+  for name, f in (("fill", fill), *((f"{r}_fill", f) for r, f in role_fill.items())):
+    if f not in PROBE_FILLS:
+      raise ProbeError(f"{name} {f!r} not in {PROBE_FILLS}")
+  marginal = "marginal" in role_fill.values()
+  if marginal:
+    if not isinstance(references, (int, np.integer)) or references < 1:
+      raise ProbeError(f"--references must be an int >= 1, got {references!r}")
+    if chunk < references:
+      raise ProbeError(
+        f"max_coalitions_per_call={chunk} cannot fit one coalition on {references} references "
+        "(the marginal fill evaluates each coalition once per reference)"
+      )
+  # Model passes per coalition, and the memory knob per role: K inputs per coalition when marginal.
+  passes = {r: int(references) if f == "marginal" else 1 for r, f in role_fill.items()}
+  role_chunk = {r: chunk // passes[r] for r in ROLES}
   if attribution not in ATTRIBUTIONS:
     raise ProbeError(f"attribution {attribution!r} not in {ATTRIBUTIONS}")
   if tag and not tag.replace("-", "").replace("_", "").isalnum():
@@ -305,7 +335,28 @@ def run_probe(
     expert_fn[role] = ModelValueFn(HashableGraph(gd), mode, task, SCALES, lengths)
     expert_state[role] = st
   mix_fn = ModelValueFn(HashableGraph(graphdef_full), "mixture", task, ("prob",), lengths)
-  fills = masking.fill_vectors(model, fs.means(), fill)
+  # The masking fill (pair masking, grad_x_input maps): the marginal game's runs use the mean.
+  mask_fill = fill if fill in masking.FILL_MODES else "mean"
+  fills = masking.fill_vectors(model, fs.means(), mask_fill)
+  role_fills = {
+    r: fills if f == mask_fill else masking.fill_vectors(model, fs.means(), f)
+    for r, f in role_fill.items()
+    if f != "marginal"
+  }
+  reference_rows = None
+  if marginal:
+    if "train" not in fs.counts:
+      raise ProbeError(
+        f"the marginal fill draws its references from the train split; {fs.path} has none"
+      )
+    reference_rows = np.sort(
+      np.random.default_rng([seed, 11]).choice(fs.counts["train"], references, replace=False)
+      if references <= fs.counts["train"]
+      else np.random.default_rng([seed, 11]).integers(0, fs.counts["train"], references)
+    )
+    ref = fs.gather("train", reference_rows)
+    refs = masking.reference_fills(model, ref["x"], ref["mask"], fs.means())
+    role_fills.update({r: refs for r, f in role_fill.items() if f == "marginal"})
   gt = fs.ground_truth()
   planted = _planted_setup(gt, fs, split, rows) if gt else None
   log(
@@ -320,7 +371,15 @@ def run_probe(
   # last example and are dropped from every result.
   n_batches = -(-len(rows) // MAX_BATCH)
   batch_size = -(-len(rows) // n_batches)
-  statics = {"n_players": n_max, "n_draws": n_draws, "antithetic": antithetic, "chunk": chunk}
+  statics = {
+    role: {
+      "n_players": n_max,
+      "n_draws": n_draws,
+      "antithetic": antithetic,
+      "chunk": role_chunk[role],
+    }
+    for role in ROLES
+  }
   score_programs = {}  # role -> the compiled scoring program (compiled ahead: timings exclude it)
   records: list[dict] = []
   masked_logits_all, clean_logits_all, labels_all = [], [], []
@@ -393,14 +452,16 @@ def run_probe(
     for ri, role in enumerate(ROLES):
       padded = np.stack([pairs_lib.pad_pairs(cp, p_max)[0] for cp in cps[role]])  # [n_real, P, 2]
       args[role] = (
-        {"state": expert_state[role], "fills": fills},
+        {"state": expert_state[role], "fills": role_fills[role]},
         batched,
         _example_keys(key, row_ids, ri),
         jnp.asarray(_pad_rows(padded, batch_size)),
         jnp.asarray(_pad_rows(n_valid, batch_size)),
       )
       if role not in score_programs:
-        score_programs[role] = _score_batch.lower(expert_fn[role], *args[role], **statics).compile()
+        score_programs[role] = _score_batch.lower(
+          expert_fn[role], *args[role], **statics[role]
+        ).compile()
 
     # (b) One batched call per role: MC statistics and endpoint values of every example.
     t1 = time.time()
@@ -497,7 +558,8 @@ def run_probe(
     (sii_rank_score, rg_rank_score),
     experts,
   )
-  evals_per_example = 2 * n_draws * 4 * p_max
+  # Expert evaluations = model passes: the marginal fill runs every coalition on K references.
+  evals_per_example = sum(n_draws * 4 * p_max * passes[role] for role in ROLES)
   report = {
     "format": PROBE_FORMAT,
     "version": PROBE_VERSION,
@@ -525,6 +587,9 @@ def run_probe(
       "exact": False,
       "max_coalitions_per_call": chunk,
       "fill": fill,
+      "fills": {"SII": role_fill["sii"], "RG": role_fill["rg"], "pair_masking": mask_fill},
+      "references": int(references) if marginal else None,
+      "reference_rows": None if reference_rows is None else reference_rows.tolist(),
       "target_source": target_source,
       "attribution": attribution if pairs == "topk" else None,
       "mask_budgets": budgets,
