@@ -207,6 +207,28 @@ def test_tables_and_verdicts(tmp_path):
   assert (tmp_path / "report" / "report_files" / "test_heatmap_0.png").exists()
 
 
+def test_ground_truth_table_shows_a_second_fill(tmp_path):
+  # A marginal-fill probe of the same run (the demo's `test_marginal.json`) adds its SII rows only.
+  fl, dense = make_run(tmp_path)
+  probe = json.loads((fl / "probe" / "test.json").read_text())
+  probe["settings"]["fills"] = {"SII": "marginal", "RG": "mean", "pair_masking": "mean"}
+  probe["planted"]["pairs"]["syn0"]["logit"] = {"hit@1": 0.77, "abs_hit@1": 0.97, "mrr": 0.98}
+  probe["planted"]["pairs"]["red0"] = {
+    "kind": "redundancy",
+    "probe": "RG of the red game",
+    "in_candidates": 1.0,
+    "prob": {"hit@1": 0.5, "mrr": 0.6},
+  }
+  (fl / "probe" / "test_marginal.json").write_text(json.dumps(probe))
+  main = json.loads((fl / "probe" / "test.json").read_text())
+  main["planted"]["pairs"]["red0"] = probe["planted"]["pairs"]["red0"]
+  (fl / "probe" / "test.json").write_text(json.dumps(main))
+  md = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")["md"].read_text()
+  assert "| syn0 | synergy | SII | mean | logit | 0.950 |" in md  # the main probe (no `fills`)
+  assert "| syn0 | synergy | SII | marginal | logit | 0.770 | 0.970 | 0.980 |" in md
+  assert md.count("| red0 |") == 1  # same fill as the main probe's RG game: not repeated
+
+
 def test_c2_fails_when_random_wins(tmp_path):
   fl, dense = make_run(tmp_path, ranked_beats=(True, False))
   out = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")

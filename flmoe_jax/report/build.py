@@ -23,6 +23,10 @@ from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.report.render import Figure, Section, Table, write_report
 from flmoe_jax.report.tables import pm, table_a
 
+# Tag of a second probe file of a run (`probe/<split>_marginal.json`) whose planted-pair rows the
+# ground-truth table shows beside the main probe's: the demo scores the synergy expert's marginal game.
+MARGINAL_TAG = "marginal"
+
 
 @dataclasses.dataclass
 class ReportEntry:
@@ -204,7 +208,16 @@ def c2_verdict(dataset: str, probe: dict) -> str:
   return f"{tag}: C2 ({dataset}): {verdict} ({'; '.join(parts)})."
 
 
-def ground_truth_table(dataset: str, probe: dict) -> Table | None:
+def _game_fill(probe: dict, pair: dict) -> str:
+  """The fill of the game that scored a planted pair (files before per-game fills: `fill`)."""
+  settings = probe.get("settings", {})
+  index = "SII" if str(pair.get("probe", "")).startswith("SII") else "RG"
+  return settings.get("fills", {}).get(index) or settings.get("fill", "mean")
+
+
+def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -> Table | None:
+  """Planted pairs recovered, per probe and scale; `others` are probes of the same run with other
+  fills (e.g. the demo's marginal SII game), of which only the rows with another fill are shown."""
   planted = probe.get("planted")
   if not planted:
     return None
@@ -213,6 +226,7 @@ def ground_truth_table(dataset: str, probe: dict) -> Table | None:
       "planted pair",
       "kind",
       "probe",
+      "fill",
       "scale",
       "hit@1",
       "|.| hit@1",
@@ -221,27 +235,35 @@ def ground_truth_table(dataset: str, probe: dict) -> Table | None:
       "in candidates",
     ]
   ]
-  for name, p in planted["pairs"].items():
-    for scale in ("logit", "prob"):
-      if scale in p:
-        rows.append(
-          [
-            name,
-            p["kind"],
-            p["probe"],
-            scale,
-            _f(p[scale]["hit@1"], 3),
-            _f(p[scale].get("abs_hit@1", float("nan")), 3),
-            _f(p[scale]["mrr"], 3),
-            _f(p[scale].get("chance_hit@1", float("nan")), 3),
-            _f(p["in_candidates"], 2),
-          ]
-        )
+  main_fill = {name: _game_fill(probe, p) for name, p in planted["pairs"].items()}
+  for q in (probe, *others):
+    for name, p in q.get("planted", {}).get("pairs", {}).items():
+      fill = _game_fill(q, p)
+      if q is not probe and fill == main_fill.get(name):
+        continue
+      for scale in ("logit", "prob"):
+        if scale in p:
+          rows.append(
+            [
+              name,
+              p["kind"],
+              p["probe"],
+              fill,
+              scale,
+              _f(p[scale]["hit@1"], 3),
+              _f(p[scale].get("abs_hit@1", float("nan")), 3),
+              _f(p[scale]["mrr"], 3),
+              _f(p[scale].get("chance_hit@1", float("nan")), 3),
+              _f(p["in_candidates"], 2),
+            ]
+          )
   setting = planted.get("setting", "?")
   return Table(
     f"ground-truth-{dataset}",
     f"Planted pairs recovered ({dataset}, generator setting {setting!r}, per test sample; hit@1 ranks "
-    "by the signed score, |.| hit@1 by its magnitude, as DATA.md 3.4 asks for mixed settings)",
+    "by the signed score, |.| hit@1 by its magnitude, as DATA.md 3.4 asks for mixed settings; fill: "
+    "what 'absent' means in the probed game, mean fill or the marginal game over reference examples, "
+    "docs/probes.md)",
     rows,
   )
 
@@ -513,7 +535,11 @@ def build_report(
       verdict = c2_verdict(e.dataset, probe)
       verdicts.append(verdict)
       sec.paragraphs.append(verdict)
-      gt = ground_truth_table(e.dataset, probe)
+      # Probes of the same run with another fill (the demo's marginal SII game: `*_marginal.json`).
+      others = [
+        q for q in (_load(wd / "probe" / f"{e.split}_{MARGINAL_TAG}.json"),) if q is not None
+      ]
+      gt = ground_truth_table(e.dataset, probe, others)
       if gt:
         sec.tables.append(gt)
       so = standout_table(e.dataset, probe)
