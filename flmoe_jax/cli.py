@@ -337,19 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     default=4096,
     help="memory knob: most coalitions per model call, across a batch of examples",
   )
+  fills = (
+    "mean",
+    "zero",
+    "marginal",
+  )  # probes.pipeline.PROBE_FILLS (not imported: jax-free parser)
   pr.add_argument(
     "--fill",
-    choices=("mean", "zero", "marginal"),
+    choices=fills,
     default="mean",
     help="what 'absent' means in the SII and RG games: the mean (or zero) fill, or marginal: the "
     "tokens of --references random train examples, the value averaged over them",
   )
-  pr.add_argument(
-    "--sii-fill", choices=("mean", "zero", "marginal"), help="the SII game's fill alone"
-  )
-  pr.add_argument(
-    "--rg-fill", choices=("mean", "zero", "marginal"), help="the RG game's fill alone"
-  )
+  pr.add_argument("--sii-fill", choices=fills, help="the SII game's fill alone")
+  pr.add_argument("--rg-fill", choices=fills, help="the RG game's fill alone")
   pr.add_argument(
     "--references", type=int, default=8, help="reference examples of the marginal fill (default 8)"
   )
@@ -392,9 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     rest, overrides = _split_overrides(argv)
     args, unknown = build_parser().parse_known_args(rest)
-    if (
-      unknown
-    ):  # argparse would name the top-level parser; the subcommand's --help is the useful one
+    # argparse would blame the top-level parser for these; the subcommand's --help is the useful one.
+    if unknown:
       raise SystemExit(
         _fail(f"unrecognized arguments: {' '.join(unknown)} (see 'flmoe {args.command} --help')")
       )

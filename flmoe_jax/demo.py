@@ -145,11 +145,10 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
         f"{100 * r['hit@1']:.0f}% of test samples"
       )
   rates = []
-  for stem in ("test", f"test_{MARGINAL_TAG}"):
+  for fill, stem in (("mean", "test"), ("marginal", f"test_{MARGINAL_TAG}")):
     path = root / "synthetic" / "fl" / "probe" / f"{stem}.json"
     syn = json.loads(path.read_text()).get("planted", {}).get("pairs", {}).get("syn0")
     if syn:
-      fill = "marginal" if stem != "test" else "mean"
       rates.append(f"{100 * syn['logit']['abs_hit@1']:.0f}% ({fill} fill)")
   if rates:
     print(f"synthetic (mixed): planted XOR pair first by |SII| of syn in {', '.join(rates)}")

@@ -337,26 +337,24 @@ def run_probe(
   mix_fn = ModelValueFn(HashableGraph(graphdef_full), "mixture", task, ("prob",), lengths)
   # The masking fill (pair masking, grad_x_input maps): the marginal game's runs use the mean.
   mask_fill = fill if fill in masking.FILL_MODES else "mean"
-  fills = masking.fill_vectors(model, fs.means(), mask_fill)
-  role_fills = {
-    r: fills if f == mask_fill else masking.fill_vectors(model, fs.means(), f)
-    for r, f in role_fill.items()
-    if f != "marginal"
+  by_mode = {
+    f: masking.fill_vectors(model, fs.means(), f)
+    for f in {mask_fill, *role_fill.values()} - {"marginal"}
   }
+  fills = by_mode[mask_fill]
   reference_rows = None
   if marginal:
     if "train" not in fs.counts:
       raise ProbeError(
         f"the marginal fill draws its references from the train split; {fs.path} has none"
       )
+    n_train = fs.counts["train"]
     reference_rows = np.sort(
-      np.random.default_rng([seed, 11]).choice(fs.counts["train"], references, replace=False)
-      if references <= fs.counts["train"]
-      else np.random.default_rng([seed, 11]).integers(0, fs.counts["train"], references)
+      np.random.default_rng([seed, 11]).choice(n_train, references, replace=references > n_train)
     )
     ref = fs.gather("train", reference_rows)
-    refs = masking.reference_fills(model, ref["x"], ref["mask"], fs.means())
-    role_fills.update({r: refs for r, f in role_fill.items() if f == "marginal"})
+    by_mode["marginal"] = masking.reference_fills(model, ref["x"], ref["mask"], fs.means())
+  role_fills = {r: by_mode[f] for r, f in role_fill.items()}
   gt = fs.ground_truth()
   planted = _planted_setup(gt, fs, split, rows) if gt else None
   log(
@@ -371,15 +369,7 @@ def run_probe(
   # last example and are dropped from every result.
   n_batches = -(-len(rows) // MAX_BATCH)
   batch_size = -(-len(rows) // n_batches)
-  statics = {
-    role: {
-      "n_players": n_max,
-      "n_draws": n_draws,
-      "antithetic": antithetic,
-      "chunk": role_chunk[role],
-    }
-    for role in ROLES
-  }
+  statics = {"n_players": n_max, "n_draws": n_draws, "antithetic": antithetic}
   score_programs = {}  # role -> the compiled scoring program (compiled ahead: timings exclude it)
   records: list[dict] = []
   masked_logits_all, clean_logits_all, labels_all = [], [], []
@@ -460,7 +450,7 @@ def run_probe(
       )
       if role not in score_programs:
         score_programs[role] = _score_batch.lower(
-          expert_fn[role], *args[role], **statics[role]
+          expert_fn[role], *args[role], **statics, chunk=role_chunk[role]
         ).compile()
 
     # (b) One batched call per role: MC statistics and endpoint values of every example.

@@ -536,10 +536,8 @@ def build_report(
       verdicts.append(verdict)
       sec.paragraphs.append(verdict)
       # Probes of the same run with another fill (the demo's marginal SII game: `*_marginal.json`).
-      others = [
-        q for q in (_load(wd / "probe" / f"{e.split}_{MARGINAL_TAG}.json"),) if q is not None
-      ]
-      gt = ground_truth_table(e.dataset, probe, others)
+      marginal = _load(wd / "probe" / f"{e.split}_{MARGINAL_TAG}.json")
+      gt = ground_truth_table(e.dataset, probe, [marginal] if marginal else [])
       if gt:
         sec.tables.append(gt)
       so = standout_table(e.dataset, probe)
