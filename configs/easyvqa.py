@@ -17,11 +17,11 @@ full set (about 48k questions) takes a few minutes; `:quick` limits every split 
 
 import ml_collections
 
-from flmoe_jax.config import base_config
+from flmoe_jax.config import base_config, config_args
 
 
 def get_config(arg: str = ""):
-  args = set(filter(None, arg.split(",")))
+  args = config_args(arg, ("dense", "quick", "demo"), exclusive=("quick", "demo"))
   c = base_config()
   c.name = "easyvqa"
   c.store = "runs/stores/easyvqa"

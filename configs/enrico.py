@@ -6,17 +6,18 @@ SPEC.md section 2.3: 50 epochs, batch 32, Adam 1e-4, 3-layer gate, T = 2, select
 lambda_int = 0.5 as in the supplementary's Table 1 (the reference scripts pass 0.0; SPEC open question 9).
 """
 
-from flmoe_jax.config import base_config
+from flmoe_jax.config import base_config, config_args
 
 
 def get_config(arg: str = ""):
+  args = config_args(arg, ("dense",))
   c = base_config()
   c.name = "enrico"
   c.store = "runs/stores/enrico"
   c.train.epochs = 50
   c.model.rw_layers = 3
   c.loss.lambda_int = 0.5
-  if arg == "dense":
+  if "dense" in args:
     c.model.kind = "dense"
     c.name = "enrico_dense"
   return c

@@ -5,10 +5,11 @@
 Not in the reference code: MM-IMDb hyper-parameters (SPEC open question 8), selection by validation accuracy.
 """
 
-from flmoe_jax.config import base_config
+from flmoe_jax.config import base_config, config_args
 
 
 def get_config(arg: str = ""):
+  args = config_args(arg, ("dense",))
   c = base_config()
   c.name = "mmhs150k"
   c.store = "runs/stores/mmhs150k"
@@ -16,7 +17,7 @@ def get_config(arg: str = ""):
   c.model.rw_layers = 2
   c.loss.lambda_int = 0.5
   c.train.selection_metric = "accuracy"
-  if arg == "dense":
+  if "dense" in args:
     c.model.kind = "dense"
     c.name = "mmhs150k_dense"
   return c

@@ -6,17 +6,18 @@ Needs a feature store built from the hand-downloaded dataset (see README, "Real 
 Model selection: validation macro-F1; 40 epochs, batch 32, Adam 1e-4, lambda_int 0.5, T = 2, 2-layer gate.
 """
 
-from flmoe_jax.config import base_config
+from flmoe_jax.config import base_config, config_args
 
 
 def get_config(arg: str = ""):
+  args = config_args(arg, ("dense",))
   c = base_config()
   c.name = "mmimdb"
   c.store = "runs/stores/mmimdb"
   c.train.epochs = 40
   c.model.rw_layers = 2
   c.loss.lambda_int = 0.5
-  if arg == "dense":
+  if "dense" in args:
     c.model.kind = "dense"
     c.name = "mmimdb_dense"
   return c

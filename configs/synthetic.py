@@ -11,11 +11,14 @@ generator's Bayes-optimal accuracy (printed in the store's ground_truth.json) wi
 best validation, 94.0% test; 99.5% / 99.0% with `paper`).
 """
 
-from flmoe_jax.config import base_config
+from flmoe_jax.config import base_config, config_args
+
+# The pure generator settings (the default, `mixed`, plants every mechanism at once).
+_SETTINGS = ("synergy", "redundancy", "uniq_text", "uniq_image", "complement", "null")
 
 
 def get_config(arg: str = ""):
-  args = set(filter(None, arg.split(",")))
+  args = config_args(arg, ("dense", "demo", "paper", *_SETTINGS), exclusive=_SETTINGS)
   c = base_config()
   c.name = "synthetic"
   c.store = "runs/stores/synthetic"
@@ -60,7 +63,7 @@ def get_config(arg: str = ""):
     # `make demo`: 6 epochs (the XOR is found by epoch 3-5; with this objective 6 epochs give 90.6-91.0%
     # test accuracy; the paper's objective ~95%: docs/ground_truth.md).
     c.train.epochs = 6
-  settings = args & {"synergy", "redundancy", "uniq_text", "uniq_image", "complement", "null"}
+  settings = args & set(_SETTINGS)
   if settings:
     # A pure setting (one planted mechanism decides the label) or the null control: the ground-truth
     # benchmark for the probes (DATA.md 3.4). The features are the same as `mixed`; only labels change.

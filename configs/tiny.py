@@ -1,9 +1,10 @@
 """A tiny config for tests: seconds on a CPU, exercises every code path (not a meaningful model)."""
 
-from flmoe_jax.config import base_config
+from flmoe_jax.config import base_config, config_args
 
 
 def get_config(arg: str = ""):
+  args = config_args(arg, ("dense",))
   c = base_config()
   c.name = "tiny"
   c.store = "runs/stores/tiny"
@@ -30,6 +31,6 @@ def get_config(arg: str = ""):
   c.train.seeds = (0,)
   c.train.log_every_steps = 2
   c.train.progress = False
-  if arg == "dense":
+  if "dense" in args:
     c.model.kind = "dense"
   return c

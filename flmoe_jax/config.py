@@ -43,7 +43,10 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"{file}: failed to import ({type(e).__name__}: {e})") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{file}: defines no get_config()")
-  cfg = module.get_config(arg) if arg else module.get_config()
+  try:
+    cfg = module.get_config(arg) if arg else module.get_config()
+  except ConfigError as e:
+    raise ConfigError(f"{path}: {e}") from None
   if not isinstance(cfg, ml_collections.ConfigDict):
     raise ConfigError(f"{file}: get_config() must return an ml_collections.ConfigDict")
   return cfg
@@ -113,6 +116,7 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   cfg = load_config_file(path)
   cfg.lock()
   apply_overrides(cfg, overrides)
+  validate_config(cfg)
   return cfg
 
 
@@ -139,6 +143,132 @@ def with_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if key not in cfg[section]:
           cfg[section][key] = value
   return cfg
+
+
+def config_args(arg: str, allowed: Sequence[str], *, exclusive: Sequence[str] = ()) -> set[str]:
+  """Parses a config file's comma-separated argument (`file.py:a,b`) against the ones it knows.
+
+  Args:
+    arg: the text after the colon ("" for none).
+    allowed: the arguments the config file understands.
+    exclusive: arguments of which at most one may be given.
+
+  Returns:
+    The set of given arguments.
+
+  Raises:
+    ConfigError: an argument the config file does not know, or two exclusive ones.
+  """
+  args = {a.strip() for a in str(arg).split(",") if a.strip()}
+  unknown = sorted(args - set(allowed))
+  if unknown:
+    raise ConfigError(
+      f"unknown config argument {unknown[0]!r}; this config takes {', '.join(allowed) or 'none'}"
+      " (comma-separated, e.g. file.py:" + (allowed[0] if allowed else "") + ")"
+    )
+  both = sorted(args & set(exclusive))
+  if len(both) > 1:
+    raise ConfigError(f"config arguments {' and '.join(both)} exclude each other; pick one")
+  return args
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# Every checked key: (test, what it must be). Read by `validate_config`.
+_CHECKS = {
+  "name": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+  "store": (lambda v: isinstance(v, str), "a string (a feature store folder)"),
+  "model.kind": (lambda v: v in ("fl_i2moe", "dense"), "'fl_i2moe' or 'dense'"),
+  "model.hidden_dim": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "model.num_heads": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "model.num_layers": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "model.mlp_ratio": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+  "model.dropout": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+  "model.rw_layers": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "model.rw_hidden": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "model.temperature": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+  "model.ln_eps": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+  "model.torch_init": (lambda v: isinstance(v, bool), "true or false"),
+  "model.identical_expert_init": (lambda v: isinstance(v, bool), "true or false"),
+  "model.dtype": (lambda v: v in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
+  "loss.lambda_int": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+  "loss.lambda_role": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+  "loss.lambda_missing": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+  "loss.lambda_decor": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+  "loss.extra_start_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+  "optim.learning_rate": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+  "optim.b1": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+  "optim.b2": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+  "optim.eps": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+  "optim.weight_decay": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+  "optim.grad_clip_norm": (lambda v: _is_num(v) and v >= 0, "a number >= 0 (0 = off)"),
+  "optim.gate_warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+  "train.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "train.eval_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "train.epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "train.seeds": (
+    lambda v: (
+      isinstance(v, (tuple, list))
+      and len(v) >= 1
+      and all(_is_int(s) and s >= 0 for s in v)
+      and len(set(v)) == len(v)
+    ),
+    "a non-empty list of distinct integers >= 0, e.g. (0, 1)",
+  ),
+  "train.log_every_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "train.keep_checkpoints": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "train.selection_metric": (
+    lambda v: v in ("", "macro_f1", "micro_f1", "samples_f1", "exact_match", "accuracy", "auroc"),
+    "'' (the task's default) or one of macro_f1, micro_f1, samples_f1, exact_match, accuracy, "
+    "auroc",
+  ),
+  "train.limit_train": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all)"),
+  "train.limit_eval": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all)"),
+  "train.progress": (lambda v: isinstance(v, bool), "true or false"),
+  "train.prng_impl": (
+    lambda v: v in ("threefry2x32", "rbg", "unsafe_rbg"),
+    "'threefry2x32', 'rbg' or 'unsafe_rbg'",
+  ),
+  "mesh.shape": (
+    lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(s) for s in v),
+    "two integers (data, expert), -1 = all remaining devices",
+  ),
+  "mesh.axes": (lambda v: tuple(v) == ("data", "expert"), "('data', 'expert')"),
+}
+
+
+def validate_config(cfg: ml_collections.ConfigDict) -> None:
+  """Checks the type and range of every run option, before anything is built or written.
+
+  Raises:
+    ConfigError: naming the first bad key, its value and what it must be.
+  """
+  for key, (ok, want) in _CHECKS.items():
+    node = cfg
+    for part in key.split("."):
+      if part not in node:
+        raise ConfigError(f"config key {key!r} is missing (start configs from base_config())")
+      node = node[part]
+    if not ok(node):
+      raise ConfigError(f"config key {key!r} is {node!r}; it must be {want}")
+  from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS  # the models own the choices
+
+  if cfg.model.attention not in ATTENTION_IMPLEMENTATIONS:
+    raise ConfigError(
+      f"config key 'model.attention' is {cfg.model.attention!r}; it must be one of "
+      f"{', '.join(ATTENTION_IMPLEMENTATIONS)}"
+    )
+  if cfg.model.hidden_dim % cfg.model.num_heads:
+    raise ConfigError(
+      f"model.hidden_dim {cfg.model.hidden_dim} is not divisible by model.num_heads "
+      f"{cfg.model.num_heads}"
+    )
 
 
 def resolve_path(p: str, base: str | os.PathLike | None = None) -> pathlib.Path:

@@ -421,6 +421,44 @@ class MetricWriter:
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
 
+  def rewind(self, *, seed: int, step: int) -> int:
+    """Drops what a resumed seed wrote after its checkpoint, so no line is repeated.
+
+    A seed resumed from the checkpoint of `step` redoes everything after it: its lines with a larger
+    step, and its test lines (written after the last checkpoint), are removed, and so is a line cut
+    short by a kill. Lines of other seeds are kept. The file is rewritten atomically.
+
+    Args:
+      seed: the seed being resumed (or started: `step` 0).
+      step: the step of the checkpoint it resumes from.
+
+    Returns:
+      The number of lines removed.
+    """
+    if self._file is None:
+      return 0
+    self._file.close()
+    with open(self.path, encoding="utf-8") as f:
+      lines = [line for line in f.read().split("\n") if line.strip()]
+    kept = []
+    for line in lines:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:  # a line cut short by a kill
+        continue
+      redone = record.get("seed") == seed and (
+        record.get("step", 0) > step or any(k.startswith("test/") for k in record)
+      )
+      if not redone:
+        kept.append(line)
+    if len(kept) != len(lines):
+      tmp = self.path + ".tmp"
+      with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in kept))
+      os.replace(tmp, self.path)
+    self._file = open(self.path, "a", encoding="utf-8")
+    return len(lines) - len(kept)
+
   def close(self) -> None:
     """Closes the file; further writes raise. Safe to call twice."""
     if self._file is not None:

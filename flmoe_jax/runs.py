@@ -47,10 +47,35 @@ class LoadedRun:
 
 def run_config(workdir: str | os.PathLike):
   """The config a run was trained with (`workdir/config.json`)."""
-  p = pathlib.Path(workdir) / "config.json"
+  root = pathlib.Path(workdir)
+  if not root.exists():
+    raise RunDirError(f"{workdir} is not a run directory (it does not exist)")
+  if not root.is_dir():
+    raise RunDirError(f"{workdir} is not a run directory (it is a file)")
+  p = root / "config.json"
   if not p.is_file():
     raise RunDirError(f"{workdir} is not a run directory (no config.json)")
   return config_lib.with_defaults(config_lib.config_from_json(p.read_text()))
+
+
+def run_store(workdir: str | os.PathLike, config=None) -> store_lib.FeatureStore:
+  """Opens the feature store a run was trained on, without loading any model.
+
+  Args:
+    workdir: the run directory.
+    config: its config (default: read from `workdir/config.json`).
+
+  Raises:
+    RunDirError: `workdir` is not a run directory.
+    StoreError: the store is gone or broken.
+  """
+  root = pathlib.Path(workdir)
+  config = run_config(root) if config is None else config
+  store_path = config_lib.resolve_path(config.store)
+  if not store_path.is_dir() and (root / "summary.json").is_file():
+    # Relative store paths are relative to where training ran; the summary keeps the absolute one.
+    store_path = pathlib.Path(load_summary(root)["store"])
+  return store_lib.open_store(store_path)
 
 
 def finished_seeds(workdir: str | os.PathLike) -> list[int]:
@@ -97,18 +122,17 @@ def load_run(
     seed = done[0]
   ckdir = root / f"seed_{seed}" / "checkpoints" / which
   if which == "best" and seed not in done:
-    raise RunDirError(f"{root}: seed {seed} has not finished training (no seed_{seed}/result.json)")
+    raise RunDirError(
+      f"{root}: seed {seed} has not finished training (no seed_{seed}/result.json; finished seeds: "
+      f"{done})"
+    )
   if not ckdir.is_dir():
     raise RunDirError(f"{ckdir}: no checkpoint")
-  ck = checkpointing.Checkpointer(ckdir)
+  ck = checkpointing.Checkpointer(ckdir, read_only=True)
   step = ck.latest_step()
   if step is None:
     raise RunDirError(f"{ckdir}: no finished checkpoint")
-  store_path = config_lib.resolve_path(config.store)
-  if not store_path.is_dir() and (root / "summary.json").is_file():
-    # Relative store paths are relative to where training ran; the summary keeps the absolute one.
-    store_path = pathlib.Path(load_summary(root)["store"])
-  fs = store_lib.open_store(store_path)
+  fs = run_store(root, config)
   graphdef, target = train_lib.init_state(config, fs, seed=seed)
   state, meta = ck.restore(step, target)
   ck.close()

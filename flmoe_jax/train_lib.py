@@ -32,13 +32,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flmoe_jax import checkpointing, sharding
+from flmoe_jax import checkpointing, provenance, sharding
 from flmoe_jax import config as config_lib
 from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, FlmoeError, RunDirError
 from flmoe_jax.models import DenseTransformer, FLI2MoE, losses
-from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS
 
 
 class TrainingDivergedError(FlmoeError):
@@ -265,6 +264,11 @@ class RunPaths:
   def summary(self):
     return self.root / "summary.json"
 
+  @property
+  def run_info(self):
+    """`run.json`: the store the run was trained on, and every session's versions and commit."""
+    return self.root / "run.json"
+
   def seed_dir(self, seed: int) -> pathlib.Path:
     return self.root / f"seed_{seed}"
 
@@ -278,24 +282,126 @@ class RunPaths:
     return self.seed_dir(seed) / "result.json"
 
 
-def prepare_workdir(config, workdir, *, overwrite: bool = False) -> RunPaths:
-  """Creates the run dir, or checks that an existing one holds a run of the same config."""
+# What a run directory holds that training wrote (an --overwrite removes these and nothing else): the
+# files of `RunPaths`, the seed folders, and the later stages' outputs, which describe the old model.
+_RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "run.json")
+_RUN_FOLDERS = ("explain", "probe", "report")
+
+
+def prepare_workdir(
+  config, workdir, *, overwrite: bool = False, fs: store_lib.FeatureStore | None = None
+) -> RunPaths:
+  """Creates the run dir, or checks that an existing one holds a run of the same config and store.
+
+  Nothing the user put in the folder is touched: a non-empty folder that holds no run is refused,
+  and `overwrite` removes only what training wrote (`_RUN_FILES`, `seed_<n>/`, `_RUN_FOLDERS`).
+
+  Args:
+    config: the run config.
+    workdir: the run directory.
+    overwrite: replace a run of a different config (or store) instead of refusing.
+    fs: the store the run trains on; its signature is recorded in `run.json` and a resumed run's
+      store must match it.
+
+  Returns:
+    The run's paths.
+
+  Raises:
+    RunDirError: the workdir is a file, cannot be created, holds other files, or holds another run.
+  """
   paths = RunPaths(pathlib.Path(workdir))
+  root = paths.root
+  if root.exists() and not root.is_dir():
+    raise RunDirError(f"--workdir {root} is a file, not a folder; choose another --workdir")
   text = config_lib.config_to_json(config)
-  if paths.config.exists():
+  if root.is_dir() and not paths.config.is_file() and any(root.iterdir()):
+    raise RunDirError(
+      f"--workdir {root} is a non-empty folder that holds no run (no config.json); choose a new "
+      "or empty folder"
+    )
+  if paths.config.is_file():
     # Compared with the keys added since the run was written at their defaults, so that a run started
     # by an earlier version resumes (what it was trained with is the default of a key it lacks).
-    saved = config_lib.with_defaults(config_lib.config_from_json(paths.config.read_text()))
+    try:
+      saved = config_lib.with_defaults(config_lib.config_from_json(paths.config.read_text()))
+    except ValueError as e:
+      raise RunDirError(f"{paths.config} is not a readable run config ({e})") from None
+    why = None
     if config_lib.config_to_json(saved) != text:
-      if not overwrite:
-        raise RunDirError(
-          f"{paths.root} holds a run with a different config; use a new --workdir or pass --overwrite"
-        )
-      shutil.rmtree(paths.root)
-  paths.root.mkdir(parents=True, exist_ok=True)
+      why = "a different config"
+    elif fs is not None:
+      why = _store_difference(paths, fs)
+    if why is not None:
+      if not overwrite and _has_progress(root):
+        raise RunDirError(f"{root} holds a run with {why}; use a new --workdir or pass --overwrite")
+      # Either asked for, or a start that failed before any training: nothing of value to keep.
+      _remove_run_files(root)
+  try:
+    root.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise RunDirError(f"cannot create --workdir {root}: {e.strerror or e}") from None
   if not paths.config.exists():
     _atomic_write(paths.config, text)
+  if fs is not None:
+    _record_session(paths, fs)
   return paths
+
+
+def store_signature(fs: store_lib.FeatureStore) -> dict[str, Any]:
+  """What a run depends on in its store: modalities, task and split sizes."""
+  return {
+    "modalities": [dataclasses.asdict(m) for m in fs.modalities],
+    "task": {"type": fs.task.type, "num_classes": fs.task.num_classes},
+    "splits": dict(fs.counts),
+  }
+
+
+def _store_difference(paths: RunPaths, fs) -> str | None:
+  if not paths.run_info.is_file():
+    return None  # a run of an earlier version: its checkpoints' shapes are checked on restore
+  try:
+    recorded = json.loads(paths.run_info.read_text())["store"]["signature"]
+  except (ValueError, KeyError, TypeError):
+    return None
+  now = json.loads(json.dumps(store_signature(fs)))
+  for key in ("modalities", "task", "splits"):
+    if recorded.get(key) != now[key]:
+      return f"another store ({key} {recorded.get(key)} there, {now[key]} in {fs.path})"
+  return None
+
+
+def _record_session(paths: RunPaths, fs) -> None:
+  """Adds this start (versions, git commit, backend) to `run.json`, with the store's signature."""
+  info = {"format": "flmoe-run", "version": 1, "sessions": []}
+  if paths.run_info.is_file():
+    try:
+      info = json.loads(paths.run_info.read_text())
+    except ValueError:
+      pass  # a run.json cut short cannot be: it is written atomically
+  info["store"] = {"path": str(fs.path.resolve()), "signature": store_signature(fs)}
+  if jax.process_index() == 0:
+    info.setdefault("sessions", []).append(provenance.session())
+    _atomic_write(paths.run_info, json.dumps(info, indent=1))
+
+
+def _has_progress(root: pathlib.Path) -> bool:
+  """Whether any seed of the run finished an epoch (a committed checkpoint step) or training."""
+  for seed_dir in root.glob("seed_*"):
+    if (seed_dir / "result.json").is_file():
+      return True
+    latest = seed_dir / "checkpoints" / "latest"
+    if latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir()):
+      return True
+  return False
+
+
+def _remove_run_files(root: pathlib.Path) -> None:
+  for name in _RUN_FILES:
+    (root / name).unlink(missing_ok=True)
+  for p in root.iterdir():
+    seed_dir = p.name.startswith("seed_") and p.name[5:].isdigit()
+    if p.is_dir() and (seed_dir or p.name in _RUN_FOLDERS):
+      shutil.rmtree(p)
 
 
 def _atomic_write(path: pathlib.Path, text: str) -> None:
@@ -309,24 +415,14 @@ def check_store_against_config(config, fs: store_lib.FeatureStore) -> None:
   for split in ("train", "val"):
     if split not in fs.counts:
       raise ConfigError(f"store {fs.path} has no {split!r} split (needed for training)")
+    if fs.counts[split] == 0:
+      raise ConfigError(f"store {fs.path}: the {split!r} split is empty (needed for training)")
   if config.train.batch_size > fs.counts["train"] and not config.train.limit_train:
     raise ConfigError(
       f"train.batch_size {config.train.batch_size} exceeds the {fs.counts['train']} training examples"
     )
   if config.model.kind == "fl_i2moe" and len(fs.modalities) < 2:
     raise ConfigError("FL-I2MoE needs at least two modalities")
-  if config.model.hidden_dim % config.model.num_heads:
-    raise ConfigError(
-      f"model.hidden_dim {config.model.hidden_dim} is not divisible by num_heads {config.model.num_heads}"
-    )
-  if config.model.attention not in ATTENTION_IMPLEMENTATIONS:
-    raise ConfigError(
-      f"model.attention {config.model.attention!r} not in {ATTENTION_IMPLEMENTATIONS}"
-    )
-  sel = config.train.selection_metric
-  allowed = ("macro_f1", "micro_f1", "samples_f1", "exact_match", "accuracy", "auroc")
-  if sel and sel not in allowed:
-    raise ConfigError(f"train.selection_metric {sel!r} not in {allowed}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -376,8 +472,22 @@ def selection_metric(config, fs) -> str:
   return config.train.selection_metric or metrics_lib.default_selection_metric(fs.task.type)
 
 
-def ensure_store(config, *, base=None) -> pathlib.Path:
-  """The store path of a config; builds the synthetic store first when the config asks for one."""
+def ensure_store(config, *, base=None, build: bool = True) -> pathlib.Path:
+  """The store path of a config; builds the synthetic store first when the config asks for one.
+
+  Args:
+    config: the run config.
+    base: folder that a relative `config.store` is relative to (default: the working directory).
+    build: whether a synthetic config may build its store when the path is missing; False when the
+      user named the path (a mistyped path must fail, not become a new store).
+
+  Returns:
+    The store folder.
+
+  Raises:
+    StoreError: no store at the path (and none to build), or the path is not a store.
+    ConfigError: the path holds a synthetic store made with other settings.
+  """
   if not config.store:
     raise ConfigError(
       "config.store is empty: point it at a feature store (see docs/feature_store.md)"
@@ -385,6 +495,12 @@ def ensure_store(config, *, base=None) -> pathlib.Path:
   path = config_lib.resolve_path(config.store, base)
   if not config.synthetic:
     return path
+  if not build and not (path / "manifest.json").exists():
+    raise store_lib.StoreError(
+      f"no feature store at {path} (config.store given on the command line); write one with "
+      f"`flmoe synth --out {path}` or `flmoe features`, or leave config.store at the config's own "
+      "synthetic store, which is built when missing"
+    )
   from flmoe_jax.data import synthetic  # numpy only; imported lazily to keep `import` light
 
   try:
@@ -409,24 +525,36 @@ def ensure_store(config, *, base=None) -> pathlib.Path:
 
 
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, overwrite: bool = False
+  config: ml_collections.ConfigDict,
+  workdir: str | os.PathLike,
+  *,
+  overwrite: bool = False,
+  build_store: bool = True,
 ) -> dict[str, Any]:
   """Trains every seed of `config.train.seeds` and writes the run directory.
+
+  Every check (config ranges, store, mesh, workdir) runs before anything is written, so a start that
+  fails on bad input leaves nothing behind.
 
   Args:
     config: a run config (see `flmoe_jax.config.base_config`).
     workdir: the run directory; an existing run of the same config resumes.
     overwrite: replace a run of a different config instead of refusing.
+    build_store: whether a synthetic config may build its missing store (see `ensure_store`).
 
   Returns:
     The summary dict (also written to `workdir/summary.json`).
   """
-  fs = store_lib.open_store(ensure_store(config))
+  config_lib.validate_config(config)
+  root = pathlib.Path(workdir)
+  if root.exists() and not root.is_dir():
+    raise RunDirError(f"--workdir {root} is a file, not a folder; choose another --workdir")
+  fs = store_lib.open_store(ensure_store(config, build=build_store))
   check_store_against_config(config, fs)
-  paths = prepare_workdir(config, workdir, overwrite=overwrite)
   rules = tuple(tuple(r) for r in config.mesh.rules)
   mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
   sharding.check_batch_size(config.train.batch_size, mesh, rules)
+  paths = prepare_workdir(config, workdir, overwrite=overwrite, fs=fs)
   writer = metrics_lib.MetricWriter(paths.root)
   try:
     results = {}
@@ -435,7 +563,9 @@ def train_and_evaluate(
         results[int(seed)] = _train_one_seed(config, fs, paths, mesh, rules, int(seed), writer)
       except metrics_lib.NonFiniteError as e:
         ckpt = paths.latest_ckpt(int(seed))
-        steps = checkpointing.Checkpointer(ckpt).all_steps() if ckpt.exists() else []
+        steps = (
+          checkpointing.Checkpointer(ckpt, read_only=True).all_steps() if ckpt.exists() else []
+        )
         last = (
           f"{ckpt} (step {steps[-1]}, kept intact)" if steps else "none (no epoch had finished)"
         )
@@ -503,24 +633,38 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
   )
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
 
+  n_train = min(fs.counts["train"], config.train.limit_train or fs.counts["train"])
+  steps_per_epoch = n_train // config.train.batch_size
+  total = steps_per_epoch * config.train.epochs
+
+  # --- Checkpoints: `latest` every epoch, `best` when validation improved. ---
+  # The commit order makes every kill recoverable: an epoch's `latest` step is committed (and waited
+  # for) before its `best` step, and `latest` is the truth on resume. Its metadata names the best step;
+  # if `best` lacks it, the kill came between the two commits and the best state *is* the restored
+  # latest state, so it is saved again; `best` steps beyond the restored step (a run of an earlier
+  # version, or a fallback past a damaged step) are redone by the replay and removed first.
   latest = checkpointing.Checkpointer(
     paths.latest_ckpt(seed), max_to_keep=config.train.keep_checkpoints
   )
   best = checkpointing.Checkpointer(paths.best_ckpt(seed), max_to_keep=1)
   meta = {"epoch": 0, "step": 0, "best_metric": -np.inf, "best_epoch": -1, "best_val": {}}
-  if latest.latest_step() is not None:
+  had_steps = bool(latest.all_steps())
+  resumed = latest.restore_newest(state)
+  if resumed is not None:
     # Resume: same config (checked), same data order (seeded per epoch), same per-step keys.
-    state, meta = latest.restore(latest.latest_step(), state)
+    _, state, meta = resumed
     print(f"seed {seed}: resumed from epoch {meta['epoch']} (step {meta['step']})", flush=True)
+  elif had_steps:
+    print(f"seed {seed}: no checkpoint restores; training from the start", flush=True)
+  _reconcile_best(best, state, meta, steps_per_epoch)
+  # Lines written after the restored step are written again by the replay: drop them first.
+  writer.rewind(seed=seed, step=int(meta["step"]))
 
   # The role-consistency and missing-modality losses fill absent modalities with the store's
   # train-split means: put on the device once here, not per step (train_step ignores them when
   # both losses are off).
   fill_means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
   base_key = jax.random.key(seed, impl=config.train.prng_impl)
-  n_train = min(fs.counts["train"], config.train.limit_train or fs.counts["train"])
-  steps_per_epoch = n_train // config.train.batch_size
-  total = steps_per_epoch * config.train.epochs
   progress = metrics_lib.Progress(
     total, f"seed {seed}", log_every=config.train.log_every_steps, enabled=config.train.progress
   )
@@ -561,17 +705,20 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
       writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
       improved = val[sel] > meta["best_metric"]
       if improved:
-        meta.update(best_metric=float(val[sel]), best_epoch=epoch + 1, best_val=val)
-        best.save(step, state, {**meta, "epoch": epoch + 1, "step": step})
+        meta.update(best_metric=float(val[sel]), best_epoch=epoch + 1, best_val=val, best_step=step)
       meta.update(epoch=epoch + 1, step=step)
       latest.save(step, state, meta)
+      latest.wait()  # committed before `best`: see the commit order above
+      if improved:
+        best.save(step, state, meta)
+        best.wait()
   finally:
     progress.close()
     latest.wait()
     best.wait()
 
   # --- Test once, with the best-validation state. ---
-  state, _ = best.restore(best.latest_step(), state)
+  state = _restore_best(best, latest, state, meta, steps_per_epoch)
   test = (
     evaluate(state, fs, "test", graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
     if ("test" in fs.counts)
@@ -591,6 +738,46 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
   }
   _atomic_write(paths.result(seed), json.dumps(result, indent=1))
   return result
+
+
+def _best_step(meta, steps_per_epoch: int) -> int | None:
+  """The step of the best checkpoint named by a `latest` step's metadata (None before any epoch)."""
+  if meta.get("best_epoch", -1) < 1:
+    return None
+  # Runs of an earlier version did not record the step; their epochs all had steps_per_epoch steps.
+  return int(meta.get("best_step", meta["best_epoch"] * steps_per_epoch))
+
+
+def _reconcile_best(best, state, meta, steps_per_epoch: int) -> None:
+  """Makes `best` agree with the restored `latest` step (see the commit order in the driver)."""
+  for s in best.all_steps():
+    if s > int(meta["step"]):
+      best.delete(s)
+  want = _best_step(meta, steps_per_epoch)
+  if want is None or want in best.all_steps():
+    return
+  if want != int(meta["step"]):
+    raise RunDirError(
+      f"{best.directory}: the best checkpoint (step {want}) is missing and the resumed step "
+      f"{meta['step']} is not it; remove the seed's folder {best.directory.parent.parent} to retrain it"
+    )
+  best.save(want, state, meta)
+  best.wait()
+
+
+def _restore_best(best, latest, state, meta, steps_per_epoch: int):
+  """The best-validation state; from `latest` when the `best` step is damaged but kept there."""
+  want = _best_step(meta, steps_per_epoch)
+  got = best.restore_newest(state)
+  if got is not None and (want is None or got[0] == want):
+    return got[1]
+  if want in latest.all_steps():
+    print(f"restoring the best state (step {want}) from {latest.directory}", flush=True)
+    return latest.restore(want, state)[0]
+  raise RunDirError(
+    f"{best.directory}: the best checkpoint (step {want}) is damaged or missing; remove the seed's "
+    f"folder {best.directory.parent.parent} to retrain it"
+  )
 
 
 def prefetch(iterator, size: int = 2):

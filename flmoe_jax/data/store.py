@@ -117,6 +117,68 @@ class SplitArrays:
 # ----------------------------------------------------------------------------------------------------
 
 
+def is_store(path: str | os.PathLike) -> bool:
+  """Whether `path` is a feature store folder (its manifest names this format)."""
+  manifest = pathlib.Path(path) / "manifest.json"
+  if not manifest.is_file():
+    return False
+  try:
+    return json.loads(manifest.read_text()).get("format") == FORMAT_NAME
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
+def check_store_target(path: str | os.PathLike, *, overwrite: bool) -> bool:
+  """Checks that a new store may be written at `path`, before anything is written.
+
+  Nothing that this project did not create is ever replaced: the path must be missing, an empty
+  folder, or (with `overwrite`) a feature store.
+
+  Args:
+    path: where the store will go.
+    overwrite: whether an existing feature store may be replaced.
+
+  Returns:
+    True when `path` holds a feature store that will be replaced.
+
+  Raises:
+    StoreError: `path` is a file or a non-empty folder that is not a store, or a store without
+      `overwrite`.
+  """
+  p = pathlib.Path(path)
+  if not p.exists() and not p.is_symlink():
+    return False
+  if is_store(p) and not p.is_symlink():
+    if not overwrite:
+      raise StoreError(f"{p} already holds a feature store (pass --overwrite to replace it)")
+    return True
+  if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+    return False
+  what = "a file" if p.is_file() else "a folder that is not a feature store"
+  raise StoreError(
+    f"{p} exists and is {what}; refusing to replace it (choose another output path; --overwrite "
+    "replaces only a feature store)"
+  )
+
+
+def _remove_stale_tmp(path: pathlib.Path) -> None:
+  """Removes temporary folders of earlier writers of `path` that were killed (their pid is gone)."""
+  for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+    pid = tmp.name.rsplit(".tmp-", 1)[1].split("-")[0]
+    if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
 def _label_spec(task: TaskSpec, n: int) -> tuple[tuple[int, ...], np.dtype]:
   if task.type == "multilabel":
     return (n, task.num_classes), np.dtype(np.uint8)
@@ -149,17 +211,16 @@ class StoreWriter:
     self.path = pathlib.Path(path)
     if dtype not in FEATURE_DTYPES:
       raise StoreError(f"store dtype {dtype!r} not in {FEATURE_DTYPES}")
-    if (self.path / "manifest.json").exists() and not overwrite:
-      raise StoreError(
-        f"{self.path} already holds a feature store (pass overwrite=True to replace it)"
-      )
+    check_store_target(self.path, overwrite=overwrite)
     if len({m.name for m in modalities}) != len(modalities) or len(modalities) < 1:
       raise StoreError("modality names must be unique and at least one modality is needed")
     self.modalities = tuple(modalities)
     self.task = task
     self.dtype = dtype
     self.overwrite = overwrite
-    self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    _remove_stale_tmp(self.path)
+    # The writer's pid is in the name, so that a later writer can tell a folder left by a kill.
+    self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     self.tmp.mkdir(parents=True)
     self.counts: dict[str, int] = {}
 
@@ -282,9 +343,12 @@ class StoreWriter:
     tmp_manifest = self.tmp / "manifest.json.tmp"
     tmp_manifest.write_text(json.dumps(manifest, indent=1, default=_json_default))
     os.replace(tmp_manifest, self.tmp / "manifest.json")
-    # Swap into place: the old store (if overwriting) is only removed once the new one is complete.
+    # Swap into place. Checked again here: something may have appeared at the path while we wrote.
+    # Only a feature store (which this project made) is ever moved aside and removed, and only once
+    # the new one is complete; an empty folder is replaced by the rename itself.
+    existed = check_store_target(self.path, overwrite=self.overwrite)
     old = None
-    if self.path.exists():
+    if existed:
       old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
       os.replace(self.path, old)
     os.replace(self.tmp, self.path)
