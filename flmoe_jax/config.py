@@ -125,6 +125,25 @@ def config_to_json(cfg: ml_collections.ConfigDict) -> str:
   return json.dumps(json.loads(cfg.to_json_best_effort()), indent=1, sort_keys=True)
 
 
+def first_difference(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> str:
+  """The first key (sorted) whose value differs, as `key: A there, B here`."""
+  fa, fb = (_flat(json.loads(config_to_json(c))) for c in (a, b))
+  for key in sorted(set(fa) | set(fb)):
+    if fa.get(key) != fb.get(key):
+      return f"{key}: {fa.get(key)!r} there, {fb.get(key)!r} here"
+  return "no key differs"
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 def config_from_json(text: str) -> ml_collections.ConfigDict:
   """The inverse of `config_to_json` (tuples come back as lists)."""
   return ml_collections.ConfigDict(json.loads(text))

@@ -328,7 +328,7 @@ def prepare_workdir(
       raise RunDirError(f"{paths.config} is not a readable run config ({e})") from None
     why = None
     if config_lib.config_to_json(saved) != text:
-      why = "a different config"
+      why = f"a different config ({config_lib.first_difference(saved, config)})"
     elif fs is not None:
       why = _store_difference(paths, fs)
     if why is not None:

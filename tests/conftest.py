@@ -106,3 +106,27 @@ def tiny_fli2moe(input_dims=(4, 4), *, num_classes=2, seed=0, **kwargs):
 def random_store(tmp_path_factory):
   """A session-wide small random binary store."""
   return make_random_store(tmp_path_factory.mktemp("stores") / "random")
+
+
+def pytest_terminal_summary(terminalreporter):
+  """Prints the counts of the reliability suites (tests/faults/), passed out of run, per file."""
+  counts: dict[str, list[int]] = {}
+  for outcome in ("passed", "failed", "error"):
+    for report in terminalreporter.stats.get(outcome, []):
+      nodeid = getattr(report, "nodeid", "")
+      if "faults/" not in nodeid or getattr(report, "when", "call") not in ("call", "setup"):
+        continue
+      if outcome == "passed" and report.when != "call":
+        continue
+      name = nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix("_test.py")
+      c = counts.setdefault(name, [0, 0])
+      c[0] += outcome == "passed"
+      c[1] += 1
+  if counts:
+    titles = {
+      "kill": "kill -9 and resume",
+      "bad_input": "bad-input table",
+      "data_loss": "never lose data",
+    }
+    cells = ", ".join(f"{titles.get(k, k)} {p}/{n} passed" for k, (p, n) in sorted(counts.items()))
+    terminalreporter.write_line(f"reliability suites (tests/faults): {cells}")

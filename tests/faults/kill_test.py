@@ -164,3 +164,92 @@ def test_extraction_kill_then_rerun_equals_uninterrupted(extract_reference, poin
 def test_every_point_is_listed_once():
   names = [p for p, _ in TRAIN_POINTS + EXTRACT_POINTS]
   assert len(names) == len(set(names)) and len(TRAIN_POINTS) >= 10
+
+
+def _interrupted_in_epoch_3(tmp_path, store):
+  """A run killed in its third epoch: `latest` holds steps 3 and 6, `best` its best of the two."""
+  run = tmp_path / "run"
+  killed = _train("batch@8", run, store, cwd=tmp_path)
+  assert killed.returncode == -9
+  steps = sorted(int(p.name) for p in (run / "seed_0/checkpoints/latest").iterdir())
+  assert steps == [3, 6]
+  return run
+
+
+def _assert_equals_reference(run, base, want):
+  got = _checkpoint_arrays(run)
+  assert sorted(got) == sorted(want)
+  for key, (arrays, meta) in want.items():
+    assert got[key][1] == meta, key
+    for a, b in zip(arrays, got[key][0]):
+      assert a.tobytes() == b.tobytes(), key
+  for name in ("seed_0/result.json", "summary.json"):
+    assert (run / name).read_text() == (base / "ref" / name).read_text(), name
+
+
+@pytest.mark.parametrize("damage", ["truncate", "no_metadata"])
+def test_damaged_newest_checkpoint_falls_back(reference, tmp_path, damage):
+  """Finding 3: a damaged newest `latest` step is moved aside with one line; training resumes from
+  the older step and the result equals the uninterrupted run."""
+  base, store, want = reference
+  run = _interrupted_in_epoch_3(tmp_path, store)
+  step6 = run / "seed_0/checkpoints/latest/6"
+  if damage == "truncate":
+    biggest = max(
+      (p for p in (step6 / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+  else:
+    (step6 / "state" / "_METADATA").unlink()
+  again = _train("none", run, store, cwd=tmp_path)
+  assert again.returncode == 0, again.stderr[-3000:]
+  said = [line for line in again.stderr.splitlines() if "is damaged" in line]
+  assert len(said) == 1 and "latest/6" in said[0] and "trying an older step" in said[0], said
+  assert "resumed from epoch 1 (step 3)" in again.stdout
+  moved = list((run / "seed_0/checkpoints/damaged").iterdir())
+  assert [p.name.rsplit("-", 1)[0] for p in moved] == ["latest-6"]  # kept aside, not deleted
+  _assert_equals_reference(run, base, want)
+
+
+def test_best_committed_without_latest_resumes(reference, tmp_path):
+  """Finding 2: `best/N` committed and `latest/N` not (the order of earlier versions) used to fail
+  every rerun with StepAlreadyExistsError; the resume removes the newer `best` step and redoes it."""
+  base, store, want = reference
+  run = _interrupted_in_epoch_3(tmp_path, store)
+  best = sorted(
+    int(p.name) for p in (run / "seed_0/checkpoints/best").iterdir() if p.name.isdigit()
+  )
+  # Make `best` one step ahead of `latest`: drop latest/6 and give `best` a copy of it as step 6.
+  import shutil
+
+  if best != [6]:
+    shutil.rmtree(run / "seed_0/checkpoints/best" / str(best[0]))
+    shutil.copytree(run / "seed_0/checkpoints/latest/6", run / "seed_0/checkpoints/best/6")
+  shutil.rmtree(run / "seed_0/checkpoints/latest/6")
+  again = _train("none", run, store, cwd=tmp_path)
+  assert again.returncode == 0, again.stderr[-3000:]
+  _assert_equals_reference(run, base, want)
+
+
+def test_changed_store_is_one_line_and_moves_nothing(reference, tmp_path):
+  """Finding 5: the store at the run's path was rebuilt with other dimensions since training: one
+  line, exit 2, nothing in the run moved or changed."""
+  import shutil
+
+  _, store, _ = reference
+  mine = tmp_path / "store"
+  shutil.copytree(store, mine)
+  run = _interrupted_in_epoch_3(tmp_path, mine)
+  from flmoe_jax.data import store as store_lib
+
+  assert store_lib.is_store(mine)
+  make_random_store(tmp_path / "wider", dim=12)
+  shutil.rmtree(mine)
+  shutil.copytree(tmp_path / "wider", mine)
+  before = {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*")}
+  r = _train("none", run, mine, cwd=tmp_path)
+  assert r.returncode == 2
+  err = r.stderr.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("flmoe: error:") and "another store" in err[0], err
+  assert "'dim': 12" in err[0]
+  assert {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*")} == before
