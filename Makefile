@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install demo test lint clean browser
+.PHONY: install demo test soak lint clean browser
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ demo: $(STAMP)
 	$(BIN)/flmoe demo --workdir runs/demo
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not slow"
+
+# The slower reliability soak (tests/faults: a run killed at random moments, then finished).
+soak: $(STAMP)
+	$(BIN)/python -m pytest tests/faults -m slow
 
 # Debian's Chromium for the report's headless-browser test; if it cannot be installed the test is skipped
 # with a message (never a failure of the set-up).

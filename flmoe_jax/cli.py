@@ -19,6 +19,7 @@ User errors (bad store, bad config, bad flag) print one line `flmoe: error: ...`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -63,15 +64,17 @@ def _cmd_train(args, overrides) -> int:
   from flmoe_jax import config as config_lib
 
   cfg = config_lib.load_config(args.config, overrides)
-  train_and_print(cfg, args.workdir, overwrite=args.overwrite)
+  # A store path named on the command line must hold a store: a typo never becomes a new store.
+  named = any(o.partition("=")[0].strip() == "store" for o in overrides)
+  train_and_print(cfg, args.workdir, overwrite=args.overwrite, build_store=not named)
   return 0
 
 
-def train_and_print(cfg, workdir, *, overwrite=False):
+def train_and_print(cfg, workdir, *, overwrite=False, build_store=True):
   """Runs `train_and_evaluate` and prints the per-split mean/std of the headline metrics."""
   from flmoe_jax import train_lib
 
-  summary = train_lib.train_and_evaluate(cfg, workdir, overwrite=overwrite)
+  summary = train_lib.train_and_evaluate(cfg, workdir, overwrite=overwrite, build_store=build_store)
   print(format_summary(summary))
   print(f"run directory: {workdir}")
   return summary
@@ -94,16 +97,23 @@ def _cmd_synth(args, overrides) -> int:
   del overrides
   from flmoe_jax.data import synthetic
 
+  fields = [f.name for f in dataclasses.fields(synthetic.PlantedConfig) if f.name != "seed"]
   kwargs = {}
   for item in args.set or []:
-    k, _, v = item.partition("=")
+    k, eq, v = item.partition("=")
+    k = k.strip()
+    if not eq or not k:
+      raise FlmoeError(f"--set takes KEY=VALUE (e.g. --set dim=16), got {item!r}")
+    if k not in fields:
+      hint = " (use --seed)" if k == "seed" else ""
+      raise FlmoeError(f"--set {k}: no such generator option{hint}; valid: {', '.join(fields)}")
     try:
-      kwargs[k] = json.loads(v)
+      kwargs[k] = json.loads(v)  # numbers, true/false; anything else stays a string
     except json.JSONDecodeError:
       kwargs[k] = v
   try:
     cfg = synthetic.PlantedConfig(seed=args.seed, **kwargs)
-  except (TypeError, ValueError) as e:
+  except ValueError as e:
     raise FlmoeError(f"bad generator option: {e}") from None
   path = synthetic.write_synthetic_store(cfg, args.out, overwrite=args.overwrite)
   gt = json.loads((path / "ground_truth.json").read_text())
@@ -117,7 +127,12 @@ def _cmd_info(args, overrides) -> int:
 
   fs = store.open_store(args.store)
   for name in fs.split_names:
-    fs.split(name)
+    if fs.split(name).num_examples == 0:
+      # Training, explain and probe all need rows in every split (validation picks the checkpoint).
+      raise store.StoreError(
+        f"{fs.path}: split {name!r} has 0 examples; every split needs at least one (rebuild the "
+        "store with examples in it)"
+      )
     if args.check:
       fs.check_finite(name)
   print(json.dumps({k: v for k, v in fs.manifest.items()}, indent=1))
@@ -131,6 +146,8 @@ def _cmd_explain(args, overrides) -> int:
   del overrides
   from flmoe_jax.explain import pipeline
 
+  if args.steps_per_call < 0:
+    raise FlmoeError(f"--steps-per-call must be >= 0 (0 = all at once), got {args.steps_per_call}")
   steps = None if args.steps_per_call == 0 else args.steps_per_call
   report = pipeline.run_explain(
     args.workdir,
@@ -188,7 +205,13 @@ def _cmd_probe(args, overrides) -> int:
   from flmoe_jax.probes.pipeline import run_probe
   from flmoe_jax.probes.standout import describe as describe_standouts
 
-  budgets = [int(b) for b in args.mask_budgets.split(",") if b.strip()] if args.mask_budgets else []
+  try:
+    budgets = [int(b) for b in args.mask_budgets.split(",") if b.strip()]
+  except ValueError:
+    raise FlmoeError(
+      "--mask-budgets must be comma-separated pair counts (e.g. 1,2,5,10), got "
+      f"{args.mask_budgets!r}"
+    ) from None
   report = run_probe(
     args.workdir,
     args.split,
@@ -310,7 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
   pr = sub.add_parser("probe", help="SII / redundancy-gap probes and pair masking of a trained run")
   pr.add_argument("--workdir", required=True, help="the run directory")
   pr.add_argument("--split", default="test")
-  pr.add_argument("--samples", type=int, default=200, help="examples (first rows of the split)")
+  pr.add_argument(
+    "--samples",
+    type=int,
+    default=None,
+    help="examples: the first rows of the split (default 200, or the whole split when smaller)",
+  )
   pr.add_argument(
     "--budget",
     type=int,

@@ -7,12 +7,18 @@ mapping `{"<modality>.proj.weight": (H, D), "<modality>.proj.bias": (H,)}`.
 
 torch is optional: `.npz` files and in-memory mappings need only numpy; `.pt`/`.pth` files are read
 with `torch.load` when torch is importable and raise a clear ImportError otherwise.
+
+A state dict that cannot be read or does not fit (a missing or truncated file, a missing key, an
+array of the wrong shape or of strings) raises `ConversionError`, a `FlmoeError` with a one-line
+message naming the file or key.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +27,23 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flmoe_jax.errors import FlmoeError
 from flmoe_jax.models.fl_i2moe import FLI2MoE
+
+
+class ConversionError(FlmoeError, ValueError):
+  """A reference state dict that cannot be read, or that does not fit the model (a user error).
+
+  Also a ValueError, which this module raised before.
+  """
+
+
+class MissingKeyError(ConversionError, KeyError):
+  """A key the model needs is not in the reference state dict (also a KeyError)."""
+
+  def __str__(self) -> str:  # KeyError would print the message as a quoted repr
+    return str(self.args[0]) if self.args else ""
+
 
 StateDictLike = Mapping[str, Any] | str | os.PathLike
 
@@ -36,6 +58,44 @@ def _to_numpy(v: Any) -> np.ndarray:
   return np.asarray(v)
 
 
+def _one_line(e: BaseException) -> str:
+  return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def _check_numeric(sd: Mapping[str, np.ndarray], where: str) -> None:
+  """Raises ConversionError naming the first entry that is not a numeric array (e.g. strings)."""
+  for k, a in sd.items():
+    kind = a.dtype.kind
+    # "V" holds ml_dtypes' bfloat16 / float8 (numeric) but also raw void records (not numbers).
+    if kind in "USOMmc" or (kind == "V" and not a.dtype.name.startswith(("bfloat", "float"))):
+      raise ConversionError(
+        f"{where}: {k!r} holds {a.dtype} values, not numbers; every entry must be a numeric "
+        "(float) array: re-export the weights"
+      )
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+  if not os.path.exists(path):
+    raise ConversionError(f"state-dict file {path} does not exist")
+  if not os.path.isfile(path):
+    raise ConversionError(f"state-dict file {path} is not a file")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {k: np.asarray(data[k]) for k in data.files}
+  except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+    raise ConversionError(
+      f"{path} is not a readable .npz archive ({_one_line(e)}); it may be truncated or not written "
+      "by np.savez: copy or save it again"
+    ) from None
+
+
+def _need(mapping: Mapping[str, Any], key: str, what: str, hint: str) -> Any:
+  """mapping[key], or MissingKeyError naming the key, where it was looked up and what to check."""
+  if key not in mapping:
+    raise MissingKeyError(f"{what}: no key {key!r} ({hint})")
+  return mapping[key]
+
+
 def load_state_dict(source: StateDictLike) -> dict[str, np.ndarray]:
   """Reads a flat `{key: array}` state dict.
 
@@ -48,14 +108,17 @@ def load_state_dict(source: StateDictLike) -> dict[str, np.ndarray]:
 
   Raises:
     ImportError: a torch file was given and torch is not installed.
-    ValueError: unknown file type.
+    ConversionError: unknown file type, a missing or unreadable file, or a non-numeric entry.
   """
   if isinstance(source, Mapping):
-    return {str(k): _to_numpy(v) for k, v in source.items()}
+    out = {str(k): _to_numpy(v) for k, v in source.items()}
+    _check_numeric(out, "the state dict")
+    return out
   path = os.fspath(source)
   if path.endswith(".npz"):
-    with np.load(path) as data:
-      return {k: np.asarray(data[k]) for k in data.files}
+    out = _read_npz(path)
+    _check_numeric(out, path)
+    return out
   if path.endswith(_TORCH_SUFFIXES):
     try:
       import torch  # noqa: PLC0415 - optional dependency
@@ -69,8 +132,10 @@ def load_state_dict(source: StateDictLike) -> dict[str, np.ndarray]:
       obj = obj.state_dict()
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
       obj = obj["state_dict"]
-    return {str(k): _to_numpy(v) for k, v in obj.items()}
-  raise ValueError(f"unsupported state-dict file {path!r}: expected .npz or {_TORCH_SUFFIXES}")
+    out = {str(k): _to_numpy(v) for k, v in obj.items()}
+    _check_numeric(out, path)
+    return out
+  raise ConversionError(f"unsupported state-dict file {path!r}: expected .npz or {_TORCH_SUFFIXES}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,29 +208,44 @@ def infer_config(
     rw_layers, rw_hidden (num_heads, temperature, dropout are not stored in the weights).
 
   Raises:
-    ValueError: inconsistent or unrecognised state dict.
+    ConversionError: inconsistent or unrecognised state dict (MissingKeyError: a needed key).
   """
   experts = _indices(sd, r"interaction_experts\.(\d+)\.")
   if experts != list(range(len(experts))) or not experts:
-    raise ValueError(f"no contiguous interaction_experts.* keys found (got indices {experts})")
+    raise ConversionError(
+      f"no contiguous interaction_experts.* keys found (got indices {experts}); is this an "
+      "InteractionMoE state dict?"
+    )
   if len(experts) != len(modality_names) + 2:
-    raise ValueError(
+    raise ConversionError(
       f"{len(experts)} experts in the state dict but {len(modality_names)} modalities "
       f"({list(modality_names)}); expected M + 2 experts"
     )
   prefix = _EXPERT_PREFIX.format(e=0)
   num_layers = len(_indices(sd, re.escape(prefix) + r"network\.(\d+)\.norm1\.weight"))
-  hidden = sd[f"{prefix}network.0.norm1.weight"].shape[0]
-  mlp_dim = sd[f"{prefix}network.0.mlp.network.0.weight"].shape[0]
+  what, hint = "the reference state dict", "is it a complete InteractionMoE state dict?"
+
+  def dim(mapping, key, axis, where=what, why=hint) -> int:
+    a = _need(mapping, key, where, why)
+    if a.ndim <= axis:
+      raise ConversionError(f"{where}: {key!r} has shape {a.shape}; expected at least {axis + 1}-D")
+    return int(a.shape[axis])
+
+  hidden = dim(sd, f"{prefix}network.0.norm1.weight", 0)
+  mlp_dim = dim(sd, f"{prefix}network.0.mlp.network.0.weight", 0)
   if mlp_dim % hidden:
-    raise ValueError(f"MLP width {mlp_dim} is not a multiple of H={hidden}")
+    raise ConversionError(f"MLP width {mlp_dim} is not a multiple of H={hidden}")
   rw = _indices(sd, r"reweight\.mlp\.network\.(\d+)\.weight")
   if rw != list(range(0, 3 * len(rw), 3)):
-    raise ValueError(f"unexpected reweighter layer indices {rw}; expected 0, 3, 6, ...")
-  rw_hidden = sd["reweight.mlp.network.0.weight"].shape[0] if len(rw) > 1 else 256
+    raise ConversionError(f"unexpected reweighter layer indices {rw}; expected 0, 3, 6, ...")
+  rw_hidden = dim(sd, "reweight.mlp.network.0.weight", 0) if len(rw) > 1 else 256
+  enc_hint = f"modality names {list(modality_names)}; keys there: {sorted(encoders)[:6]}"
   return dict(
-    input_dims=tuple(int(encoders[f"{n}.proj.weight"].shape[1]) for n in modality_names),
-    num_classes=int(sd[f"{prefix}network.{num_layers}.fc.weight"].shape[0]),
+    input_dims=tuple(
+      dim(encoders, f"{n}.proj.weight", 1, "the encoder projections", enc_hint)
+      for n in modality_names
+    ),
+    num_classes=dim(sd, f"{prefix}network.{num_layers}.fc.weight", 0),
     hidden_dim=int(hidden),
     num_layers=num_layers,
     mlp_ratio=int(mlp_dim // hidden),
@@ -195,39 +275,59 @@ def load_reference_params(
     The same model, for chaining.
 
   Raises:
-    KeyError: a needed key is missing.
-    ValueError: a shape mismatch, or (strict) unexpected keys.
+    MissingKeyError: a needed key is missing (a KeyError and a ConversionError).
+    ConversionError: a shape mismatch, or (strict) unexpected keys (also ValueErrors).
   """
   sd, encoders = load_state_dict(sd), load_state_dict(encoders)
   state = nnx.state(model, nnx.Param)
   pure = nnx.to_pure_dict(state)
   used = set()
+  sizes = f"hidden_dim {model.hidden_dim}, {model.num_layers} layer(s), {model.num_experts} experts"
+  sd_hint = f"the model has {sizes}; is the state dict complete?"
+  if len(modality_names) != model.num_modalities:
+    raise ConversionError(
+      f"{len(modality_names)} modality names for {model.num_modalities} modalities"
+    )
+
+  def take(mapping, key, what, hint, want, transpose) -> np.ndarray:
+    """mapping[key] in the model's layout, checked against the model's shape `want`."""
+    a = _need(mapping, key, what, hint)
+    want_ref = tuple(reversed(want)) if transpose else tuple(want)
+    if tuple(a.shape) != want_ref:
+      raise ConversionError(
+        f"{what}: {key!r} has shape {tuple(a.shape)}, the model needs {want_ref} ({sizes}); the "
+        "state dict does not match the architecture read from its other weights"
+      )
+    return a.T if transpose else a
 
   def put(path, value):
     old = _get(pure, path)
-    if tuple(old.shape) != tuple(value.shape):
-      raise ValueError(
-        f"shape mismatch at {'/'.join(map(str, path))}: {value.shape} vs {old.shape}"
-      )
     _set(pure, path, jnp.asarray(value, dtype=old.dtype))
 
   num_e = model.num_experts
+  sd_what = "the reference state dict"
   for suffix, path, transpose in _expert_entries(model.num_layers):
     keys = [_EXPERT_PREFIX.format(e=e) + suffix for e in range(num_e)]
-    arrays = [sd[k].T if transpose else sd[k] for k in keys]
+    want = _get(pure, ("experts", "stacked", *path)).shape[1:]
+    arrays = [take(sd, k, sd_what, sd_hint, want, transpose) for k in keys]
     used.update(keys)
     put(("experts", "stacked", *path), np.stack(arrays))
   for key, path, transpose in _reweight_entries(len(model.reweight.layers)):
     used.add(key)
-    put(path, sd[key].T if transpose else sd[key])
-  if len(modality_names) != model.num_modalities:
-    raise ValueError(f"{len(modality_names)} modality names for {model.num_modalities} modalities")
+    put(path, take(sd, key, sd_what, sd_hint, _get(pure, path).shape, transpose))
+  enc_what = "the encoder projections"
+  enc_hint = f"modality names {list(modality_names)}; keys there: {sorted(encoders)[:6]}"
   for m, name in enumerate(modality_names):
-    put(("projections", m, "kernel"), encoders[f"{name}.proj.weight"].T)
-    put(("projections", m, "bias"), encoders[f"{name}.proj.bias"])
+    for leaf, suffix, transpose in (("kernel", "weight", True), ("bias", "bias", False)):
+      path = ("projections", m, leaf)
+      key = f"{name}.proj.{suffix}"
+      put(path, take(encoders, key, enc_what, enc_hint, _get(pure, path).shape, transpose))
   unexpected = sorted(set(sd) - used)
   if strict and unexpected:
-    raise ValueError(f"unexpected keys in the reference state dict: {unexpected[:10]}")
+    raise ConversionError(
+      f"unexpected keys in the reference state dict: {unexpected[:10]} (not weights of an "
+      "InteractionMoE of these sizes; strict=False ignores them)"
+    )
   nnx.replace_by_pure_dict(state, pure)
   nnx.update(model, state)
   return model
@@ -266,7 +366,7 @@ def from_reference_state_dict(
   cfg = infer_config(sd, encoders, modality_names)
   for k, v in model_kwargs.items():
     if k in cfg and tuple(np.atleast_1d(cfg[k])) != tuple(np.atleast_1d(v)):
-      raise ValueError(f"{k}={v!r} contradicts the state dict ({cfg[k]!r})")
+      raise ConversionError(f"{k}={v!r} contradicts the state dict ({cfg[k]!r})")
   kwargs = {**model_kwargs, **cfg}
   # Abstract construction: every parameter is overwritten below, so no random init is computed.
   model = nnx.eval_shape(

@@ -5,8 +5,10 @@ Explanations, probes and reports start here. Nothing in this module writes into 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 
@@ -128,16 +130,35 @@ def load_run(
     )
   if not ckdir.is_dir():
     raise RunDirError(f"{ckdir}: no checkpoint")
-  ck = checkpointing.Checkpointer(ckdir, read_only=True)
-  step = ck.latest_step()
-  if step is None:
-    raise RunDirError(f"{ckdir}: no finished checkpoint")
   fs = run_store(root, config)
-  graphdef, target = train_lib.init_state(config, fs, seed=seed)
-  state, meta = ck.restore(step, target)
-  ck.close()
+  with _orbax_read_only_notes_hidden():
+    ck = checkpointing.Checkpointer(ckdir, read_only=True)
+  try:
+    step = ck.latest_step()
+    if step is None:
+      raise RunDirError(f"{ckdir}: no finished checkpoint")
+    graphdef, target = train_lib.init_state(config, fs, seed=seed)
+    state, meta = ck.restore(step, target)
+  finally:
+    ck.close()
   model, _ = nnx.merge(graphdef, state)
   return LoadedRun(model=model, config=config, store=fs, seed=seed, workdir=root, meta=meta)
+
+
+@contextlib.contextmanager
+def _orbax_read_only_notes_hidden():
+  """Hides the warnings orbax logs when a checkpoint folder is opened read-only.
+
+  They only say that the read-only mode turned off saving options; outside a configured logging
+  set-up Python prints them on stderr, above the output (or the one-line error) of `flmoe probe`.
+  """
+  logger = logging.getLogger("absl")  # orbax logs through absl
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def load_summary(workdir: str | os.PathLike) -> dict:

@@ -3,6 +3,7 @@
 import functools
 import json
 import pathlib
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,19 @@ def test_end_to_end_run_directory(random_store, tmp_path):
   # Expert weights are a distribution.
   w = [train_lines[0][f"train/weight_expert_{i}"] for i in range(4)]
   assert abs(sum(w) - 1) < 1e-5
+  # run.json: the store's signature and, for this start, the versions and the git commit.
+  info = json.loads((run / "run.json").read_text())
+  assert info["store"]["signature"]["splits"] == {"train": 48, "val": 16, "test": 16}
+  (session,) = info["sessions"]
+  import orbax.checkpoint as ocp
+
+  assert session["versions"]["jax"] == jax.__version__
+  assert session["versions"]["orbax-checkpoint"] == ocp.__version__
+  assert {"flax", "optax", "transformers", "python"} <= set(session["versions"])
+  head = subprocess.run(
+    ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+  ).stdout.strip()
+  assert session["git"]["commit"] == (head or None)
 
 
 def test_rerun_finished_is_noop_and_other_config_refused(random_store, tmp_path):

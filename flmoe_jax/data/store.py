@@ -154,7 +154,7 @@ def check_store_target(path: str | os.PathLike, *, overwrite: bool) -> bool:
     return True
   if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
     return False
-  what = "a file" if p.is_file() else "a folder that is not a feature store"
+  what = "a file, not a feature store" if p.is_file() else "a folder that is not a feature store"
   raise StoreError(
     f"{p} exists and is {what}; refusing to replace it (choose another output path; --overwrite "
     "replaces only a feature store)"
@@ -472,6 +472,8 @@ class FeatureStore:
   def __init__(self, path: str | os.PathLike):
     self.path = pathlib.Path(path)
     mpath = self.path / "manifest.json"
+    if self.path.is_file():
+      raise StoreError(f"{self.path} is a file, not a feature store folder")
     if not self.path.is_dir():
       raise StoreError(f"no feature store at {self.path} (folder not found)")
     if not mpath.is_file():

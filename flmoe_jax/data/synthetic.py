@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -141,11 +142,12 @@ class PlantedConfig:
   bayes_mc_samples: int = 50_000
 
   def __post_init__(self):
+    _check_types(self)
     if self.setting not in SETTINGS:
       raise ValueError(f"setting {self.setting!r} not in {SETTINGS}")
     if self.label_type not in LABEL_TYPES:
       raise ValueError(f"label_type {self.label_type!r} not in {LABEL_TYPES}")
-    grid = math.isqrt(self.image_len)
+    grid = math.isqrt(max(self.image_len, 0))
     if grid * grid != self.image_len or self.image_len < 1:
       raise ValueError(f"image_len {self.image_len} must be a perfect square (a √P×√P patch grid)")
     if not 2 <= self.min_text_len <= self.text_len:
@@ -159,13 +161,73 @@ class PlantedConfig:
       "n_synergy_pairs",
       "n_redundancy_pairs",
       "n_distractors",
+      "seed",
     ):
       if getattr(self, name) < 0:
-        raise ValueError(f"{name} must be >= 0")
+        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
     if self.n_train < 1:
       raise ValueError("n_train must be >= 1")
+    for name in ("dim", "vocab_size", "bayes_mc_samples"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.noise_sigma < 0 or self.redundancy_noise < 0 or self.amplitude < 0:
       raise ValueError("amplitude, noise_sigma and redundancy_noise must be >= 0")
+    _check_layout(self)
+
+
+def _check_types(cfg: PlantedConfig) -> None:
+  """Raises ValueError naming a field whose value has the wrong type (e.g. a string for a count)."""
+  for f in dataclasses.fields(cfg):
+    v = getattr(cfg, f.name)
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "int":
+      ok = isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+      want = "an integer"
+    elif kind == "float":
+      ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+      want = "a finite number"
+    elif kind == "bool":
+      ok = isinstance(v, (bool, np.bool_))
+      want = "true or false"
+    else:
+      ok = isinstance(v, str)
+      want = "a string"
+    if not ok:
+      raise ValueError(f"{f.name} must be {want}, got {v!r}")
+
+
+def _check_layout(cfg: PlantedConfig) -> None:
+  """Checks that the planted writes fit the sizes (directions in `dim`, positions in the sequences).
+
+  Raises:
+    ValueError: naming the size that is too small and the smallest value that fits.
+  """
+  mechs = _mechanism_specs(cfg)
+  writes = _writes(mechs)
+  n_dirs = len(writes["text"]) + len(writes["image"])
+  if n_dirs > cfg.dim:
+    raise ValueError(
+      f"dim {cfg.dim} is too small: the {n_dirs} planted writes need {n_dirs} orthonormal "
+      f"directions, so dim must be >= {n_dirs} (or plant fewer mechanisms)"
+    )
+  n_text = len(writes["text"]) + cfg.n_distractors
+  n_image = len(writes["image"]) + cfg.n_distractors
+  if n_text > cfg.min_text_len - 1:
+    raise ValueError(
+      f"{n_text} text positions (planted + distractors) do not fit in "
+      f"[1, min_text_len={cfg.min_text_len}): min_text_len must be >= {n_text + 1}"
+    )
+  if n_image > cfg.image_len:
+    raise ValueError(
+      f"{n_image} image positions (planted + distractors) > image_len {cfg.image_len}: image_len "
+      f"must be a perfect square >= {n_image}"
+    )
+  if cfg.n_distractors and (not writes["text"] or not writes["image"]):
+    raise ValueError(
+      "distractors reuse planted directions: each modality needs at least one planted write "
+      "(or set n_distractors=0)"
+    )
+  _active(cfg, mechs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,27 +317,11 @@ def _structure(cfg: PlantedConfig) -> dict[str, Any]:
   rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
   mechs = _mechanism_specs(cfg)
   writes = _writes(mechs)
+  # The sizes fit the writes: `_check_layout` ran when the config was made.
   n_dirs = len(writes["text"]) + len(writes["image"])
-  if n_dirs > cfg.dim:
-    raise ValueError(
-      f"{n_dirs} planted writes need {n_dirs} orthonormal directions, but dim = {cfg.dim}"
-    )
   basis = _orthonormal(rng, cfg.dim, n_dirs)  # [D, K]; text writes first, then image writes.
   n_text = len(writes["text"]) + cfg.n_distractors
   n_image = len(writes["image"]) + cfg.n_distractors
-  if n_text > cfg.min_text_len - 1:
-    raise ValueError(
-      f"{n_text} text positions (planted + distractors) do not fit in "
-      f"[1, min_text_len={cfg.min_text_len})"
-    )
-  if n_image > cfg.image_len:
-    raise ValueError(
-      f"{n_image} image positions (planted + distractors) > image_len {cfg.image_len}"
-    )
-  if cfg.n_distractors and (not writes["text"] or not writes["image"]):
-    raise ValueError(
-      "distractors reuse planted directions: each modality needs at least one planted write"
-    )
   text_pos = (1 + rng.permutation(cfg.min_text_len - 1)[:n_text]).tolist()
   image_pos = rng.permutation(cfg.image_len)[:n_image].tolist()
   mu_t = _project_out(rng.standard_normal(cfg.dim) * cfg.mean_scale, basis)
@@ -888,9 +934,18 @@ def write_synthetic_store(
 
   Returns:
     The store path.
+
+  Raises:
+    StoreError: a split would be empty, or `out_dir` cannot be written (see `store.write_store`).
   """
   from flmoe_jax.data import store  # Local import: generation itself needs only numpy.
 
+  for split, n in zip(_SPLITS, (cfg.n_train, cfg.n_val, cfg.n_test)):
+    if n < 1:
+      raise store.StoreError(
+        f"n_{split}={n} would write an empty {split} split; a feature store needs at least one "
+        f"example in every split (set n_{split} >= 1)"
+      )
   data = generate(cfg)
   gt = data["ground_truth"]
   spec = [

@@ -387,7 +387,8 @@ def run_explain(
     ks: budgets K in percent (sequence or "5,10,...").
     fill: `mean` or `zero`.
     target: `pred` or `true`.
-    samples: explain only the first N samples of the split (None = all).
+    samples: explain only the first N samples of the split (None = all); more than the split holds
+      is an error.
     seeds: `all` or explicit seeds (applied to the run and, when given explicitly, the baseline).
     batch_size: samples per batch (fixed shape: one compile).
     steps_per_call: the memory knob (masked variants / IG steps per model call; None = all).
@@ -402,6 +403,10 @@ def run_explain(
 
   Returns:
     The report (also written to `workdir/explain/<split>.json`).
+
+  Raises:
+    ExplainError / RunDirError / StoreError: bad arguments, run or store, before anything is
+      computed or written.
   """
   say = log or (lambda _: None)
   ks = parse_ks(ks)
@@ -411,10 +416,19 @@ def run_explain(
     raise ExplainError(f"fill {fill!r} not in ('mean', 'zero')")
   if target not in ("pred", "true"):
     raise ExplainError(f"target {target!r} not in ('pred', 'true')")
-  if samples is not None and int(samples) < 1:
-    raise ExplainError(f"samples must be >= 1, got {samples}")
-  if int(batch_size) < 1:
-    raise ExplainError(f"batch_size must be >= 1, got {batch_size}")
+  if ig_baseline not in ("zero", "mean"):
+    raise ExplainError(f"ig_baseline {ig_baseline!r} not in ('zero', 'mean')")
+  for flag, value in (
+    ("--samples", samples),
+    ("--batch-size", batch_size),
+    ("--steps-per-call", steps_per_call),
+    ("--repeats", repeats),
+    ("--ig-steps", ig_steps),
+  ):
+    if value is not None and (
+      not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
+    ):
+      raise ExplainError(f"{flag} must be an int >= 1, got {value!r}")
   workdir = pathlib.Path(workdir)
   runs.run_config(workdir)  # RunDirError if this is no run directory
   main_seeds = resolve_seeds(workdir, seeds)
@@ -423,6 +437,20 @@ def run_explain(
     baseline = pathlib.Path(baseline)
     runs.run_config(baseline)
     base_seeds = resolve_seeds(baseline, seeds)
+  # The split and the sample count, from the run's store, before any model is restored.
+  run_store = runs.run_store(workdir)
+  if split not in run_store.counts:
+    raise ExplainError(
+      f"store {run_store.path} has no split {split!r} (it has {sorted(run_store.counts)})"
+    )
+  n_rows = run_store.split(split).num_examples
+  if n_rows == 0:
+    raise ExplainError(f"the {split} split has no examples; explain another split (--split)")
+  if samples is not None and samples > n_rows:
+    raise ExplainError(
+      f"--samples {samples} but the {split} split has only {n_rows} examples; pass --samples "
+      f"{n_rows} or fewer (or leave it out to explain the whole split)"
+    )
   settings = ExplainSettings(
     split=split,
     method=method,

@@ -54,7 +54,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flmoe_jax.data.raw.base import RawDataset, RawExample
-from flmoe_jax.data.store import FEATURE_DTYPES, ModalitySpec, StoreWriter
+from flmoe_jax.data.store import FEATURE_DTYPES, ModalitySpec, StoreWriter, check_store_target
 from flmoe_jax.errors import DatasetError, EncoderError, StoreError
 from flmoe_jax.features.encoders import ImageEncoder, TextEncoder, UnreadableImageError, load_pil
 from flmoe_jax.metrics import Progress
@@ -528,12 +528,7 @@ def extract_features(
   )
 
   # An existing store: return it when it is this extraction; refuse (or replace) anything else.
-  # Never replace something that is not a store (a mistyped --out could name a folder of other
-  # files).
-  if out.is_file() or (
-    out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file()
-  ):
-    raise StoreError(f"{out} exists and is not a feature store; choose another output folder")
+  _check_out(out)
   if (out / "manifest.json").is_file():
     try:
       manifest = json.loads((out / "manifest.json").read_text())
@@ -585,6 +580,19 @@ def extract_features(
       f"samples/s); wrote {path}",
     )
   return path
+
+
+def _check_out(out: pathlib.Path) -> None:
+  """Refuses an output path that is not a store or an empty folder, or that cannot be created.
+
+  Never replace something that is not a store: a mistyped --out could name a folder of other files.
+  """
+  check_store_target(out, overwrite=True)  # a store is judged by its fingerprint afterwards
+  for parent in out.parents:
+    if parent.exists():
+      if not parent.is_dir():
+        raise StoreError(f"cannot write a store at {out}: {parent} is a file; choose another --out")
+      break
 
 
 def _log(enabled: bool, msg: str) -> None:
@@ -870,13 +878,42 @@ def run_extraction(
 
   Returns:
     The store path.
+
+  Raises:
+    EncoderError / StoreError / DatasetError: a bad flag, an `out` that is not a store, a raw folder
+      that cannot be read or (on_error="fail") an image file that cannot be opened; all raised
+      before an encoder is loaded or anything is written.
   """
-  from flmoe_jax.data.raw import load_raw
+  from flmoe_jax.data.raw import RawDataset, load_raw, verify_images
   from flmoe_jax.features.encoders import easyvqa_demo_encoders, load_encoder
 
+  # Flags first, then the data: nothing is loaded (encoders) or written before the input checks out.
+  for flag, value in (
+    ("--batch-size", batch_size),
+    ("--max-len", text_max_len),
+    ("chunk_size", chunk_size),
+  ):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise EncoderError(f"{flag} must be an int >= 1, got {value!r}")
+  if dtype not in FEATURE_DTYPES:
+    raise StoreError(f"store dtype {dtype!r} not in {FEATURE_DTYPES}")
+  if on_error not in ON_ERROR:
+    raise EncoderError(f"on_error {on_error!r} not in {ON_ERROR}")
+  _check_out(pathlib.Path(out))
   options = dict(reader_options or {})
   options.setdefault("on_error", on_error)
   raw = load_raw(dataset, raw_dir or None, **options)
+  if on_error == "fail" and not raw.info.get("images_verified"):
+    # A file that is not an image at all fails here, before the encoders load and before
+    # `<out>.partial/` exists; a damaged one (e.g. truncated) can still fail during encoding.
+    limit = limit_per_split if limit_per_split and limit_per_split > 0 else None
+    todo = RawDataset(
+      raw.name,
+      raw.modalities,
+      raw.task,
+      {s: list(_limited(ex, limit)) for s, ex in raw.splits.items() if isinstance(ex, list)},
+    )
+    verify_images(todo, "fail", num_workers=min(8, os.cpu_count() or 1))
   kinds = {m.kind for m in raw.modalities}
   text = image = None
   if "text" in kinds:

@@ -54,6 +54,8 @@ MAX_BATCH = 64  # examples per batched call (their coalitions still obey the mem
 # training examples (`masking.reference_fills`; pair masking keeps the mean fill of SPEC 5.5).
 PROBE_FILLS = (*masking.FILL_MODES, "marginal")
 DEFAULT_REFERENCES = 8
+# Examples probed when `samples` is not given (the whole split when it is smaller).
+DEFAULT_SAMPLES = 200
 
 
 def _r(x: Any, digits: int = 6) -> Any:
@@ -157,7 +159,7 @@ def run_probe(
   workdir: str | pathlib.Path,
   split: str = "test",
   *,
-  samples: int | None = 200,
+  samples: int | None = None,
   budget: int | None = None,
   draws: int = DEFAULT_DRAWS,
   pairs: str = "topk",
@@ -193,7 +195,8 @@ def run_probe(
   Args:
     workdir: the run directory (`flmoe train --workdir`).
     split: store split to probe.
-    samples: number of examples (the first rows of the split); None = all.
+    samples: number of examples (the first rows of the split); None: the first `DEFAULT_SAMPLES`,
+      or the whole split when it is smaller. An explicit count above the split's size is an error.
     budget: coalition evaluations per example and expert game; default draws·4·pairs.
     draws: draws per pair when `budget` is None.
     pairs: `topk`, `random` or `all` candidate pairs.
@@ -239,7 +242,8 @@ def run_probe(
     The report dict that was written.
 
   Raises:
-    ProbeError / RunDirError / StoreError: bad arguments or run, before the long part.
+    ProbeError / RunDirError / StoreError: bad arguments or run, before anything is computed or
+      written.
   """
   from flmoe_jax import runs
 
@@ -250,17 +254,27 @@ def run_probe(
   for name, s in (("sii_rank_score", sii_rank_score), ("rg_rank_score", rg_rank_score)):
     if s not in SCALES:
       raise ProbeError(f"{name} {s!r} not in {SCALES}")
-  if samples is not None and samples < 1:
-    raise ProbeError(f"--samples must be >= 1, got {samples}")
-  if k < 1 or n_random_pairs < 1:
-    raise ProbeError("--k and the random pair count must be >= 1")
+  for flag, value, lowest in (
+    ("--samples", samples, 1),
+    ("--draws", draws, 1),
+    ("--budget", budget, 1),
+    ("--k", k, 1),
+    ("--n-random-pairs", n_random_pairs, 1),
+    ("--references", references, 1),
+    ("--repeats", mask_repeats, 1),
+    ("--seed", seed, 0),
+  ):
+    if value is not None and (
+      not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lowest
+    ):
+      raise ProbeError(f"{flag} must be an int >= {lowest}, got {value!r}")
   if not 0.0 <= standout_min_rate < 1.0:
     raise ProbeError(f"--standout-min-rate must be in [0, 1), got {standout_min_rate}")
   budgets = [int(b) for b in mask_budgets]
   if not budgets or min(budgets) < 1:
-    raise ProbeError(f"mask budgets must be positive pair counts, got {list(mask_budgets)}")
-  if mask_repeats < 1:
-    raise ProbeError("mask_repeats must be >= 1")
+    raise ProbeError(
+      f"mask budgets (--mask-budgets) must be positive pair counts, got {list(mask_budgets)}"
+    )
   chunk = check_memory_knob(max_coalitions_per_call)
   role_fill = {"sii": sii_fill or fill, "rg": rg_fill or fill}
   for name, f in (("fill", fill), *((f"{r}_fill", f) for r, f in role_fill.items())):
@@ -268,8 +282,6 @@ def run_probe(
       raise ProbeError(f"{name} {f!r} not in {PROBE_FILLS}")
   marginal = "marginal" in role_fill.values()
   if marginal:
-    if not isinstance(references, (int, np.integer)) or references < 1:
-      raise ProbeError(f"--references must be an int >= 1, got {references!r}")
     if chunk < references:
       raise ProbeError(
         f"max_coalitions_per_call={chunk} cannot fit one coalition on {references} references "
@@ -286,6 +298,17 @@ def run_probe(
 
   if attention is not None and attention not in ATTENTION_IMPLEMENTATIONS:
     raise ProbeError(f"--attention {attention!r} not in {ATTENTION_IMPLEMENTATIONS}")
+  # The split and the sample count, from the run's store, before the model is restored.
+  n_rows = runs.run_store(workdir).split(split).num_examples
+  if n_rows == 0:
+    raise ProbeError(f"the {split} split has no examples; probe another split (--split)")
+  if samples is None:
+    samples = min(DEFAULT_SAMPLES, n_rows)
+  elif samples > n_rows:
+    raise ProbeError(
+      f"--samples {samples} but the {split} split has only {n_rows} examples; pass --samples "
+      f"{n_rows} or fewer"
+    )
   run = runs.load_run(workdir, seed=run_seed, which=which, attention=attention)
   model, fs = run.model, run.store
   task = fs.task.type
@@ -293,8 +316,7 @@ def run_probe(
   m_count = len(names)
   if m_count < 2:
     raise ProbeError("cross-modal pairs need at least two modalities")
-  n_rows = fs.split(split).num_examples
-  rows = np.arange(n_rows if samples is None else min(samples, n_rows))
+  rows = np.arange(samples)
   lengths = tuple(m.max_len for m in fs.modalities)
   n_max = sum(t - (1 if kind == "tokens" else 0) for t, kind in zip(lengths, kinds))
 
@@ -324,7 +346,7 @@ def run_probe(
         "use --pairs topk or random"
       )
   if budget is None:
-    budget = max(1, draws) * 4 * p_max
+    budget = draws * 4 * p_max
   n_draws = draws_for_budget(budget, p_max, antithetic=antithetic)
 
   graphdef_full, state_full = nnx.split(model)

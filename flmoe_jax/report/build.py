@@ -467,6 +467,44 @@ def objective_line(dataset: str, cfg: dict) -> str:
   return f"Objective ({dataset}): {' + '.join(parts)}{extra}; see docs/ground_truth.md."
 
 
+def _run_summary(workdir: str | os.PathLike, role: str) -> dict:
+  """The summary.json of a finished run; RunDirError naming the directory when there is none.
+
+  Args:
+    workdir: the run directory.
+    role: `run` or `baseline`, for the message.
+  """
+  wd = pathlib.Path(workdir)
+  flag = "--baseline" if role == "baseline" else "--workdir"
+  if not wd.exists():
+    raise RunDirError(f"{role} directory {wd} does not exist (check {flag})")
+  if not wd.is_dir():
+    raise RunDirError(f"{role} directory {wd} is a file, not a run directory (check {flag})")
+  path = wd / "summary.json"
+  if not path.is_file():
+    raise RunDirError(
+      f"{role} directory {wd} has no summary.json: not a finished run (train it first, or check "
+      f"{flag})"
+    )
+  try:
+    summary = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise RunDirError(f"{path}: not valid JSON ({e}); rerun the training to rewrite it") from None
+  if not isinstance(summary, dict):
+    raise RunDirError(f"{path}: not a run summary (a JSON object); rerun the training")
+  return summary
+
+
+def _check_out_dir(out: pathlib.Path) -> None:
+  """Refuses an output folder that cannot be created: it, or a parent, is an existing file."""
+  for p in (out, *out.parents):
+    if p.exists():
+      if not p.is_dir():
+        what = "is a file" if p == out else f"is inside {p}, which is a file"
+        raise RunDirError(f"report folder {out} {what}; pass another --out")
+      return
+
+
 def _figures(workdir: pathlib.Path, sub: str, split: str) -> list[Figure]:
   d = workdir / sub
   names = sorted(d.glob(f"{split}_*.png")) if d.is_dir() else []
@@ -494,14 +532,18 @@ def build_report(
 
   Returns:
     {"html": path, "md": path, "verdicts": [str]}.
+
+  Raises:
+    RunDirError: a run or baseline directory that is missing, a file or unfinished, or an `out_dir`
+      that is (or lies inside) a file; raised before anything is written.
   """
   summaries, verdicts, sections = {}, [], []
+  # Everything is read and checked before anything is written.
   for e in entries:
-    fl = _load(pathlib.Path(e.fl_workdir) / "summary.json")
-    if fl is None:
-      raise RunDirError(f"{e.fl_workdir}: no summary.json (training has not finished)")
-    dense = _load(pathlib.Path(e.dense_workdir) / "summary.json") if e.dense_workdir else None
+    fl = _run_summary(e.fl_workdir, "run")
+    dense = _run_summary(e.dense_workdir, "baseline") if e.dense_workdir is not None else None
     summaries[e.dataset] = {"Dense Transformer": dense, "FL-I2MoE": fl}
+  _check_out_dir(pathlib.Path(out_dir))
 
   overview = Section("Overview", id="overview")
   sections.append(overview)

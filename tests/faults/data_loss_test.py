@@ -2,7 +2,8 @@
 
 Writing a store used to replace whatever was at the path (a folder of notes, a regular file, `runs/`);
 training reached the same code through `config.store`, and `--overwrite` of a run removed its whole
-folder. Each test fails on that code.
+folder. Each test fails on that code. The one-line refusals of a file or a folder of other files as a
+store or a run directory are cases of the bad-input table (tests/faults/bad_input_test.py).
 """
 
 import pathlib
@@ -45,14 +46,6 @@ def test_synth_never_replaces_a_folder_of_other_files(capsys, tmp_path, monkeypa
   assert _tree(tmp_path) == before  # notes kept, no hidden .mydata.old-* or .tmp-* folder
 
 
-def test_synth_never_replaces_a_file(capsys, tmp_path, monkeypatch):
-  monkeypatch.chdir(tmp_path)
-  (tmp_path / "data.bin").write_bytes(b"\x00\x01")
-  before = _tree(tmp_path)
-  _fails(capsys, "synth", "--out", "data.bin", "--overwrite", names="is a file")
-  assert _tree(tmp_path) == before
-
-
 def test_overwrite_replaces_a_store_and_leaves_nothing_else(capsys, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   args = ["--set", "n_train=8", "--set", "n_val=4", "--set", "n_test=4"]
@@ -62,59 +55,6 @@ def test_overwrite_replaces_a_store_and_leaves_nothing_else(capsys, tmp_path, mo
   )
   assert cli.main(["synth", "--out", "st", "--seed", "1", "--overwrite", *args]) == 0
   assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]  # no .st.old-*, no .st.tmp-*
-
-
-def test_train_store_path_that_is_a_file_is_refused(capsys, tmp_path, monkeypatch):
-  monkeypatch.chdir(tmp_path)
-  (tmp_path / "features").write_text("not a store")
-  before = _tree(tmp_path)
-  # A synthetic config would build its store there; a file the user owns is never replaced.
-  _fails(
-    capsys,
-    "train",
-    "--config",
-    TINY,
-    "--workdir",
-    "run",
-    "--config.store=features",
-    names="features",
-  )
-  assert _tree(tmp_path) == before
-
-
-def test_train_mistyped_store_path_fails_instead_of_building(capsys, tmp_path, monkeypatch):
-  """Finding 4: a store path named on the command line that holds no store is an error."""
-  monkeypatch.chdir(tmp_path)
-  _fails(
-    capsys,
-    "train",
-    "--config",
-    TINY,
-    "--workdir",
-    "run",
-    "--config.store=stroes/tiny",
-    names="no feature store at",
-  )
-  assert list(tmp_path.iterdir()) == []  # no store built, no run folder made
-
-
-def test_train_workdir_of_other_files_is_refused(capsys, tmp_path, monkeypatch):
-  monkeypatch.chdir(tmp_path)
-  make_random_store(tmp_path / "st")
-  (tmp_path / "runs").mkdir()
-  (tmp_path / "runs" / "notes.txt").write_text("mine")
-  before = _tree(tmp_path)
-  _fails(
-    capsys,
-    "train",
-    "--config",
-    TINY,
-    "--workdir",
-    "runs",
-    "--config.store=st",
-    names="holds no run",
-  )
-  assert _tree(tmp_path) == before
 
 
 def test_overwrite_of_a_run_removes_only_what_training_wrote(capsys, tmp_path, monkeypatch):

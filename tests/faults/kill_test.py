@@ -253,3 +253,47 @@ def test_changed_store_is_one_line_and_moves_nothing(reference, tmp_path):
   assert len(err) == 1 and err[0].startswith("flmoe: error:") and "another store" in err[0], err
   assert "'dim': 12" in err[0]
   assert {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+@pytest.mark.slow
+def test_soak_kills_at_random_moments(tmp_path):
+  """`make soak`: a 30-epoch run killed with SIGKILL at random moments (seeded) until a start
+  outlives its kill, then finished; equal to the uninterrupted run bit for bit. The moments fall
+  anywhere: imports, compiles, steps, validation, checkpoint writes."""
+  import random
+  import time
+
+  store = make_random_store(tmp_path / "store")
+  args = ["flmoe", "train", *TRAIN, "--config.train.epochs=30", f"--config.store={store}"]
+  ref = _drive(
+    "none", *args, "--workdir", str(tmp_path / "ref"), cwd=tmp_path, tmp=tmp_path / "tmp"
+  )
+  assert ref.returncode == 0, ref.stderr[-2000:]
+  rng = random.Random(0)
+  run, kills = tmp_path / "run", 0
+  for _ in range(40):  # kill at a random moment, again and again, until a start outlives its kill
+    p = subprocess.Popen(
+      [sys.executable, str(DRIVER), "none", *args, "--workdir", str(run)],
+      cwd=tmp_path,
+      env=_env(tmp_path / "tmp"),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    time.sleep(rng.uniform(1.0, 6.0))
+    p.kill()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode in (-9, 0), err[-2000:]
+    if p.returncode == 0:
+      break
+    kills += 1
+  again = _drive("none", *args, "--workdir", str(run), cwd=tmp_path, tmp=tmp_path / "tmp")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert kills >= 5
+  for name in ("seed_0/result.json", "summary.json"):
+    assert (run / name).read_text() == (tmp_path / "ref" / name).read_text(), name
+  assert _metrics(run) == _metrics(tmp_path / "ref")
+  want, got = _checkpoint_arrays(tmp_path / "ref"), _checkpoint_arrays(run)
+  assert sorted(got) == sorted(want)
+  for key in want:
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(want[key][0], got[key][0])), key

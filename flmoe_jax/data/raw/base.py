@@ -8,6 +8,7 @@ writes a feature store.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -136,7 +137,7 @@ class Problems:
     more = f"; ... and {n - MAX_LISTED} more" if n > MAX_LISTED else ""
     return (
       f"{self.dataset}: {n} bad example(s) in {self.source}: {listed}{more} "
-      "(fix the files, or pass on_error='skip' to leave them out)"
+      "(fix the files, or pass on_error='skip' (--on-error skip) to leave them out)"
     )
 
   def resolve(self, on_error: str, skipped: list[dict[str, str]]) -> None:
@@ -214,6 +215,27 @@ def require_file(path: pathlib.Path, dataset: str, what: str = "") -> pathlib.Pa
   return path
 
 
+def read_text(path: pathlib.Path, dataset: str, what: str = "") -> str:
+  """Reads a UTF-8 text file (newlines kept as they are).
+
+  Args:
+    path: the file.
+    dataset: dataset name, for messages.
+    what: what the file should hold, for the message of a missing file.
+
+  Raises:
+    DatasetError: naming the file, when it is missing or not UTF-8.
+  """
+  require_file(path, dataset, what)
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise DatasetError(
+      f"{dataset}: {path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+    ) from None
+
+
 def read_json(path: pathlib.Path, dataset: str) -> Any:
   """Reads a JSON file, raising `DatasetError` naming it when it is missing or malformed."""
   require_file(path, dataset)
@@ -252,7 +274,9 @@ def check_image_file(path: str | os.PathLike, *, full: bool = False) -> str | No
   return None
 
 
-def verify_images(ds: RawDataset, on_error: str = "fail", *, full: bool = False) -> RawDataset:
+def verify_images(
+  ds: RawDataset, on_error: str = "fail", *, full: bool = False, num_workers: int = 1
+) -> RawDataset:
   """Opens every image given as a file path and drops or reports the unreadable ones.
 
   Readers only check that image files exist; the extractor calls this before encoding (or a reader
@@ -264,6 +288,7 @@ def verify_images(ds: RawDataset, on_error: str = "fail", *, full: bool = False)
     on_error: `fail` raises `DatasetError` listing up to 10 bad ids and the count; `skip` drops the
       examples and records them in `ds.skipped`.
     full: decode the pixels too (slower; see `check_image_file`).
+    num_workers: files checked in parallel (threads; the check is mostly file I/O).
 
   Returns:
     `ds`.
@@ -272,18 +297,25 @@ def verify_images(ds: RawDataset, on_error: str = "fail", *, full: bool = False)
   image_mods = [m.name for m in ds.modalities if m.kind == "image"]
   problems = Problems(ds.name, "images")
   kept: dict[str, list[RawExample]] = {}
+  with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
+    reasons_of = {}  # (split, example index, modality) -> reason or None
+    for split, examples in ds.splits.items():
+      if not isinstance(examples, list):
+        continue
+      for i, ex in enumerate(examples):
+        for m in image_mods:
+          value = ex.inputs.get(m)
+          if isinstance(value, (str, os.PathLike)):
+            reasons_of[split, i, m] = pool.submit(check_image_file, value, full=full)
+    reasons_of = {k: f.result() for k, f in reasons_of.items()}
   for split, examples in ds.splits.items():
     if not isinstance(examples, list):
       continue
     keep = []
-    for ex in examples:
-      reasons = []
-      for m in image_mods:
-        value = ex.inputs.get(m)
-        if isinstance(value, (str, os.PathLike)):
-          reason = check_image_file(value, full=full)
-          if reason:
-            reasons.append(f"{m}: {reason}")
+    for i, ex in enumerate(examples):
+      reasons = [
+        f"{m}: {reasons_of[split, i, m]}" for m in image_mods if reasons_of.get((split, i, m))
+      ]
       if reasons:
         problems.add(ex.id, f"[{split}] " + "; ".join(reasons))
       else:

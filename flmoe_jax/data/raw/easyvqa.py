@@ -47,9 +47,8 @@ def _from_package():
 
 def _from_folder(raw_dir):
   root = base.require_dir(raw_dir, NAME)
-  path = base.require_file(root / "answers.txt", NAME)
-  with open(path, encoding="utf-8") as f:
-    answers = [a.strip() for a in f if a.strip()]
+  text = base.read_text(root / "answers.txt", NAME, "one answer a line")
+  answers = [a.strip() for a in text.splitlines() if a.strip()]
   questions, images = {}, {}
   for split in ("train", "test"):
     qs = base.read_json(root / split / "questions.json", NAME)

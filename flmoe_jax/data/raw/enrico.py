@@ -25,6 +25,7 @@ missing screenshot, say) does not move the others between splits.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 
@@ -67,8 +68,8 @@ def shuffled_splits(ids: list[str], seed: int = SEED) -> dict[str, list[str]]:
 
 
 def _read_rows(path) -> list[tuple[str, str]]:
-  base.require_file(path, NAME, "columns screen_id, topic")
-  with open(path, newline="", encoding="utf-8") as f:
+  text = base.read_text(path, NAME, "columns screen_id, topic")
+  with io.StringIO(text, newline="") as f:
     reader = csv.DictReader(f)
     if not reader.fieldnames or not {"screen_id", "topic"} <= set(reader.fieldnames):
       raise DatasetError(f"{NAME}: {path} must have the columns screen_id and topic")

@@ -55,9 +55,8 @@ def tweet_text(text: str, img_text: str | None, *, append_ocr: bool, strip_urls:
 
 
 def _read_ids(path: pathlib.Path) -> list[str]:
-  base.require_file(path, NAME, "one tweet id a line")
-  with open(path, encoding="utf-8") as f:
-    return [line.strip() for line in f if line.strip()]
+  text = base.read_text(path, NAME, "one tweet id a line")
+  return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _read_ocr(path: pathlib.Path):
