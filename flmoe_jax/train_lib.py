@@ -415,8 +415,11 @@ def check_store_against_config(config, fs: store_lib.FeatureStore) -> None:
   for split in ("train", "val"):
     if split not in fs.counts:
       raise ConfigError(f"store {fs.path} has no {split!r} split (needed for training)")
-    if fs.counts[split] == 0:
-      raise ConfigError(f"store {fs.path}: the {split!r} split is empty (needed for training)")
+  for split, n in fs.counts.items():
+    if n == 0:
+      raise ConfigError(
+        f"store {fs.path}: the {split!r} split is empty; every split needs at least one example"
+      )
   if config.train.batch_size > fs.counts["train"] and not config.train.limit_train:
     raise ConfigError(
       f"train.batch_size {config.train.batch_size} exceeds the {fs.counts['train']} training examples"

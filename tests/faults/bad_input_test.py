@@ -579,6 +579,12 @@ CASES += [
     "the 'val' split is empty",
     _store("empty", (64, 0, 32)),
   ),
+  Case(
+    "train-test-split-empty",
+    ["train", "--config", TINY, "--workdir", "new", "--config.store=empty"],
+    "the 'test' split is empty",
+    _store("empty", (64, 32, 0)),
+  ),
   Case("train-batch-exceeds-split", [*TRAIN, "--config.train.batch_size=128"], "exceeds the 64"),
   Case("train-batch-mesh", [*TRAIN, "--config.train.batch_size=12"], "8-way data axis"),
   Case(
