@@ -228,6 +228,9 @@ _CHECKS = {
   "optim.weight_decay": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
   "optim.grad_clip_norm": (lambda v: _is_num(v) and v >= 0, "a number >= 0 (0 = off)"),
   "optim.gate_warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+  "optim.gate_warmup_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+  "optim.schedule": (lambda v: v in ("constant", "warmup_cosine"), "'constant' or 'warmup_cosine'"),
+  "optim.warmup_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
   "train.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
   "train.eval_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
   "train.epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -282,6 +285,10 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f"config key 'model.attention' is {cfg.model.attention!r}; it must be one of "
       f"{', '.join(ATTENTION_IMPLEMENTATIONS)}"
+    )
+  if cfg.optim.gate_warmup_steps and cfg.optim.gate_warmup_fraction:
+    raise ConfigError(
+      "optim.gate_warmup_steps and optim.gate_warmup_fraction are both set; set one (the other 0)"
     )
   if cfg.model.hidden_dim % cfg.model.num_heads:
     raise ConfigError(
@@ -357,6 +364,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip_norm = 0.0
   # Beyond the paper (0 = off): steps during which the reweighting gate is not updated.
   c.optim.gate_warmup_steps = 0
+  # The same as a fraction of the run's steps (used when gate_warmup_steps is 0): it keeps its
+  # meaning when the data size or the epochs change.
+  c.optim.gate_warmup_fraction = 0.0
+  # Learning-rate schedule: "constant" (the reference) or "warmup_cosine" (linear warm-up over
+  # warmup_fraction of the steps, then cosine decay to 0).
+  c.optim.schedule = "constant"
+  c.optim.warmup_fraction = 0.0
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32

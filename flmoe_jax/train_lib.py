@@ -81,19 +81,53 @@ def build_model(
   raise ConfigError(f"model.kind {m.kind!r} is not one of 'fl_i2moe', 'dense'")
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam (the reference), with weight decay and clipping as opt-in, correctly ordered."""
+def training_steps(config: ml_collections.ConfigDict, fs: store_lib.FeatureStore) -> int:
+  """Optimizer steps of one seed: full batches per epoch (the remainder is dropped) x epochs."""
+  n_train = min(fs.counts["train"], config.train.limit_train or fs.counts["train"])
+  return (n_train // config.train.batch_size) * config.train.epochs
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """`optim.schedule`: `constant` (the reference) or `warmup_cosine` (linear warm-up over
+  `optim.warmup_fraction` of the steps, then cosine decay to 0)."""
   o = config.optim
+  if o.schedule == "constant":
+    return optax.constant_schedule(o.learning_rate)
+  warmup = int(round(o.warmup_fraction * total_steps))
+  return optax.warmup_cosine_decay_schedule(
+    0.0, o.learning_rate, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1)
+  )
+
+
+def gate_warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
+  """Steps during which the gate is frozen: `optim.gate_warmup_steps`, or the fraction
+  `optim.gate_warmup_fraction` of the run (a fraction keeps its meaning when the data size changes)."""
+  o = config.optim
+  return int(o.gate_warmup_steps or round(o.gate_warmup_fraction * total_steps))
+
+
+def make_optimizer(
+  config: ml_collections.ConfigDict, total_steps: int
+) -> optax.GradientTransformation:
+  """Adam (the reference), with a schedule, weight decay and clipping as opt-in, correctly ordered.
+
+  Args:
+    config: the run config (`optim` section).
+    total_steps: optimizer steps of the whole run (for the schedule and the gate warm-up fraction).
+  """
+  o = config.optim
+  lr = learning_rate_schedule(config, total_steps)
   if o.weight_decay > 0:
-    tx = optax.adamw(o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
+    tx = optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
   else:
-    tx = optax.adam(o.learning_rate, b1=o.b1, b2=o.b2, eps=o.eps)
-  if o.gate_warmup_steps > 0:
+    tx = optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  warm = gate_warmup_steps(config, total_steps)
+  if warm > 0:
     # Beyond the paper: the reweighting gate stays at its (near-uniform) initialisation for the first
     # steps, so every expert receives task gradient while the roles form; a softmax gate trained from
     # step 0 can starve an expert before it has learnt anything (measured in docs/ground_truth.md).
     frozen = optax.chain(
-      tx, optax.scale_by_schedule(lambda count: (count >= o.gate_warmup_steps).astype(jnp.float32))
+      tx, optax.scale_by_schedule(lambda count: (count >= warm).astype(jnp.float32))
     )
     tx = optax.multi_transform({"rest": tx, "gate": frozen}, _gate_labels)
   if o.grad_clip_norm > 0:
@@ -115,7 +149,8 @@ def _gate_labels(params):
 def init_state(config, fs, *, seed: int):
   """Returns (graphdef, state): the pure pytree form of (model, optimizer)."""
   model = build_model(config, fs, seed=seed)
-  optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+  tx = make_optimizer(config, training_steps(config, fs))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   return nnx.split((model, optimizer))
 
 
@@ -636,9 +671,10 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
   )
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
 
-  n_train = min(fs.counts["train"], config.train.limit_train or fs.counts["train"])
-  steps_per_epoch = n_train // config.train.batch_size
-  total = steps_per_epoch * config.train.epochs
+  total = training_steps(config, fs)
+  steps_per_epoch = total // config.train.epochs
+  lr_schedule = learning_rate_schedule(config, total)
+  lr_at = lambda s: float(lr_schedule(max(s - 1, 0)))  # the rate the step's update used
 
   # --- Checkpoints: `latest` every epoch, `best` when validation improved. ---
   # The commit order makes every kill recoverable: an epoch's `latest` step is committed (and waited
@@ -695,12 +731,14 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
         step += 1
         window.append(m)
         if step % config.train.log_every_steps == 0:
-          _log_window(writer, window, seed, epoch, step, t_window, config, progress)
+          _log_window(writer, window, seed, epoch, step, t_window, config, progress, lr_at)
           window, t_window = [], time.perf_counter()
         else:
           progress.update(1)
       if window:
-        _log_window(writer, window, seed, epoch, step, t_window, config, progress, bump=False)
+        _log_window(
+          writer, window, seed, epoch, step, t_window, config, progress, lr_at, bump=False
+        )
         window, t_window = [], time.perf_counter()
 
       # --- End of epoch: validate, checkpoint latest (and best when improved). ---
@@ -812,7 +850,7 @@ def count_parameters(graphdef, state) -> int:
   return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
 
 
-def _log_window(writer, window, seed, epoch, step, t0, config, progress, bump=True):
+def _log_window(writer, window, seed, epoch, step, t0, config, progress, lr_at, bump=True):
   """Host side of logging: one device_get for the whole window, NaN guard, JSONL line, progress."""
   host = jax.device_get(window)
   dt = time.perf_counter() - t0
@@ -827,7 +865,7 @@ def _log_window(writer, window, seed, epoch, step, t0, config, progress, bump=Tr
     "train/loss_interaction": mean["loss_interaction"],
     "train/grad_norm": mean["grad_norm"],
     "train/examples_per_s": len(host) * config.train.batch_size / max(dt, 1e-9),
-    "train/learning_rate": config.optim.learning_rate,
+    "train/learning_rate": lr_at(step),
   }
   for i, v in enumerate(np.atleast_1d(mean["loss_int_terms"])):
     scalars[f"train/loss_int_expert_{i}"] = v

@@ -293,3 +293,39 @@ def test_extra_terms_start_at_their_step(random_store):
     assert float(m["loss_missing"]) > 0
     np.testing.assert_allclose(float(m["loss"]), base + (extra if i >= 2 else 0.0), rtol=1e-5)
   assert step._cache_size() == 1
+
+
+def test_schedule_and_gate_warmup_fraction(random_store, tmp_path):
+  fs = store_lib.open_store(random_store)
+  cfg = tiny_config(
+    random_store,
+    "train.epochs=10",
+    "optim.schedule=warmup_cosine",
+    "optim.warmup_fraction=0.1",
+    "optim.gate_warmup_fraction=0.25",
+  )
+  total = train_lib.training_steps(cfg, fs)
+  assert total == (48 // 16) * 10
+  lr = train_lib.learning_rate_schedule(cfg, total)
+  peak = cfg.optim.learning_rate
+  assert float(lr(0)) == 0.0 and float(lr(3)) == pytest.approx(peak)  # 3 = 10% of 30 steps
+  assert float(lr(15)) < peak and float(lr(total)) == pytest.approx(0.0, abs=1e-9)
+  # The gate warm-up as a fraction of the run: 25% of 30 steps; an explicit step count wins.
+  assert train_lib.gate_warmup_steps(cfg, total) == 8
+  with cfg.unlocked():
+    cfg.optim.gate_warmup_fraction = 0.0
+    cfg.optim.gate_warmup_steps = 5
+  assert train_lib.gate_warmup_steps(cfg, total) == 5
+  with cfg.unlocked():
+    cfg.optim.gate_warmup_fraction = 0.5
+  with pytest.raises(ConfigError, match="both set"):
+    config_lib.validate_config(cfg)
+  # The logged learning rate is the rate of the step's update.
+  cfg2 = tiny_config(
+    random_store, "train.epochs=2", "optim.schedule=warmup_cosine", "optim.warmup_fraction=0.5"
+  )
+  train_lib.train_and_evaluate(cfg2, tmp_path / "run")
+  lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+  logged = {x["step"]: x["train/learning_rate"] for x in lines if "train/learning_rate" in x}
+  sched = train_lib.learning_rate_schedule(cfg2, 6)
+  assert logged and all(v == pytest.approx(float(sched(s - 1))) for s, v in logged.items())

@@ -448,7 +448,8 @@ def objective_line(dataset: str, cfg: dict) -> str:
   lam_int, lam_role = loss.get("lambda_int", 0.0), loss.get("lambda_role", 0.0)
   lam_miss, lam_decor = loss.get("lambda_missing", 0.0), loss.get("lambda_decor", 0.0)
   warm = optim.get("gate_warmup_steps", 0)
-  if not (lam_role or lam_miss or lam_decor or warm):
+  warm_frac = optim.get("gate_warmup_fraction", 0.0)
+  if not (lam_role or lam_miss or lam_decor or warm or warm_frac):
     return f"Objective ({dataset}): the paper's (task + {lam_int} x noise-perturbation interaction losses)."
   parts = ["task"]
   if lam_int:
@@ -461,10 +462,18 @@ def objective_line(dataset: str, cfg: dict) -> str:
     if lam:
       parts.append(f"{lam} x {name} (beyond the paper)")
   extra = f"; gate frozen for the first {warm} steps (beyond the paper)" if warm else ""
+  if warm_frac and not warm:
+    extra = f"; gate frozen for the first {100 * warm_frac:g}% of the steps (beyond the paper)"
   start = loss.get("extra_start_step", 0)
   if start and (lam_miss or lam_decor):
     extra += f"; the missing-modality and decorrelation terms from step {start}"
   return f"Objective ({dataset}): {' + '.join(parts)}{extra}; see docs/ground_truth.md."
+
+
+def _gate_warmup_text(optim: dict) -> str:
+  if optim.get("gate_warmup_steps", 0) or not optim.get("gate_warmup_fraction", 0.0):
+    return f"{optim.get('gate_warmup_steps', 0)} steps"
+  return f"{100 * optim['gate_warmup_fraction']:g}% of the steps"
 
 
 def _run_summary(workdir: str | os.PathLike, role: str) -> dict:
@@ -656,8 +665,10 @@ def _metadata_section(entries, summaries) -> Section:
       f"lambda_missing {cfg.get('loss', {}).get('lambda_missing', 0.0)}, "
       f"lambda_decor {cfg.get('loss', {}).get('lambda_decor', 0.0)} "
       f"(from step {cfg.get('loss', {}).get('extra_start_step', 0)}), "
-      f"gate warm-up {cfg.get('optim', {}).get('gate_warmup_steps', 0)} steps, "
-      f"lr {cfg.get('optim', {}).get('learning_rate')}, epochs {cfg.get('train', {}).get('epochs')}, "
+      f"gate warm-up {_gate_warmup_text(cfg.get('optim', {}))}, "
+      f"lr {cfg.get('optim', {}).get('learning_rate')} "
+      f"({cfg.get('optim', {}).get('schedule', 'constant')} schedule), "
+      f"epochs {cfg.get('train', {}).get('epochs')}, "
       f"batch {cfg.get('train', {}).get('batch_size')}"
     )
   return sec
