@@ -1,0 +1,200 @@
+"""Do the models learn the planted interactions as the sequences grow? A size ladder (prints JSON).
+
+Rungs of the synthetic generator (`flmoe_jax.data.synthetic`), each a store per setting:
+
+  L1  10 tokens x 9 patches, no decoys          (configs/synthetic.py's size)
+  L2  24 tokens x 16 patches, 2 decoys per modality
+  L3  48 tokens x 49 patches, 4 decoys
+  L4  128 tokens x 196 patches, 8 decoys          (for a GPU)
+
+For every rung x setting x model x seed it trains with the recipe of `configs/synthetic.py` (or
+`:paper`, `:dense`), prints one JSON line: training examples and steps, best-validation and test
+accuracy against the generator's Bayes accuracy, the epoch at which validation accuracy first
+exceeded the half-way mark between chance and Bayes (the end of the plateau), wall time; for
+FL-I2MoE on a pure `synergy` / `redundancy` store also the planted pair's hit@1 of its probe (SII on
+`syn`, redundancy gap on `red`); and the accuracy of a flattened-features MLP (the learnability
+anchor: it sees every position directly).
+
+  python benchmarks/ground_truth_ladder.py --rungs L1,L2 --settings synergy,mixed --models fl_i2moe,dense,mlp
+  python benchmarks/ground_truth_ladder.py --rungs L2 --settings synergy --models dense --n-train 3000 \\
+      --set optim.schedule=warmup_cosine --set optim.warmup_fraction=0.05
+
+Not a test: a measurement. Stores and runs go under --root (default runs/ladder) and are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import numpy as np
+
+RUNGS = {
+  "L1": dict(text_len=10, min_text_len=8, image_len=9, n_distractors=0),
+  "L2": dict(text_len=24, min_text_len=12, image_len=16, n_distractors=2),
+  "L3": dict(text_len=48, min_text_len=24, image_len=49, n_distractors=4),
+  "L4": dict(text_len=128, min_text_len=64, image_len=196, n_distractors=8),
+}
+SETTINGS = ("mixed", "synergy", "redundancy", "uniq_text", "uniq_image", "complement", "null")
+
+
+def build_store(root: pathlib.Path, rung: str, setting: str, n_train: int, seed: int):
+  from flmoe_jax.data import synthetic
+
+  path = root / "stores" / f"{rung}_{setting}_n{n_train}_s{seed}"
+  if not (path / "manifest.json").exists():
+    cfg = synthetic.PlantedConfig(
+      seed=seed, n_train=n_train, n_val=500, n_test=500, dim=32, setting=setting, **RUNGS[rung]
+    )
+    synthetic.write_synthetic_store(cfg, path)
+  return path
+
+
+def plateau_end(workdir: pathlib.Path, seed: int, bayes: float) -> int | None:
+  """First epoch whose validation accuracy passed half-way from chance (0.5) to Bayes."""
+  from flmoe_jax.metrics import read_metrics
+
+  target = 0.5 + 0.5 * (bayes - 0.5)
+  for rec in read_metrics(workdir / "metrics.jsonl"):
+    if rec.get("seed") == seed and rec.get("val/accuracy", 0.0) > target:
+      return int(rec["epoch"])
+  return None
+
+
+def train_transformer(args, store, model: str, seed: int, tag: str) -> dict:
+  import ml_collections
+
+  from flmoe_jax import config as config_lib
+  from flmoe_jax import train_lib
+
+  parts = [p for p in (args.objective, "dense" if model == "dense" else "") if p]
+  cfg = config_lib.load_config(
+    f"{pathlib.Path(__file__).parents[1] / 'configs' / 'synthetic.py'}"
+    + (f":{','.join(parts)}" if parts else ""),
+    [f"train.epochs={args.epochs}", f"train.seeds=({seed},)", "train.progress=False", *args.set],
+  )
+  with cfg.unlocked():
+    cfg.synthetic = ml_collections.ConfigDict()  # the store is given, not built
+    cfg.store = str(store)
+  workdir = args.root / "runs" / f"{tag}_{model}_s{seed}"
+  t0 = time.perf_counter()
+  summary = train_lib.train_and_evaluate(cfg, workdir, overwrite=True)
+  res = summary["seeds"][str(seed)]
+  return {
+    "workdir": str(workdir),
+    "steps": res["steps"],
+    "best_epoch": res["best_epoch"],
+    "val_accuracy": res["best_val"]["accuracy"],
+    "test_accuracy": res["test"]["accuracy"],
+    "seconds": round(time.perf_counter() - t0, 1),
+  }
+
+
+def probe_hit(workdir: str, setting: str, args) -> dict:
+  from flmoe_jax.probes.pipeline import run_probe
+
+  report = run_probe(
+    workdir, "test", samples=args.probe_samples, pairs=args.pairs, draws=16, figures=False
+  )
+  out = {}
+  for name, p in report.get("planted", {}).get("pairs", {}).items():
+    if p["kind"] == setting:
+      scale = "logit" if setting == "synergy" else "prob"
+      out[name] = {"probe": p["probe"], "hit@1": p[scale]["hit@1"], "n": p["n"]}
+  return out
+
+
+def train_mlp(store, seed: int, epochs: int = 200) -> dict:
+  """A two-layer MLP (256 hidden, Adam 1e-3, full batch) on flattened, masked features."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from flmoe_jax.data.store import open_store
+
+  fs = open_store(store)
+
+  def flat(split):
+    s = fs.split(split)
+    xs = [np.asarray(x, np.float32) * np.asarray(m)[..., None] for x, m in zip(s.features, s.masks)]
+    return np.concatenate([x.reshape(len(x), -1) for x in xs], 1), np.asarray(s.labels)
+
+  (xtr, ytr), (xte, yte) = flat("train"), flat("test")
+  mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+  xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  d = xtr.shape[1]
+  params = {
+    "w1": jax.random.normal(k1, (d, 256)) / np.sqrt(d),
+    "b1": jnp.zeros(256),
+    "w2": jax.random.normal(k2, (256, 2)) / 16.0,
+    "b2": jnp.zeros(2),
+  }
+
+  def logits(p, x):
+    return jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+  def loss(p):
+    return optax.softmax_cross_entropy_with_integer_labels(logits(p, xtr), ytr).mean()
+
+  tx = optax.adam(1e-3)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(p, o):
+    g = jax.grad(loss)(p)
+    u, o = tx.update(g, o)
+    return optax.apply_updates(p, u), o
+
+  for _ in range(epochs):
+    params, opt = step(params, opt)
+  acc = float((np.asarray(logits(params, xte)).argmax(1) == yte).mean())
+  return {"test_accuracy": acc, "epochs": epochs}
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--rungs", default="L1,L2,L3")
+  p.add_argument("--settings", default=",".join(SETTINGS))
+  p.add_argument("--models", default="fl_i2moe,dense,mlp")
+  p.add_argument("--seeds", default="0")
+  p.add_argument("--n-train", type=int, default=5000)
+  p.add_argument("--epochs", type=int, default=15)
+  p.add_argument("--objective", default="", help="'' (the library's) or 'paper'")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+  p.add_argument("--probe-samples", type=int, default=100)
+  p.add_argument("--pairs", default="all", choices=("all", "topk"))
+  p.add_argument("--root", type=pathlib.Path, default=pathlib.Path("runs/ladder"))
+  args = p.parse_args()
+  for rung in args.rungs.split(","):
+    for setting in args.settings.split(","):
+      for seed in (int(s) for s in args.seeds.split(",")):
+        store = build_store(args.root, rung, setting, args.n_train, seed)
+        bayes = json.loads((store / "ground_truth.json").read_text())["bayes_optimal_accuracy"]
+        tag = f"{rung}_{setting}_n{args.n_train}" + (f"_{args.objective}" if args.objective else "")
+        for model in args.models.split(","):
+          row = {
+            "rung": rung,
+            **RUNGS[rung],
+            "setting": setting,
+            "model": model,
+            "seed": seed,
+            "n_train": args.n_train,
+            "bayes_accuracy": round(bayes, 4),
+            "objective": args.objective or ("library" if model == "fl_i2moe" else None),
+            "overrides": args.set,
+          }
+          if model == "mlp":
+            row.update(train_mlp(store, seed))
+          else:
+            row.update(train_transformer(args, store, model, seed, tag))
+            row["plateau_end_epoch"] = plateau_end(pathlib.Path(row["workdir"]), seed, bayes)
+            if model == "fl_i2moe" and setting in ("synergy", "redundancy"):
+              row["probe"] = probe_hit(row["workdir"], setting, args)
+          print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+  main()
