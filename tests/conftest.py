@@ -102,6 +102,24 @@ def tiny_fli2moe(input_dims=(4, 4), *, num_classes=2, seed=0, **kwargs):
   )
 
 
+def fill_random(model, seed=0):
+  """Sets every parameter of an (abstract, `nnx.eval_shape`) model to numpy normal draws.
+
+  Skips compiling a random init: the cheap way to a model with random weights in tests.
+  """
+  import numpy as np
+  from flax import nnx
+
+  state = nnx.state(model)
+  rng = np.random.default_rng(seed)
+  pure = jax.tree.map(
+    lambda s: np.asarray(rng.normal(size=s.shape), s.dtype), nnx.to_pure_dict(state)
+  )
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(model, state)
+  return model
+
+
 @pytest.fixture(scope="session")
 def random_store(tmp_path_factory):
   """A session-wide small random binary store."""

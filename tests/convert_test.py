@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import fill_random
 from flax import nnx
 
 from flmoe_jax import convert
@@ -128,14 +129,7 @@ def test_random_model_round_trip_three_modalities():
     identical_expert_init=False,
   )
   # Abstract model filled with numpy random values: skips compiling a random init.
-  src = nnx.eval_shape(lambda: FLI2MoE(**kw, rngs=nnx.Rngs(1)))
-  state = nnx.state(src)
-  rng = np.random.default_rng(0)
-  pure = jax.tree.map(
-    lambda s: np.asarray(rng.normal(size=s.shape), s.dtype), nnx.to_pure_dict(state)
-  )
-  nnx.replace_by_pure_dict(state, pure)
-  nnx.update(src, state)
+  src = fill_random(nnx.eval_shape(lambda: FLI2MoE(**kw, rngs=nnx.Rngs(1))))
   sd = convert.to_reference_state_dict(src)
   assert "reweight.mlp.network.6.weight" in sd
   assert "interaction_experts.4.fusion_model.network.2.fc.weight" in sd

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
-from conftest import make_random_store
+from conftest import fill_random, make_random_store
 
 from flmoe_jax import cli
 from flmoe_jax.errors import FlmoeError
@@ -666,7 +666,6 @@ def bad_input_fixtures(tmp_path_factory) -> pathlib.Path:
 
 def _reference_files(out: pathlib.Path) -> None:
   """A random FL-I2MoE (no compilation: abstract init, numpy values) in the reference layout."""
-  import jax
   from flax import nnx
 
   from flmoe_jax import convert
@@ -678,13 +677,7 @@ def _reference_files(out: pathlib.Path) -> None:
       rngs=nnx.Rngs(0),
     )
   )  # fmt: skip
-  state = nnx.state(model)
-  rng = np.random.default_rng(0)
-  pure = jax.tree.map(
-    lambda s: np.asarray(rng.normal(size=s.shape), s.dtype), nnx.to_pure_dict(state)
-  )
-  nnx.replace_by_pure_dict(state, pure)
-  nnx.update(model, state)
+  fill_random(model)
   out.mkdir()
   np.savez(out / "model.npz", **convert.to_reference_state_dict(model))
   np.savez(out / "encoders.npz", **convert.to_reference_encoders(model, REF_NAMES))
