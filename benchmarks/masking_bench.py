@@ -1,4 +1,4 @@
-"""Top-K% masking faithfulness speed at one K, at MM-IMDb shape (SPEC Appendix B's anchor).
+"""Top-K% masking faithfulness speed at one K, at MM-IMDb shape (the reference's measured anchor).
 
 One "evaluation" of a batch = attention x gradient rollout of the mixture (one forward + backward)
 + 2 identified masked passes (comprehensiveness, sufficiency) + 10 x 2 random passes, i.e. what the

@@ -2,8 +2,8 @@
 
   flmoe features --dataset enrico --raw data/enrico --out runs/stores/enrico
   python train.py --config configs/enrico.py --workdir runs/enrico      (`:dense` for the baseline)
-SPEC.md section 2.3: 50 epochs, batch 32, Adam 1e-4, 3-layer gate, T = 2, selection by validation accuracy.
-lambda_int = 0.5 as in the supplementary's Table 1 (the reference scripts pass 0.0; SPEC open question 9).
+docs/method.md section 2.3: 50 epochs, batch 32, Adam 1e-4, 3-layer gate, T = 2, selection by validation accuracy.
+lambda_int = 0.5 as in the supplementary's Table 1 (the reference scripts pass 0.0; docs/method.md 8, item 9).
 """
 
 from flmoe_jax.config import base_config, config_args

@@ -2,7 +2,7 @@
 
   flmoe features --dataset mmhs150k --raw data/MMHS150K --out runs/stores/mmhs150k
   python train.py --config configs/mmhs150k.py --workdir runs/mmhs150k      (`:dense` for the baseline)
-Not in the reference code: MM-IMDb hyper-parameters (SPEC open question 8), selection by validation accuracy.
+Not in the reference code: MM-IMDb hyper-parameters (docs/method.md 8, item 8), selection by validation accuracy.
 """
 
 from flmoe_jax.config import base_config, config_args

@@ -1,4 +1,4 @@
-"""MM-IMDb (23 genres, multilabel): the paper's hyper-parameters (SPEC.md section 2.3).
+"""MM-IMDb (23 genres, multilabel): the paper's hyper-parameters (docs/method.md section 2.3).
 
 Needs a feature store built from the hand-downloaded dataset (see README, "Real datasets"):
   flmoe features --dataset mmimdb --raw data/mmimdb --out runs/stores/mmimdb

@@ -306,7 +306,7 @@ def resolve_path(p: str, base: str | os.PathLike | None = None) -> pathlib.Path:
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every key a run config has, with the paper's MM-IMDb values (SPEC.md section 2.3) as defaults.
+  """Every key a run config has, with the paper's MM-IMDb values (docs/method.md section 2.3) as defaults.
 
   Dataset configs in `configs/` start from this and change what differs.
   """
@@ -333,7 +333,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.ln_eps = 1e-5  # PyTorch's LayerNorm default (Flax's is 1e-6)
   c.model.torch_init = True  # kaiming-uniform(a=sqrt(5)) kernels and uniform biases, as nn.Linear
   c.model.identical_expert_init = (
-    True  # the reference deep-copies one initialised expert (SPEC 1.4)
+    True  # the reference deep-copies one initialised expert (docs/method.md 1.4)
   )
   # Experts' attention: `einsum` (explicit, gives the attention maps explanations read) or a fused
   # `jax.nn.dot_product_attention` backend, `xla` or `cudnn` (GPU, bfloat16), used by the calls that

@@ -1,4 +1,4 @@
-"""Import/export of the authors' PyTorch `InteractionMoE` weights (SPEC Appendix A).
+"""Import/export of the authors' PyTorch `InteractionMoE` weights (state-dict names and shapes below).
 
 The reference state dict is a flat `{key: array}` mapping; PyTorch `Linear.weight` is
 (out, in) and is transposed into a Flax kernel (in, out). Expert e's parameters become slice

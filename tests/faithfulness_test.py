@@ -30,7 +30,7 @@ MEANS = [np.full(5, 0.3, np.float32), np.full(4, -0.2, np.float32)]
 def test_budget_matches_the_reference_counts():
   n = jnp.asarray([196, 196, 196, 196, 196])
   got = [int(budget(n[:1], k)[0]) for k in (5, 10, 15, 20, 25)]
-  assert got == [10, 20, 30, 40, 49]  # SPEC 4.2's example
+  assert got == [10, 20, 30, 40, 49]  # docs/method.md 4.2's example
   assert int(budget(jnp.asarray([1]), 5)[0]) == 1  # at least one token
   assert int(budget(jnp.asarray([0]), 5)[0]) == 0  # nothing to select
   assert int(budget(jnp.asarray([20]), 15)[0]) == 3  # exact products are not rounded up

@@ -376,7 +376,7 @@ def test_triplet_and_cosine_hand_computed():
 
 
 def _interaction_loss_reference(latents):
-  """The SPEC 2.2 formulas with explicit loops (float64 numpy)."""
+  """The docs/method.md 2.2 formulas with explicit loops (float64 numpy)."""
   lat = np.asarray(latents, np.float64)
   e, v, _, _ = lat.shape
   m = v - 1

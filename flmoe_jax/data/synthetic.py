@@ -18,11 +18,11 @@ Planted writes (bits are Rademacher ±1; every write has its own direction of U)
 
 * synergy pair k:    x_t[i_sk] += a·b_sk_t·u,   x_v[j_sk] += a·b_sk_v·u';   term w_s·b_sk_t·b_sk_v
 * redundancy pair k: x_t[i_rk] += a·(b_rk+η)·u, x_v[j_rk] += a·(b_rk+η)·u'; term w_r·b_rk, with ONE
-  draw η ~ N(0, `redundancy_noise`²) written into both: identical copies of one latent (SPEC §5.3a).
+  draw η ~ N(0, `redundancy_noise`²) written into both: identical copies of one latent (docs/method.md 5.3).
 * unique:            x_t[i_ut] += a·b_ut·u,     x_v[j_uv] += a·b_uv·u';     terms w_t·b_ut, w_v·b_uv
 * complement pair:   x_t[i_c] += a·b_ct·u,      x_v[j_c] += a·b_cv·u';      term w_c·(b_ct + b_cv),
   two INDEPENDENT bits that each add to the logit: the additive control that a redundancy score
-  must rank below the redundant pair (SPEC §5.3a).
+  must rank below the redundant pair (docs/method.md 5.3).
 * distractors: `n_distractors` extra positions per modality carrying a planted direction of that
   modality (cycled) with their own random bits, unrelated to the label.
 

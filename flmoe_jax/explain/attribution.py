@@ -1,6 +1,6 @@
 """Per-token attributions of FL-I2MoE (and the dense baseline), per expert and for the mixture.
 
-Three methods (SPEC 4.1), all on the *projected* token/patch features hs (the experts' inputs):
+Three methods (docs/method.md 4.1), all on the *projected* token/patch features hs (the experts' inputs):
 
 * `attn`: attention rollout. Per expert, head-averaged attention A^(l) [L, L] of every layer,
   R = prod_l rownorm(A^(l) + I) (later layer on the left), importance s_t = mean over query rows of
@@ -74,7 +74,7 @@ class Attribution:
     signed: IG only, per modality float [B, V, T_m]: signed attributions summed over H (every
       token, candidates or not); None for the attention methods.
     candidates: per modality, bool [B, T_m] (valid tokens minus the special first text token).
-    target: float [B, C] 0/1 target mask (SPEC 4.3).
+    target: float [B, C] 0/1 target mask (docs/method.md 4.3).
     logits: float [B, C] clean mixture logits.
     expert_logits: float [B, E, C] clean expert logits.
     weights: float [B, E] expert weights (ones [B, 1] for the dense baseline).
@@ -151,7 +151,7 @@ def token_importance(r: Array, query_mask: Array) -> Array:
 
   The reference averages over every row, padded queries included; padded queries never influence
   the output (their keys are masked out of every real query's attention), so we average over real
-  queries only (SPEC 7.12 calls the reference's choice a minor bias).
+  queries only (docs/method.md 7.12 calls the reference's choice a minor bias).
 
   Args:
     r: [..., L, L] rollout.
@@ -585,7 +585,7 @@ def attribute(
   ig_baseline: str = "zero",
   means: Sequence[np.ndarray] | None = None,
 ) -> Attribution:
-  """Per-token importance maps of a batch, per expert and/or for the mixture (SPEC 4.1).
+  """Per-token importance maps of a batch, per expert and/or for the mixture (docs/method.md 4.1).
 
   Example:
     >>> run = flmoe_jax.runs.load_run("runs/syn_fl")
@@ -601,7 +601,7 @@ def attribute(
     expert: which maps: None = every expert then the mixture; an expert index or name; `mixture`;
       or a sequence of those.
     target: `pred` (the model's own prediction), `true` (labels from the batch) or a float [B, C]
-      0/1 mask (SPEC 4.3).
+      0/1 mask (docs/method.md 4.3).
     kinds: per modality `tokens`/`patches` (or a FeatureStore / LoadedRun): the first token of a
       `tokens` modality is a special token and never a candidate.
     task_type: `multilabel`, `multiclass` or `binary`; inferred from the batch labels if None.

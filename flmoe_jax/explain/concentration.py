@@ -1,4 +1,4 @@
-"""Concentration and interaction-specificity of importance maps (SPEC 4.4, claim C1).
+"""Concentration and interaction-specificity of importance maps (docs/method.md 4.4, claim C1).
 
 Concentration, per view, modality and sample, on the normalised non-negative map a_t over the
 candidate tokens (p_t = a_t / sum a; an all-zero map counts as uniform):

@@ -1,4 +1,4 @@
-"""Top-K% masking faithfulness (SPEC 4.2): comprehensiveness, sufficiency, random control, AOPC.
+"""Top-K% masking faithfulness (docs/method.md 4.2): comprehensiveness, sufficiency, random control, AOPC.
 
 For every map (view), every K and every sample, per modality m = max(1, ceil(n_valid * K / 100))
 tokens are selected among the candidates (valid tokens minus the special first text token):
@@ -302,7 +302,7 @@ def faithfulness(
   views: Sequence[int | str] | None = None,
   steps_per_call: int | None = 16,
 ) -> FaithfulnessResult:
-  """Top-K% masking faithfulness of importance maps on one batch (SPEC 4.2).
+  """Top-K% masking faithfulness of importance maps on one batch (docs/method.md 4.2).
 
   Example:
     >>> attr = attribute(model, batch, kinds=store, task_type=store.task.type)

@@ -1,7 +1,7 @@
 """The masking operator: what "absent" means, shared by faithfulness, the probes and pair masking.
 
 A token (or patch) is made absent by replacing its *projected* feature vector (the experts' input) by a fill
-vector: the train-split mean of its modality pushed through the same checkpoint's projection (SPEC 4.2; the
+vector: the train-split mean of its modality pushed through the same checkpoint's projection (docs/method.md 4.2; the
 projection is affine, so this equals the mean of the projected train features), or zero. Attention masks are
 not changed: masked tokens stay in the sequence, as in the reference.
 
@@ -87,7 +87,7 @@ def candidate_masks(masks: Sequence[Array], kinds: Sequence[str]) -> list[Array]
   """Tokens that may be attributed, masked or act as players: valid ones, minus position 0 of text.
 
   For `tokens` modalities (text-like) the first token is the special `<s>`/`[CLS]` token: the reference
-  excludes it from normalisation and from the masking candidates (SPEC 4.1). Padding is never a candidate.
+  excludes it from normalisation and from the masking candidates (docs/method.md 4.1). Padding is never a candidate.
 
   Args:
     masks: per modality, bool [B, T_m] (True = real token).

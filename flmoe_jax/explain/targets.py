@@ -1,4 +1,4 @@
-"""Targets and scores (SPEC 4.3): which class an explanation or a probe is about, and how it is scored.
+"""Targets and scores (docs/method.md 4.3): which class an explanation or a probe is about, and how it is scored.
 
 * multiclass / binary: target c* = argmax of the clean logits (or the true label); score = logit of c*
   (for attribution) or its softmax probability (for faithfulness).

@@ -1,7 +1,7 @@
 """Frozen pretrained encoders (Hugging Face Flax models) that turn raw text and images into feature
 sequences.
 
-The FL-I2MoE layer works on the *token and patch states* of frozen encoders (SPEC.md section 1.2):
+The FL-I2MoE layer works on the *token and patch states* of frozen encoders (docs/method.md section 1.2):
 
 * `TextEncoder`: any `FlaxAutoModel` text model (default `roberta-base`) with its tokenizer. It
   keeps every token state, special tokens included (`<s>`/`</s>`, `[CLS]`/`[SEP]`), and the

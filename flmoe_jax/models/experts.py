@@ -1,4 +1,4 @@
-"""Interaction experts: one pre-LN multimodal Transformer (SPEC 1.3) and a stack of E of them (1.4).
+"""Interaction experts: one pre-LN multimodal Transformer (docs/method.md 1.3) and a stack of E of them (1.4).
 
 `ExpertStack` holds the E experts as a single module whose every parameter carries a leading
 expert axis of size E; it runs them with `nnx.vmap` over that axis (no Python loop over experts).
@@ -194,7 +194,7 @@ class ExpertStack(nnx.Module):
     Args:
       num_experts: E.
       identical_init: start every expert from the same weights (the reference deep-copies one
-        initialised model, SPEC 1.4); otherwise each expert gets its own init key.
+        initialised model, docs/method.md 1.4); otherwise each expert gets its own init key.
       rngs: parameter RNG streams (one `params` key is drawn).
       **expert_kwargs: keyword arguments of `Expert` (everything but `rngs`).
     """

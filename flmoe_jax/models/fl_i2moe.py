@@ -1,4 +1,4 @@
-"""FL-I2MoE (SPEC 1.1-1.6) and the dense-Transformer baseline (SPEC 8 #7).
+"""FL-I2MoE (docs/method.md 1.1-1.6) and the dense-Transformer baseline (docs/method.md 8, item 7).
 
 Data flow (shapes for M modalities, E = M + 2 experts, H hidden, C classes):
 

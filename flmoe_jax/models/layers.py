@@ -1,4 +1,4 @@
-"""Building blocks of one FL-I2MoE expert (SPEC.md 1.3, 1.8).
+"""Building blocks of one FL-I2MoE expert (docs/method.md 1.3, 1.8).
 
 Everything here is written for arbitrary leading batch dimensions `...`: a sequence tensor is
 [..., L, H] and its key-padding mask is [..., L] (True = real token). Dropout is functional: every
@@ -126,7 +126,7 @@ def _sinusoid_table(length: int, dim: int) -> np.ndarray:
 
 
 def sinusoidal_positions(length: int, dim: int, dtype=jnp.float32) -> Array:
-  """Fixed sinusoidal positional encoding (SPEC 1.3.1).
+  """Fixed sinusoidal positional encoding (docs/method.md 1.3.1).
 
   angle(p, i) = p / 10000^(2 floor(i/2) / dim); PE[p, 2k] = sin, PE[p, 2k+1] = cos.
 
@@ -204,7 +204,7 @@ def split_keys(key: Array | None, n: int) -> Sequence[Array | None]:
 
 
 class Attention(nnx.Module):
-  """Multi-head self-attention with a key-padding mask (SPEC 1.3.4).
+  """Multi-head self-attention with a key-padding mask (docs/method.md 1.3.4).
 
   Layout (PyTorch parity): `q` has no bias; `kv` is one fused bias-free Linear H -> 2H whose output
   columns [0:H] are K and [H:2H] are V, and within each, head h owns columns h*hd:(h+1)*hd; `proj`
@@ -310,7 +310,7 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-  """Token-wise MLP: Linear(H -> r*H) -> exact GELU -> dropout -> Linear(r*H -> H) (SPEC 1.3.5)."""
+  """Token-wise MLP: Linear(H -> r*H) -> exact GELU -> dropout -> Linear(r*H -> H) (docs/method.md 1.3.5)."""
 
   def __init__(
     self,
@@ -354,7 +354,7 @@ class MLP(nnx.Module):
 
 
 class EncoderLayer(nnx.Module):
-  """Pre-LN Transformer layer over the concatenated multimodal sequence (SPEC 1.3.3).
+  """Pre-LN Transformer layer over the concatenated multimodal sequence (docs/method.md 1.3.3).
 
   x <- x + drop(Attn(LN1(x)))   (joint attention over all modalities' tokens)
   x <- x + drop(MLP(LN2(x)))    (LN2 and the MLP are shared by all modalities; being token-wise,

@@ -1,4 +1,4 @@
-"""Training losses of FL-I2MoE (SPEC 2.1, 2.2) and the modality perturbations they need.
+"""Training losses of FL-I2MoE (docs/method.md 2.1, 2.2) and the modality perturbations they need.
 
 Conventions: latents of all experts and perturbation variants come as one array
 [E, 1+M, B, D]; expert order is [uni_0..uni_{M-1}, syn, red]; variant 0 is the clean input and
@@ -33,7 +33,7 @@ def _f32(x: Array) -> Array:
 
 
 def task_loss(logits: Array, labels: Array, task_type: str) -> Array:
-  """Task loss on the mixture logits (SPEC 2.1).
+  """Task loss on the mixture logits (docs/method.md 2.1).
 
   Args:
     logits: [B, C] logits.
@@ -88,7 +88,7 @@ def triplet_loss(
 
 
 def cosine_similarity(a: Array, b: Array, eps: float = 1e-12) -> Array:
-  """Cosine similarity after `F.normalize(eps)` of both sides (SPEC 2.2).
+  """Cosine similarity after `F.normalize(eps)` of both sides (docs/method.md 2.2).
 
   Args:
     a: [..., D].
@@ -154,7 +154,7 @@ def uniqueness_losses(
 def interaction_loss(
   latents: Array, *, margin: float = 1.0, eps: float = 1e-7
 ) -> tuple[Array, Array]:
-  """The weakly supervised interaction loss L_int (SPEC 2.2) for any M >= 2.
+  """The weakly supervised interaction loss L_int (docs/method.md 2.2) for any M >= 2.
 
   Args:
     latents: [E, 1+M, B, D] with E = M + 2 experts in order [uni_0..uni_{M-1}, syn, red], variant 0
@@ -178,7 +178,7 @@ def interaction_loss(
 
 
 def perturb_variants(hs: Sequence[Array], key: Array) -> list[Array]:
-  """Builds the 1+M perturbation variants of the projected sequences (SPEC 2.2).
+  """Builds the 1+M perturbation variants of the projected sequences (docs/method.md 2.2).
 
   Variant 0 is clean; variant 1+j replaces modality j's whole sequence (padding included) by
   i.i.d. standard-normal noise. Masks are unchanged (the experts re-zero padded positions).
@@ -322,7 +322,7 @@ def fl_i2moe_loss(
   lambda_missing: float | Array = 0.0,
   lambda_decor: float | Array = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
-  """L = L_task + lambda_int L_int [+ lambda_role L_role + lambda_missing L_missing] (SPEC 2.2).
+  """L = L_task + lambda_int L_int [+ lambda_role L_role + lambda_missing L_missing] (docs/method.md 2.2).
 
   Args:
     out: a `TrainOutput` (logits [B, C], latents [E, V, B, D], absent_logits [E, M+1, B, C] or

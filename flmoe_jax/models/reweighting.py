@@ -1,4 +1,4 @@
-"""The reweighting ("gating") network of FL-I2MoE (SPEC 1.5).
+"""The reweighting ("gating") network of FL-I2MoE (docs/method.md 1.5).
 
 u = concat_m normalize(masked_mean(X_m)) over the *projected* features (before PE and experts);
 g = MLP(u) with `rw_layers` Linear layers (ReLU + dropout between them); w = softmax(g / T).

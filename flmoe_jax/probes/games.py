@@ -502,7 +502,7 @@ def model_game(
   """The game of a trained model on one example (or a batch sharing one player set).
 
   v(S) = score of the target when only the players in S keep their features; every other player
-  is replaced by the fill vector of its modality (SPEC 5.1).
+  is replaced by the fill vector of its modality (docs/method.md 5.1).
 
   Args:
     model: FLI2MoE or DenseTransformer.

@@ -1,4 +1,4 @@
-"""Candidate cross-modal pairs (SPEC 5.4) and pair-level masking (SPEC 5.5).
+"""Candidate cross-modal pairs (docs/method.md 5.4) and pair-level masking (docs/method.md 5.5).
 
 Candidates (one feature per modality, never `<s>` or padding):
   * `topk`: the top-k tokens of each modality by the expert's attribution map x the top-k of the
@@ -6,7 +6,7 @@ Candidates (one feature per modality, never `<s>` or padding):
   * `random`: a uniform random subset of all cross-modal pairs (the non-circular alternative);
   * `all`: every cross-modal pair (small inputs only).
 `topk_pairs` takes any per-token score map: the pipeline uses the explanation pipeline's
-`flmoe_jax.explain.attribute` maps (attention x gradient rollout by default, SPEC 5.4) or
+`flmoe_jax.explain.attribute` maps (attention x gradient rollout by default, docs/method.md 5.4) or
 `token_attribution` here, |gradient x (input - fill)| of the expert's target logit per token (the
 first-order Taylor estimate of what mean-filling that token changes).
 

@@ -1,11 +1,11 @@
 """`flmoe probe`: interaction probes of a trained run, written to `W/probe/<split>.json` (+ figures).
 
 For each evaluated example (the first `samples` rows of the split):
-  1. clean forward of the full model -> target (SPEC 4.3) and its probability;
+  1. clean forward of the full model -> target (docs/method.md 4.3) and its probability;
   2. players = candidate tokens (valid, not `<s>`); candidate pairs (topk / random / all);
   3. Monte Carlo SII and redundancy gaps of the candidate pairs, on both scales (logit, target
      probability), for the synergy expert (ranked by SII) and the redundancy expert (ranked by RG);
-  4. pair-level masking in the full model: top-b pairs vs matched random pairs (SPEC 5.5).
+  4. pair-level masking in the full model: top-b pairs vs matched random pairs (docs/method.md 5.5).
 Examples are processed in batches of up to 64: player selection, candidate pairs and masking
 coalitions are built per example on the host, then every model evaluation of a batch is one jitted
 call (one per probe role for step 3, one for step 4). Player and pair arrays are padded to fixed
@@ -51,7 +51,7 @@ DEFAULT_DRAWS = 64
 ATTRIBUTIONS = ("attnxgrad", "attn", "ig", "grad_x_input")
 MAX_BATCH = 64  # examples per batched call (their coalitions still obey the memory knob)
 # What "absent" means in the probes' games: the masking fills, or the marginal game over reference
-# training examples (`masking.reference_fills`; pair masking keeps the mean fill of SPEC 5.5).
+# training examples (`masking.reference_fills`; pair masking keeps the mean fill of docs/method.md 5.5).
 PROBE_FILLS = (*masking.FILL_MODES, "marginal")
 DEFAULT_REFERENCES = 8
 # Examples probed when `samples` is not given (the whole split when it is smaller).
@@ -207,7 +207,7 @@ def run_probe(
     max_coalitions_per_call: memory knob: most coalitions per model call across a batch of
       examples (whole examples share a call while they fit; `shapley.example_groups`).
     fill: what "absent" means in the SII and redundancy-gap games: `mean` (the masking
-      pipeline's fill, SPEC 5.1), `zero`, or `marginal`: an absent token takes the token at its
+      pipeline's fill, docs/method.md 5.1), `zero`, or `marginal`: an absent token takes the token at its
       position in each of `references` random train examples and the value is averaged over them
       (the marginal game; it costs `references` model evaluations per coalition). Pair masking
       and the `grad_x_input` attribution use the mean fill with `marginal`.
@@ -222,10 +222,10 @@ def run_probe(
     mask_budgets: pair budgets b of the masking experiment.
     mask_repeats: random-control repeats.
     sii_rank_score: scale that ranks pairs for SII masking (`logit` | `prob`).
-    rg_rank_score: scale that ranks pairs for RG masking (`prob` default, SPEC 5.3a).
+    rg_rank_score: scale that ranks pairs for RG masking (`prob` default, docs/method.md 5.3a).
     sii_expert: game of the SII probe: an expert name or `mixture` (default `syn`).
     rg_expert: game of the redundancy-gap probe (default `red`).
-    attribution: map that pre-selects `topk` tokens: `attnxgrad` (SPEC 4.1b, default), `attn`,
+    attribution: map that pre-selects `topk` tokens: `attnxgrad` (docs/method.md 4.1b, default), `attn`,
       `ig` (all from `flmoe_jax.explain.attribute`) or `grad_x_input` (|grad x (h - fill)|).
     standout_min_rate: across examples, a pair stands out when it ranks first in significantly
       more than this share of the examples (`standout.top_pair_test`).
@@ -540,7 +540,7 @@ def run_probe(
         rec["planted"] = _planted_sample(planted, ci, pm, scores)
       records.append(rec)
 
-    # (d) Pair-level masking in the full model (SPEC 5.5): one batched call.
+    # (d) Pair-level masking in the full model (docs/method.md 5.5): one batched call.
     coal = np.stack(coal_all)  # [n_real, 2, n_b, 1 + reps, n]
     ml = pairs_lib.masked_logits_batch(
       mix_fn,
@@ -670,7 +670,7 @@ def _token_maps(
       }
       out[role] = [np.asarray(a) for a in pairs_lib.token_attribution(expert_fn[role], params)]
     return out
-  from flmoe_jax.explain import attribute  # the explanation pipeline's maps (SPEC 5.4)
+  from flmoe_jax.explain import attribute  # the explanation pipeline's maps (docs/method.md 5.4)
 
   views = list(dict.fromkeys(experts[r] for r in ROLES))
   attr = attribute(
@@ -734,7 +734,9 @@ def _masking_summary(
   }
   for ri, (name, role) in enumerate((("SII", "sii"), ("RG", "rg"))):
     ranked_drop = drop[:, ri, :, 0]  # [N, n_b]
-    rand_drop = drop[:, ri, :, 1:].mean(-1)  # per-sample mean over repeats first (SPEC 4.2)
+    rand_drop = drop[:, ri, :, 1:].mean(
+      -1
+    )  # per-sample mean over repeats first (docs/method.md 4.2)
     m_ranked = [
       metrics_lib.compute_metrics(task, masked[:, ri, b, 0], labels)[metric_name]
       for b in range(len(budgets))

@@ -152,8 +152,8 @@ class PairScores(_JsonResult):
 
   Attributes:
     pairs: int [P, 2] player ids.
-    values: {index name: float [P, *out_shape]}; names among `SII` (Grabisch-Roubens, SPEC 5.2),
-      `RG` (redundancy gap E[D_ij - max(D_i, D_j)], SPEC 5.3) and `RG-additive`
+    values: {index name: float [P, *out_shape]}; names among `SII` (Grabisch-Roubens, docs/method.md 5.2),
+      `RG` (redundancy gap E[D_ij - max(D_i, D_j)], docs/method.md 5.3) and `RG-additive`
       (E[D_ij - D_i - D_j] = -SII).
     std_errors: same keys and shapes; standard error of the Monte Carlo mean (0 when exact).
     baseline_value: v(∅) [*out_shape], kept apart from the scores.

@@ -6,7 +6,7 @@ Exact (n ≤ ~14 players): all 2^n coalitions are evaluated in one jitted, chunk
 transform m = μ(v) (n butterfly passes) gives every index in closed form:
   SII(T) = Σ_{S ⊇ T} m(S) / (|S| - |T| + 1)   (T = {i}: the Shapley value; T = {i, j}: pairwise SII).
 
-Monte Carlo (SPEC 5.2, 5.3), for a list of pairs (i, j):
+Monte Carlo (docs/method.md 5.2, 5.3), for a list of pairs (i, j):
   Δ_ij(S) = v(S∪ij) - v(S∪i) - v(S∪j) + v(S);   SII(i, j) = E_S[Δ_ij(S)]
   with S drawn as "size s ~ U{0..n-2}, then S uniform among the s-subsets of N∖{i,j}"; this is
   exactly the SII weight |S|!(n-|S|-2)!/(n-1)!, so the sample mean is unbiased.
@@ -599,14 +599,14 @@ def pair_scores(
 
 
 def sii(game: Game, pairs: Any, *, budget: int, key: Array, **kwargs) -> PairScores:
-  """Pairwise Shapley interaction index (SPEC 5.2) of the given pairs; see `pair_scores`."""
+  """Pairwise Shapley interaction index (docs/method.md 5.2) of the given pairs; see `pair_scores`."""
   return pair_scores(game, pairs, budget=budget, key=key, indices=("SII",), **kwargs)
 
 
 def redundancy_gap(
   game: Game, pairs: Any, *, budget: int, key: Array, form: str = "max", **kwargs
 ) -> PairScores:
-  """Redundancy gap (SPEC 5.3): `max` form E[D_ij - max(D_i, D_j)] (index `RG`, default) or the
+  """Redundancy gap (docs/method.md 5.3): `max` form E[D_ij - max(D_i, D_j)] (index `RG`, default) or the
   `additive` form E[D_ij - D_i - D_j] = -SII (index `RG-additive`); see `pair_scores`."""
   if form not in ("max", "additive"):
     raise ProbeError(f"redundancy-gap form {form!r} not in ('max', 'additive')")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from flmoe_jax.report.render import Table
 
-# Metrics per task, in the paper's order (SPEC.md section 6.1).
+# Metrics per task, in the paper's order (docs/method.md section 6.1).
 TASK_METRICS = {
   "multilabel": ("micro_f1", "macro_f1", "samples_f1", "exact_match"),
   "multiclass": ("accuracy", "macro_f1", "auroc"),
