@@ -221,6 +221,7 @@ _CHECKS = {
   "loss.lambda_missing": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
   "loss.lambda_decor": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
   "loss.extra_start_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+  "loss.extra_start_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
   "optim.learning_rate": (lambda v: _is_num(v) and v > 0, "a number > 0"),
   "optim.b1": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
   "optim.b2": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -279,16 +280,26 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
       node = node[part]
     if not ok(node):
       raise ConfigError(f"config key {key!r} is {node!r}; it must be {want}")
-  from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS  # the models own the choices
+  from flmoe_jax.models.experts import (  # the models own the choices
+    ATTENTION_IMPLEMENTATIONS,
+    POSITION_ENCODINGS,
+  )
 
-  if cfg.model.attention not in ATTENTION_IMPLEMENTATIONS:
-    raise ConfigError(
-      f"config key 'model.attention' is {cfg.model.attention!r}; it must be one of "
-      f"{', '.join(ATTENTION_IMPLEMENTATIONS)}"
-    )
+  for key, choices in (
+    ("attention", ATTENTION_IMPLEMENTATIONS),
+    ("position", POSITION_ENCODINGS),
+  ):
+    if cfg.model[key] not in choices:
+      raise ConfigError(
+        f"config key 'model.{key}' is {cfg.model[key]!r}; it must be one of {', '.join(choices)}"
+      )
   if cfg.optim.gate_warmup_steps and cfg.optim.gate_warmup_fraction:
     raise ConfigError(
       "optim.gate_warmup_steps and optim.gate_warmup_fraction are both set; set one (the other 0)"
+    )
+  if cfg.loss.extra_start_step and cfg.loss.extra_start_fraction:
+    raise ConfigError(
+      "loss.extra_start_step and loss.extra_start_fraction are both set; set one (the other 0)"
     )
   if cfg.model.hidden_dim % cfg.model.num_heads:
     raise ConfigError(
@@ -339,6 +350,9 @@ def base_config() -> ml_collections.ConfigDict:
   # `jax.nn.dot_product_attention` backend, `xla` or `cudnn` (GPU, bfloat16), used by the calls that
   # need no maps, no attention delta and no dropout (probes, masking curves, evaluation).
   c.model.attention = "einsum"
+  # How position reaches the experts: "sinusoidal" (the paper's fixed table) or "learned" (a table
+  # per expert drawn from N(0, 1); docs/ground_truth.md section 5).
+  c.model.position = "sinusoidal"
   c.model.dtype = "float32"  # compute dtype: float32 or bfloat16
 
   c.loss = ml_collections.ConfigDict()
@@ -353,6 +367,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.lambda_decor = 0.0
   # Optimizer step from which lambda_missing and lambda_decor apply (0 = from the first step).
   c.loss.extra_start_step = 0
+  # The same as a fraction of the run's steps (used when extra_start_step is 0): on a larger store
+  # the two terms must wait until the interactions are learnt (docs/ground_truth.md section 5).
+  c.loss.extra_start_fraction = 0.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4

@@ -65,6 +65,8 @@ def build_model(
     ln_eps=m.ln_eps,
     torch_init=m.torch_init,
     attention=m.attention,
+    position=m.position,
+    max_positions=sum(spec.max_len for spec in fs.modalities),
     dtype=jnp.dtype(m.dtype),
     rngs=nnx.Rngs(params=seed),
   )
@@ -104,6 +106,13 @@ def gate_warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> in
   `optim.gate_warmup_fraction` of the run (a fraction keeps its meaning when the data size changes)."""
   o = config.optim
   return int(o.gate_warmup_steps or round(o.gate_warmup_fraction * total_steps))
+
+
+def extra_start_step(config: ml_collections.ConfigDict, total_steps: int) -> int:
+  """Step from which the missing-modality and decorrelation terms apply: `loss.extra_start_step`,
+  or the fraction `loss.extra_start_fraction` of the run."""
+  lo = config.loss
+  return int(lo.extra_start_step or round(lo.extra_start_fraction * total_steps))
 
 
 def make_optimizer(
@@ -654,6 +663,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
   state = jax.device_put(state, shardings)
 
   # Statics bound once; `state` donated so the update happens in place on device.
+  total = training_steps(config, fs)
   step_fn = jax.jit(
     functools.partial(
       train_step,
@@ -663,7 +673,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
       lambda_role=config.loss.lambda_role,
       lambda_missing=config.loss.lambda_missing,
       lambda_decor=config.loss.lambda_decor,
-      extra_start_step=config.loss.extra_start_step,
+      extra_start_step=extra_start_step(config, total),
       dtype=dtype,
     ),
     donate_argnums=(0,),
@@ -671,7 +681,6 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
   )
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
 
-  total = training_steps(config, fs)
   steps_per_epoch = total // config.train.epochs
   lr_schedule = learning_rate_schedule(config, total)
   lr_at = lambda s: float(lr_schedule(max(s - 1, 0)))  # the rate the step's update used

@@ -315,6 +315,41 @@ def test_gradients_reach_every_parameter(model):
       assert np.abs(a).max() > 0, path
 
 
+def test_learned_positions():
+  L_MAX = sum(LENS) + 3  # room for the padding appended below
+  m = FLI2MoE(
+    **KW, identical_expert_init=False, position="learned", max_positions=L_MAX, rngs=nnx.Rngs(0)
+  )
+  table = np.asarray(m.experts.stacked.position_table[...])
+  assert table.shape == (m.num_experts, L_MAX, H)
+  assert 0.8 < table.std() < 1.2  # N(0, 1) rows, not the sinusoid's bounded values
+  xs, masks = _inputs()
+  base = np.asarray(_eval(m, xs, masks).logits)
+  # Each expert equals its standalone copy (the table travels with the expert's kwargs).
+  hs = m.project(xs)
+  out = _projected(m, hs, masks)
+  logits, _, _ = nnx.jit(lambda ex, hs, ms: ex(hs, ms, return_attn=True))(
+    m.experts.expert(2), hs, masks
+  )
+  np.testing.assert_allclose(np.asarray(out.expert_logits[:, 2]), logits, rtol=1e-5, atol=1e-6)
+  # Padding appended to the last modality does not change the output...
+  extra = jax.random.normal(jax.random.key(4), (B, 3, DIMS[1])) * 50
+  xs_b = [xs[0], jnp.concatenate([xs[1], extra], axis=1)]
+  masks_b = [masks[0], jnp.concatenate([masks[1], jnp.zeros((B, 3), bool)], axis=1)]
+  np.testing.assert_allclose(np.asarray(_eval(m, xs_b, masks_b).logits), base, atol=1e-5)
+  # ...while the rows are used: a new row for one real position changes it.
+  m.experts.stacked.position_table[...] = m.experts.stacked.position_table[...].at[:, 0].add(3.0)
+  assert np.abs(np.asarray(_eval(m, xs, masks).logits) - base).max() > 1e-4
+  # A sequence longer than the table is an error naming both lengths.
+  too_long = [jnp.concatenate([xs[0]] * 2, axis=1), xs[1]]
+  with pytest.raises(ValueError, match="learned table has 12"):
+    m(too_long, [jnp.concatenate([masks[0]] * 2, axis=1), masks[1]])
+  with pytest.raises(ValueError, match="max_positions"):
+    FLI2MoE(**KW, position="learned", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="position 'rope'"):
+    FLI2MoE(**KW, position="rope", max_positions=9, rngs=nnx.Rngs(0))
+
+
 def test_dense_transformer():
   dense = DenseTransformer(**{k: v for k, v in KW.items() if k != "rw_hidden"}, rngs=nnx.Rngs(0))
   assert dense.num_experts == 1 and dense.expert_names == ("dense",)

@@ -359,3 +359,7 @@ def test_objective_line_names_every_term_beyond_the_paper():
     "x", {"loss": {"lambda_role": 1.0, "lambda_missing": 1.0, "extra_start_step": 500}}
   )
   assert "the missing-modality and decorrelation terms from step 500" in late
+  frac = objective_line(
+    "x", {"loss": {"lambda_role": 1.0, "lambda_missing": 1.0, "extra_start_fraction": 0.6}}
+  )
+  assert "the missing-modality and decorrelation terms from 60% of the steps" in frac

@@ -318,7 +318,17 @@ def test_schedule_and_gate_warmup_fraction(random_store, tmp_path):
   assert train_lib.gate_warmup_steps(cfg, total) == 5
   with cfg.unlocked():
     cfg.optim.gate_warmup_fraction = 0.5
-  with pytest.raises(ConfigError, match="both set"):
+  with pytest.raises(ConfigError, match="gate_warmup_steps and optim.gate_warmup_fraction"):
+    config_lib.validate_config(cfg)
+  # The same for the start of the missing-modality / decorrelation terms: 60% of 30 steps.
+  with cfg.unlocked():
+    cfg.loss.extra_start_fraction = 0.6
+  assert train_lib.extra_start_step(cfg, total) == 18
+  with cfg.unlocked():
+    cfg.optim.gate_warmup_fraction = 0.0
+    cfg.loss.extra_start_step = 4
+  assert train_lib.extra_start_step(cfg, total) == 4
+  with pytest.raises(ConfigError, match="extra_start_step and loss.extra_start_fraction"):
     config_lib.validate_config(cfg)
   # The logged learning rate is the rate of the step's update.
   cfg2 = tiny_config(

@@ -24,10 +24,12 @@ Array = jax.Array
 EXPERT_AXIS = "expert"
 # `einsum`: explicit attention (maps available); `xla` / `cudnn`: `jax.nn.dot_product_attention`.
 ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+# How position reaches the layers: the fixed sinusoidal table (the paper's) or a learned table.
+POSITION_ENCODINGS = ("sinusoidal", "learned")
 
 
 class Expert(nnx.Module):
-  """One expert: concat modalities -> +PE -> zero pads -> N pre-LN layers -> pool -> head.
+  """One expert: concat modalities -> +positions -> zero pads -> N pre-LN layers -> pool -> head.
 
   Inputs are M projected modality sequences [..., T_m, H] with masks [..., T_m] (any leading
   batch dims `...`, written N below). The positional
@@ -48,6 +50,8 @@ class Expert(nnx.Module):
     ln_eps: float = 1e-5,
     torch_init: bool = True,
     attention: str = "einsum",
+    position: str = "sinusoidal",
+    max_positions: int = 0,
     dtype=jnp.float32,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
@@ -67,12 +71,29 @@ class Expert(nnx.Module):
       attention: `einsum` (explicit softmax(QK^T)V, the only path that returns attention maps) or
         a fused `jax.nn.dot_product_attention` backend, `xla` or `cudnn`, used whenever no maps,
         no attention delta and no dropout are asked for (inference: probes, masking curves).
+      position: `sinusoidal` (a fixed table added to the projected features, the paper's) or
+        `learned` (a trainable [max_positions, H] table drawn from N(0, 1), one row per position of
+        the concatenated sequence). Learned rows are nearly orthogonal from the start, which lets
+        the layers tell a feature at one position from the same feature elsewhere: with them a
+        planted cross-modal XOR at 48 tokens x 49 patches is learnt from 5,000 examples, with the
+        sinusoidal table it is not (docs/ground_truth.md section 5).
+      max_positions: rows of the learned table (>= the concatenated length L); unused otherwise.
       dtype: computation dtype.
       param_dtype: parameter dtype.
       rngs: parameter RNG streams.
     """
     if attention not in ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f"attention {attention!r} not in {ATTENTION_IMPLEMENTATIONS}")
+    if position not in POSITION_ENCODINGS:
+      raise ValueError(f"position {position!r} not in {POSITION_ENCODINGS}")
+    if position == "learned" and max_positions < 1:
+      raise ValueError("a learned position table needs max_positions >= 1")
+    self.position = position
+    self.position_table = (
+      nnx.Param(jax.random.normal(rngs.params(), (max_positions, hidden_dim), param_dtype))
+      if position == "learned"
+      else None
+    )
     self.num_modalities = num_modalities
     self.attention = attention
     self.dropout_rate = dropout
@@ -132,7 +153,7 @@ class Expert(nnx.Module):
     lengths = [h.shape[-2] for h in hs]
     x = jnp.concatenate([h.astype(self.dtype) for h in hs], axis=-2)  # [N..., L, H]
     mask = jnp.concatenate([m.astype(bool) for m in masks], axis=-1)  # [N..., L]
-    x = x + layers.sinusoidal_positions(x.shape[-2], self.hidden_dim, self.dtype)
+    x = x + self._positions(x.shape[-2])
     x = x * mask[..., None].astype(x.dtype)  # padded positions enter the layers as zeros
     keys = layers.split_keys(dropout_key, self.num_layers)
     fused = (
@@ -171,6 +192,17 @@ class Expert(nnx.Module):
     latent = jnp.concatenate(pooled, axis=-1)  # [N..., M*H]
     logits = self.head(latent)
     return logits, latent, (jnp.stack(attns) if return_attn else None)
+
+  def _positions(self, length: int) -> Array:
+    """[L, H] positional encoding of the concatenated sequence."""
+    if self.position_table is None:
+      return layers.sinusoidal_positions(length, self.hidden_dim, self.dtype)
+    table = self.position_table[...]
+    if length > table.shape[0]:
+      raise ValueError(
+        f"sequence of {length} positions, but the learned table has {table.shape[0]}"
+      )
+    return table[:length].astype(self.dtype)
 
 
 class ExpertStack(nnx.Module):

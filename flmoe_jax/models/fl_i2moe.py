@@ -175,6 +175,8 @@ class FLI2MoE(_Projections):
     torch_init: bool = True,
     identical_expert_init: bool = True,
     attention: str = "einsum",
+    position: str = "sinusoidal",
+    max_positions: int = 0,
     dtype=jnp.float32,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
@@ -197,6 +199,8 @@ class FLI2MoE(_Projections):
       identical_expert_init: all experts start from the same weights (reference behaviour).
       attention: experts' attention implementation (`Expert`): `einsum`, or fused `xla` / `cudnn`
         for inference calls that need no attention maps.
+      position: `sinusoidal` or `learned` positions in the experts (`Expert`).
+      max_positions: rows of a learned position table (the concatenated length sum T_m).
       dtype: computation dtype.
       param_dtype: parameter dtype.
       rngs: parameter RNG streams.
@@ -225,6 +229,8 @@ class FLI2MoE(_Projections):
       ln_eps=ln_eps,
       torch_init=torch_init,
       attention=attention,
+      position=position,
+      max_positions=max_positions,
       dtype=dtype,
       param_dtype=param_dtype,
     )
@@ -419,6 +425,8 @@ class DenseTransformer(_Projections):
     ln_eps: float = 1e-5,
     torch_init: bool = True,
     attention: str = "einsum",
+    position: str = "sinusoidal",
+    max_positions: int = 0,
     dtype=jnp.float32,
     param_dtype=jnp.float32,
     rngs: nnx.Rngs,
@@ -442,6 +450,8 @@ class DenseTransformer(_Projections):
       ln_eps=ln_eps,
       torch_init=torch_init,
       attention=attention,
+      position=position,
+      max_positions=max_positions,
       dtype=dtype,
       param_dtype=param_dtype,
       rngs=rngs,

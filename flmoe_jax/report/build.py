@@ -464,9 +464,13 @@ def objective_line(dataset: str, cfg: dict) -> str:
   extra = f"; gate frozen for the first {warm} steps (beyond the paper)" if warm else ""
   if warm_frac and not warm:
     extra = f"; gate frozen for the first {100 * warm_frac:g}% of the steps (beyond the paper)"
-  start = loss.get("extra_start_step", 0)
+  start, start_frac = loss.get("extra_start_step", 0), loss.get("extra_start_fraction", 0.0)
   if start and (lam_miss or lam_decor):
     extra += f"; the missing-modality and decorrelation terms from step {start}"
+  elif start_frac and (lam_miss or lam_decor):
+    extra += (
+      f"; the missing-modality and decorrelation terms from {100 * start_frac:g}% of the steps"
+    )
   return f"Objective ({dataset}): {' + '.join(parts)}{extra}; see docs/ground_truth.md."
 
 
@@ -474,6 +478,12 @@ def _gate_warmup_text(optim: dict) -> str:
   if optim.get("gate_warmup_steps", 0) or not optim.get("gate_warmup_fraction", 0.0):
     return f"{optim.get('gate_warmup_steps', 0)} steps"
   return f"{100 * optim['gate_warmup_fraction']:g}% of the steps"
+
+
+def _extra_start_text(loss: dict) -> str:
+  if loss.get("extra_start_step", 0) or not loss.get("extra_start_fraction", 0.0):
+    return f"step {loss.get('extra_start_step', 0)}"
+  return f"{100 * loss['extra_start_fraction']:g}% of the steps"
 
 
 def _run_summary(workdir: str | os.PathLike, role: str) -> dict:
@@ -664,7 +674,7 @@ def _metadata_section(entries, summaries) -> Section:
       f"lambda_role {cfg.get('loss', {}).get('lambda_role', 0.0)}, "
       f"lambda_missing {cfg.get('loss', {}).get('lambda_missing', 0.0)}, "
       f"lambda_decor {cfg.get('loss', {}).get('lambda_decor', 0.0)} "
-      f"(from step {cfg.get('loss', {}).get('extra_start_step', 0)}), "
+      f"(from {_extra_start_text(cfg.get('loss', {}))}), "
       f"gate warm-up {_gate_warmup_text(cfg.get('optim', {}))}, "
       f"lr {cfg.get('optim', {}).get('learning_rate')} "
       f"({cfg.get('optim', {}).get('schedule', 'constant')} schedule), "

@@ -536,6 +536,7 @@ CASES += [
     "train-selection-metric", [*TRAIN, "--config.train.selection_metric=f2"], "selection_metric"
   ),
   Case("train-attention-unknown", [*TRAIN, "--config.model.attention=flash"], "'model.attention'"),
+  Case("train-position-unknown", [*TRAIN, "--config.model.position=rope"], "'model.position'"),
   Case(
     "train-heads-divide", [*TRAIN, "--config.model.num_heads=3"], "not divisible by model.num_heads"
   ),
