@@ -252,15 +252,24 @@ def _cmd_probe(args, overrides) -> int:
     print(f"{name}-ranked vs random pair masking (prob drop): {cells}")
   for name, p in report.get("planted", {}).get("pairs", {}).items():
     scale = "logit" if p["kind"] == "synergy" else "prob"
+    ct = p.get("cross_talk")
+    cross = (
+      f"; cross-talk, first by {ct['probe']}: {ct['hit@1']:.3f}, |.| {ct['abs_hit@1']:.3f}"
+      if ct and ct["n"]
+      else ""
+    )
     print(
       f"planted {name} ({p['probe']}, {scale}): hit@1 {p[scale]['hit@1']:.3f}, "
-      f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}"
+      f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}{cross}"
     )
+  mods = report["settings"]["modalities"]
   for name, blk in report["standout"].items():
     ds = blk["dataset"]
+    signed = describe_standouts(blk["dataset_signed"], mods) if "dataset_signed" in blk else "-"
     print(
       f"{name} pairs standing out across {ds['n_examples']} examples (first in > "
-      f"{100 * ds['min_rate']:.0f}%): {describe_standouts(ds, report['settings']['modalities'])}"
+      f"{100 * ds['min_rate']:.0f}%): {describe_standouts(ds, mods)}; by sign "
+      f"(most positive first): {signed}"
     )
   return 0
 

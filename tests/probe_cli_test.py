@@ -247,3 +247,37 @@ def test_probe_bad_attention_is_refused_before_loading(tmp_path):
 def test_probe_missing_run_is_one_line(tmp_path, capsys):
   code, _, err = _probe(capsys, tmp_path / "nothing")
   assert code == 2 and "not a run directory" in err
+
+
+def test_planted_summary_counts_cross_talk_under_the_other_role():
+  """A redundant pair first by SII in the synergy game in 1 of 4 examples (by |SII| in 2): 0.25/0.5."""
+  from flmoe_jax.probes import pipeline
+
+  def entry(rank, abs_rank, value):
+    res = {
+      f"{i}_{s}": {"value": value, "se": 0.0, "rank": rank, "abs_rank": abs_rank}
+      for i in ("SII", "RG")
+      for s in ("logit", "prob")
+    }
+    return {**res, "n_pairs": 20}
+
+  planted = {
+    "setting": "redundancy",
+    "label_type": "binary",
+    "term_sign": None,
+    "pairs": {"red0": {"kind": "redundancy", "text_pos": 1, "image_pos": 2}},
+  }
+  sii = [(1, 1, 0.3), (5, 1, -0.4), (3, 2, 0.1), (7, 9, -0.05)]
+  records = [
+    {
+      "target": [1],
+      "planted": {"red0": {"kind": "redundancy", "sii": entry(*s), "rg": entry(1, 1, 0.2)}},
+    }
+    for s in sii
+  ]
+  out = pipeline._planted_summary(planted, records, {"sii": "syn", "rg": "red"})["pairs"]["red0"]
+  assert out["prob"]["hit@1"] == 1.0  # the meant probe (RG of red) finds it every time
+  ct = out["cross_talk"]
+  assert ct["expert"] == "syn" and ct["n"] == 4
+  assert ct["hit@1"] == 0.25 and ct["abs_hit@1"] == 0.5
+  assert ct["mean_value"] == pytest.approx(np.mean([s[2] for s in sii]), abs=1e-6)

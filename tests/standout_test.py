@@ -177,3 +177,32 @@ def test_describe_names_standouts_and_weak_preferences():
   assert (
     standout.describe(none, ["text", "image"]) == "none (a pair first in 22% of examples would)"
   )
+
+
+def test_signed_reading_does_not_count_a_large_negative_sii_as_synergy():
+  """A pair with large negative SII (a copy the synergy expert uses) is first by magnitude, not by sign."""
+  rng = np.random.default_rng(0)
+  recs = []
+  for _ in range(40):
+    sii = rng.normal(0.0, 0.01, 12)
+    sii[3] = -1.0  # redundancy-like: large and negative in every example
+    sii[7] = 0.2  # synergy-like: smaller but positive
+    recs.append(
+      {
+        "sii": {
+          "members": [[0, i, 1, i] for i in range(12)],
+          "values": {"SII": {"logit": sii.tolist()}},
+          "std_errors": {"SII": {"logit": [0.01] * 12}},
+        },
+        "rg": {
+          "members": [[0, i, 1, i] for i in range(12)],
+          "values": {"RG": {"prob": (-np.abs(sii)).tolist()}},
+          "std_errors": {"RG": {"prob": [0.01] * 12}},
+        },
+      }
+    )
+  out = standout.probe_standout(recs, sii_scale="logit", rg_scale="prob")
+  by_abs = [q["pair"] for q in out["SII"]["dataset"]["pairs"] if q["stands_out"]]
+  by_sign = [q["pair"] for q in out["SII"]["dataset_signed"]["pairs"] if q["stands_out"]]
+  assert by_abs == [[0, 3, 1, 3]] and by_sign == [[0, 7, 1, 7]]
+  assert out["SII"]["dataset_signed"]["by"] == "signed"

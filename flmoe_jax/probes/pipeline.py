@@ -835,6 +835,9 @@ _PLANTED_PROBES = {  # (role, index) whose ranking should find each planted kind
   "redundancy": ("rg", "RG"),
   "complement": ("rg", "RG"),
 }
+# Cross-talk: the probe of the OTHER role, which should not find the pair (a redundant pair that is
+# first by |SII| in the synergy expert's game would be read as a synergy).
+_CROSS_TALK_PROBES = {"synergy": ("rg", "RG", "prob"), "redundancy": ("sii", "SII", "logit")}
 
 
 def _planted_sample(planted: dict, ci: int, pm: PlayerMap, scores: dict) -> dict:
@@ -934,5 +937,18 @@ def _planted_summary(planted: dict, records: list[dict], experts: dict[str, str]
             a = np.array(both)
             res[scale]["beats_complement"] = _r(np.mean(a[:, 0] > a[:, 1]))
             res[scale]["mean_complement_value"] = _r(a[:, 1].mean())
+    if p["kind"] in _CROSS_TALK_PROBES:
+      role, index, scale = _CROSS_TALK_PROBES[p["kind"]]
+      key = f"{index}_{scale}"
+      ranked = [e[role][key] for e in entries if e and e.get(role)]
+      res["cross_talk"] = {
+        "probe": f"{index} ({scale} scale) of the {experts[role]} game",
+        "expert": experts[role],
+        "n": len(ranked),
+        # Share of examples in which the pair is the first of all candidates under that probe.
+        "hit@1": _r(np.mean([r["rank"] == 1 for r in ranked])) if ranked else None,
+        "abs_hit@1": _r(np.mean([r["abs_rank"] == 1 for r in ranked])) if ranked else None,
+        "mean_value": _r(np.mean([r["value"] for r in ranked])) if ranked else None,
+      }
     summary["pairs"][name] = res
   return summary

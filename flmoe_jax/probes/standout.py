@@ -260,7 +260,7 @@ def probe_standout(
   Returns:
     {"SII": {...}, "RG": {...}}, each with the per-example summary ("scale",
     "frac_top_separated", "frac_pairs_significant", "median_top_z", "mean_abs_top") and
-    "dataset": `top_pair_test` by magnitude.
+    "dataset": `top_pair_test` by magnitude, and "dataset_signed": by the signed score.
   """
   out = {}
   for role, name, scale in (("sii", "SII", sii_scale), ("rg", "RG", rg_scale)):
@@ -275,11 +275,14 @@ def probe_standout(
       "frac_pairs_significant": float(np.mean([x["significant"] for x in per])) if per else None,
       "median_top_z": float(np.median([x["top_z"] for x in per])) if per else None,
       "mean_abs_top": float(np.mean([x["top_abs"] for x in per])) if per else None,
-      "dataset": top_pair_test(
-        [[tuple(m) for m in r[role]["members"]] for r in samples],
-        [r[role]["values"][name][scale] for r in samples],
-        alpha=alpha,
-        min_rate=min_rate,
-      ),
     }
+    keys = [[tuple(m) for m in r[role]["members"]] for r in samples]
+    vals = [r[role]["values"][name][scale] for r in samples]
+    out[name]["dataset"] = top_pair_test(keys, vals, alpha=alpha, min_rate=min_rate)
+    # By sign: first places of the most positive score, the index's own kind (SII > 0 synergy,
+    # RG > 0 redundancy). A pair the expert merely uses a lot can rank first by magnitude with the
+    # other sign (a copied pair in the synergy expert has SII < 0); by sign it does not.
+    out[name]["dataset_signed"] = top_pair_test(
+      keys, vals, alpha=alpha, min_rate=min_rate, by="signed"
+    )
   return out
