@@ -11,9 +11,10 @@ For every rung x setting x model x seed it trains with the recipe of `configs/sy
 `:paper`, `:dense`), prints one JSON line: training examples and steps, best-validation and test
 accuracy against the generator's Bayes accuracy, the epoch at which validation accuracy first
 exceeded the half-way mark between chance and Bayes (the end of the plateau), wall time; for
-FL-I2MoE on a pure `synergy` / `redundancy` store also the planted pair's hit@1 of its probe (SII on
-`syn`, redundancy gap on `red`); and the accuracy of a flattened-features MLP (the learnability
-anchor: it sees every position directly).
+FL-I2MoE also its probes on the test split: the hit@1 of the planted pair of the store's setting (SII
+on `syn` for synergy, the redundancy gap on `red` for redundancy, both on `mixed`), its cross-talk
+(first under the other role's probe) and the pairs standing out across examples by magnitude and by
+sign; and the accuracy of a flattened-features MLP (the learnability anchor: it sees every position directly).
 
   python benchmarks/ground_truth_ladder.py --rungs L1,L2 --settings synergy,mixed --models fl_i2moe,dense,mlp
   python benchmarks/ground_truth_ladder.py --rungs L2 --settings synergy --models dense --n-train 3000 \\
@@ -93,16 +94,30 @@ def train_transformer(args, store, model: str, seed: int, tag: str) -> dict:
 
 
 def probe_hit(workdir: str, setting: str, args) -> dict:
+  """Planted-pair hit@1 of the meant probe, its cross-talk, and the pairs standing out (SII, RG)."""
   from flmoe_jax.probes.pipeline import run_probe
 
   report = run_probe(
-    workdir, "test", samples=args.probe_samples, pairs=args.pairs, draws=16, figures=False
+    workdir,
+    "test",
+    samples=args.probe_samples,
+    pairs=args.pairs,
+    draws=16,
+    figures=False,
+    log=lambda *a: None,
   )
-  out = {}
+  out = {"n_examples": args.probe_samples}
   for name, p in report.get("planted", {}).get("pairs", {}).items():
-    if p["kind"] == setting:
-      scale = "logit" if setting == "synergy" else "prob"
+    if p["kind"] == setting or (setting == "mixed" and p["kind"] in ("synergy", "redundancy")):
+      scale = "logit" if p["kind"] == "synergy" else "prob"
       out[name] = {"probe": p["probe"], "hit@1": p[scale]["hit@1"], "n": p["n"]}
+      if "cross_talk" in p:
+        out[name]["cross_talk"] = p["cross_talk"]
+  for index, res in report["standout"].items():
+    ds = res["dataset"]
+    out[f"{index}_standouts"] = [
+      f"{q['pair']} ({q['rate']:.2f})" for q in ds["pairs"] if q["stands_out"]
+    ]
   return out
 
 
@@ -164,9 +179,10 @@ def main():
   p.add_argument("--epochs", type=int, default=15)
   p.add_argument("--objective", default="", help="'' (the library's) or 'paper'")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-  p.add_argument("--probe-samples", type=int, default=100)
+  p.add_argument("--probe-samples", type=int, default=100, help="0: no probe")
   p.add_argument("--pairs", default="all", choices=("all", "topk"))
   p.add_argument("--root", type=pathlib.Path, default=pathlib.Path("runs/ladder"))
+  p.add_argument("--tag", default="", help="suffix of the run folders (one per variant)")
   args = p.parse_args()
   for rung in args.rungs.split(","):
     for setting in args.settings.split(","):
@@ -174,6 +190,7 @@ def main():
         store = build_store(args.root, rung, setting, args.n_train, seed)
         bayes = json.loads((store / "ground_truth.json").read_text())["bayes_optimal_accuracy"]
         tag = f"{rung}_{setting}_n{args.n_train}" + (f"_{args.objective}" if args.objective else "")
+        tag += f"_{args.tag}" if args.tag else ""
         for model in args.models.split(","):
           row = {
             "rung": rung,
@@ -185,13 +202,14 @@ def main():
             "bayes_accuracy": round(bayes, 4),
             "objective": args.objective or ("library" if model == "fl_i2moe" else None),
             "overrides": args.set,
+            "tag": args.tag,
           }
           if model == "mlp":
             row.update(train_mlp(store, seed))
           else:
             row.update(train_transformer(args, store, model, seed, tag))
             row["plateau_end_epoch"] = plateau_end(pathlib.Path(row["workdir"]), seed, bayes)
-            if model == "fl_i2moe" and setting in ("synergy", "redundancy"):
+            if model == "fl_i2moe" and args.probe_samples:
               row["probe"] = probe_hit(row["workdir"], setting, args)
           print(json.dumps(row), flush=True)
 
