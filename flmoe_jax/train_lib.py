@@ -664,6 +664,12 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
 
   # Statics bound once; `state` donated so the update happens in place on device.
   total = training_steps(config, fs)
+  extra_from = extra_start_step(config, total)
+  # The best checkpoint is chosen among the epochs trained with the whole objective: a model selected
+  # before the missing-modality and decorrelation terms start never had them.
+  select_from = (
+    min(extra_from, total) if (config.loss.lambda_missing or config.loss.lambda_decor) else 0
+  )
   step_fn = jax.jit(
     functools.partial(
       train_step,
@@ -673,7 +679,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
       lambda_role=config.loss.lambda_role,
       lambda_missing=config.loss.lambda_missing,
       lambda_decor=config.loss.lambda_decor,
-      extra_start_step=extra_start_step(config, total),
+      extra_start_step=extra_from,
       dtype=dtype,
     ),
     donate_argnums=(0,),
@@ -753,7 +759,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
       # --- End of epoch: validate, checkpoint latest (and best when improved). ---
       val = evaluate(state, fs, "val", graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
       writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
-      improved = val[sel] > meta["best_metric"]
+      improved = step >= select_from and val[sel] > meta["best_metric"]
       if improved:
         meta.update(best_metric=float(val[sel]), best_epoch=epoch + 1, best_val=val, best_step=step)
       meta.update(epoch=epoch + 1, step=step)

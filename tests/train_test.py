@@ -339,3 +339,16 @@ def test_schedule_and_gate_warmup_fraction(random_store, tmp_path):
   logged = {x["step"]: x["train/learning_rate"] for x in lines if "train/learning_rate" in x}
   sched = train_lib.learning_rate_schedule(cfg2, 6)
   assert logged and all(v == pytest.approx(float(sched(s - 1))) for s, v in logged.items())
+
+
+def test_best_checkpoint_is_chosen_once_the_whole_objective_applies(random_store, tmp_path):
+  # A learning rate too small to change any prediction: every epoch validates the same, so without the
+  # rule the first epoch would stay best. With the missing-modality term starting in the last epoch
+  # (fraction 0.8 of 3 x 3 steps = step 7), only that epoch may be selected.
+  overrides = ("train.epochs=3", "optim.learning_rate=1e-12", "loss.lambda_missing=1.0")
+  late = train_lib.train_and_evaluate(
+    tiny_config(random_store, *overrides, "loss.extra_start_fraction=0.8"), tmp_path / "late"
+  )
+  assert late["seeds"]["0"]["best_epoch"] == 3
+  early = train_lib.train_and_evaluate(tiny_config(random_store, *overrides), tmp_path / "early")
+  assert early["seeds"]["0"]["best_epoch"] == 1
