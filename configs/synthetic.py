@@ -23,7 +23,10 @@ def get_config(arg: str = ""):
   c.name = "synthetic"
   c.store = "runs/stores/synthetic"
   # Short sequences (10 tokens, a 3x3 patch grid) and no decoy tokens: the planted XOR is then found by
-  # gradient descent within a few epochs on a CPU (with 24 tokens x 16 patches it is not, in 20 epochs).
+  # gradient descent within a few epochs on a CPU. On larger stores this recipe stalls: at 24 tokens x 16
+  # patches the missing-modality / decorrelation terms block `mixed`, and at 48 x 49 the sinusoidal
+  # positions keep any model from the XOR; `--config.model.position=learned` and a late start of the two
+  # terms (`--config.loss.extra_start_fraction`) are what helps there (docs/ground_truth.md section 5).
   # 8,000 training examples: with 4,000 the model overfits at ~95% validation accuracy.
   c.synthetic = dict(
     seed=0,
