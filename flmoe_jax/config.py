@@ -293,14 +293,15 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(
         f"config key 'model.{key}' is {cfg.model[key]!r}; it must be one of {', '.join(choices)}"
       )
-  if cfg.optim.gate_warmup_steps and cfg.optim.gate_warmup_fraction:
-    raise ConfigError(
-      "optim.gate_warmup_steps and optim.gate_warmup_fraction are both set; set one (the other 0)"
-    )
-  if cfg.loss.extra_start_step and cfg.loss.extra_start_fraction:
-    raise ConfigError(
-      "loss.extra_start_step and loss.extra_start_fraction are both set; set one (the other 0)"
-    )
+  # Schedule points given either as a step count or as a share of the run, never both.
+  for section, steps, share in (
+    ("optim", "gate_warmup_steps", "gate_warmup_fraction"),
+    ("loss", "extra_start_step", "extra_start_fraction"),
+  ):
+    if cfg[section][steps] and cfg[section][share]:
+      raise ConfigError(
+        f"{section}.{steps} and {section}.{share} are both set; set one (the other 0)"
+      )
   if cfg.model.hidden_dim % cfg.model.num_heads:
     raise ConfigError(
       f"model.hidden_dim {cfg.model.hidden_dim} is not divisible by model.num_heads "

@@ -104,15 +104,20 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
 def gate_warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
   """Steps during which the gate is frozen: `optim.gate_warmup_steps`, or the fraction
   `optim.gate_warmup_fraction` of the run (a fraction keeps its meaning when the data size changes)."""
-  o = config.optim
-  return int(o.gate_warmup_steps or round(o.gate_warmup_fraction * total_steps))
+  return _step_or_share(
+    config.optim.gate_warmup_steps, config.optim.gate_warmup_fraction, total_steps
+  )
 
 
 def extra_start_step(config: ml_collections.ConfigDict, total_steps: int) -> int:
   """Step from which the missing-modality and decorrelation terms apply: `loss.extra_start_step`,
   or the fraction `loss.extra_start_fraction` of the run."""
-  lo = config.loss
-  return int(lo.extra_start_step or round(lo.extra_start_fraction * total_steps))
+  return _step_or_share(config.loss.extra_start_step, config.loss.extra_start_fraction, total_steps)
+
+
+def _step_or_share(steps: int, fraction: float, total_steps: int) -> int:
+  """A step count when it is set (> 0), else the share `fraction` of the run's steps."""
+  return int(steps or round(fraction * total_steps))
 
 
 def make_optimizer(

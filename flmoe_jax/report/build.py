@@ -461,29 +461,31 @@ def objective_line(dataset: str, cfg: dict) -> str:
   ):
     if lam:
       parts.append(f"{lam} x {name} (beyond the paper)")
-  extra = f"; gate frozen for the first {warm} steps (beyond the paper)" if warm else ""
-  if warm_frac and not warm:
-    extra = f"; gate frozen for the first {100 * warm_frac:g}% of the steps (beyond the paper)"
-  start, start_frac = loss.get("extra_start_step", 0), loss.get("extra_start_fraction", 0.0)
-  if start and (lam_miss or lam_decor):
-    extra += f"; the missing-modality and decorrelation terms from step {start}"
-  elif start_frac and (lam_miss or lam_decor):
-    extra += (
-      f"; the missing-modality and decorrelation terms from {100 * start_frac:g}% of the steps"
-    )
+  extra = ""
+  if warm or warm_frac:
+    extra = f"; gate frozen for the first {_gate_warmup_text(optim)} (beyond the paper)"
+  if (loss.get("extra_start_step", 0) or loss.get("extra_start_fraction", 0.0)) and (
+    lam_miss or lam_decor
+  ):
+    extra += f"; the missing-modality and decorrelation terms from {_extra_start_text(loss)}"
   return f"Objective ({dataset}): {' + '.join(parts)}{extra}; see docs/ground_truth.md."
 
 
+def _steps_or_share(steps: int, fraction: float, as_steps: str) -> str:
+  """A point of the schedule given as a step count (`as_steps` with `{}`) or a share of the run."""
+  return as_steps.format(steps) if steps or not fraction else f"{100 * fraction:g}% of the steps"
+
+
 def _gate_warmup_text(optim: dict) -> str:
-  if optim.get("gate_warmup_steps", 0) or not optim.get("gate_warmup_fraction", 0.0):
-    return f"{optim.get('gate_warmup_steps', 0)} steps"
-  return f"{100 * optim['gate_warmup_fraction']:g}% of the steps"
+  return _steps_or_share(
+    optim.get("gate_warmup_steps", 0), optim.get("gate_warmup_fraction", 0.0), "{} steps"
+  )
 
 
 def _extra_start_text(loss: dict) -> str:
-  if loss.get("extra_start_step", 0) or not loss.get("extra_start_fraction", 0.0):
-    return f"step {loss.get('extra_start_step', 0)}"
-  return f"{100 * loss['extra_start_fraction']:g}% of the steps"
+  return _steps_or_share(
+    loss.get("extra_start_step", 0), loss.get("extra_start_fraction", 0.0), "step {}"
+  )
 
 
 def _run_summary(workdir: str | os.PathLike, role: str) -> dict:
