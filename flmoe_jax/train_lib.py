@@ -244,7 +244,8 @@ def train_step(
       xs,
       masks,
       dropout_key=dropout_key,
-      noise_key=noise_key,
+      # The noise variants only run when the interaction loss reads them (a static choice).
+      noise_key=noise_key if lambda_int else None,
       # The mean-filled variants only run when a term reads them (a static choice).
       fill_means=fill_means if use_fill else None,
     )

@@ -609,6 +609,37 @@ def test_train_outputs_absent_logits_match_filled_forward(model):
   np.testing.assert_allclose(aux["missing"], expected, rtol=1e-5)
 
 
+def test_train_outputs_without_noise_variants_match_the_full_forward(model):
+  # With the interaction weight at 0 the training step skips the M noise variants: what the other
+  # terms read (clean and mean-filled logits, gate weights) must not change.
+  xs, masks = _inputs()
+  means = [jnp.asarray(np.random.default_rng(2).normal(size=d), jnp.float32) for d in DIMS]
+
+  @nnx.jit
+  def outputs(model, xs, masks, noise_key):
+    return model.train_outputs(xs, masks, dropout_key=None, noise_key=noise_key, fill_means=means)
+
+  full = outputs(model, xs, masks, jax.random.key(5))
+  lean = outputs(model, xs, masks, None)
+  e, m = model.num_experts, model.num_modalities
+  assert lean.latents.shape == (e, 1, B, m * H)
+  for name in ("logits", "expert_logits", "weights", "absent_logits", "absent_weights"):
+    np.testing.assert_allclose(
+      np.asarray(getattr(lean, name)), np.asarray(getattr(full, name)), rtol=1e-5, atol=1e-6
+    )
+  np.testing.assert_allclose(
+    np.asarray(lean.latents[:, 0]), np.asarray(full.latents[:, 0]), rtol=1e-5, atol=1e-6
+  )
+  labels = jnp.asarray([0, 2, 1])
+  kw = dict(
+    task_type="multiclass", lambda_int=0.0, lambda_role=1.0, lambda_missing=1.0, lambda_decor=1.0
+  )
+  total_full, _ = fl_i2moe_loss(full, labels, **kw)
+  total_lean, aux = fl_i2moe_loss(lean, labels, **kw)
+  assert float(aux["interaction"]) == 0.0
+  np.testing.assert_allclose(total_lean, total_full, rtol=1e-5)
+
+
 def test_missing_modality_loss_prefers_one_redundant_expert_to_two_additive_ones():
   # A label carried by two copies of one bit b (one per modality). Both solutions below give the
   # same clean mixture logit 2b (weights 1/2 each): "additive" (expert i gives 2b when its own copy is

@@ -356,7 +356,7 @@ class FLI2MoE(_Projections):
     masks: Sequence[Array],
     *,
     dropout_key: Array | None,
-    noise_key: Array,
+    noise_key: Array | None,
     fill_means: Sequence[Array] | None = None,
   ) -> TrainOutput:
     """Training forward: all experts over the clean input and all M perturbations at once.
@@ -365,7 +365,8 @@ class FLI2MoE(_Projections):
       xs: M arrays [B, T_m, D_m].
       masks: M arrays [B, T_m].
       dropout_key: PRNG key for dropout (None = deterministic, e.g. for tests).
-      noise_key: PRNG key for the perturbation noise.
+      noise_key: PRNG key for the perturbation noise, or None to skip the M noise variants (only the
+        interaction loss reads them: with its weight 0 they are a third of the experts' work wasted).
       fill_means: optional M raw train-split means [D_m]; when given, the M+1 mean-filled variants
         of the role-consistency and missing-modality losses run in the same batched call (their
         projection is not trained through: the fill is a constant of the step, as in the masking
@@ -373,12 +374,15 @@ class FLI2MoE(_Projections):
 
     Returns:
       TrainOutput(logits [B, C], expert_logits [B, E, C], weights [B, E],
-      latents [E, 1+M, B, M*H], absent_logits [E, M+1, B, C] and absent_weights [M+1, B, E], or
-      None for both).
+      latents [E, 1+M, B, M*H] ([E, 1, B, M*H] without noise_key), absent_logits [E, M+1, B, C]
+      and absent_weights [M+1, B, E], or None for both).
     """
     hs = self.project(xs)
-    variants = losses.perturb_variants(hs, noise_key)  # M x [1+M, B, T_m, H]
-    m = len(hs)
+    if noise_key is None:
+      variants = [h[None] for h in hs]  # M x [1, B, T_m, H]: the clean input alone
+    else:
+      variants = losses.perturb_variants(hs, noise_key)  # M x [1+M, B, T_m, H]
+    n_clean = variants[0].shape[0]
     absent_weights = None
     k_exp, k_gate = _split_key(dropout_key)
     if fill_means is not None:
@@ -394,8 +398,8 @@ class FLI2MoE(_Projections):
       logits=_mix(weights, expert_logits),
       expert_logits=expert_logits,
       weights=weights,
-      latents=eo.latents[:, : 1 + m],
-      absent_logits=None if fill_means is None else eo.logits[:, 1 + m :],
+      latents=eo.latents[:, :n_clean],
+      absent_logits=None if fill_means is None else eo.logits[:, n_clean:],
       absent_weights=absent_weights,
     )
 
