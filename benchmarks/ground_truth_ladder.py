@@ -12,9 +12,11 @@ For every rung x setting x model x seed it trains with the recipe of `configs/sy
 accuracy against the generator's Bayes accuracy, the epoch at which validation accuracy first
 exceeded the half-way mark between chance and Bayes (the end of the plateau), wall time; for
 FL-I2MoE also its probes on the test split: the hit@1 of the planted pair of the store's setting (SII
-on `syn` for synergy, the redundancy gap on `red` for redundancy, both on `mixed`), its cross-talk
-(first under the other role's probe) and the pairs standing out across examples by magnitude and by
-sign; and the accuracy of a flattened-features MLP (the learnability anchor: it sees every position directly).
+on `syn` for synergy, the redundancy gap on `red` for redundancy, both on `mixed`; by sign, by
+magnitude, and called: first by sign with at least 0.25 nats on the log-odds scale), its cross-talk
+(first under, or called by, the other role's probe) and the pairs standing out across examples by
+magnitude, by sign and by calls; and the accuracy of a flattened-features MLP (the learnability
+anchor: it sees every position directly).
 
   python benchmarks/ground_truth_ladder.py --rungs L1,L2 --settings synergy,mixed --models fl_i2moe,dense,mlp
   python benchmarks/ground_truth_ladder.py --rungs L2 --settings synergy --models dense --n-train 3000 \\
@@ -110,14 +112,24 @@ def probe_hit(workdir: str, setting: str, args) -> dict:
   for name, p in report.get("planted", {}).get("pairs", {}).items():
     if p["kind"] == setting or (setting == "mixed" and p["kind"] in ("synergy", "redundancy")):
       scale = "logit" if p["kind"] == "synergy" else "prob"
-      out[name] = {"probe": p["probe"], "hit@1": p[scale]["hit@1"], "n": p["n"]}
+      out[name] = {
+        "probe": p["probe"],
+        "hit@1": p[scale]["hit@1"],
+        "abs_hit@1": p[scale]["abs_hit@1"],
+        "called@1": p["logodds"]["called@1"],
+        "n": p["n"],
+      }
       if "cross_talk" in p:
         out[name]["cross_talk"] = p["cross_talk"]
   for index, res in report["standout"].items():
-    ds = res["dataset"]
-    out[f"{index}_standouts"] = [
-      f"{q['pair']} ({q['rate']:.2f})" for q in ds["pairs"] if q["stands_out"]
-    ]
+    for by, key in (
+      ("dataset", "standouts"),
+      ("dataset_signed", "signed"),
+      ("dataset_called", "called"),
+    ):
+      out[f"{index}_{key}"] = [
+        f"{q['pair']} ({q['rate']:.2f})" for q in res[by]["pairs"] if q["stands_out"]
+      ]
   return out
 
 

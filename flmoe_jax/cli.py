@@ -241,6 +241,7 @@ def _cmd_probe(args, overrides) -> int:
     attention=args.attention,
     # None keeps run_probe's default (standout.DEFAULT_MIN_RATE; not imported here to keep --help fast).
     **({} if args.standout_min_rate is None else {"standout_min_rate": args.standout_min_rate}),
+    **({} if args.min_effect is None else {"min_effect": args.min_effect}),
   )
   pm = report["pair_masking"]
   for name in ("SII", "RG"):
@@ -254,22 +255,26 @@ def _cmd_probe(args, overrides) -> int:
     scale = "logit" if p["kind"] == "synergy" else "prob"
     ct = p.get("cross_talk")
     cross = (
-      f"; cross-talk, first by {ct['probe']}: {ct['hit@1']:.3f}, |.| {ct['abs_hit@1']:.3f}"
+      f"; cross-talk, first by {ct['probe']}: {ct['hit@1']:.3f}, |.| {ct['abs_hit@1']:.3f}, "
+      f"called {ct['called@1']:.3f}"
       if ct and ct["n"]
       else ""
     )
     print(
       f"planted {name} ({p['probe']}, {scale}): hit@1 {p[scale]['hit@1']:.3f}, "
-      f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}{cross}"
+      f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}, called (log-odds >= "
+      f"{report['settings']['min_effect']:g}) {p['logodds']['called@1']:.3f}{cross}"
     )
   mods = report["settings"]["modalities"]
   for name, blk in report["standout"].items():
     ds = blk["dataset"]
     signed = describe_standouts(blk["dataset_signed"], mods) if "dataset_signed" in blk else "-"
+    called = describe_standouts(blk["dataset_called"], mods) if "dataset_called" in blk else "-"
     print(
       f"{name} pairs standing out across {ds['n_examples']} examples (first in > "
       f"{100 * ds['min_rate']:.0f}%): {describe_standouts(ds, mods)}; by sign "
-      f"(most positive first): {signed}"
+      f"(most positive first): {signed}; called (log-odds >= "
+      f"{report['settings']['min_effect']:g}): {called}"
     )
   return 0
 
@@ -409,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     default=None,
     help="across examples, a pair stands out when it ranks first in significantly more than this "
     "share of them (default 0.1)",
+  )
+  pr.add_argument(
+    "--min-effect",
+    type=float,
+    default=None,
+    help="smallest score, on the target's log-odds scale (nats), with which an example's first "
+    "pair is called (the called@1 rates, cross-talk, 'called' standouts; default 0.25)",
   )
   pr.add_argument(
     "--attention",

@@ -345,3 +345,36 @@ def test_model_game_of_the_dense_baseline():
   np.testing.assert_allclose(np.asarray(a(c)), np.asarray(b(c)), atol=1e-5)
   with pytest.raises(ProbeError, match="expert 'syn'"):
     games.model_game(model, xs, masks, expert="syn", **kw)
+
+
+def test_log_odds_score_is_shift_invariant_and_the_logit_is_not():
+  """Softmax ignores a shift common to all classes; so must a score read from a softmax head."""
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+  target = jax.nn.one_hot(jnp.asarray([0, 2, 1, 1, 0]), 3)
+  shift = jnp.asarray(rng.normal(size=(5, 1)) * 3.0, jnp.float32)
+  lo = targets.target_score(logits, target, "multiclass", score="logodds")
+  np.testing.assert_allclose(
+    lo, targets.target_score(logits + shift, target, "multiclass", score="logodds"), atol=1e-5
+  )
+  # Against the closed form: l_c - log sum_{k != c} exp(l_k).
+  x, c = np.asarray(logits), np.array([0, 2, 1, 1, 0])
+  others = [np.log(np.exp(np.delete(x[i], c[i])).sum()) for i in range(5)]
+  np.testing.assert_allclose(lo, x[np.arange(5), c] - np.array(others), rtol=1e-5)
+  # The raw logit moves with the shift (what the log-odds scale removes).
+  moved = targets.target_score(logits + shift, target, "multiclass") - targets.target_score(
+    logits, target, "multiclass"
+  )
+  np.testing.assert_allclose(moved, shift[:, 0], atol=1e-5)
+  # Two classes: log(p / (1 - p)); multilabel: the target logits themselves.
+  two = logits[:, :2]
+  p = targets.target_score(two, target[:, :2], "binary", score="prob")
+  np.testing.assert_allclose(
+    targets.target_score(two, target[:, :2], "binary", score="logodds")[p > 0],
+    np.log(p / (1 - p))[p > 0],
+    rtol=1e-4,
+  )
+  np.testing.assert_allclose(
+    targets.target_score(logits, target, "multilabel", score="logodds"),
+    targets.target_score(logits, target, "multilabel", score="logit"),
+  )

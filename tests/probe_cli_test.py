@@ -89,10 +89,14 @@ def test_probe_writes_typed_json_and_figures_and_leaves_the_run_alone(tiny_run, 
     n_pairs = len(r["players"])
     assert n_pairs == rec["n_players"][0] * rec["n_players"][1]  # all cross-modal pairs
     for index in ("SII", "RG", "RG-additive"):
-      for scale in ("logit", "prob"):
+      for scale in ("logit", "prob", "logodds"):
         assert len(r["values"][index][scale]) == n_pairs
         assert len(r["std_errors"][index][scale]) == n_pairs
-    assert set(r["baseline_value"]) == {"logit", "prob"}  # v(∅) in its own field
+    assert set(r["baseline_value"]) == {"logit", "prob", "logodds"}  # v(∅) in its own field
+    # Two classes: the log-odds of the target is log(p / (1 - p)) of its probability.
+    for end in ("baseline_value", "grand_value"):
+      p = r[end]["prob"]
+      assert r[end]["logodds"] == pytest.approx(np.log(p / (1 - p)), rel=1e-3, abs=1e-3)
   pm = d["pair_masking"]
   assert pm["budgets"] == [1, 2] and len(pm["SII"]["ranked"]["prob_drop"]) == 2
   assert {"syn0", "red0", "comp"} <= set(d["planted"]["pairs"])
@@ -250,14 +254,15 @@ def test_probe_missing_run_is_one_line(tmp_path, capsys):
 
 
 def test_planted_summary_counts_cross_talk_under_the_other_role():
-  """A redundant pair first by SII in the synergy game in 1 of 4 examples (by |SII| in 2): 0.25/0.5."""
+  """A redundant pair first by SII in the synergy game in 2 of 4 examples (by |SII| in 2): 0.5/0.5;
+  called (first and >= 0.25 nats) in 1."""
   from flmoe_jax.probes import pipeline
 
   def entry(rank, abs_rank, value):
     res = {
       f"{i}_{s}": {"value": value, "se": 0.0, "rank": rank, "abs_rank": abs_rank}
       for i in ("SII", "RG")
-      for s in ("logit", "prob")
+      for s in ("logit", "prob", "logodds")
     }
     return {**res, "n_pairs": 20}
 
@@ -267,7 +272,7 @@ def test_planted_summary_counts_cross_talk_under_the_other_role():
     "term_sign": None,
     "pairs": {"red0": {"kind": "redundancy", "text_pos": 1, "image_pos": 2}},
   }
-  sii = [(1, 1, 0.3), (5, 1, -0.4), (3, 2, 0.1), (7, 9, -0.05)]
+  sii = [(1, 1, 0.3), (5, 1, -0.4), (1, 2, 0.1), (7, 9, -0.05)]
   records = [
     {
       "target": [1],
@@ -275,9 +280,20 @@ def test_planted_summary_counts_cross_talk_under_the_other_role():
     }
     for s in sii
   ]
-  out = pipeline._planted_summary(planted, records, {"sii": "syn", "rg": "red"})["pairs"]["red0"]
+  experts = {"sii": "syn", "rg": "red"}
+  out = pipeline._planted_summary(planted, records, experts, 0.25)["pairs"]["red0"]
   assert out["prob"]["hit@1"] == 1.0  # the meant probe (RG of red) finds it every time
+  # ...but calls it only where the gap reaches 0.25 nats: never (0.2).
+  assert out["logodds"]["hit@1"] == 1.0 and out["logodds"]["called@1"] == 0.0
   ct = out["cross_talk"]
-  assert ct["expert"] == "syn" and ct["n"] == 4
-  assert ct["hit@1"] == 0.25 and ct["abs_hit@1"] == 0.5
+  assert ct["expert"] == "syn" and ct["n"] == 4 and "logodds" in ct["probe"]
+  assert ct["hit@1"] == 0.5 and ct["abs_hit@1"] == 0.5
+  # First with 0.3 and with 0.1 nats: only the first reaches the effect floor.
+  assert ct["called@1"] == 0.25
+  assert (
+    pipeline._planted_summary(planted, records, experts, 0.05)["pairs"]["red0"]["cross_talk"][
+      "called@1"
+    ]
+    == 0.5
+  )
   assert ct["mean_value"] == pytest.approx(np.mean([s[2] for s in sii]), abs=1e-6)

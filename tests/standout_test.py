@@ -206,3 +206,49 @@ def test_signed_reading_does_not_count_a_large_negative_sii_as_synergy():
   by_sign = [q["pair"] for q in out["SII"]["dataset_signed"]["pairs"] if q["stands_out"]]
   assert by_abs == [[0, 3, 1, 3]] and by_sign == [[0, 7, 1, 7]]
   assert out["SII"]["dataset_signed"]["by"] == "signed"
+
+
+def test_calls_need_the_effect_floor():
+  """A pair first by a tiny positive score in every example is called nowhere; a large one is."""
+  rng = np.random.default_rng(1)
+  keys = [[(0, i, 1, i) for i in range(10)] for _ in range(50)]
+  tiny = []
+  for _ in range(50):
+    v = rng.normal(0.0, 0.001, 10)
+    v[2] = 0.05  # first everywhere, but 0.05 nats
+    tiny.append(v)
+  signed = standout.top_pair_test(keys, tiny, by="signed")
+  called = standout.top_pair_test(keys, tiny, by="signed", min_value=0.25)
+  assert [q["pair"] for q in signed["pairs"] if q["stands_out"]] == [[0, 2, 1, 2]]
+  assert called["n_standouts"] == 0 and called["n_no_call"] == 50 and called["n_examples"] == 50
+  big = [np.where(np.arange(10) == 2, 3.0, v) for v in tiny]
+  big[0][2] = 0.1  # one example below the floor: no call there
+  out = standout.top_pair_test(keys, big, by="signed", min_value=0.25)
+  assert out["n_no_call"] == 1
+  top = out["pairs"][0]
+  assert top["pair"] == [0, 2, 1, 2] and top["stands_out"] and top["rate"] == pytest.approx(49 / 50)
+  with pytest.raises(ValueError, match="min_value needs by='signed'"):
+    standout.top_pair_test(keys, big, by="abs", min_value=0.25)
+
+
+def test_probe_standout_calls_on_the_log_odds_scale():
+  rng = np.random.default_rng(2)
+  recs = []
+  for _ in range(30):
+    small = rng.normal(0.0, 0.01, 8)
+    small[5] = 0.1  # first by sign on every scale, below the floor in log-odds
+    block = {
+      "members": [[0, i, 1, i] for i in range(8)],
+      "values": {
+        name: {"logit": small.tolist(), "prob": small.tolist(), "logodds": small.tolist()}
+        for name in ("SII", "RG")
+      },
+      "std_errors": {name: {"logit": [0.01] * 8, "prob": [0.01] * 8} for name in ("SII", "RG")},
+    }
+    recs.append({"sii": block, "rg": block})
+  out = standout.probe_standout(recs, sii_scale="logit", rg_scale="prob")
+  assert out["SII"]["dataset_signed"]["n_standouts"] == 1
+  assert out["SII"]["dataset_called"]["n_standouts"] == 0
+  assert out["SII"]["dataset_called"]["min_value"] == standout.DEFAULT_MIN_EFFECT
+  low = standout.probe_standout(recs, sii_scale="logit", rg_scale="prob", min_effect=0.05)
+  assert low["RG"]["dataset_called"]["n_standouts"] == 1

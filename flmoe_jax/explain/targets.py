@@ -16,7 +16,7 @@ from flmoe_jax.errors import FlmoeError
 
 Array = jax.Array
 TARGET_SOURCES = ("pred", "true")
-SCORES = ("logit", "prob")
+SCORES = ("logit", "prob", "logodds")
 
 
 def target_mask(
@@ -55,13 +55,20 @@ def target_score(logits: Array, target: Array, task_type: str, *, score: str = "
   """Score of the target: [..., C] logits and [..., C] (broadcastable) target -> [...].
 
   `logit`: mean target logit. `prob`: softmax probability of the target class (multiclass/binary) or mean
-  sigmoid probability over the target set (multilabel).
+  sigmoid probability over the target set (multilabel). `logodds`: log-odds of the target,
+  l_c - logsumexp of the other classes (multiclass/binary), or the mean target logit (multilabel,
+  where each logit is its sigmoid's log-odds). Softmax ignores a shift common to all classes, so
+  under cross-entropy the common part of the logits is never trained: `logit` carries it, `logodds`
+  and `prob` do not; `prob` saturates near 0 and 1, `logodds` does not.
   """
   if score not in SCORES:
     raise FlmoeError(f"score {score!r} not in {SCORES}")
   logits = logits.astype(jnp.float32)
-  if score == "logit":
+  if score == "logit" or (score == "logodds" and task_type == "multilabel"):
     vals = logits
+  elif score == "logodds":
+    others = jax.nn.logsumexp(jnp.where(target > 0, -jnp.inf, logits), axis=-1, keepdims=True)
+    vals = logits - others
   elif task_type == "multilabel":
     vals = jax.nn.sigmoid(logits)
   else:

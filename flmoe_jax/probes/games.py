@@ -35,7 +35,7 @@ from flmoe_jax.errors import FlmoeError
 from flmoe_jax.explain import masking, targets
 
 Array = jax.Array
-SCORES = targets.SCORES  # ("logit", "prob")
+SCORES = targets.SCORES  # ("logit", "prob", "logodds")
 
 
 class ProbeError(FlmoeError):
@@ -511,7 +511,8 @@ def model_game(
     kinds: per modality `tokens` | `patches` (`<s>` of tokens is never a player).
     task_type: multilabel | multiclass | binary.
     expert: expert name or index, or 'mixture' (the full model's output).
-    score: `logit` or `prob`, or a sequence of them (trailing output axis, one per scale).
+    score: `logit`, `prob` or `logodds` (`explain.targets.target_score`), or a sequence of them
+      (trailing output axis, one per scale).
     means: the store's train means per modality (for `fill='mean'`).
     fill: `mean` or `zero` (ignored when `fills` is given).
     fills: user baseline, per modality a projected vector [H].

@@ -3,14 +3,15 @@
 For each evaluated example (the first `samples` rows of the split):
   1. clean forward of the full model -> target (docs/method.md 4.3) and its probability;
   2. players = candidate tokens (valid, not `<s>`); candidate pairs (topk / random / all);
-  3. Monte Carlo SII and redundancy gaps of the candidate pairs, on both scales (logit, target
-     probability), for the synergy expert (ranked by SII) and the redundancy expert (ranked by RG);
+  3. Monte Carlo SII and redundancy gaps of the candidate pairs, on three scales (the target's logit,
+     probability and log-odds), for the synergy expert (ranked by SII) and the redundancy expert
+     (ranked by RG);
   4. pair-level masking in the full model: top-b pairs vs matched random pairs (docs/method.md 5.5).
 Examples are processed in batches of up to 64: player selection, candidate pairs and masking
 coalitions are built per example on the host, then every model evaluation of a batch is one jitted
 call (one per probe role for step 3, one for step 4). Player and pair arrays are padded to fixed
 sizes and the last batch is padded to the batch size, so every batch runs the same compiled programs.
-On a synthetic store the planted pairs are scored (DATA 3.5: hit@1, MRR, sign agreement), and every
+On a synthetic store the planted pairs are scored (hit@1, MRR, sign agreement, calls), and every
 run reports whether any pair stands out (`standout.py`): per example against the Monte Carlo
 standard error, and across examples as a pair that ranks first in significantly more than a set share
 of them (the null control). Only `W/probe/` is written, atomically; checkpoints and metrics of the run are untouched.
@@ -46,7 +47,7 @@ from flmoe_jax.probes.shapley import (
 )
 
 ROLES = ("sii", "rg")  # synergy probe (SII on the synergy expert), redundancy probe (RG on red)
-SCALES = ("logit", "prob")
+SCALES = ("logit", "prob", "logodds")
 DEFAULT_DRAWS = 64
 ATTRIBUTIONS = ("attnxgrad", "attn", "ig", "grad_x_input")
 MAX_BATCH = 64  # examples per batched call (their coalitions still obey the memory knob)
@@ -183,6 +184,7 @@ def run_probe(
   rg_expert: str | None = None,
   attribution: str = "attnxgrad",
   standout_min_rate: float = standout_lib.DEFAULT_MIN_RATE,
+  min_effect: float = standout_lib.DEFAULT_MIN_EFFECT,
   attention: str | None = None,
   max_all_pairs: int = 4096,
   figures: bool = True,
@@ -221,7 +223,7 @@ def run_probe(
     which: `best` or `latest` checkpoint.
     mask_budgets: pair budgets b of the masking experiment.
     mask_repeats: random-control repeats.
-    sii_rank_score: scale that ranks pairs for SII masking (`logit` | `prob`).
+    sii_rank_score: scale that ranks pairs for SII masking (`logit` | `prob` | `logodds`).
     rg_rank_score: scale that ranks pairs for RG masking (`prob` default, docs/method.md 5.3a).
     sii_expert: game of the SII probe: an expert name or `mixture` (default `syn`).
     rg_expert: game of the redundancy-gap probe (default `red`).
@@ -229,6 +231,8 @@ def run_probe(
       `ig` (all from `flmoe_jax.explain.attribute`) or `grad_x_input` (|grad x (h - fill)|).
     standout_min_rate: across examples, a pair stands out when it ranks first in significantly
       more than this share of the examples (`standout.top_pair_test`).
+    min_effect: the smallest score, on the log-odds scale (nats), with which the first pair of an
+      example is *called* (the `called@1` rates, cross-talk and standouts "dataset_called").
     attention: the experts' attention implementation for the probe (`einsum`, or fused `xla` /
       `cudnn`: `models.experts.Expert`); None = the run's. Same values, other speed.
     max_all_pairs: refuse `pairs='all'` beyond this many pairs per example.
@@ -270,6 +274,8 @@ def run_probe(
       raise ProbeError(f"{flag} must be an int >= {lowest}, got {value!r}")
   if not 0.0 <= standout_min_rate < 1.0:
     raise ProbeError(f"--standout-min-rate must be in [0, 1), got {standout_min_rate}")
+  if not (isinstance(min_effect, (int, float)) and math.isfinite(min_effect) and min_effect >= 0):
+    raise ProbeError(f"--min-effect must be a finite number >= 0 (nats), got {min_effect!r}")
   budgets = [int(b) for b in mask_budgets]
   if not budgets or min(budgets) < 1:
     raise ProbeError(
@@ -609,6 +615,7 @@ def run_probe(
       "sii_rank_score": sii_rank_score,
       "rg_rank_score": rg_rank_score,
       "standout_min_rate": standout_min_rate,
+      "min_effect": min_effect,
       "attention": run.config.model.attention,
       "indices": list(PAIR_INDICES),
       "scales": list(SCALES),
@@ -624,6 +631,7 @@ def run_probe(
         sii_scale=sii_rank_score,
         rg_scale=rg_rank_score,
         min_rate=standout_min_rate,
+        min_effect=min_effect,
       )
     ),
     "timing": {
@@ -635,7 +643,7 @@ def run_probe(
     },
   }
   if planted is not None:
-    report["planted"] = _planted_summary(planted, records, experts)
+    report["planted"] = _planted_summary(planted, records, experts, min_effect)
   out_dir = pathlib.Path(workdir) / "probe"
   path = write_json_atomic(out_dir / f"{stem}.json", report)
   report["path"] = str(path)
@@ -837,7 +845,14 @@ _PLANTED_PROBES = {  # (role, index) whose ranking should find each planted kind
 }
 # Cross-talk: the probe of the OTHER role, which should not find the pair (a redundant pair that is
 # first by |SII| in the synergy expert's game would be read as a synergy).
-_CROSS_TALK_PROBES = {"synergy": ("rg", "RG", "prob"), "redundancy": ("sii", "SII", "logit")}
+# Read on the log-odds scale: shift-invariant (unlike the logit) and unsaturated (unlike the
+# probability), so a pair is called there only for an effect of at least `min_effect` nats.
+_CROSS_TALK_PROBES = {"synergy": ("rg", "RG", "logodds"), "redundancy": ("sii", "SII", "logodds")}
+
+
+def _called(entry: dict, min_effect: float) -> bool:
+  """Whether one example's probe calls the pair: first by signed score, at least `min_effect`."""
+  return entry["rank"] == 1 and entry["value"] >= min_effect
 
 
 def _planted_sample(planted: dict, ci: int, pm: PlayerMap, scores: dict) -> dict:
@@ -874,8 +889,14 @@ def _planted_sample(planted: dict, ci: int, pm: PlayerMap, scores: dict) -> dict
   return out
 
 
-def _planted_summary(planted: dict, records: list[dict], experts: dict[str, str]) -> dict:
-  """hit@1 / MRR of each planted pair under the probe meant to find it (DATA 3.5)."""
+def _planted_summary(
+  planted: dict, records: list[dict], experts: dict[str, str], min_effect: float
+) -> dict:
+  """hit@1 / MRR of each planted pair under the probe meant to find it, and its cross-talk.
+
+  On the log-odds scale also `called@1`: the share of examples in which the pair is first by its
+  signed score and that score is at least `min_effect` nats (the probe calls it).
+  """
   summary = {"setting": planted["setting"], "label_type": planted["label_type"], "pairs": {}}
   for name, p in planted["pairs"].items():
     role, index = _PLANTED_PROBES[p["kind"]]
@@ -910,6 +931,10 @@ def _planted_summary(planted: dict, records: list[dict], experts: dict[str, str]
         "mean_rank_percentile": _r(pct.mean()) if pct.size else None,
         "mean_value": _r(vals.mean()) if vals.size else None,
       }
+      if scale == "logodds":
+        res[scale]["called@1"] = _r(
+          np.mean([bool(e and e.get(role) and _called(e[role][key], min_effect)) for e in entries])
+        )
       signs = np.array([e.get("term_sign", np.nan) for e in entries], np.float64)
       if np.isfinite(signs).any():
         # Samples where the planted term pushes towards the predicted class: there the signed
@@ -948,6 +973,9 @@ def _planted_summary(planted: dict, records: list[dict], experts: dict[str, str]
         # Share of examples in which the pair is the first of all candidates under that probe.
         "hit@1": _r(np.mean([r["rank"] == 1 for r in ranked])) if ranked else None,
         "abs_hit@1": _r(np.mean([r["abs_rank"] == 1 for r in ranked])) if ranked else None,
+        # First AND at least min_effect nats: what the other role's probe would call.
+        "called@1": _r(np.mean([_called(r, min_effect) for r in ranked])) if ranked else None,
+        "min_effect": min_effect,
         "mean_value": _r(np.mean([r["value"] for r in ranked])) if ranked else None,
       }
     summary["pairs"][name] = res

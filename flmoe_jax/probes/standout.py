@@ -34,6 +34,10 @@ from scipy import stats
 DEFAULT_ALPHA = 0.05
 # A pair "stands out" when it ranks first in significantly more than this share of the examples.
 DEFAULT_MIN_RATE = 0.1
+# The smallest interaction worth calling, on the log-odds scale of the target (nats): 0.25 moves a
+# probability of 0.5 to 0.56. Measured (docs/ground_truth.md 5.4): a copied pair the synergy expert
+# merely passes on has SII <= 0.15 nats where it ranks first; planted XORs 6-18 nats.
+DEFAULT_MIN_EFFECT = 0.25
 
 
 def _first_place_credit(values: np.ndarray, by: str, rtol: float) -> np.ndarray:
@@ -57,6 +61,7 @@ def top_pair_test(
   by: str = "abs",
   rtol: float = 1e-6,
   keep: int = 5,
+  min_value: float | None = None,
 ) -> dict:
   """Across examples: which pairs rank first more often than chance, and which stand out.
 
@@ -73,11 +78,15 @@ def top_pair_test(
     by: `abs` ranks by magnitude (a pair may stand out in either direction), `signed` by value.
     rtol: values within `rtol` of the top (relative) tie for first place and share its credit.
     keep: pairs listed besides the preferred ones (the most frequent first places).
+    min_value: with `by="signed"`, an example whose top score is below it calls no pair: nobody
+      gets its first place (it still counts in `n_examples` and in every pair's `n`, so the rates
+      are shares of all examples). None: every example has a first place.
 
   Returns:
     {"by", "alpha", "min_rate", "test", "n_examples", "n_skipped_non_finite" (examples with a NaN
      or infinite score, left out), "n_pairs", "n_preferred", "n_standouts",
-     "min_detectable_rate", "pairs": [{"pair", "n", "firsts", "rate", "se", "chance", "mean_abs",
+     "min_detectable_rate", "min_value", "n_no_call" (examples whose top score is below
+     `min_value`), "pairs": [{"pair", "n", "firsts", "rate", "se", "chance", "mean_abs",
      "p_chance", "p_chance_holm", "prefers", "p", "p_holm", "stands_out"}]}, pairs sorted by
     first-place rate: every preferred pair, then up to `keep` more. `rate` is the share of the
     examples in which the pair is a candidate where it ranks first, `se` its binomial standard
@@ -87,6 +96,8 @@ def top_pair_test(
   """
   if by not in ("abs", "signed"):
     raise ValueError(f"by must be 'abs' or 'signed', got {by!r}")
+  if min_value is not None and by != "signed":
+    raise ValueError("min_value needs by='signed' (a call is a score of the index's own sign)")
   if not 0.0 <= min_rate < 1.0:
     raise ValueError(f"min_rate must be in [0, 1), got {min_rate}")
   if len(pair_keys) != len(values):
@@ -95,7 +106,7 @@ def top_pair_test(
   n: dict[Hashable, int] = {}
   chance: dict[Hashable, float] = {}
   abs_sum: dict[Hashable, float] = {}
-  n_examples = n_skipped = 0
+  n_examples = n_skipped = n_no_call = 0
   for keys, v in zip(pair_keys, values):
     v = np.asarray(v, np.float64)
     keys = [tuple(k) if isinstance(k, list) else k for k in keys]
@@ -108,6 +119,9 @@ def top_pair_test(
       continue
     n_examples += 1
     credit = _first_place_credit(v, by, rtol)
+    if min_value is not None and v.max() < min_value:
+      credit = np.zeros_like(credit)
+      n_no_call += 1
     for k, c, x in zip(keys, credit, np.abs(v)):
       firsts[k] = firsts.get(k, 0.0) + float(c)
       abs_sum[k] = abs_sum.get(k, 0.0) + float(x)
@@ -156,6 +170,8 @@ def top_pair_test(
     "n_preferred": int(prefers.sum()),
     "n_standouts": int(stand.sum()),
     "min_detectable_rate": _min_detectable_rate(n_examples, p_typical, len(ks), alpha),
+    "min_value": min_value,
+    "n_no_call": n_no_call,
     "pairs": pairs,
   }
 
@@ -252,15 +268,19 @@ def probe_standout(
   rg_scale: str,
   alpha: float = DEFAULT_ALPHA,
   min_rate: float = DEFAULT_MIN_RATE,
+  min_effect: float = DEFAULT_MIN_EFFECT,
 ) -> dict:
   """Both statistics for the `samples` of a probe JSON (`W/probe/<split>.json`), per index.
 
-  SII is read from the synergy probe and RG from the redundancy probe, each on its ranking scale.
+  SII is read from the synergy probe and RG from the redundancy probe, each on its ranking scale;
+  the calls ("dataset_called") on the log-odds scale, where they are recorded.
 
   Returns:
     {"SII": {...}, "RG": {...}}, each with the per-example summary ("scale",
     "frac_top_separated", "frac_pairs_significant", "median_top_z", "mean_abs_top") and
-    "dataset": `top_pair_test` by magnitude, and "dataset_signed": by the signed score.
+    "dataset": `top_pair_test` by magnitude, "dataset_signed": by the signed score, and
+    "dataset_called": by the signed log-odds score, an example calling its first pair only when
+    that score is at least `min_effect` (nats).
   """
   out = {}
   for role, name, scale in (("sii", "SII", sii_scale), ("rg", "RG", rg_scale)):
@@ -285,4 +305,16 @@ def probe_standout(
     out[name]["dataset_signed"] = top_pair_test(
       keys, vals, alpha=alpha, min_rate=min_rate, by="signed"
     )
+    # Called: the same, on the shift-invariant log-odds scale and only where the top score is an
+    # effect worth naming. A tiny positive SII of a pair the expert merely passes on ranks first as
+    # easily as a planted XOR; its size tells them apart (docs/probes.md).
+    if samples and all("logodds" in r[role]["values"][name] for r in samples):
+      out[name]["dataset_called"] = top_pair_test(
+        keys,
+        [r[role]["values"][name]["logodds"] for r in samples],
+        alpha=alpha,
+        min_rate=min_rate,
+        by="signed",
+        min_value=min_effect,
+      )
   return out
