@@ -6,6 +6,13 @@ samples/s fp32 (392 with bf16 autocast), inference 2,751 samples/s, dense traini
 
   python benchmarks/train_bench.py                       # MM-IMDb shape: B 32, text 320, 196 patches, H 256
   python benchmarks/train_bench.py --text-len 64 --batch 8 --steps 3   # the CPU anchor's shape
+  python benchmarks/train_bench.py --objectives role,role+noise --models fl_i2moe --dtypes float32 \
+      --batch 64 --text-len 24 --patches 16 --dim 32 --hidden 32 --classes 2   # L2 synthetic shape
+
+Objectives (FL-I2MoE): `paper` (interaction losses, weight 0.5: the noise passes run), `role` (the
+synthetic config's: role consistency, missing-modality and decorrelation terms, interaction weight 0,
+so the step skips the noise passes), `role+noise` (the same with the noise passes forced by a
+negligible interaction weight: what the role step cost before it skipped them).
 """
 
 from __future__ import annotations
@@ -47,7 +54,14 @@ def _time(fn, n):
   return (time.perf_counter() - t) / n
 
 
-def bench(kind: str, dtype: str, args) -> dict:
+_OBJECTIVES = {
+  "paper": dict(lambda_int=0.5),
+  "role": dict(lambda_int=0.0, lambda_role=1.0, lambda_missing=1.0, lambda_decor=1.0),
+  "role+noise": dict(lambda_int=1e-12, lambda_role=1.0, lambda_missing=1.0, lambda_decor=1.0),
+}
+
+
+def bench(kind: str, dtype: str, objective: str, args) -> dict:
   rng = np.random.default_rng(0)
   batch = jax.device_put(_batch(args, rng))
   common = dict(
@@ -68,16 +82,17 @@ def bench(kind: str, dtype: str, args) -> dict:
       train_lib.train_step,
       graphdef=graphdef,
       task_type="multilabel",
-      lambda_int=0.5,
       dtype=jnp.dtype(dtype),
+      **_OBJECTIVES[objective],
     ),
     donate_argnums=(0,),
   )
   key = jax.random.key(0)
   holder = {"state": state}
+  fill_means = [jnp.zeros(args.dim, jnp.float32)] * 2 if objective != "paper" else None
 
   def one_step():
-    holder["state"], m = step(holder["state"], batch, key)
+    holder["state"], m = step(holder["state"], batch, key, fill_means)
     return m["loss"]
 
   t_train = _time(one_step, args.steps)
@@ -86,6 +101,7 @@ def bench(kind: str, dtype: str, args) -> dict:
   return {
     "model": kind,
     "dtype": dtype,
+    "objective": objective if kind == "fl_i2moe" else None,
     "train_samples_per_s": args.batch / t_train,
     "train_step_ms": 1e3 * t_train,
     "inference_samples_per_s": args.batch / t_inf,
@@ -103,8 +119,16 @@ def main():
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--dtypes", default="float32,bfloat16")
   p.add_argument("--models", default="fl_i2moe,dense")
+  p.add_argument(
+    "--objectives", default="paper", help=f"FL-I2MoE objectives, from {list(_OBJECTIVES)}"
+  )
   args = p.parse_args()
-  rows = [bench(kind, dt, args) for kind in args.models.split(",") for dt in args.dtypes.split(",")]
+  rows = [
+    bench(kind, dt, obj, args)
+    for kind in args.models.split(",")
+    for dt in args.dtypes.split(",")
+    for obj in (args.objectives.split(",") if kind == "fl_i2moe" else ["paper"])
+  ]
   print(
     json.dumps(
       {
