@@ -88,3 +88,29 @@ def test_run_config_fills_keys_added_after_the_run(tmp_path):
   cfg = runs.run_config(tmp_path)
   assert cfg.loss.lambda_role == 0.0 and cfg.optim.gate_warmup_steps == 0
   assert cfg.loss.lambda_int == 0.3  # saved values are kept
+
+
+def test_synthetic_l2_is_the_ladder_rung_the_recipe_was_measured_on():
+  """`synthetic.py:l2` builds the store of benchmarks/ground_truth_ladder.py's L2 rung (seed 0)."""
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location(
+    "ladder", CONFIGS.parent / "benchmarks" / "ground_truth_ladder.py"
+  )
+  ladder = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(ladder)
+  cfg = config_lib.load_config(f"{CONFIGS / 'synthetic.py'}:l2,redundancy")
+  syn = cfg.synthetic.to_dict()
+  assert {k: syn[k] for k in ladder.RUNGS["L2"]} == ladder.RUNGS["L2"]
+  assert (syn["n_train"], syn["n_val"], syn["n_test"], syn["dim"], syn["seed"]) == (
+    5000,
+    500,
+    500,
+    32,
+    0,
+  )
+  assert syn["setting"] == "redundancy" and cfg.store.endswith("synthetic_redundancy_l2")
+  assert cfg.model.position == "learned" and cfg.optim.gate_warmup_steps == 0
+  assert (cfg.optim.gate_warmup_fraction, cfg.loss.extra_start_fraction) == (0.45, 0.6)
+  with pytest.raises(ConfigError, match="demo and l2 exclude each other"):
+    config_lib.load_config(f"{CONFIGS / 'synthetic.py'}:demo,l2")
