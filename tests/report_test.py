@@ -213,6 +213,12 @@ def test_ground_truth_table_shows_a_second_fill(tmp_path):
   probe = json.loads((fl / "probe" / "test.json").read_text())
   probe["settings"]["fills"] = {"SII": "marginal", "RG": "mean", "pair_masking": "mean"}
   probe["planted"]["pairs"]["syn0"]["logit"] = {"hit@1": 0.77, "abs_hit@1": 0.97, "mrr": 0.98}
+  probe["planted"]["pairs"]["syn0"]["logodds"] = {
+    "hit@1": 0.77,
+    "abs_hit@1": 0.97,
+    "mrr": 0.98,
+    "called@1": 0.75,
+  }
   probe["planted"]["pairs"]["red0"] = {
     "kind": "redundancy",
     "probe": "RG of the red game",
@@ -225,7 +231,9 @@ def test_ground_truth_table_shows_a_second_fill(tmp_path):
   (fl / "probe" / "test.json").write_text(json.dumps(main))
   md = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")["md"].read_text()
   assert "| syn0 | synergy | SII | mean | logit | 0.950 |" in md  # the main probe (no `fills`)
-  assert "| syn0 | synergy | SII | marginal | logit | 0.770 | 0.970 | 0.980 |" in md
+  assert "| syn0 | synergy | SII | marginal | logit | 0.770 | 0.970 | 0.980 | - |" in md
+  # The log-odds row carries the calls (first by sign and at least min_effect nats).
+  assert "| syn0 | synergy | SII | marginal | logodds | 0.770 | 0.970 | 0.980 | 0.750 |" in md
   assert md.count("| red0 |") == 1  # same fill as the main probe's RG game: not repeated
 
 

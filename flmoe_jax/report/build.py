@@ -231,6 +231,7 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
       "hit@1",
       "|.| hit@1",
       "MRR",
+      "called",
       "chance",
       "in candidates",
     ]
@@ -241,7 +242,7 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
       fill = _game_fill(q, p)
       if q is not probe and fill == main_fill.get(name):
         continue
-      for scale in ("logit", "prob"):
+      for scale in ("logit", "prob", "logodds"):
         if scale in p:
           rows.append(
             [
@@ -253,6 +254,7 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
               _f(p[scale]["hit@1"], 3),
               _f(p[scale].get("abs_hit@1", float("nan")), 3),
               _f(p[scale]["mrr"], 3),
+              _f(p[scale]["called@1"], 3) if "called@1" in p[scale] else "-",
               _f(p[scale].get("chance_hit@1", float("nan")), 3),
               _f(p["in_candidates"], 2),
             ]
@@ -261,7 +263,8 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
   return Table(
     f"ground-truth-{dataset}",
     f"Planted pairs recovered ({dataset}, generator setting {setting!r}, per test sample; hit@1 ranks "
-    "by the signed score, |.| hit@1 by its magnitude, as DATA.md 3.4 asks for mixed settings; fill: "
+    "by the signed score, |.| hit@1 by its magnitude; called: first by the signed log-odds score with at "
+    "least the probe's min_effect nats (docs/probes.md); fill: "
     "what 'absent' means in the probed game, mean fill or the marginal game over reference examples, "
     "docs/probes.md)",
     rows,
