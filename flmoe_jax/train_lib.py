@@ -671,10 +671,13 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
   # Statics bound once; `state` donated so the update happens in place on device.
   total = training_steps(config, fs)
   extra_from = extra_start_step(config, total)
-  # The best checkpoint is chosen among the epochs trained with the whole objective: a model selected
-  # before the missing-modality and decorrelation terms start never had them.
+  # The best checkpoint is chosen among the epochs that ended at least a whole epoch after the
+  # missing-modality and decorrelation terms started: a model selected earlier never had them (an
+  # epoch ending at the very step they start had them for zero steps). The last epoch always counts.
   select_from = (
-    min(extra_from, total) if (config.loss.lambda_missing or config.loss.lambda_decor) else 0
+    min(extra_from + total // config.train.epochs, total)
+    if (config.loss.lambda_missing or config.loss.lambda_decor)
+    else 0
   )
   step_fn = jax.jit(
     functools.partial(

@@ -352,3 +352,9 @@ def test_best_checkpoint_is_chosen_once_the_whole_objective_applies(random_store
   assert late["seeds"]["0"]["best_epoch"] == 3
   early = train_lib.train_and_evaluate(tiny_config(random_store, *overrides), tmp_path / "early")
   assert early["seeds"]["0"]["best_epoch"] == 1
+  # Terms starting exactly where epoch 1 ends (round(0.33 x 9) = step 3): epoch 1 had them for zero
+  # steps, so the first eligible epoch is 2.
+  edge = train_lib.train_and_evaluate(
+    tiny_config(random_store, *overrides, "loss.extra_start_fraction=0.33"), tmp_path / "edge"
+  )
+  assert edge["seeds"]["0"]["best_epoch"] == 2
