@@ -367,7 +367,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Beyond the paper (0 = off): squared batch covariance between the uniqueness experts' logits.
   c.loss.lambda_decor = 0.0
   # Optimizer step from which lambda_missing and lambda_decor apply (0 = from the first step). The best
-  # checkpoint is chosen among the epochs that end at or after it (trained with the whole objective).
+  # checkpoint is chosen among the epochs that end at least a whole epoch after it (trained with the
+  # whole objective), and the last epoch.
   c.loss.extra_start_step = 0
   # The same as a fraction of the run's steps (used when extra_start_step is 0): on a larger store
   # the two terms must wait until the interactions are learnt (docs/ground_truth.md section 5).
