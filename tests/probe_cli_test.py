@@ -290,10 +290,13 @@ def test_planted_summary_counts_cross_talk_under_the_other_role():
   assert ct["hit@1"] == 0.5 and ct["abs_hit@1"] == 0.5
   # First with 0.3 and with 0.1 nats: only the first reaches the effect floor.
   assert ct["called@1"] == 0.25
-  assert (
-    pipeline._planted_summary(planted, records, experts, 0.05)["pairs"]["red0"]["cross_talk"][
-      "called@1"
-    ]
-    == 0.5
-  )
   assert ct["mean_value"] == pytest.approx(np.mean([s[2] for s in sii]), abs=1e-6)
+  # With a lower floor the 0.1 example is still not called: the redundancy game's gap on the same
+  # pair (0.2) is larger, so the pair goes to that expert.
+  low = pipeline._planted_summary(planted, records, experts, 0.05)["pairs"]["red0"]
+  assert low["cross_talk"]["called@1"] == 0.25
+  assert low["logodds"]["called@1"] == 0.75  # RG 0.2 beats every SII of the pair but 0.3
+  for r in records:  # without the redundancy game's score there is no rival
+    del r["planted"]["red0"]["rg"]
+  alone = pipeline._planted_summary(planted, records, experts, 0.05)["pairs"]["red0"]
+  assert alone["cross_talk"]["called@1"] == 0.5

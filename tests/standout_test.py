@@ -231,24 +231,42 @@ def test_calls_need_the_effect_floor():
     standout.top_pair_test(keys, big, by="abs", min_value=0.25)
 
 
-def test_probe_standout_calls_on_the_log_odds_scale():
+def test_probe_standout_calls_on_the_log_odds_scale_against_the_other_expert():
   rng = np.random.default_rng(2)
-  recs = []
-  for _ in range(30):
-    small = rng.normal(0.0, 0.01, 8)
-    small[5] = 0.1  # first by sign on every scale, below the floor in log-odds
-    block = {
+
+  def block(values):
+    return {
       "members": [[0, i, 1, i] for i in range(8)],
       "values": {
-        name: {"logit": small.tolist(), "prob": small.tolist(), "logodds": small.tolist()}
+        name: {"logit": values.tolist(), "prob": values.tolist(), "logodds": values.tolist()}
         for name in ("SII", "RG")
       },
       "std_errors": {name: {"logit": [0.01] * 8, "prob": [0.01] * 8} for name in ("SII", "RG")},
     }
-    recs.append({"sii": block, "rg": block})
-  out = standout.probe_standout(recs, sii_scale="logit", rg_scale="prob")
+
+  def records(sii_top, rg_of_that_pair):
+    recs = []
+    for _ in range(30):
+      syn, red = rng.normal(0.0, 0.01, 8), rng.normal(0.0, 0.01, 8)
+      syn[5], red[5] = sii_top, rg_of_that_pair
+      recs.append({"sii": block(syn), "rg": block(red)})
+    return recs
+
+  # Pair 5 first in the synergy game by 0.1 nats: below the 0.25 floor, called nowhere.
+  out = standout.probe_standout(records(0.1, 0.0), sii_scale="logit", rg_scale="prob")
   assert out["SII"]["dataset_signed"]["n_standouts"] == 1
   assert out["SII"]["dataset_called"]["n_standouts"] == 0
   assert out["SII"]["dataset_called"]["min_value"] == standout.DEFAULT_MIN_EFFECT
-  low = standout.probe_standout(recs, sii_scale="logit", rg_scale="prob", min_effect=0.05)
-  assert low["RG"]["dataset_called"]["n_standouts"] == 1
+  # 2 nats: called, as long as the redundancy game's gap on the pair is smaller...
+  big = standout.probe_standout(records(2.0, 0.5), sii_scale="logit", rg_scale="prob")
+  assert [q["pair"] for q in big["SII"]["dataset_called"]["pairs"] if q["stands_out"]] == [
+    [0, 5, 1, 5]
+  ]
+  assert big["RG"]["dataset_called"]["n_standouts"] == 0  # its 0.5 loses to the SII of 2
+  # ...and not when the redundancy expert shows the larger effect (a copy that is also an AND).
+  copy = standout.probe_standout(records(2.0, 9.0), sii_scale="logit", rg_scale="prob")
+  assert copy["SII"]["dataset_called"]["n_standouts"] == 0
+  assert copy["SII"]["dataset_signed"]["n_standouts"] == 1  # what the sign alone would claim
+  assert [q["pair"] for q in copy["RG"]["dataset_called"]["pairs"] if q["stands_out"]] == [
+    [0, 5, 1, 5]
+  ]

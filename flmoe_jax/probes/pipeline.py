@@ -232,7 +232,8 @@ def run_probe(
     standout_min_rate: across examples, a pair stands out when it ranks first in significantly
       more than this share of the examples (`standout.top_pair_test`).
     min_effect: the smallest score, on the log-odds scale (nats), with which the first pair of an
-      example is *called* (the `called@1` rates, cross-talk and standouts "dataset_called").
+      example is *called* (the `called@1` rates, cross-talk and standouts "dataset_called"); a
+      call also needs the score to exceed the other role's score of the same pair.
     attention: the experts' attention implementation for the probe (`einsum`, or fused `xla` /
       `cudnn`: `models.experts.Expert`); None = the run's. Same values, other speed.
     max_all_pairs: refuse `pairs='all'` beyond this many pairs per example.
@@ -850,9 +851,21 @@ _PLANTED_PROBES = {  # (role, index) whose ranking should find each planted kind
 _CROSS_TALK_PROBES = {"synergy": ("rg", "RG", "logodds"), "redundancy": ("sii", "SII", "logodds")}
 
 
-def _called(entry: dict, min_effect: float) -> bool:
-  """Whether one example's probe calls the pair: first by signed score, at least `min_effect`."""
-  return entry["rank"] == 1 and entry["value"] >= min_effect
+_ROLE_INDEX = {"sii": "SII", "rg": "RG"}
+
+
+def _called(entry: dict, role: str, min_effect: float) -> bool:
+  """Whether one example's probe of `role` calls the pair (`standout.called_values`' rule).
+
+  First by its own signed log-odds score (SII of the synergy game, RG of the redundancy game), at
+  least `min_effect` nats, and larger than the other role's score of the same pair where that pair
+  is a candidate there too (a pair goes to the expert that shows the larger effect of its kind).
+  """
+  own = entry[role][f"{_ROLE_INDEX[role]}_logodds"]
+  other_role = "rg" if role == "sii" else "sii"
+  other = entry.get(other_role)
+  rival = other[f"{_ROLE_INDEX[other_role]}_logodds"]["value"] if other else -math.inf
+  return own["rank"] == 1 and own["value"] >= min_effect and own["value"] > rival
 
 
 def _planted_sample(planted: dict, ci: int, pm: PlayerMap, scores: dict) -> dict:
@@ -933,7 +946,7 @@ def _planted_summary(
       }
       if scale == "logodds":
         res[scale]["called@1"] = _r(
-          np.mean([bool(e and e.get(role) and _called(e[role][key], min_effect)) for e in entries])
+          np.mean([bool(e and e.get(role) and _called(e, role, min_effect)) for e in entries])
         )
       signs = np.array([e.get("term_sign", np.nan) for e in entries], np.float64)
       if np.isfinite(signs).any():
@@ -973,8 +986,13 @@ def _planted_summary(
         # Share of examples in which the pair is the first of all candidates under that probe.
         "hit@1": _r(np.mean([r["rank"] == 1 for r in ranked])) if ranked else None,
         "abs_hit@1": _r(np.mean([r["abs_rank"] == 1 for r in ranked])) if ranked else None,
-        # First AND at least min_effect nats: what the other role's probe would call.
-        "called@1": _r(np.mean([_called(r, min_effect) for r in ranked])) if ranked else None,
+        # What the other role's probe would call (first, at least min_effect nats, above the
+        # meant probe's score of the pair).
+        "called@1": (
+          _r(np.mean([_called(e, role, min_effect) for e in entries if e and e.get(role)]))
+          if ranked
+          else None
+        ),
         "min_effect": min_effect,
         "mean_value": _r(np.mean([r["value"] for r in ranked])) if ranked else None,
       }

@@ -261,6 +261,35 @@ def per_example_separation(values: np.ndarray, std_errors: np.ndarray) -> dict:
   }
 
 
+def called_values(record: dict, role: str, min_effect: float) -> np.ndarray:
+  """One example's log-odds scores of `role`'s probe [P], lowered below `min_effect` where the
+  example calls nothing.
+
+  The example calls its first pair (by the signed score of the role's own index: SII of the synergy
+  game, RG of the redundancy game) when that score is at least `min_effect` and larger than the
+  other role's score of the same pair (where the pair is a candidate there too). Otherwise every
+  score is capped below `min_effect`, so `top_pair_test(..., min_value=min_effect)` counts no first
+  place; the ranking itself is unchanged.
+  """
+  index, other_role = ("SII", "rg") if role == "sii" else ("RG", "sii")
+  other_index = "RG" if role == "sii" else "SII"
+  v = np.asarray(record[role]["values"][index]["logodds"], np.float64)
+  if not v.size or not np.isfinite(v).all():
+    return v
+  top = int(np.argmax(v))
+  rival = -np.inf
+  other = record.get(other_role)
+  if other is not None and "logodds" in other["values"].get(other_index, {}):
+    members = tuple(record[role]["members"][top])
+    for m, w in zip(other["members"], other["values"][other_index]["logodds"]):
+      if tuple(m) == members:
+        rival = float(w)
+        break
+  if v[top] >= min_effect and v[top] > rival:
+    return v
+  return np.minimum(v, min_effect - 1.0)
+
+
 def probe_standout(
   samples: Sequence[dict],
   *,
@@ -306,12 +335,14 @@ def probe_standout(
       keys, vals, alpha=alpha, min_rate=min_rate, by="signed"
     )
     # Called: the same, on the shift-invariant log-odds scale and only where the top score is an
-    # effect worth naming. A tiny positive SII of a pair the expert merely passes on ranks first as
-    # easily as a planted XOR; its size tells them apart (docs/probes.md).
+    # effect worth naming and larger than the other expert's score of its own kind on that pair. A
+    # tiny positive SII of a pair the expert merely passes on ranks first as easily as a planted
+    # XOR (its size tells them apart), and a copied pair can be a real AND in the synergy expert
+    # while the redundancy expert's gap on it is several times larger (docs/probes.md).
     if samples and all("logodds" in r[role]["values"][name] for r in samples):
       out[name]["dataset_called"] = top_pair_test(
         keys,
-        [r[role]["values"][name]["logodds"] for r in samples],
+        [called_values(r, role, min_effect) for r in samples],
         alpha=alpha,
         min_rate=min_rate,
         by="signed",
