@@ -258,6 +258,8 @@ CASES: list[Case] = [
     ("store is not a run directory", "config.json"),
   ),
   Case("probe-standout-min-rate", [*PROBE, "--standout-min-rate", "2"], "--standout-min-rate"),
+  Case("probe-min-effect-negative", [*PROBE, "--min-effect", "-1"], "--min-effect"),
+  Case("probe-min-effect-nan", [*PROBE, "--min-effect", "nan"], "--min-effect"),
   Case(
     "probe-max-coalitions-zero",
     [*PROBE, "--max-coalitions-per-call", "0"],
