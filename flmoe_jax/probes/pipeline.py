@@ -851,21 +851,13 @@ _PLANTED_PROBES = {  # (role, index) whose ranking should find each planted kind
 _CROSS_TALK_PROBES = {"synergy": ("rg", "RG", "logodds"), "redundancy": ("sii", "SII", "logodds")}
 
 
-_ROLE_INDEX = {"sii": "SII", "rg": "RG"}
-
-
 def _called(entry: dict, role: str, min_effect: float) -> bool:
-  """Whether one example's probe of `role` calls the pair (`standout.called_values`' rule).
-
-  First by its own signed log-odds score (SII of the synergy game, RG of the redundancy game), at
-  least `min_effect` nats, and larger than the other role's score of the same pair where that pair
-  is a candidate there too (a pair goes to the expert that shows the larger effect of its kind).
-  """
-  own = entry[role][f"{_ROLE_INDEX[role]}_logodds"]
-  other_role = "rg" if role == "sii" else "sii"
-  other = entry.get(other_role)
-  rival = other[f"{_ROLE_INDEX[other_role]}_logodds"]["value"] if other else -math.inf
-  return own["rank"] == 1 and own["value"] >= min_effect and own["value"] > rival
+  """Whether one example's probe of `role` calls the planted pair (`standout.is_call`)."""
+  own = entry[role][f"{standout_lib.ROLE_INDEX[role]}_logodds"]
+  rival_role = standout_lib.other_role(role)
+  other = entry.get(rival_role)
+  rival = other[f"{standout_lib.ROLE_INDEX[rival_role]}_logodds"]["value"] if other else -math.inf
+  return standout_lib.is_call(own["rank"] == 1, own["value"], rival, min_effect)
 
 
 def _planted_sample(planted: dict, ci: int, pm: PlayerMap, scores: dict) -> dict:

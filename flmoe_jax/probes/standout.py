@@ -261,6 +261,21 @@ def per_example_separation(values: np.ndarray, std_errors: np.ndarray) -> dict:
   }
 
 
+# Each probe role reads its own index: SII in the synergy game, RG in the redundancy game.
+ROLE_INDEX = {"sii": "SII", "rg": "RG"}
+
+
+def other_role(role: str) -> str:
+  """The probe role a call of `role` is weighed against."""
+  return "rg" if role == "sii" else "sii"
+
+
+def is_call(first: bool, value: float, rival: float, min_effect: float) -> bool:
+  """The call rule: first by its signed log-odds score, at least `min_effect` nats, and above the
+  other role's score of the same pair (`rival`, -inf where the pair is not a candidate there)."""
+  return bool(first) and value >= min_effect and value > rival
+
+
 def called_values(record: dict, role: str, min_effect: float) -> np.ndarray:
   """One example's log-odds scores of `role`'s probe [P], lowered below `min_effect` where the
   example calls nothing.
@@ -271,21 +286,21 @@ def called_values(record: dict, role: str, min_effect: float) -> np.ndarray:
   score is capped below `min_effect`, so `top_pair_test(..., min_value=min_effect)` counts no first
   place; the ranking itself is unchanged.
   """
-  index, other_role = ("SII", "rg") if role == "sii" else ("RG", "sii")
-  other_index = "RG" if role == "sii" else "SII"
-  v = np.asarray(record[role]["values"][index]["logodds"], np.float64)
+  rival_role = other_role(role)
+  rival_index = ROLE_INDEX[rival_role]
+  v = np.asarray(record[role]["values"][ROLE_INDEX[role]]["logodds"], np.float64)
   if not v.size or not np.isfinite(v).all():
     return v
   top = int(np.argmax(v))
   rival = -np.inf
-  other = record.get(other_role)
-  if other is not None and "logodds" in other["values"].get(other_index, {}):
+  other = record.get(rival_role)
+  if other is not None and "logodds" in other["values"].get(rival_index, {}):
     members = tuple(record[role]["members"][top])
-    for m, w in zip(other["members"], other["values"][other_index]["logodds"]):
+    for m, w in zip(other["members"], other["values"][rival_index]["logodds"]):
       if tuple(m) == members:
         rival = float(w)
         break
-  if v[top] >= min_effect and v[top] > rival:
+  if is_call(True, float(v[top]), rival, min_effect):
     return v
   return np.minimum(v, min_effect - 1.0)
 
