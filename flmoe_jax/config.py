@@ -220,6 +220,7 @@ _CHECKS = {
   "loss.lambda_role": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
   "loss.lambda_missing": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
   "loss.lambda_decor": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+  "loss.lambda_red_alone": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
   "loss.extra_start_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
   "loss.extra_start_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
   "optim.learning_rate": (lambda v: _is_num(v) and v > 0, "a number > 0"),
@@ -366,6 +367,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.lambda_missing = 0.0
   # Beyond the paper (0 = off): squared batch covariance between the uniqueness experts' logits.
   c.loss.lambda_decor = 0.0
+  # Beyond the paper (0 = off): the redundancy expert's own task loss with one modality mean-filled,
+  # from the first step; with the role term it makes that expert carry what each modality alone tells
+  # (models/losses.py). It does not go through the gate.
+  c.loss.lambda_red_alone = 0.0
   # Optimizer step from which lambda_missing and lambda_decor apply (0 = from the first step). The best
   # checkpoint is chosen among the epochs that end at least a whole epoch after it (trained with the
   # whole objective), and the last epoch.

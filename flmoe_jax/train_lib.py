@@ -192,6 +192,7 @@ def train_step(
   lambda_missing: float = 0.0,
   lambda_decor: float = 0.0,
   extra_start_step: int = 0,
+  lambda_red_alone: float = 0.0,
 ):
   """One optimisation step.
 
@@ -210,14 +211,18 @@ def train_step(
     lambda_decor: uniqueness-decorrelation weight (beyond the paper; 0 = off).
     extra_start_step: optimizer step from which lambda_missing and lambda_decor apply (their terms
       are still computed and logged before it, with weight 0).
+    lambda_red_alone: weight of the redundancy expert's own task loss with one modality absent
+      (beyond the paper; 0 = off). It applies from the first step: it trains the redundancy expert
+      alone and does not compete with the mixture.
 
   Returns:
     (new state, metrics dict of scalars / small arrays, all on device).
   """
-  use_fill = lambda_role > 0 or lambda_missing > 0
+  use_fill = lambda_role > 0 or lambda_missing > 0 or lambda_red_alone > 0
   if use_fill and fill_means is None:
     raise ValueError(
-      "lambda_role > 0 or lambda_missing > 0 needs fill_means (the store's train-split means)"
+      "lambda_role, lambda_missing or lambda_red_alone > 0 needs fill_means (the store's"
+      " train-split means)"
     )
   model, optimizer = nnx.merge(graphdef, state)
   xs, masks = _inputs(batch, dtype)
@@ -238,6 +243,7 @@ def train_step(
         "role_terms": zeros,
         "missing": zero,
         "decor": zero,
+        "red_alone": zero,
       }
       return loss, aux, out
     out = model.train_outputs(
@@ -257,6 +263,7 @@ def train_step(
       lambda_role=lambda_role,
       lambda_missing=lambda_missing * extra_on,
       lambda_decor=lambda_decor * extra_on,
+      lambda_red_alone=lambda_red_alone,
     )
     return loss, aux, out
 
@@ -272,6 +279,7 @@ def train_step(
     "loss_role_terms": aux["role_terms"],
     "loss_missing": aux["missing"],
     "loss_decor": aux["decor"],
+    "loss_red_alone": aux["red_alone"],
     "expert_weights": out.weights.astype(jnp.float32).mean(0),
     "grad_norm": optax.tree.norm(grads),
   }
@@ -689,6 +697,7 @@ def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer)
       lambda_missing=config.loss.lambda_missing,
       lambda_decor=config.loss.lambda_decor,
       extra_start_step=extra_from,
+      lambda_red_alone=config.loss.lambda_red_alone,
       dtype=dtype,
     ),
     donate_argnums=(0,),
@@ -897,6 +906,8 @@ def _log_window(writer, window, seed, epoch, step, t0, config, progress, lr_at, 
     scalars["train/loss_missing"] = mean["loss_missing"]
   if config.loss.lambda_decor > 0:
     scalars["train/loss_decor"] = mean["loss_decor"]
+  if config.loss.lambda_red_alone > 0:
+    scalars["train/loss_red_alone"] = mean["loss_red_alone"]
   if config.loss.lambda_role > 0:
     scalars["train/loss_role"] = mean["loss_role"]
     for i, v in enumerate(np.atleast_1d(mean["loss_role_terms"])):

@@ -112,5 +112,10 @@ def test_synthetic_l2_is_the_ladder_rung_the_recipe_was_measured_on():
   assert syn["setting"] == "redundancy" and cfg.store.endswith("synthetic_redundancy_l2")
   assert cfg.model.position == "learned" and cfg.optim.gate_warmup_steps == 0
   assert (cfg.optim.gate_warmup_fraction, cfg.loss.extra_start_fraction) == (0.45, 0.6)
+  assert cfg.loss.lambda_red_alone == 1.0
+  paper = config_lib.load_config(f"{CONFIGS / 'synthetic.py'}:l2,paper")
+  # `paper` is the paper's objective whatever the rung: no extra term, the gate trained from step 0.
+  assert (paper.loss.lambda_role, paper.loss.lambda_red_alone) == (0.0, 0.0)
+  assert (paper.optim.gate_warmup_steps, paper.optim.gate_warmup_fraction) == (0, 0.0)
   with pytest.raises(ConfigError, match="demo and l2 exclude each other"):
     config_lib.load_config(f"{CONFIGS / 'synthetic.py'}:demo,l2")

@@ -585,6 +585,7 @@ def test_train_outputs_absent_logits_match_filled_forward(model):
     lambda_role=2.0,
     lambda_missing=3.0,
     lambda_decor=4.0,
+    lambda_red_alone=5.0,
   )
   np.testing.assert_allclose(
     total,
@@ -592,9 +593,22 @@ def test_train_outputs_absent_logits_match_filled_forward(model):
     + 0.5 * aux["interaction"]
     + 2.0 * aux["role"]
     + 3.0 * aux["missing"]
-    + 4.0 * aux["decor"],
+    + 4.0 * aux["decor"]
+    + 5.0 * aux["red_alone"],
     rtol=1e-6,
   )
+  # The redundancy expert (last) alone, modality 0 absent and modality 1 absent, averaged.
+  red_expected = (
+    task_loss(p_out.expert_logits[:, -1], labels, "multiclass")
+    + task_loss(
+      _projected(
+        model, [hs[0], jnp.broadcast_to(model.project_means(means)[1], hs[1].shape)], masks
+      ).expert_logits[:, -1],
+      labels,
+      "multiclass",
+    )
+  ) / 2
+  np.testing.assert_allclose(aux["red_alone"], red_expected, rtol=1e-5)
   np.testing.assert_allclose(
     aux["decor"], losses.uniqueness_decorrelation_loss(out.expert_logits, m), rtol=1e-6
   )
@@ -660,6 +674,30 @@ def test_missing_modality_loss_prefers_one_redundant_expert_to_two_additive_ones
   l_red = losses.missing_modality_loss(jnp.asarray(redundant), weights, labels, "multiclass")
   np.testing.assert_allclose(l_add, np.log1p(np.exp(-1.0)), rtol=1e-6)
   np.testing.assert_allclose(l_red, np.log1p(np.exp(-2.0)), rtol=1e-6)
+
+
+def test_redundancy_alone_loss_reads_only_the_redundancy_expert_with_one_modality_absent():
+  # Labels from one bit b. The redundancy expert (last) gives 3b whichever modality is absent; the
+  # other experts, and the all-absent variant, are wrong on purpose: the term must not read them.
+  b = np.array([1.0, -1.0, -1.0, 1.0])
+  labels = jnp.asarray((b > 0).astype(int))
+  e, m = 4, 2
+
+  def two_class(z):  # logit z -> 2-class logits [.., B, 2]
+    return np.stack([np.zeros_like(z), z], -1)
+
+  absent = np.stack([two_class(np.stack([-5 * b] * (m + 1))) for _ in range(e)])  # [E, M+1, B, 2]
+  absent[-1, :m] = two_class(np.stack([3 * b, 3 * b]))
+  got = losses.redundancy_alone_loss(jnp.asarray(absent), labels, "multiclass")
+  np.testing.assert_allclose(got, np.log1p(np.exp(-3.0)), rtol=1e-5)
+  # A redundancy expert that says nothing with either modality absent pays log 2.
+  absent[-1, :m] = 0.0
+  got = losses.redundancy_alone_loss(jnp.asarray(absent), labels, "multiclass")
+  np.testing.assert_allclose(got, np.log(2.0), rtol=1e-5)
+  # One modality read only: half the variants are right (3b), half say nothing.
+  absent[-1, 0] = two_class(3 * b)
+  got = losses.redundancy_alone_loss(jnp.asarray(absent), labels, "multiclass")
+  np.testing.assert_allclose(got, (np.log1p(np.exp(-3.0)) + np.log(2.0)) / 2, rtol=1e-5)
 
 
 def test_uniqueness_decorrelation_loss_hand_computed():

@@ -312,6 +312,33 @@ def missing_modality_loss(
   return task_loss(mixed.reshape(-1, mixed.shape[-1]), labels, task_type)
 
 
+def redundancy_alone_loss(absent_logits: Array, labels: Array, task_type: str) -> Array:
+  """Task loss of the redundancy expert *alone* with one modality absent, averaged over the modalities.
+
+  With l_red^(-j) the redundancy expert's logits on the input with modality j mean-filled, the term is
+  mean_j L_task(l_red^(-j), y). Together with the role-consistency term (l_red = l_red^(-j) for every
+  j) it asks the redundancy expert for what every single modality can tell about the label: the
+  evidence they share. Unlike `missing_modality_loss` it does not go through the gate, so a gate
+  that settled on a uniqueness expert cannot answer it for the redundancy expert: on a store whose
+  label two copies carry, the mixture needs no redundancy expert (either uniqueness expert
+  suffices), and without this term the redundancy expert can stay constant, which meets its role
+  term trivially (docs/ground_truth.md).
+
+  Args:
+    absent_logits: [E, M+1, B, C], experts [uni_0..uni_{M-1}, syn, red] (variant j < M: modality j
+      absent; variant M: all absent, unused).
+    labels: see `task_loss`.
+    task_type: see `task_loss`.
+
+  Returns:
+    Scalar.
+  """
+  m = absent_logits.shape[1] - 1
+  logits = _f32(absent_logits[-1, :m])  # [M, B, C], the redundancy expert is last
+  labels = jnp.broadcast_to(labels, (m, *labels.shape)).reshape(-1, *labels.shape[1:])
+  return task_loss(logits.reshape(-1, logits.shape[-1]), labels, task_type)
+
+
 def fl_i2moe_loss(
   out: Any,
   labels: Array,
@@ -321,8 +348,9 @@ def fl_i2moe_loss(
   lambda_role: float | Array = 0.0,
   lambda_missing: float | Array = 0.0,
   lambda_decor: float | Array = 0.0,
+  lambda_red_alone: float | Array = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
-  """L = L_task + lambda_int L_int [+ lambda_role L_role + lambda_missing L_missing] (docs/method.md 2.2).
+  """L = L_task + lambda_int L_int [+ lambda_role L_role + lambda_missing L_missing + ...] (method 2.2).
 
   Args:
     out: a `TrainOutput` (logits [B, C], latents [E, V, B, D], absent_logits [E, M+1, B, C] or
@@ -335,10 +363,12 @@ def fl_i2moe_loss(
     lambda_missing: missing-modality task weight (beyond the paper; 0 = off). Needs
       `absent_weights` as well.
     lambda_decor: uniqueness-decorrelation weight (beyond the paper; 0 = off).
+    lambda_red_alone: weight of the redundancy expert's own task loss with one modality absent
+      (beyond the paper; 0 = off). Needs `absent_logits`.
 
   Returns:
-    (total scalar, aux dict with "task", "interaction", "role", "missing" scalars and "int_terms",
-    "role_terms" [E]).
+    (total scalar, aux dict with "task", "interaction", "role", "missing", "decor", "red_alone"
+    scalars and "int_terms", "role_terms" [E]).
   """
   task = task_loss(out.logits, labels, task_type)
   e, v = out.latents.shape[:2]
@@ -355,10 +385,14 @@ def fl_i2moe_loss(
     missing = missing_modality_loss(out.absent_logits, out.absent_weights, labels, task_type)
   else:
     missing = jnp.zeros((), task.dtype)
+  if out.absent_logits is not None and e > 2:
+    red_alone = redundancy_alone_loss(out.absent_logits, labels, task_type)
+  else:
+    red_alone = jnp.zeros((), task.dtype)
   # FL-I2MoE has M + 2 experts (uniqueness first); the dense baseline's one expert has no pairs.
   decor = uniqueness_decorrelation_loss(out.expert_logits, max(e - 2, 1))
   total = task + lambda_int * inter + lambda_role * role + lambda_missing * missing
-  total = total + lambda_decor * decor
+  total = total + lambda_decor * decor + lambda_red_alone * red_alone
   return total, {
     "task": task,
     "interaction": inter,
@@ -367,4 +401,5 @@ def fl_i2moe_loss(
     "role_terms": role_terms,
     "missing": missing,
     "decor": decor,
+    "red_alone": red_alone,
   }

@@ -540,6 +540,11 @@ CASES += [
   Case("train-attention-unknown", [*TRAIN, "--config.model.attention=flash"], "'model.attention'"),
   Case("train-position-unknown", [*TRAIN, "--config.model.position=rope"], "'model.position'"),
   Case(
+    "train-red-alone-negative",
+    [*TRAIN, "--config.loss.lambda_red_alone=-1"],
+    "'loss.lambda_red_alone' is -1",
+  ),
+  Case(
     "train-heads-divide", [*TRAIN, "--config.model.num_heads=3"], "not divisible by model.num_heads"
   ),
   Case("train-epochs-not-int", [*TRAIN, "--config.train.epochs=abc"], "cannot parse 'abc'"),
