@@ -111,9 +111,10 @@ def probe_hit(workdir: str, setting: str, args) -> dict:
   out = {"n_examples": args.probe_samples}
   for name, p in report.get("planted", {}).get("pairs", {}).items():
     if p["kind"] == setting or (setting == "mixed" and p["kind"] in ("synergy", "redundancy")):
-      scale = "logit" if p["kind"] == "synergy" else "prob"
+      scale = report["settings"]["sii_rank_score" if p["kind"] == "synergy" else "rg_rank_score"]
       out[name] = {
         "probe": p["probe"],
+        "scale": scale,
         "hit@1": p[scale]["hit@1"],
         "abs_hit@1": p[scale]["abs_hit@1"],
         "called@1": p["logodds"]["called@1"],

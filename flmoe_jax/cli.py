@@ -233,10 +233,13 @@ def _cmd_probe(args, overrides) -> int:
     which=args.which,
     mask_budgets=budgets,
     mask_repeats=args.repeats,
+    sii_rank_score=args.sii_rank_score,
+    rg_rank_score=args.rg_rank_score,
     figures=not args.no_figures,
     sii_expert=args.sii_expert,
     rg_expert=args.rg_expert,
     tag=args.tag,
+    stability=args.stability,
     attribution=args.attribution,
     attention=args.attention,
     # None keeps run_probe's default (standout.DEFAULT_MIN_RATE; not imported here to keep --help fast).
@@ -247,12 +250,18 @@ def _cmd_probe(args, overrides) -> int:
   for name in ("SII", "RG"):
     d = pm[name]
     cells = ", ".join(
-      f"b={b}: {r:.3f} vs {q:.3f}"
-      for b, r, q in zip(pm["budgets"], d["ranked"]["prob_drop"], d["random"]["prob_drop"])
+      f"b={b}: {r:.3f} vs {q:.3f} (p {p:.2g})"
+      for b, r, q, p in zip(
+        pm["budgets"], d["ranked"]["prob_drop"], d["random"]["prob_drop"], d["random"]["p_holm"]
+      )
     )
-    print(f"{name}-ranked vs random pair masking (prob drop): {cells}")
+    print(
+      f"{name}-ranked vs random pair masking (prob drop; random tokens of the candidates; "
+      f"paired t-test over {pm['n']} examples, Holm): {cells}"
+    )
+  settings = report["settings"]
   for name, p in report.get("planted", {}).get("pairs", {}).items():
-    scale = "logit" if p["kind"] == "synergy" else "prob"
+    scale = settings["sii_rank_score" if p["kind"] == "synergy" else "rg_rank_score"]
     ct = p.get("cross_talk")
     cross = (
       f"; cross-talk, first by {ct['probe']}: {ct['hit@1']:.3f}, |.| {ct['abs_hit@1']:.3f}, "
@@ -263,7 +272,7 @@ def _cmd_probe(args, overrides) -> int:
     print(
       f"planted {name} ({p['probe']}, {scale}): hit@1 {p[scale]['hit@1']:.3f}, "
       f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}, called (log-odds >= "
-      f"{report['settings']['min_effect']:g}) {p['logodds']['called@1']:.3f}{cross}"
+      f"{settings['min_effect']:g}) {p['logodds']['called@1']:.3f}{cross}"
     )
   mods = report["settings"]["modalities"]
   for name, blk in report["standout"].items():
@@ -407,6 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
   pr.add_argument(
     "--rg-expert", default=None, help="game of the RG probe (default red; or mixture)"
   )
+  for index, default, why in (
+    ("sii", "logodds", "the target's log-odds: shift-invariant, unsaturated"),
+    ("rg", "logprob", "the log of the target's probability: saturates like it, without rounding"),
+  ):
+    pr.add_argument(
+      f"--{index}-rank-score",
+      choices=("logodds", "logprob", "logit", "prob"),
+      default=default,
+      help=f"scale that ranks {index.upper()} pairs for pair masking and the standout tests "
+      f"(default {default}: {why})",
+    )
   pr.add_argument("--no-figures", action="store_true")
   pr.add_argument(
     "--standout-min-rate",
@@ -430,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     "(xla, or cudnn: GPU flash attention, bf16 runs); default: the run's model.attention",
   )
   pr.add_argument("--tag", default="", help="write W/probe/<split>_<tag>.json instead")
+  pr.add_argument(
+    "--stability",
+    action="store_true",
+    help="also probe with another MC seed and another training seed, and record how much the pair "
+    "rankings agree (Kendall tau, top-k overlap; 2-3x the cost)",
+  )
   pr.set_defaults(fn=_cmd_probe)
   return p
 

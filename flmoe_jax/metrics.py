@@ -130,7 +130,7 @@ def _rank_average(x: np.ndarray) -> np.ndarray:
   return ranks
 
 
-def _binary_auroc(is_positive: np.ndarray, scores: np.ndarray) -> float:
+def binary_auroc(is_positive: np.ndarray, scores: np.ndarray) -> float:
   """Area under the ROC curve via the Mann-Whitney U statistic, ties counting one half.
 
   Args:
@@ -262,8 +262,8 @@ def multiclass_metrics(logits: Any, labels: Any, weights: Any = None) -> dict[st
   for a, b in itertools.combinations(present, 2):
     rows = (y == a) | (y == b)
     y_ab = y[rows]
-    a_vs_b = _binary_auroc(y_ab == a, probs[rows, a])
-    b_vs_a = _binary_auroc(y_ab == b, probs[rows, b])
+    a_vs_b = binary_auroc(y_ab == a, probs[rows, a])
+    b_vs_a = binary_auroc(y_ab == b, probs[rows, b])
     pair_scores.append((a_vs_b + b_vs_a) / 2.0)
   auroc = float(np.mean(pair_scores)) if pair_scores else math.nan
 
@@ -310,7 +310,7 @@ def binary_metrics(logits: Any, labels: Any, weights: Any = None) -> dict[str, f
   return {
     "accuracy": float(np.mean(pred == y)),
     "macro_f1": _single_label_macro_f1(y, pred, 2),
-    "auroc": _binary_auroc(y == 1, score),
+    "auroc": binary_auroc(y == 1, score),
     "num_examples": float(score.shape[0]),
   }
 

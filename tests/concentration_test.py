@@ -79,12 +79,41 @@ def test_map_statistics_and_compare_maps():
   text_mass = (np.asarray(raw[0]) * np.asarray(cand[0])[:, None]).sum(-1)
   total = text_mass + np.asarray(raw[1]).sum(-1)
   np.testing.assert_allclose(np.asarray(st["mass_share"])[..., 0], text_mass / total, rtol=1e-5)
-  pairs = compare_maps(attr, attr, (10, 50))
+  # The unnormalised maps' statistics are those of the raw maps, view by view.
+  for m in range(2):
+    c = cand[m][:, None, :]
+    np.testing.assert_allclose(st["entropy_raw"][..., m], normalised_entropy(raw[m], c), rtol=1e-5)
+    np.testing.assert_allclose(st["gini_raw"][..., m], gini(raw[m], c), rtol=1e-5)
+  # Views a and b of two batches: entry [i, j] is view i of the first against view j of the second,
+  # against the cosine computed here over each example's candidates.
+  pairs = compare_maps(attr, _attr([x[:, ::-1] for x in maps], raw, cand), (10, 50))
   assert pairs["jaccard"].shape == (3, 2, 2, 2, 2)
-  np.testing.assert_allclose(np.asarray(pairs["jaccard"])[:, [0, 1], [0, 1]], 1.0)
-  np.testing.assert_allclose(np.asarray(pairs["cosine"])[:, [0, 1], [0, 1]], 1.0, rtol=1e-5)
+  for m in range(2):
+    a, b_ = np.asarray(maps[m]), np.asarray(maps[m])[:, ::-1]  # b's view j is a's view 1 - j
+    cm = np.asarray(cand[m])
+    for i in range(2):
+      for j in range(2):
+        x, y = a[:, i] * cm, b_[:, j] * cm
+        want = (x * y).sum(-1) / np.linalg.norm(x, axis=-1) / np.linalg.norm(y, axis=-1)
+        np.testing.assert_allclose(pairs["cosine"][:, i, j, m], want, rtol=1e-5)
+        for ki, k in enumerate((10, 50)):
+          want_j = jaccard(jnp.asarray(a[:, i]), jnp.asarray(b_[:, j]), cand[m], k)
+          np.testing.assert_allclose(pairs["jaccard"][:, i, j, m, ki], want_j)
+        if j == 1 - i:  # the same map: full overlap
+          np.testing.assert_allclose(pairs["jaccard"][:, i, j, m], 1.0)
+  assert float(np.asarray(pairs["jaccard"])[:, 0, 0].min()) < 1.0  # different maps do differ
   other = _attr(maps, raw, [~cand[0], cand[1]])
   with pytest.raises(ExplainError, match="same batch"):
     compare_maps(attr, other, (10,))
   with pytest.raises(ExplainError, match="K"):
     map_statistics(attr, (0,))
+
+
+def test_min_max_normalisation_can_concentrate_a_flat_map():
+  """Why C1 is also read on the unnormalised map: min-max sends one slightly lower token to 0."""
+  raw = jnp.asarray([[[1.0, 1.0, 1.0, 0.9]] * 2])  # [B=1, V=2, T=4]
+  cand = jnp.ones((1, 4), bool)
+  mm = (raw - raw.min()) / (raw.max() - raw.min())
+  st = map_statistics(_attr([mm, mm], [raw, raw], [cand, cand]), (25,))
+  assert float(st["entropy_raw"][0, 0, 0]) > 0.99  # nearly flat
+  assert float(st["entropy"][0, 0, 0]) == pytest.approx(math.log(3) / math.log(4), rel=1e-5)

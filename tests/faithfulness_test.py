@@ -184,6 +184,8 @@ def test_result_summary_concat_and_json(model, batch, attr):
   np.testing.assert_allclose(d["comp_gap"], np.subtract(d["comp"], d["comp_random"]), rtol=1e-6)
   np.testing.assert_allclose(d["suff_gap"], np.subtract(d["suff_random"], d["suff"]), rtol=1e-6)
   assert d["aopc"]["comp"] == pytest.approx(np.mean(d["comp"]))
+  # Two Ks: the trapezoid area over [10, 20] divided by 10 is the mean of the two values too.
+  assert d["aopc_trapezoid"]["comp"] == pytest.approx(np.mean(d["comp"]))
   both = FaithfulnessResult.concat([res, res])
   assert both.comp.shape[0] == 6 and both.num_examples == 4
   back = FaithfulnessResult.from_json(res.to_json())
@@ -206,3 +208,11 @@ def test_bad_input(model, batch, attr):
     faithfulness(model, batch, attr, key=key, ks=(10,), fill="blur")
   with pytest.raises(TypeError):
     faithfulness(model, batch, attr, ks=(10,), means=MEANS)  # the key is mandatory
+
+
+def test_trapezoid_aopc_weighs_the_ks_by_their_spacing():
+  from flmoe_jax.explain.faithfulness import trapezoid_aopc
+
+  # K = 5, 10, 50 with values 1, 2, 10: area = 5 * 1.5 + 40 * 6 = 247.5 over 45 (mean AOPC: 4.33).
+  assert trapezoid_aopc([1.0, 2.0, 10.0], [5, 10, 50]) == pytest.approx(247.5 / 45)
+  assert trapezoid_aopc([3.0], [20]) == 3.0

@@ -255,7 +255,7 @@ def test_model_game_mixture_batch_and_zero_fill(tiny):
   with pytest.raises(ProbeError, match="expert 'nope'"):
     _game(tiny, expert="nope")
   with pytest.raises(ProbeError, match="score"):
-    _game(tiny, score="logprob")
+    _game(tiny, score="log_odds")
 
 
 def test_marginal_game_is_the_mean_over_its_references(tiny):
@@ -290,6 +290,17 @@ def test_marginal_game_is_the_mean_over_its_references(tiny):
     np.testing.assert_allclose(
       marginal[0], np.asarray(_game(tiny, b=b, expert="syn")(coalitions))[0], atol=1e-5
     )
+  # Per reference (what the probe's SE of SII needs): per scale, the mean and then each reference.
+  two = _game(tiny, expert="syn", fills=refs, score=("logit", "prob"))
+  per = dataclasses.replace(two.fn, per_reference=True)
+  v = np.asarray(per(coalitions, two.params))
+  assert v.shape == (7, 2 * (1 + 3))
+  for si, s in enumerate(("logit", "prob")):
+    block = v[:, si * 4 : (si + 1) * 4]
+    np.testing.assert_allclose(block[:, 0], np.asarray(two(coalitions))[:, si], atol=1e-6)
+    for k in range(3):
+      one = _game(tiny, expert="syn", fills=[r[k] for r in refs], score=s)
+      np.testing.assert_allclose(block[:, 1 + k], np.asarray(one(coalitions)), atol=1e-5)
 
 
 def test_model_games_of_many_examples_share_one_compile(tiny):
@@ -338,11 +349,23 @@ def test_model_game_of_the_dense_baseline():
   ]
   masks = [np.ones((1, 4), bool), np.ones((1, 2), bool)]
   means = [np.zeros(4, np.float32)] * 2
-  kw = dict(kinds=("tokens", "patches"), task_type="binary", means=means)
-  a = games.model_game(model, xs, masks, expert="dense", **kw)
-  b = games.model_game(model, xs, masks, expert="mixture", **kw)
-  c = jax.random.bernoulli(jax.random.key(0), 0.5, (6, a.n_players))
-  np.testing.assert_allclose(np.asarray(a(c)), np.asarray(b(c)), atol=1e-5)
+  means = [np.full(4, 0.3, np.float32), np.full(4, -0.2, np.float32)]
+  target = jnp.asarray([[0.0, 1.0]])
+  kw = dict(kinds=("tokens", "patches"), task_type="binary", means=means, target=target)
+  game = games.model_game(model, xs, masks, expert="dense", score="logodds", **kw)
+  c = np.asarray(jax.random.bernoulli(jax.random.key(0), 0.5, (6, game.n_players)))
+  # The same values the slow way: write the train mean into each absent token's raw features and
+  # run the model's public forward; the log-odds of class 1 is l_1 - l_0.
+  want = []
+  for row in c:
+    filled = [x.copy() for x in xs]
+    for p in np.flatnonzero(~row):
+      m, t = game.players.modality[p], game.players.position[p]
+      filled[m][0, t] = means[m]
+    logits = np.asarray(model(filled, masks).logits)[0]
+    want.append(logits[1] - logits[0])
+  np.testing.assert_allclose(np.asarray(game(jnp.asarray(c))), want, rtol=1e-4, atol=1e-5)
+  assert game.n_players == 3 + 2  # text without <s>, every patch
   with pytest.raises(ProbeError, match="expert 'syn'"):
     games.model_game(model, xs, masks, expert="syn", **kw)
 
@@ -361,6 +384,13 @@ def test_log_odds_score_is_shift_invariant_and_the_logit_is_not():
   x, c = np.asarray(logits), np.array([0, 2, 1, 1, 0])
   others = [np.log(np.exp(np.delete(x[i], c[i])).sum()) for i in range(5)]
   np.testing.assert_allclose(lo, x[np.arange(5), c] - np.array(others), rtol=1e-5)
+  # The log-probability, l_c - log sum_k exp(l_k), is shift-invariant too.
+  lp = targets.target_score(logits, target, "multiclass", score="logprob")
+  lse = np.log(np.exp(x).sum(-1))
+  np.testing.assert_allclose(lp, x[np.arange(5), c] - lse, rtol=1e-5)
+  np.testing.assert_allclose(
+    lp, targets.target_score(logits + shift, target, "multiclass", score="logprob"), atol=1e-5
+  )
   # The raw logit moves with the shift (what the log-odds scale removes).
   moved = targets.target_score(logits + shift, target, "multiclass") - targets.target_score(
     logits, target, "multiclass"
@@ -378,3 +408,55 @@ def test_log_odds_score_is_shift_invariant_and_the_logit_is_not():
     targets.target_score(logits, target, "multilabel", score="logodds"),
     targets.target_score(logits, target, "multilabel", score="logit"),
   )
+
+
+def test_log_probability_keeps_the_redundancy_gap_of_a_saturated_model():
+  """RG of a near-certain expert: float32 log-probabilities give its float64 value, probabilities do not.
+
+  The red expert's head is scaled and biased towards class 0 until the log-odds of that class lies
+  in [18, 18 + ~20] on every coalition (p >= 1 - 1.5e-8, which is 1.0 in float32). The exact RG of
+  every cross-modal pair is computed from the game's float32 values on the `prob` and `logprob`
+  scales, and in float64 from its log-odds (accurate in float32: a difference of moderate logits).
+  """
+  model = tiny_fli2moe((4, 4))
+  rng = np.random.default_rng(1)
+  xs = [
+    rng.normal(size=(1, 5, 4)).astype(np.float32),
+    rng.normal(size=(1, 4, 4)).astype(np.float32),
+  ]
+  masks = [np.ones((1, 5), bool), np.ones((1, 4), bool)]  # 4 text players (no <s>) + 4 patches
+  means = [np.zeros(4, np.float32)] * 2
+
+  def values(m):
+    game = games.model_game(
+      m, xs, masks, kinds=("tokens", "patches"), task_type="binary", expert="red",
+      score=("prob", "logprob", "logodds"), means=means, modality_names=NAMES,
+      target=jnp.asarray([[1.0, 0.0]]),
+    )  # fmt: skip
+    return shapley.exact_values(game).astype(np.float64), game.players
+
+  lo = values(model)[0][:, 2]
+  head, e = model.experts.stacked.head, model.expert_names.index("red")
+  k = 5.0 / lo.std()  # the log-odds of two classes is linear in the head: k * lo + c
+  c = 18.0 - k * lo.min()
+  kernel, bias = np.array(head.kernel.value), np.array(head.bias.value)
+  kernel[e], bias[e] = k * kernel[e], k * bias[e] + np.array([c, 0.0])
+  head.kernel.value, head.bias.value = jnp.asarray(kernel), jnp.asarray(bias)
+  v, players = values(model)
+  assert v[:, 2].min() > 17.9 and (v[:, 0] == 1.0).all()  # every probability is 1.0 in float32
+  truth_lo = v[:, 2]
+  truth = {"prob": 1 / (1 + np.exp(-truth_lo)), "logprob": -np.log1p(np.exp(-truth_lo))}
+  pairs = np.array([(i, j) for i in players.players_of(0) for j in players.players_of(1)])
+  n = players.n_players
+  rg = {
+    s: (
+      shapley._exact_pair_stats(v[:, si], n, pairs)["RG"],
+      shapley._exact_pair_stats(truth[s], n, pairs)["RG"],
+    )
+    for si, s in enumerate(("prob", "logprob"))
+  }
+  got, want = rg["logprob"]
+  np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-12)
+  np.testing.assert_array_equal(np.argsort(-got), np.argsort(-want))  # the same ranking
+  got, want = rg["prob"]
+  assert np.abs(got - want).max() > 0.5 * np.abs(want).max()  # rounding noise, not the RG

@@ -58,7 +58,7 @@ def test_random_pairs_are_uniform():
 def test_masking_coalitions_rank_union_and_matched_random_counts():
   pm = _pm(5, 4)  # players 0-4 text, 5-8 image
   mod, _ = pm.padded(12)
-  cand = np.array([[0, 5], [0, 6], [1, 5], [2, 7], [3, 8]], np.int32)
+  cand = np.array([[0, 5], [0, 6], [1, 5], [2, 7], [3, 8]], np.int32)  # text token 4: no pair
   order = np.array([0, 1, 2, 3, 4])
   keep, counts = pairs_lib.masking_coalitions(
     mod,
@@ -70,20 +70,23 @@ def test_masking_coalitions_rank_union_and_matched_random_counts():
     rng=np.random.default_rng(0),
     n_modalities=2,
   )
-  assert keep.shape == (4, 51, 12)
+  assert keep.shape == (4, 101, 12)
   masked = ~keep[:, 0]
   assert set(np.flatnonzero(masked[0])) == {0, 5}
   assert set(np.flatnonzero(masked[1])) == {0, 5, 6}  # pairs share token 0: 3 unique tokens
   assert set(np.flatnonzero(masked[2])) == {0, 1, 5, 6}
   assert masked[3, :9].sum() == 8 and not masked[3, 9:].any()  # budget > candidates: all of them
   np.testing.assert_array_equal(counts[:3], [[1, 1], [1, 2], [2, 2]])
-  rand = ~keep[:, 1:]
-  for b in range(4):  # every repeat masks the same unique-token counts per modality
-    np.testing.assert_array_equal(rand[b][:, :5].sum(-1), counts[b, 0])
-    np.testing.assert_array_equal(rand[b][:, 5:9].sum(-1), counts[b, 1])
-    assert not rand[b][:, 9:].any()  # padding players are never masked
-  # Random picks are spread over the modality's players.
-  assert rand[0][:, :5].any(0).all()
+  pool, every = ~keep[:, 1:51], ~keep[:, 51:]
+  for rand in (pool, every):
+    for b in range(4):  # every repeat masks the same unique-token counts per modality
+      np.testing.assert_array_equal(rand[b][:, :5].sum(-1), counts[b, 0])
+      np.testing.assert_array_equal(rand[b][:, 5:9].sum(-1), counts[b, 1])
+      assert not rand[b][:, 9:].any()  # padding players are never masked
+  # The matched control draws from the candidates' tokens only: text token 4 is in no pair.
+  assert not pool[:, :, 4].any() and pool[0][:, :4].any(0).all()
+  # The second control draws from every token of the modality.
+  assert every[0][:, :5].any(0).all()
 
 
 def test_first_masked_budget():

@@ -4,13 +4,15 @@ import hashlib
 import json
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from flmoe_jax import cli, train_lib
 from flmoe_jax import config as config_lib
 from flmoe_jax.data import synthetic
-from flmoe_jax.probes import results
+from flmoe_jax.probes import games, results, shapley
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -77,7 +79,7 @@ def test_probe_writes_typed_json_and_figures_and_leaves_the_run_alone(tiny_run, 
   assert code == 0, err
   assert "RG-ranked vs random pair masking" in out
   d = results.read_probe(tiny_run / "probe" / "test.json")
-  assert d["format"] == "flmoe-probe" and d["version"] == 1
+  assert d["format"] == "flmoe-probe" and d["version"] == 2
   s = d["settings"]
   assert s["seed"] == 3 and s["pairs"] == "all" and s["n_draws"] == 4 and s["exact"] is False
   assert s["budget"] == 4 * 4 * s["n_pairs_padded"]
@@ -89,14 +91,15 @@ def test_probe_writes_typed_json_and_figures_and_leaves_the_run_alone(tiny_run, 
     n_pairs = len(r["players"])
     assert n_pairs == rec["n_players"][0] * rec["n_players"][1]  # all cross-modal pairs
     for index in ("SII", "RG", "RG-additive"):
-      for scale in ("logit", "prob", "logodds"):
+      for scale in ("logit", "prob", "logodds", "logprob"):
         assert len(r["values"][index][scale]) == n_pairs
         assert len(r["std_errors"][index][scale]) == n_pairs
-    assert set(r["baseline_value"]) == {"logit", "prob", "logodds"}  # v(∅) in its own field
-    # Two classes: the log-odds of the target is log(p / (1 - p)) of its probability.
+    assert set(r["baseline_value"]) == {"logit", "prob", "logodds", "logprob"}  # v(∅) on its own
+    # Two classes: the log-odds of the target is log(p / (1 - p)), its log-probability log p.
     for end in ("baseline_value", "grand_value"):
       p = r[end]["prob"]
       assert r[end]["logodds"] == pytest.approx(np.log(p / (1 - p)), rel=1e-3, abs=1e-3)
+      assert r[end]["logprob"] == pytest.approx(np.log(p), rel=1e-3, abs=1e-3)
   pm = d["pair_masking"]
   assert pm["budgets"] == [1, 2] and len(pm["SII"]["ranked"]["prob_drop"]) == 2
   assert {"syn0", "red0", "comp"} <= set(d["planted"]["pairs"])
@@ -130,6 +133,12 @@ def test_probe_topk_and_random_modes(tiny_run, capsys):
   d = json.loads((tiny_run / "probe" / "test_topk.json").read_text())
   assert all(len(r["sii"]["players"]) == 4 for r in d["samples"])
   assert d["settings"]["attribution"] == "attnxgrad" and d["settings"]["attention"] == "einsum"
+  assert (d["settings"]["sii_rank_score"], d["settings"]["rg_rank_score"]) == ("logodds", "logprob")
+  pm = d["pair_masking"]
+  for idx in ("SII", "RG"):  # two controls, each with its paired test at every budget
+    for control in ("random", "random_all"):
+      assert len(pm[idx][control]["p_holm"]) == len(pm["budgets"]) == 2
+  assert pm["n"] == 3 < pm["min_examples"]
   # The fused attention path gives the same pairs and values (the attribution maps that pick the
   # top-k tokens still come from the einsum path, which alone returns attention).
   code, _, err = _probe(
@@ -156,8 +165,14 @@ def test_probe_topk_and_random_modes(tiny_run, capsys):
     "gxi",
     "--attribution",
     "grad_x_input",
+    "--rg-rank-score",
+    "prob",
   )
   assert code == 0, err
+  gxi = json.loads((tiny_run / "probe" / "test_gxi.json").read_text())
+  assert (
+    gxi["settings"]["rg_rank_score"] == "prob" and gxi["pair_masking"]["RG"]["rank_score"] == "prob"
+  )
   code, _, err = _probe(
     capsys,
     tiny_run,
@@ -194,15 +209,31 @@ def test_probe_marginal_fill(tiny_run, capsys):
   rows = marg["settings"]["reference_rows"]
   assert len(set(rows)) == 3 and all(0 <= r < 64 for r in rows)
   assert mean["settings"]["references"] is None
+  # The empty coalition of the marginal game, rebuilt here from the recorded reference rows: the
+  # mean over the 3 references of the score with every player taken from the reference.
+  from flmoe_jax import runs
+  from flmoe_jax.explain import masking
+
+  run = runs.load_run(tiny_run)
+  ref = run.store.gather("train", np.asarray(rows))
+  fills = masking.reference_fills(run.model, ref["x"], ref["mask"], run.store.means())
   for a, b in zip(mean["samples"], marg["samples"], strict=True):
     assert a["sii"]["players"] == b["sii"]["players"]
-    for role in ("sii", "rg"):
+    data = run.store.gather("test", np.asarray([b["row"]]))
+    target = jnp.zeros((1, 2)).at[0, b["target"][0]].set(1.0)
+    for role, expert in (("sii", "syn"), ("rg", "red")):
       np.testing.assert_allclose(
         b[role]["grand_value"]["logit"], a[role]["grand_value"]["logit"], rtol=1e-5
       )
-      assert b[role]["baseline_value"]["logit"] != a[role]["baseline_value"]["logit"]
-    assert np.isfinite(b["sii"]["values"]["SII"]["logit"]).all()
-    assert not np.allclose(b["sii"]["values"]["SII"]["logit"], a["sii"]["values"]["SII"]["logit"])
+      game = games.model_game(
+        run.model, data["x"], data["mask"], kinds=run.kinds, task_type="binary", expert=expert,
+        fills=fills, target=target,
+      )  # fmt: skip
+      empty = float(game(jnp.zeros((1, game.n_players), bool))[0])
+      np.testing.assert_allclose(b[role]["baseline_value"]["logit"], empty, rtol=1e-4, atol=1e-5)
+  # In both games the SE of the linear indices includes the draw of the references (RG's cannot).
+  linear = ["SII", "RG-additive"]
+  assert marg["settings"]["se_includes_references"] == {"SII": linear, "RG": linear}
   assert marg["timing"]["expert_evaluations"] == 3 * mean["timing"]["expert_evaluations"]
   assert marg["settings"]["fills"] == {"SII": "marginal", "RG": "marginal", "pair_masking": "mean"}
   # The marginal SII game alone: the RG game is the mean-fill one, value for value.
@@ -212,6 +243,7 @@ def test_probe_marginal_fill(tiny_run, capsys):
   assert code == 0, err
   one = json.loads((tiny_run / "probe" / "test_siimarg.json").read_text())
   assert one["settings"]["fills"] == {"SII": "marginal", "RG": "mean", "pair_masking": "mean"}
+  assert one["settings"]["se_includes_references"] == {"SII": linear, "RG": []}
   for a, b, c in zip(mean["samples"], marg["samples"], one["samples"], strict=True):
     assert c["rg"]["values"] == a["rg"]["values"] and c["sii"]["values"] == b["sii"]["values"]
   assert one["timing"]["expert_evaluations"] == 2 * mean["timing"]["expert_evaluations"]
@@ -262,7 +294,7 @@ def test_planted_summary_counts_cross_talk_under_the_other_role():
     res = {
       f"{i}_{s}": {"value": value, "se": 0.0, "rank": rank, "abs_rank": abs_rank}
       for i in ("SII", "RG")
-      for s in ("logit", "prob", "logodds")
+      for s in ("logit", "prob", "logodds", "logprob")
     }
     return {**res, "n_pairs": 20}
 
@@ -300,3 +332,163 @@ def test_planted_summary_counts_cross_talk_under_the_other_role():
     del r["planted"]["red0"]["rg"]
   alone = pipeline._planted_summary(planted, records, experts, 0.05)["pairs"]["red0"]
   assert alone["cross_talk"]["called@1"] == 0.5
+
+
+def _probe_edited(monkeypatch, run, tag, edit):
+  """`run_probe` with the defaults on `run`, its model edited by `edit` after loading."""
+  from flmoe_jax import runs
+  from flmoe_jax.probes import pipeline
+
+  real = runs.load_run
+
+  def load(*args, **kwargs):
+    loaded = real(*args, **kwargs)
+    edit(loaded.model)
+    return loaded
+
+  monkeypatch.setattr(runs, "load_run", load)
+  return pipeline.run_probe(
+    run,
+    samples=3,
+    draws=4,
+    pairs="all",
+    mask_budgets=(1, 2),
+    mask_repeats=2,
+    figures=False,
+    tag=tag,
+    log=None,
+  )
+
+
+def _default_scale_values(d: dict) -> dict[str, np.ndarray]:
+  """SII and RG of every pair of every example, on the scale the probe ranks pairs by."""
+  s = d["settings"]
+  return {
+    index: np.concatenate(
+      [np.asarray(r[role]["values"][index][s[f"{role}_rank_score"]]) for r in d["samples"]]
+    )
+    for role, index in (("sii", "SII"), ("rg", "RG"))
+  }
+
+
+def _edit_heads(model, fn):
+  """Applies fn(kernel [H, C], bias [C]) -> (kernel, bias) to the syn and red experts' heads."""
+  head = model.experts.stacked.head
+  kernel, bias = np.array(head.kernel.value), np.array(head.bias.value)
+  for e in (model.expert_names.index("syn"), model.expert_names.index("red")):
+    kernel[e], bias[e] = fn(kernel[e], bias[e])
+  head.kernel.value, head.bias.value = jnp.asarray(kernel), jnp.asarray(bias)
+
+
+def test_default_ranking_ignores_a_shift_common_to_every_class(tiny_run, monkeypatch):
+  """Softmax ignores a vector added to every class column of a head; so must the pair ranking.
+
+  Under cross-entropy that common part gets no gradient and keeps its random init, so a score that
+  moves with it ranks pairs by noise (the raw logit does).
+  """
+  base = _probe_edited(monkeypatch, tiny_run, "noshift", lambda m: None)
+  rng = np.random.default_rng(0)
+
+  def shift(k, b):  # the same column added to every class: [H, 1] and a common bias
+    return k + rng.normal(size=(k.shape[0], 1)).astype(np.float32) * 3.0, b + 1.5
+
+  shifted = _probe_edited(monkeypatch, tiny_run, "shift", lambda m: _edit_heads(m, shift))
+  before, after = _default_scale_values(base), _default_scale_values(shifted)
+  for index in ("SII", "RG"):
+    np.testing.assert_allclose(after[index], before[index], rtol=1e-3, atol=1e-5)
+
+  def logit_sii(d):
+    return np.concatenate([np.asarray(r["sii"]["values"]["SII"]["logit"]) for r in d["samples"]])
+
+  # The raw logit is not invariant: the same edit moves its SII (what the default must avoid).
+  assert np.abs(logit_sii(shifted) - logit_sii(base)).max() > 1e-2
+
+
+def test_pipeline_sii_of_each_example_equals_the_exact_index_of_its_game(tiny_run):
+  """The probe's batched, padded Monte Carlo SII against the exact SII of the same model game,
+  built here one example at a time (catches mis-indexed players, pairs or examples)."""
+  from flmoe_jax import runs
+  from flmoe_jax.probes import pipeline
+
+  d = pipeline.run_probe(
+    tiny_run, samples=3, draws=512, pairs="all", mask_budgets=(1,), mask_repeats=1,
+    figures=False, tag="exactcheck", log=None,
+  )  # fmt: skip
+  run = runs.load_run(tiny_run)
+  scale = d["settings"]["sii_rank_score"]
+  for rec in d["samples"]:
+    data = run.store.gather("test", np.asarray([rec["row"]]))
+    target = np.zeros((1, 2), np.float32)
+    target[0, rec["target"]] = 1.0
+    game = games.model_game(
+      run.model, data["x"], data["mask"], kinds=run.kinds, task_type="binary", expert="syn",
+      score=scale, means=run.store.means(), target=jnp.asarray(target),
+    )  # fmt: skip
+    # The record's players are this game's players, member for member.
+    pm = game.players
+    members = [[int(pm.modality[i]), int(pm.position[i]), int(pm.modality[j]), int(pm.position[j])]
+               for i, j in rec["sii"]["players"]]  # fmt: skip
+    assert members == rec["sii"]["members"]
+    exact = shapley.pair_scores(
+      game, rec["sii"]["players"], budget=2**pm.n_players, key=jax.random.key(0), exact=True
+    ).values["SII"]
+    mc = np.asarray(rec["sii"]["values"]["SII"][scale])
+    se = np.asarray(rec["sii"]["std_errors"]["SII"][scale])
+    assert np.all(np.abs(mc - exact) <= 4 * se + 1e-6), (mc, exact, se)
+    # ...with SEs small enough that another pair's value would not pass.
+    spread = np.abs(exact[:, None] - exact[None, :])
+    assert np.median(se) < 0.25 * np.median(spread[spread > 0])
+    # The redundancy gap from the full input: min(v(N - i), v(N - j)) - v(N - ij) of the red game.
+    rg_scale = d["settings"]["rg_rank_score"]
+    red = games.model_game(
+      run.model, data["x"], data["mask"], kinds=run.kinds, task_type="binary", expert="red",
+      score=rg_scale, means=run.store.means(), target=jnp.asarray(target),
+    )  # fmt: skip
+    pr = np.asarray(rec["rg"]["players"])
+    every = np.arange(red.n_players)
+    coal = [[~np.isin(every, p) for p in ps] for ps in (pr[:, :1], pr[:, 1:], pr)]  # N-i, N-j, N-ij
+    v = np.asarray(red(jnp.asarray(np.concatenate(coal)))).reshape(3, len(pr))
+    want = np.minimum(v[0], v[1]) - v[2]
+    np.testing.assert_allclose(rec["rg"]["values"]["RG-full"][rg_scale], want, rtol=1e-4, atol=1e-6)
+    assert rec["rg"]["std_errors"]["RG-full"][rg_scale] == [0.0] * len(pr)  # exact
+
+
+def test_type_auroc_separates_planted_synergy_from_redundancy():
+  """SII of the synergy game as a classifier of the pair's type: 7 of 9 (syn, red) pairs ordered."""
+  from flmoe_jax.probes import pipeline
+
+  def entry(sii, rg):
+    return {
+      role: {f"{i}_{s}": {"value": v, "rank": 1, "abs_rank": 1} for s in pipeline.SCALES}
+      for role, i, v in (("sii", "SII", sii), ("rg", "RG", rg))
+    }
+
+  planted = {"pairs": {"syn0": {"kind": "synergy"}, "red0": {"kind": "redundancy"}}}
+  records = [
+    {"planted": {"syn0": entry(s, 0.0), "red0": entry(r, g)}}
+    for s, r, g in ((1.0, 0.0, 1.0), (2.0, -1.0, 2.0), (3.0, 2.5, 3.0))
+  ]
+  out = pipeline._type_auroc(planted, records)
+  assert out["SII"]["logodds"] == pytest.approx(7 / 9)
+  assert out["RG"]["logodds"] == 1.0  # every redundant pair's RG above every synergy pair's 0
+  assert out["n_synergy"] == out["n_redundancy"] == 3
+  assert pipeline._type_auroc({"pairs": {"syn0": {"kind": "synergy"}}}, records) is None
+
+
+def test_stability_probes_again_and_records_the_agreement(tiny_run, capsys):
+  code, _, err = _probe(
+    capsys, tiny_run, "--pairs", "all", "--no-figures", "--tag", "stab", "--stability"
+  )
+  assert code == 0, err
+  d = json.loads((tiny_run / "probe" / "test_stab.json").read_text())
+  again = json.loads((tiny_run / "probe" / "test_stab-stability-mc.json").read_text())
+  assert again["settings"]["seed"] == d["settings"]["seed"] + 1
+  blk = d["stability"]["monte_carlo"]
+  assert blk["differs"] == {"seed": [0, 1]} and blk["n_examples"] == 3
+  # The agreement recomputed here from the two files' values.
+  from flmoe_jax.probes import stability
+
+  assert stability.compare(d, again) == blk
+  for index in ("SII", "RG"):
+    want = np.mean([len(r["sii"]["players"]) for r in d["samples"]])
+    assert blk[index]["n_pairs"] == pytest.approx(want, abs=0.05)  # rounded to 0.1

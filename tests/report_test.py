@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from flmoe_jax import significance
 from flmoe_jax.report import ReportEntry, build_report
 from flmoe_jax.report.render import Figure, Section, Table, write_report
 
@@ -70,13 +71,62 @@ def _faith(view, output, comp, rnd):
   }
 
 
-def _conc(view, ent, gini):
-  return [
-    {"view": view, "modality": m, "entropy": _ms(ent), "gini": _ms(gini)} for m in ("text", "image")
-  ]
+def _seeds(mean, spread=0.01):
+  """Three seeds around `mean` (sample std = `spread`)."""
+  v = [mean - spread, mean, mean + spread]
+  return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "values": v}
 
 
-def make_run(root: pathlib.Path, *, ranked_beats=(True, True)):
+def _conc(view, ent, gini, raw=True, spread=0.01):
+  """Concentration rows of one view; `ent` is a number or {modality: number}."""
+  out = []
+  for m in ("text", "image"):
+    e = ent[m] if isinstance(ent, dict) else ent
+    row = {"view": view, "modality": m, "entropy": _seeds(e, spread), "gini": _seeds(gini, spread)}
+    if raw:
+      row |= {"entropy_raw": _seeds(e + 0.1, spread), "gini_raw": _seeds(gini - 0.1, spread)}
+    out.append(row)
+  return out
+
+
+def _spec(a, b, jac):
+  return {
+    "a": a,
+    "b": b,
+    "modality": "text",
+    "jaccard": [_seeds(jac), _seeds(jac)],
+    "cosine": _seeds(0.5),
+  }
+
+
+def pair_masking(n: int, gaps, seed: int = 0) -> dict:
+  """A probe's pair-masking block over n examples whose ranked drop exceeds a random control's by
+  `gaps` [index (SII, RG), budget] on average (per-example noise SD 0.05), tested as the probe does."""
+  rng = np.random.default_rng(seed)
+  control = rng.uniform(0.0, 0.2, size=(n, 2, 2))
+  ranked = control + np.asarray(gaps, float)[None] + rng.normal(0.0, 0.05, size=(n, 2, 2))
+  tests = significance.beats_control(ranked, control)
+  block = lambda x: {"prob_drop": x.mean(0).tolist(), "metric_drop": (x.mean(0) / 2).tolist()}  # noqa: E731
+  out = {
+    "budgets": [1, 2],
+    "repeats": 10,
+    "metric": "accuracy",
+    "n": n,
+    "alpha": significance.DEFAULT_ALPHA,
+    "min_examples": significance.MIN_EXAMPLES,
+    "test": significance.TEST_NAME,
+    "controls": {"random": "random tokens of the candidate pairs", "random_all": "random tokens"},
+  }
+  for i, idx in enumerate(("SII", "RG")):
+    out[idx] = {
+      "ranked": block(ranked[:, i]),
+      "random": {**block(control[:, i]), **tests[i]},
+      "random_all": block(control[:, i] / 2),
+    }
+  return out
+
+
+def make_run(root: pathlib.Path, *, n_examples: int = 100, gaps=((0.1, 0.1), (0.1, 0.1))):
   fl, dense = root / "fl", root / "dense"
   for d in (fl / "explain", fl / "probe", dense):
     d.mkdir(parents=True)
@@ -101,8 +151,8 @@ def make_run(root: pathlib.Path, *, ranked_beats=(True, True)):
     "settings": {"split": "test", "method": "attnxgrad", "fill": "mean", "ks": [5.0, 25.0]},
     "model": {
       "faithfulness": [_faith("mixture", "mixture", 40.0, 10.0), _faith("syn", "own", 20.0, 8.0)],
-      "concentration": _conc("mixture", 0.6, 0.5),
-      "specificity": [],
+      "concentration": _conc("mixture", 0.6, 0.5) + _conc("syn", 0.5, 0.6),
+      "specificity": [_spec("syn", "red", 0.2)],
       "planted": planted,
     },
     "baseline": {
@@ -111,15 +161,8 @@ def make_run(root: pathlib.Path, *, ranked_beats=(True, True)):
     },
   }
   (fl / "explain" / "test.json").write_text(json.dumps(explain))
-  side = lambda b: {"prob_drop": [0.1, 0.2], "metric_drop": [0.05, 0.1]}  # noqa: E731
   probe = {
-    "pair_masking": {
-      "budgets": [1, 2],
-      "repeats": 10,
-      "metric": "accuracy",
-      "SII": {"ranked": side(0), "random": side(0), "ranked_beats_random": list(ranked_beats)},
-      "RG": {"ranked": side(0), "random": side(0), "ranked_beats_random": [True, True]},
-    },
+    "pair_masking": pair_masking(n_examples, gaps),
     "planted": {
       "pairs": {
         "syn0": {
@@ -176,7 +219,11 @@ def test_tables_and_verdicts(tmp_path):
   fl, dense = make_run(tmp_path)
   out = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")
   assert out["verdicts"][0].startswith("PASS: C1 (synthetic)")
-  assert out["verdicts"][1].startswith("PASS: C2 (synthetic): ranked > random at every budget")
+  c2 = out["verdicts"][1]
+  assert c2.startswith(
+    "PASS: C2 (synthetic): ranked pairs hurt the model more than random pairs at every budget"
+  )
+  assert "n = 100 examples" in c2 and "paired t-test" in c2 and "SII: b=1: +" in c2
   html = out["html"].read_text()
   for tid in (
     "table-a",
@@ -237,13 +284,97 @@ def test_ground_truth_table_shows_a_second_fill(tmp_path):
   assert md.count("| red0 |") == 1  # same fill as the main probe's RG game: not repeated
 
 
-def test_c2_fails_when_random_wins(tmp_path):
-  fl, dense = make_run(tmp_path, ranked_beats=(True, False))
-  out = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")
-  assert (
-    out["verdicts"][1].startswith("FAIL: C2")
-    and "SII: ranked > random at 1/2 budgets" in out["verdicts"][1]
+def _c2(tmp_path, **kwargs) -> str:
+  fl, dense = make_run(tmp_path, **kwargs)
+  return build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")["verdicts"][1]
+
+
+def _c1(tmp_path, fl_conc=None, dense_conc=None):
+  fl, dense = make_run(tmp_path)
+  explain = json.loads((fl / "explain" / "test.json").read_text())
+  if fl_conc is not None:
+    explain["model"]["concentration"] = fl_conc
+  if dense_conc is not None:
+    explain["baseline"]["concentration"] = dense_conc
+  (fl / "explain" / "test.json").write_text(json.dumps(explain))
+  return build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")["verdicts"][0]
+
+
+def test_c1_passes_with_every_view_concentrated_and_states_its_statistics(tmp_path):
+  c1 = _c1(tmp_path)  # mixture 0.6 and syn 0.5 vs dense 0.7, three seeds each, std 0.01
+  assert c1.startswith("PASS: C1 (synthetic)")
+  assert "8 cells" in c1 and "8 more concentrated, 0 less, 0 not resolved" in c1
+  assert "3 vs 3 seeds" in c1 and "95% Welch interval" in c1
+  assert "Jaccard overlap of the experts' maps 0.20 [" in c1  # specificity, with its seed interval
+
+
+def test_c1_fails_when_one_expert_map_is_flatter_on_one_modality(tmp_path):
+  """The mixture beats the dense map; one expert's text map is flatter: the claim fails for it."""
+  fl_conc = _conc("mixture", 0.6, 0.5) + _conc("syn", {"text": 0.8, "image": 0.5}, 0.6)
+  c1 = _c1(tmp_path, fl_conc=fl_conc)
+  assert c1.startswith("FAIL: C1 (synthetic)") and "syn 2/2/0" in c1 and "mixture 4/0/0" in c1
+
+
+def test_c1_is_not_shown_when_the_seeds_disagree_or_are_too_few(tmp_path):
+  wide = _conc("mixture", 0.6, 0.5, spread=0.2) + _conc("syn", 0.5, 0.6, spread=0.2)
+  assert _c1(tmp_path / "a", fl_conc=wide).startswith(
+    "NOT SHOWN: C1 (synthetic): not every FL-I2MoE map is significantly more concentrated"
   )
+  one = [
+    {
+      **r,
+      **{
+        k: {"mean": r[k]["mean"], "std": None, "values": [r[k]["mean"]]}
+        for k in r
+        if k not in ("view", "modality")
+      },
+    }
+    for r in _conc("dense", 0.7, 0.4)
+  ]
+  assert _c1(tmp_path / "b", dense_conc=one).startswith(
+    "NOT SHOWN: C1 (synthetic): needs at least two training seeds of each model"
+  )
+
+
+def test_c1_of_an_explain_file_without_the_raw_maps_asks_for_a_rerun(tmp_path):
+  c1 = _c1(tmp_path, dense_conc=_conc("dense", 0.7, 0.4, raw=False))
+  assert c1.startswith(
+    "NOT SHOWN: C1 (synthetic): the explain file has no concentration of the unnormalised"
+  )
+
+
+def test_c2_fails_when_random_wins(tmp_path):
+  c2 = _c2(tmp_path, gaps=((0.1, -0.1), (0.1, 0.1)))
+  assert c2.startswith("FAIL: C2") and "SII: b=1: +" in c2 and "b=2: -" in c2
+
+
+def test_c2_is_not_shown_on_too_few_examples_however_large_the_gap(tmp_path):
+  """20 examples whose ranked pairs beat random ones by 10 SEs: no verdict, the sample is too small."""
+  c2 = _c2(tmp_path, n_examples=20)
+  assert c2.startswith(
+    "NOT SHOWN: C2 (synthetic): 20 examples probed, the paired test needs at least 30"
+  )
+
+
+def test_c2_is_not_shown_when_the_gap_is_noise(tmp_path):
+  """Ranked no better than random in truth: larger mean drops by chance must not pass."""
+  c2 = _c2(tmp_path, gaps=((0.0, 0.0), (0.0, 0.0)), n_examples=60)
+  assert c2.startswith(
+    "NOT SHOWN: C2 (synthetic): ranked pairs do not beat random pairs significantly"
+  )
+
+
+def test_c2_of_a_probe_file_without_the_paired_test_asks_for_a_rerun(tmp_path):
+  fl, dense = make_run(tmp_path)
+  probe = json.loads((fl / "probe" / "test.json").read_text())
+  for idx in ("SII", "RG"):
+    probe["pair_masking"][idx]["random"] = {"prob_drop": [0.0, 0.0], "metric_drop": [0.0, 0.0]}
+  (fl / "probe" / "test.json").write_text(json.dumps(probe))
+  out = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")
+  assert out["verdicts"][1].startswith(
+    "NOT SHOWN: C2 (synthetic): the probe file has no paired test"
+  )
+  assert 'class="verdict notshown"' in out["html"].read_text()
 
 
 _CHECK = """<script>
@@ -371,3 +502,25 @@ def test_objective_line_names_every_term_beyond_the_paper():
     "x", {"loss": {"lambda_role": 1.0, "lambda_missing": 1.0, "extra_start_fraction": 0.6}}
   )
   assert "the missing-modality and decorrelation terms from 60% of the steps" in frac
+
+
+def test_stability_table_when_the_probe_has_one(tmp_path):
+  fl, dense = make_run(tmp_path)
+  probe = json.loads((fl / "probe" / "test.json").read_text())
+  ms = lambda m, se: {"mean": m, "se": se}  # noqa: E731
+  block = {"scale": "logodds", "kendall_tau": ms(0.91, 0.01), "topk_overlap": ms(0.8, 0.02),
+           "top1_agree": ms(0.75, 0.04), "n_pairs": 81.0}  # fmt: skip
+  probe["stability"] = {
+    "monte_carlo": {
+      "k": 5,
+      "differs": {"seed": [0, 1]},
+      "n_examples": 100,
+      "SII": block,
+      "RG": block,
+    }
+  }
+  (fl / "probe" / "test.json").write_text(json.dumps(probe))
+  out = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")
+  md = out["md"].read_text()
+  assert 'id="stability-synthetic"' in out["html"].read_text()
+  assert "seed 0 -> 1" in md and "0.91 ± 0.01" in md and "top-5 overlap" in md

@@ -188,6 +188,24 @@ def test_mc_error_falls_like_inverse_sqrt_budget_and_se_is_honest():
   assert np.all((ratio > 3.0) & (ratio < 5.3)), ratio
 
 
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_standard_error_is_calibrated(antithetic):
+  """Mean reported SE / empirical SD of the estimate over 400 keys in [0.8, 1.2], every index.
+
+  An inflated SE (which any `err <= 4 SE` bound accepts) or one that ignores the antithetic
+  pairing fails here.
+  """
+  rng = np.random.default_rng(5)
+  n = 10
+  game = _table_game(rng.normal(size=2**n), n)
+  pairs = np.array([[0, 1], [5, 9], [2, 3]])
+  est = _mc_many(game, pairs, n_draws=16, antithetic=antithetic, n_keys=400)
+  for name in ("SII", "RG", "RG-additive"):
+    m, s = est[name]
+    ratio = s.mean(0) / m.std(0, ddof=1)
+    assert np.all((ratio > 0.8) & (ratio < 1.2)), (name, ratio)
+
+
 def _dict_game(coalitions, params):
   """A nonlinear two-output game whose params mix shared (`quad`) and per-example leaves."""
   x = coalitions.astype(jnp.float32) * params["scale"]  # [C, n]
@@ -349,7 +367,9 @@ def test_oracle_soum_closed_forms(setting):
     )
     for name in ("SII", "RG"):
       err = np.abs(mc.values[name] - ex.values[name])
-      assert np.all(err <= 4 * mc.std_errors[name] + 1e-6), (name, err, mc.std_errors[name])
+      se = mc.std_errors[name]
+      # Within 4 SEs, and the SEs small next to the margin (an inflated SE must not pass).
+      assert np.all(err <= 4 * se + 1e-6) and np.all(se < 0.1 * m), (name, err, se, m)
 
 
 def test_oracle_mixed_setting_matches_moebius_closed_form():
@@ -362,3 +382,29 @@ def test_oracle_mixed_setting_matches_moebius_closed_form():
     res = shapley.exact_interactions(game, index="SII", max_order=2)
     for t in itertools.combinations(range(n), 2):
       assert res[t] == pytest.approx(_closed_form_sii(coef, t), abs=1e-5)
+
+
+def test_reference_se_is_calibrated_over_draws_and_references():
+  """SII of the marginal game is a crossed mean over R draw units x K references drawn once.
+
+  Over 4000 redraws of both (y = a_r + b_k + e_rk), the SE that includes the references matches
+  the spread of the estimate; the engine's SE of the mean game alone (references fixed) does not.
+  """
+  rng = np.random.default_rng(0)
+  reps, r, k = 4000, 32, 4
+  y = (
+    rng.normal(0, 1.0, (reps, r, 1))  # draws
+    + rng.normal(0, 0.5, (reps, 1, k))  # references
+    + rng.normal(0, 0.7, (reps, r, k))  # their interaction
+  )
+  rows = y.mean(2)  # the mean game's per-draw values
+  se_mean = rows.std(1, ddof=1) / np.sqrt(r)
+  values_k, se_k = y.mean(1), y.std(1, ddof=1) / np.sqrt(r)
+  se = shapley.reference_se(se_mean, values_k, se_k)
+  spread = y.mean((1, 2)).std(ddof=1)
+  assert 0.9 < np.sqrt((se**2).mean()) / spread < 1.1, (np.sqrt((se**2).mean()), spread)
+  assert np.sqrt((se_mean**2).mean()) / spread < 0.7  # references fixed: too small (0.61)
+  # One reference: nothing to resample.
+  np.testing.assert_array_equal(
+    shapley.reference_se(se_mean, values_k[:, :1], se_k[:, :1]), se_mean
+  )

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from flmoe_jax import significance
 from flmoe_jax.probes import standout
 
 
@@ -85,7 +86,7 @@ def test_binomial_tail_holm_and_resolution_by_hand():
   assert top["p"] == top["p_chance"]  # min_rate 0.1 is below the chance rate 0.2
   # Holm: the smallest p-value times 5; later ones times 4, 3, ... and never below an earlier one.
   p = np.array([0.01, 0.04, 0.03, 0.005])
-  np.testing.assert_allclose(standout._holm(p), [0.03, 0.06, 0.06, 0.02])
+  np.testing.assert_allclose(significance.holm(p), [0.03, 0.06, 0.06, 0.02])
   # Resolution: with 100 examples and 81 pairs a pair needs 7 first places (Bonferroni step).
   rate = standout._min_detectable_rate(100, 1 / 81, 81, 0.05)
   k = round(rate * 100)

@@ -1,7 +1,8 @@
 """Concentration and interaction-specificity of importance maps (docs/method.md 4.4, claim C1).
 
 Concentration, per view, modality and sample, on the normalised non-negative map a_t over the
-candidate tokens (p_t = a_t / sum a; an all-zero map counts as uniform):
+candidate tokens (p_t = a_t / sum a; an all-zero map counts as uniform), for the min-max normalised
+map and (entropy and Gini) for the unnormalised one:
 
 * normalised entropy H(p) / log n (1 = flat, 0 = one token; n = 1 gives 0);
 * Gini coefficient sum_ij |a_i - a_j| / (2 n sum a) (0 = flat, 1 - 1/n = one token);
@@ -79,12 +80,16 @@ def cosine(a: Array, b: Array, cand: Array) -> Array:
 
 @functools.partial(jax.jit, static_argnames=("ks",))
 def _stats_jit(maps, raw, cand, *, ks):
-  ent, gin, mass, share = [], [], [], []
-  for mp, c in zip(maps, cand, strict=True):
+  ent, gin, mass, share, ent_raw, gin_raw = [], [], [], [], [], []
+  for mp, r, c in zip(maps, raw, cand, strict=True):
     cv = c[:, None, :]  # [B, 1, T] against maps [B, V, T]
     ent.append(normalised_entropy(mp, cv))
     gin.append(gini(mp, cv))
     mass.append(jnp.stack([top_mass(mp, cv, k) for k in ks], axis=-1))
+    # The same on the unnormalised map: min-max normalisation sets each map's smallest value to 0,
+    # which concentrates a flat map with one low token; C1 must hold on both.
+    ent_raw.append(normalised_entropy(jnp.maximum(r, 0.0), cv))
+    gin_raw.append(gini(jnp.maximum(r, 0.0), cv))
   tot = [jnp.where(c[:, None, :], jnp.maximum(r, 0.0), 0.0).sum(-1) for r, c in zip(raw, cand)]
   denom = sum(tot)
   share = [t / jnp.maximum(denom, _TINY) for t in tot]
@@ -93,6 +98,8 @@ def _stats_jit(maps, raw, cand, *, ks):
     "gini": jnp.stack(gin, axis=-1),
     "top_mass": jnp.stack(mass, axis=2),  # [B, V, M, nK]
     "mass_share": jnp.stack(share, axis=-1),  # [B, V, M]
+    "entropy_raw": jnp.stack(ent_raw, axis=-1),  # [B, V, M]
+    "gini_raw": jnp.stack(gin_raw, axis=-1),
   }
 
 
@@ -118,7 +125,8 @@ def map_statistics(attr: Attribution, ks: Sequence[float]) -> dict[str, Array]:
 
   Returns:
     {"entropy": [B, V, M], "gini": [B, V, M], "top_mass": [B, V, M, nK],
-     "mass_share": [B, V, M] (rows sum to 1 over modalities)}.
+     "mass_share": [B, V, M] (rows sum to 1 over modalities), "entropy_raw" and "gini_raw":
+     [B, V, M] on the unnormalised maps (negative values clipped to 0)}.
   """
   return _stats_jit(tuple(attr.maps), tuple(attr.raw), tuple(attr.candidates), ks=check_ks(ks))
 

@@ -94,6 +94,21 @@ def topk_mask(scores: Array, candidates: Array, k: float) -> Array:
 # --------------------------------------------------------------------------------------------------
 
 
+def trapezoid_aopc(values: Sequence[float], ks: Sequence[float]) -> float:
+  """AOPC as the normalised area under the curve over K: the trapezoid rule between the smallest
+  and the largest K, divided by their distance (the mean AOPC weighs every K the same, this one
+  weighs them by the spacing of the Ks); one K gives its value.
+
+  Args:
+    values: the quantity at each K.
+    ks: the budgets K (percent), increasing.
+  """
+  v, k = np.asarray(values, np.float64), np.asarray(ks, np.float64)
+  if len(k) == 1:
+    return float(v[0])
+  return float(((v[1:] + v[:-1]) / 2 * np.diff(k)).sum() / (k[-1] - k[0]))
+
+
 @dataclasses.dataclass
 class FaithfulnessResult:
   """Per-sample faithfulness of V maps (host numpy; concatenate batches with `concat`).
@@ -150,7 +165,8 @@ class FaithfulnessResult:
 
     Returns:
       {view: {output: {"comp", "comp_random", "suff", "suff_random", "comp_gap", "suff_gap": list
-      over K; "aopc": {the same six keys: mean over K}}}}; comp_gap = identified - random,
+      over K; "aopc": {the same six keys: mean over K}, "aopc_trapezoid": {the same: the
+      normalised trapezoid area over K, `trapezoid_aopc`}}}}; comp_gap = identified - random,
       suff_gap = random - identified (both: higher = more faithful).
     """
     v = self.valid.astype(bool)
@@ -165,6 +181,7 @@ class FaithfulnessResult:
         d["comp_gap"] = [a - b for a, b in zip(d["comp"], d["comp_random"])]
         d["suff_gap"] = [b - a for a, b in zip(d["suff"], d["suff_random"])]
         d["aopc"] = {name: float(np.mean(vals)) for name, vals in d.items()}
+        d["aopc_trapezoid"] = {name: trapezoid_aopc(d[name], self.ks) for name in d["aopc"]}
         out[view][o] = d
     return out
 

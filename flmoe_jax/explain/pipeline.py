@@ -252,6 +252,9 @@ def _faith_curves(summaries: list[dict], views: Sequence[str], ks) -> tuple[Fait
           comp_gap=per_k("comp_gap"),
           suff_gap=per_k("suff_gap"),
           aopc={n: MeanStd.of([p["aopc"][n] for p in per]) for n in per[0]["aopc"]},
+          aopc_trapezoid={
+            n: MeanStd.of([p["aopc_trapezoid"][n] for p in per]) for n in per[0]["aopc_trapezoid"]
+          },
         )
       )
   return tuple(curves)
@@ -274,6 +277,8 @@ def _model_report(runs_, accs: list[_SeedAcc], views, modality_names, ks, positi
             MeanStd.of([s["top_mass"][vi, mi, ki] for s in stats]) for ki in range(len(ks))
           ),
           mass_share=MeanStd.of([s["mass_share"][vi, mi] for s in stats]),
+          entropy_raw=MeanStd.of([s["entropy_raw"][vi, mi] for s in stats]),
+          gini_raw=MeanStd.of([s["gini_raw"][vi, mi] for s in stats]),
         )
       )
   spec = []

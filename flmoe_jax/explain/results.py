@@ -1,4 +1,4 @@
-"""Typed, versioned results of `flmoe explain` (`{"format": "flmoe-explain", "version": 1, ...}`).
+"""Typed, versioned results of `flmoe explain` (`{"format": "flmoe-explain", "version": 2, ...}`).
 
 Every number is a `MeanStd`: its per-seed `values` (in the order of the report's `seeds`), their
 mean and their sample std (ddof=1; null for a single seed). Faithfulness numbers are x100
@@ -6,7 +6,7 @@ mean and their sample std (ddof=1; null for a single seed). Faithfulness numbers
 then averaged, so the std of a gap is the std of the per-seed gaps.
 
 `ExplainReport.to_json()` / `ExplainReport.from_json()` round-trip exactly; the reader refuses other
-formats and versions instead of guessing.
+formats and unknown versions instead of guessing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ import numpy as np
 from flmoe_jax.explain.attribution import ExplainError
 
 FORMAT = "flmoe-explain"
-VERSION = 1
+# Version 2 adds the concentration of the unnormalised maps (`MapStats.entropy_raw`, `gini_raw`) and
+# the trapezoid AOPC (`FaithCurve.aopc_trapezoid`); version-1 files read with those fields None.
+VERSION = 2
+READS = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +77,7 @@ class FaithCurve:
     comp_gap: per K, identified - random comprehensiveness (higher = more faithful).
     suff_gap: per K, random - identified sufficiency (higher = more faithful).
     aopc: AOPC (mean over K) of the six quantities above, keyed by their names.
+    aopc_trapezoid: the same as a normalised trapezoid area over K (None in version-1 files).
   """
 
   view: str
@@ -86,6 +90,7 @@ class FaithCurve:
   comp_gap: tuple[MeanStd, ...]
   suff_gap: tuple[MeanStd, ...]
   aopc: dict[str, MeanStd]
+  aopc_trapezoid: dict[str, MeanStd] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +104,8 @@ class MapStats:
     gini: Gini coefficient (higher = more concentrated).
     top_mass: per K, the share of the map's mass on its top-K% tokens.
     mass_share: share of the view's raw importance on this modality.
+    entropy_raw: normalised entropy of the unnormalised map (None in version-1 files).
+    gini_raw: Gini coefficient of the unnormalised map (None in version-1 files).
   """
 
   view: str
@@ -107,6 +114,8 @@ class MapStats:
   gini: MeanStd
   top_mass: tuple[MeanStd, ...]
   mass_share: MeanStd
+  entropy_raw: MeanStd | None = None
+  gini_raw: MeanStd | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,8 +279,8 @@ class ExplainReport:
       raise ExplainError(f"not a JSON document ({e})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
       raise ExplainError(f"not a {FORMAT!r} document (format {d.get('format')!r})")
-    if d.get("version") != VERSION:
-      raise ExplainError(f"{FORMAT} version {d.get('version')!r}; this reader knows {VERSION}")
+    if d.get("version") not in READS:
+      raise ExplainError(f"{FORMAT} version {d.get('version')!r}; this reader knows {READS}")
     body = {k: v for k, v in d.items() if k not in ("format", "version")}
     return _from_plain(cls, body)
 

@@ -16,7 +16,7 @@ from flmoe_jax.errors import FlmoeError
 
 Array = jax.Array
 TARGET_SOURCES = ("pred", "true")
-SCORES = ("logit", "prob", "logodds")
+SCORES = ("logit", "prob", "logodds", "logprob")
 
 
 def target_mask(
@@ -57,18 +57,30 @@ def target_score(logits: Array, target: Array, task_type: str, *, score: str = "
   `logit`: mean target logit. `prob`: softmax probability of the target class (multiclass/binary) or mean
   sigmoid probability over the target set (multilabel). `logodds`: log-odds of the target,
   l_c - logsumexp of the other classes (multiclass/binary), or the mean target logit (multilabel,
-  where each logit is its sigmoid's log-odds). Softmax ignores a shift common to all classes, so
-  under cross-entropy the common part of the logits is never trained: `logit` carries it, `logodds`
-  and `prob` do not; `prob` saturates near 0 and 1, `logodds` does not.
+  where each logit is its sigmoid's log-odds). `logprob`: log of the target's probability: log
+  sigmoid of the log-odds (multiclass/binary; log-softmax, without its rounding) or log-sigmoid of
+  each target logit (multilabel, the mean over the target set).
+
+  Softmax ignores a shift common to all classes, so under cross-entropy the common part of the logits
+  is never trained: `logit` carries it, the other three do not. Near certainty `prob` rounds: a
+  probability of 1 - 1e-9 is 1.0 in float32, and differences of such probabilities are noise.
+  `logprob` has the same saturating shape (log p ~ p - 1 near 1) without the rounding (it returns
+  -1e-9 itself); `logodds` does not saturate at all.
   """
   if score not in SCORES:
     raise FlmoeError(f"score {score!r} not in {SCORES}")
   logits = logits.astype(jnp.float32)
   if score == "logit" or (score == "logodds" and task_type == "multilabel"):
     vals = logits
-  elif score == "logodds":
+  elif score in ("logodds", "logprob") and task_type != "multilabel":
     others = jax.nn.logsumexp(jnp.where(target > 0, -jnp.inf, logits), axis=-1, keepdims=True)
     vals = logits - others
+    if score == "logprob":
+      # log p = log sigmoid(log-odds): near certainty -softplus(-lo) keeps 1 - p = 1e-9 as
+      # -1e-9, where log_softmax's sum of exponentials rounds to 1 in float32 and gives 0.
+      vals = jax.nn.log_sigmoid(vals)
+  elif score == "logprob":
+    vals = jax.nn.log_sigmoid(logits)
   elif task_type == "multilabel":
     vals = jax.nn.sigmoid(logits)
   else:

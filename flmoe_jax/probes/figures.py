@@ -115,18 +115,16 @@ def masking_curves(report: dict, path: pathlib.Path) -> pathlib.Path:
   for name, color in (("SII", "tab:blue"), ("RG", "tab:red")):
     d = pm[name]
     for ax, key in ((axes[0], "prob_drop"), (axes[1], "metric_drop")):
-      for kind, ls in (("ranked", "-"), ("random", "--")):
+      labels = {
+        "ranked": f"{name}-ranked ({d['expert']})",
+        "random": f"random tokens of the candidates (matched to {name})",
+        "random_all": f"random tokens of all (matched to {name})",
+      }
+      for kind, ls in (("ranked", "-"), ("random", "--"), ("random_all", ":")):
+        if kind not in d:
+          continue
         y = np.asarray(d[kind][key])
-        ax.plot(
-          b,
-          y,
-          ls,
-          marker="o",
-          color=color,
-          label=f"{name}-ranked ({d['expert']})"
-          if kind == "ranked"
-          else f"random (matched to {name})",
-        )
+        ax.plot(b, y, ls, marker="o", color=color, label=labels[kind])
         if key == "prob_drop":
           se = np.asarray(d[kind]["prob_drop_se"])
           ax.fill_between(b, y - se, y + se, color=color, alpha=0.15)

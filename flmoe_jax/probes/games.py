@@ -35,7 +35,7 @@ from flmoe_jax.errors import FlmoeError
 from flmoe_jax.explain import masking, targets
 
 Array = jax.Array
-SCORES = targets.SCORES  # ("logit", "prob", "logodds")
+SCORES = targets.SCORES  # ("logit", "prob", "logodds", "logprob")
 
 
 class ProbeError(FlmoeError):
@@ -416,6 +416,10 @@ class ModelValueFn:
     task_type: multilabel | multiclass | binary.
     scores: score scales in output order; one scale gives no trailing axis.
     lengths: T_m per modality.
+    per_reference: marginal game only: besides the mean over the K references, return the value on
+      each reference, so that a linear index (SII) can be read per reference and its standard
+      error can include the reference draw (`shapley.reference_se`). The output is then
+      [C, *batch, S * (1 + K)]: per scale, the mean first, then the K references.
   """
 
   graph: HashableGraph
@@ -423,6 +427,7 @@ class ModelValueFn:
   task_type: str
   scores: tuple[str, ...]
   lengths: tuple[int, ...]
+  per_reference: bool = False
 
   def __call__(self, coalitions: Array, params: dict) -> Array:
     batch_dims = params["hs"][0].ndim - 2  # 0 for one example, 1 for a batch
@@ -442,6 +447,9 @@ class ModelValueFn:
     vals = [
       targets.target_score(logits, params["target"], self.task_type, score=s) for s in self.scores
     ]
+    if marginal and self.per_reference:  # [C, K, *batch] -> [C, *batch, S * (1 + K)]
+      cols = [jnp.concatenate([v.mean(1)[..., None], jnp.moveaxis(v, 1, -1)], -1) for v in vals]
+      return jnp.concatenate(cols, -1)
     if marginal:  # v(S) = E_ref[score(x_S, ref_rest)]: the mean over the references
       vals = [v.mean(1) for v in vals]
     return vals[0] if len(vals) == 1 else jnp.stack(vals, -1)
@@ -511,7 +519,7 @@ def model_game(
     kinds: per modality `tokens` | `patches` (`<s>` of tokens is never a player).
     task_type: multilabel | multiclass | binary.
     expert: expert name or index, or 'mixture' (the full model's output).
-    score: `logit`, `prob` or `logodds` (`explain.targets.target_score`), or a sequence of them
+    score: `logit`, `prob`, `logodds` or `logprob` (`explain.targets.target_score`), or a sequence of them
       (trailing output axis, one per scale).
     means: the store's train means per modality (for `fill='mean'`).
     fill: `mean` or `zero` (ignored when `fills` is given).

@@ -154,7 +154,13 @@ def masking_coalitions(
   rng: np.random.Generator,
   n_modalities: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Coalitions (True = kept) for ranked and matched-random pair masking at every budget.
+  """Coalitions (True = kept) for ranked pair masking and two random controls at every budget.
+
+  Both controls mask, per modality, as many tokens as the ranked coalition does (unique tokens, since
+  pairs share members). The matched control draws them from the tokens of the candidate pairs, the
+  pool the ranking chose from, so "ranked beats random" tests the ranking and not the candidate
+  selection (with `topk` candidates, tokens an attribution map already picked); the second control
+  draws from all tokens of the modality.
 
   Args:
     players_modality: int [n] modality of each (padded) player (-1 = padding player).
@@ -162,13 +168,14 @@ def masking_coalitions(
     pairs: int [P, 2] candidate pairs.
     order: int [P_valid] valid pair indices, best first.
     budgets: pair budgets b.
-    repeats: random repeats.
-    rng: numpy generator for the random control.
+    repeats: random repeats of each control.
+    rng: numpy generator for the random controls.
     n_modalities: M.
 
   Returns:
-    (bool [n_b, 1 + repeats, n]: index 0 = ranked, 1.. = random; int [n_b, M] masked unique
-    tokens per modality).
+    (bool [n_b, 1 + 2 * repeats, n]: index 0 = ranked, 1..repeats = random tokens of the candidate
+    pairs, repeats+1.. = random tokens of all players; int [n_b, M] masked unique tokens per
+    modality).
   """
   n = players_modality.shape[0]
   first = first_masked_budget(pairs, order, n)
@@ -177,12 +184,17 @@ def masking_coalitions(
   counts = np.stack(
     [(ranked_masked & (players_modality == m)).sum(1) for m in range(n_modalities)], 1
   )  # [n_b, M]
-  rand_masked = np.zeros((len(b), repeats, n), bool)
-  for m in range(n_modalities):  # a handful of modalities; budgets and repeats are vectorised
-    ids = np.flatnonzero((players_modality == m) & (np.arange(n) < n_valid))
-    rank = np.argsort(rng.random((len(b), repeats, ids.size)), -1).argsort(-1)
-    rand_masked[:, :, ids] = rank < counts[:, m][:, None, None]
-  keep = ~np.concatenate([ranked_masked[:, None], rand_masked], 1)
+  pool = np.zeros(n, bool)
+  pool[pairs[order].ravel()] = True  # every token the ranked coalitions can contain
+  controls = []
+  for allowed in (pool, np.arange(n) < n_valid):
+    rand_masked = np.zeros((len(b), repeats, n), bool)
+    for m in range(n_modalities):  # a handful of modalities; budgets and repeats are vectorised
+      ids = np.flatnonzero((players_modality == m) & allowed)
+      rank = np.argsort(rng.random((len(b), repeats, ids.size)), -1).argsort(-1)
+      rand_masked[:, :, ids] = rank < counts[:, m][:, None, None]
+    controls.append(rand_masked)
+  keep = ~np.concatenate([ranked_masked[:, None], *controls], 1)
   return keep, counts
 
 

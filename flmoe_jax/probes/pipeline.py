@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from flmoe_jax import metrics as metrics_lib
+from flmoe_jax import significance
 from flmoe_jax.explain import masking, targets
 from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS
 from flmoe_jax.probes import pairs as pairs_lib
@@ -43,11 +44,19 @@ from flmoe_jax.probes.shapley import (
   check_memory_knob,
   draws_for_budget,
   evaluate_examples,
+  full_input_coalitions,
+  full_input_rg,
   mc_pair_statistics_batch,
+  reference_se,
 )
 
 ROLES = ("sii", "rg")  # synergy probe (SII on the synergy expert), redundancy probe (RG on red)
-SCALES = ("logit", "prob", "logodds")
+SCALES = ("logit", "prob", "logodds", "logprob")
+# The two random controls of pair masking, as the probe file names them.
+_CONTROLS = {
+  "random": "random tokens of the candidate pairs, as many per modality as the ranked pairs mask",
+  "random_all": "random tokens of all tokens, as many per modality as the ranked pairs mask",
+}
 DEFAULT_DRAWS = 64
 ATTRIBUTIONS = ("attnxgrad", "attn", "ig", "grad_x_input")
 MAX_BATCH = 64  # examples per batched call (their coalitions still obey the memory knob)
@@ -106,7 +115,9 @@ def _score_batch(
     chunk: the memory knob: most coalitions per value-function call across the batch.
 
   Returns:
-    ({index: (mean [N, P, K], stderr [N, P, K])}, endpoint values v(∅), v(N) [N, 2, K]).
+    ({index: (mean [N, P, K], stderr [N, P, K])}, endpoint values v(∅), v(N) [N, 2, K]). The
+    indices are the MC ones and `RG-full`, the exact redundancy gap from the full input
+    (`shapley.full_input_coalitions`; its stderr is 0).
   """
   stats = mc_pair_statistics_batch(
     fn,
@@ -122,7 +133,37 @@ def _score_batch(
   )
   full = jnp.arange(n_players) < n_valid[:, None]  # [N, n]
   ends = jnp.stack([jnp.zeros_like(full), full], 1)  # [N, 2, n]: the empty and the grand coalition
-  return stats, evaluate_examples(fn, shared, batched, ends, chunk)
+  n_ex, n_pairs = pairs.shape[:2]
+  drops = jax.vmap(lambda p, nv: full_input_coalitions(p, nv, n_players))(pairs, n_valid)
+  coal = jnp.concatenate([ends, drops.reshape(n_ex, 3 * n_pairs, n_players)], 1)
+  vals = evaluate_examples(fn, shared, batched, coal, chunk)  # [N, 2 + 3P, *out]
+  rg_full = full_input_rg(vals[:, 2:].reshape(n_ex, n_pairs, 3, *vals.shape[2:]), axis=2)
+  stats = {**stats, "RG-full": (rg_full, jnp.zeros_like(rg_full))}
+  return stats, vals[:, :2]
+
+
+# Indices linear in the value function: their per-reference estimates average to the mean game's.
+_LINEAR = ("SII", "RG-additive")
+
+
+def _reference_stats(stats: dict, ends: np.ndarray, per_reference: bool) -> tuple[dict, np.ndarray]:
+  """Mean-game statistics from a per-reference marginal game's [..., S * (1 + K)] outputs.
+
+  The values are the mean game's; the SEs of the linear indices include the reference draw
+  (`shapley.reference_se`). RG is not linear in the value (a max of drops), so its per-reference
+  estimates say nothing about the mean game's, and its SE stays the MC one (references fixed).
+  """
+  if not per_reference:
+    return stats, ends
+  s = len(SCALES)
+  ends = ends.reshape(*ends.shape[:-1], s, -1)[..., 0]
+  out = {}
+  for name, (mu, se) in stats.items():
+    mu = mu.reshape(*mu.shape[:-1], s, -1)
+    se = se.reshape(*se.shape[:-1], s, -1)
+    se0 = reference_se(se[..., 0], mu[..., 1:], se[..., 1:]) if name in _LINEAR else se[..., 0]
+    out[name] = (mu[..., 0], se0.astype(np.float32))
+  return out, ends
 
 
 def _example_keys(key, rows, role_index: int):
@@ -178,8 +219,8 @@ def run_probe(
   which: str = "best",
   mask_budgets: Sequence[int] = (1, 2, 5, 10),
   mask_repeats: int = 10,
-  sii_rank_score: str = "logit",
-  rg_rank_score: str = "prob",
+  sii_rank_score: str = "logodds",
+  rg_rank_score: str = "logprob",
   sii_expert: str | None = None,
   rg_expert: str | None = None,
   attribution: str = "attnxgrad",
@@ -190,6 +231,7 @@ def run_probe(
   figures: bool = True,
   n_heatmaps: int = 4,
   tag: str = "",
+  stability: bool = False,
   log=print,
 ) -> dict:
   """Runs the interaction probes of a trained run and writes `W/probe/<split>.json`.
@@ -223,8 +265,14 @@ def run_probe(
     which: `best` or `latest` checkpoint.
     mask_budgets: pair budgets b of the masking experiment.
     mask_repeats: random-control repeats.
-    sii_rank_score: scale that ranks pairs for SII masking (`logit` | `prob` | `logodds`).
-    rg_rank_score: scale that ranks pairs for RG masking (`prob` default, docs/method.md 5.3a).
+    sii_rank_score: scale that ranks SII pairs, for pair masking and the standout tests (`logodds`
+      | `logprob` | `logit` | `prob`). The log-odds of the target is the default: it ignores the part of a
+      softmax head's logits common to all classes (never trained under cross-entropy, so the raw
+      logit ranks by its random init) and does not saturate (probabilities near 1 do).
+    rg_rank_score: the same for RG pairs (`logprob` default: the log of the target's probability
+      keeps the saturation that makes a copied pair's gap large, without the float32 rounding of
+      probabilities near 1; on log-odds an additive model's pairs read as redundant: docs/method.md
+      5.3).
     sii_expert: game of the SII probe: an expert name or `mixture` (default `syn`).
     rg_expert: game of the redundancy-gap probe (default `red`).
     attribution: map that pre-selects `topk` tokens: `attnxgrad` (docs/method.md 4.1b, default), `attn`,
@@ -241,6 +289,10 @@ def run_probe(
     n_heatmaps: examples with heatmaps.
     tag: optional suffix: results go to `W/probe/<split>_<tag>.json` (several probe settings of
       one run side by side).
+    stability: also probe the same examples with another MC seed (`seed + 1`) and, when the run
+      has another finished training seed, that seed's model; their files are written beside
+      this one (tags `stability-mc`, `stability-seed`) and the agreement of the pair rankings
+      (`stability.compare`) goes into this file's `stability` block. Costs 2-3 probes.
     log: progress printer (None = silent).
 
   Returns:
@@ -250,6 +302,7 @@ def run_probe(
     ProbeError / RunDirError / StoreError: bad arguments or run, before anything is computed or
       written.
   """
+  call = {k: v for k, v in locals().items() if k not in ("stability", "tag", "figures")}
   from flmoe_jax import runs
 
   log = log or (lambda *a, **k: None)
@@ -361,7 +414,10 @@ def run_probe(
   expert_fn, expert_state = {}, {}
   for role in ROLES:
     gd, st, mode = split_expert(model, experts[role])
-    expert_fn[role] = ModelValueFn(HashableGraph(gd), mode, task, SCALES, lengths)
+    # The marginal game also returns each reference's value: the SE of SII then includes the draw
+    # of the references (`shapley.reference_se`).
+    per_ref = role_fill[role] == "marginal" and references > 1
+    expert_fn[role] = ModelValueFn(HashableGraph(gd), mode, task, SCALES, lengths, per_ref)
     expert_state[role] = st
   mix_fn = ModelValueFn(HashableGraph(graphdef_full), "mixture", task, ("prob",), lengths)
   # The masking fill (pair masking, grad_x_input maps): the marginal game's runs use the mean.
@@ -485,6 +541,7 @@ def run_probe(
     # (b) One batched call per role: MC statistics and endpoint values of every example.
     t1 = time.time()
     out = jax.device_get({role: score_programs[role](*args[role]) for role in ROLES})
+    out = {role: _reference_stats(*out[role], expert_fn[role].per_reference) for role in ROLES}
     t_mc.extend([(time.time() - t1) / n_real] * n_real)
 
     # (c) Records per example (host), and the pair-masking coalitions that need their rankings.
@@ -548,7 +605,7 @@ def run_probe(
       records.append(rec)
 
     # (d) Pair-level masking in the full model (docs/method.md 5.5): one batched call.
-    coal = np.stack(coal_all)  # [n_real, 2, n_b, 1 + reps, n]
+    coal = np.stack(coal_all)  # [n_real, 2, n_b, 1 + 2 * reps, n]
     ml = pairs_lib.masked_logits_batch(
       mix_fn,
       {"state": state_full, "fills": fills},
@@ -561,7 +618,7 @@ def run_probe(
 
   clean_logits = np.concatenate(clean_logits_all)
   labels_np = np.concatenate(labels_all)
-  masked = np.stack(masked_logits_all)  # [N, 2, n_b, 1 + reps, C]
+  masked = np.stack(masked_logits_all)  # [N, 2, n_b, 1 + 2 * reps, C]
   targets_np = np.stack(
     [np.asarray(jax.nn.one_hot(r["target"], clean_logits.shape[-1]).sum(0)) for r in records]
   )
@@ -578,7 +635,8 @@ def run_probe(
     experts,
   )
   # Expert evaluations = model passes: the marginal fill runs every coalition on K references.
-  evals_per_example = sum(n_draws * 4 * p_max * passes[role] for role in ROLES)
+  # Per pair: 4 coalitions per draw, and 3 for the full-input gap; per example the two endpoints.
+  evals_per_example = sum((n_draws * 4 * p_max + 3 * p_max + 2) * passes[role] for role in ROLES)
   report = {
     "format": PROBE_FORMAT,
     "version": PROBE_VERSION,
@@ -607,6 +665,11 @@ def run_probe(
       "max_coalitions_per_call": chunk,
       "fill": fill,
       "fills": {"SII": role_fill["sii"], "RG": role_fill["rg"], "pair_masking": mask_fill},
+      # Which indices' SEs include the draw of the marginal game's references.
+      "se_includes_references": {
+        {"sii": "SII", "rg": "RG"}[r]: list(_LINEAR) if expert_fn[r].per_reference else []
+        for r in ROLES
+      },
       "references": int(references) if marginal else None,
       "reference_rows": None if reference_rows is None else reference_rows.tolist(),
       "target_source": target_source,
@@ -618,7 +681,7 @@ def run_probe(
       "standout_min_rate": standout_min_rate,
       "min_effect": min_effect,
       "attention": run.config.model.attention,
-      "indices": list(PAIR_INDICES),
+      "indices": [*PAIR_INDICES, "RG-full"],
       "scales": list(SCALES),
       "experts": experts,
       "modalities": list(names),
@@ -645,6 +708,8 @@ def run_probe(
   }
   if planted is not None:
     report["planted"] = _planted_summary(planted, records, experts, min_effect)
+  if stability:
+    report["stability"] = _stability(report, call, tag, runs.finished_seeds(workdir))
   out_dir = pathlib.Path(workdir) / "probe"
   path = write_json_atomic(out_dir / f"{stem}.json", report)
   report["path"] = str(path)
@@ -656,6 +721,22 @@ def run_probe(
     ]
   log(f"wrote {path} ({time.time() - t0:.0f}s)")
   return report
+
+
+def _stability(report: dict, call: dict, tag: str, seeds: Sequence[int]) -> dict:
+  """The same probe under a new MC seed and another training seed, and the rankings' agreement."""
+  from flmoe_jax.probes import stability as stability_lib
+
+  variants = {"monte_carlo": {"seed": call["seed"] + 1}}
+  others = [s for s in seeds if s != report["run"]["seed"]]
+  if others:
+    variants["training_seed"] = {"run_seed": others[0]}
+  out = {}
+  for name, change in variants.items():
+    suffix = "stability-mc" if name == "monte_carlo" else "stability-seed"
+    again = run_probe(**{**call, **change}, tag=f"{tag}-{suffix}" if tag else suffix, figures=False)
+    out[name] = stability_lib.compare(report, again)
+  return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -698,7 +779,7 @@ def _token_maps(
 def _masking_coalitions(
   scores, rank_scales, pmod, n_valid, p_max, budgets, repeats, rng, m_count
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-  """Kept-player coalitions [2, n_b, 1 + repeats, n] of SII- and RG-ranked pair masking."""
+  """Kept-player coalitions [2, n_b, 1 + 2 * repeats, n] of SII- and RG-ranked pair masking."""
   coal_all, counts_all = [], []
   for role, name, scale in zip(ROLES, ("SII", "RG"), rank_scales):
     cp, stats = scores[role]
@@ -720,7 +801,12 @@ def _masking_coalitions(
 def _masking_summary(
   task, clean_logits, labels, masked, target, budgets, repeats, records, rank_scores, experts
 ) -> dict:
-  """Drops in target probability and task metric vs budget, ranked vs matched random."""
+  """Drops in target probability and task metric vs budget: ranked pairs vs two random controls.
+
+  `masked` [N, 2, n_b, 1 + 2 * repeats, C]: per example, index (SII, RG) and budget, the logits
+  with the ranked pairs masked, then `repeats` draws of each control (`pairs.masking_coalitions`).
+  The matched control is the one the ranking is tested against (`significance.beats_control`).
+  """
   metric_name = metrics_lib.default_selection_metric(task)
   p_clean = np.asarray(
     targets.target_score(jnp.asarray(clean_logits), jnp.asarray(target), task, score="prob")
@@ -729,66 +815,59 @@ def _masking_summary(
     targets.target_score(
       jnp.asarray(masked), jnp.asarray(target[:, None, None, None, :]), task, score="prob"
     )
-  )  # [N, 2, n_b, 1 + reps]
+  )  # [N, 2, n_b, 1 + 2 * reps]
   drop = p_clean[:, None, None, None] - p_masked
   clean_metric = metrics_lib.compute_metrics(task, clean_logits, labels)[metric_name]
+  n = int(len(p_clean))
   out = {
     "budgets": budgets,
     "repeats": repeats,
     "metric": metric_name,
     "clean_metric": clean_metric,
     "clean_prob": float(p_clean.mean()),
-    "n": int(len(p_clean)),
-    "control": "random pairs with matched unique-token counts per modality",
+    "n": n,
+    "controls": dict(_CONTROLS),
+    "test": significance.TEST_NAME,
+    "alpha": significance.DEFAULT_ALPHA,
+    "min_examples": significance.MIN_EXAMPLES,
   }
+
+  def metric(logits):
+    return metrics_lib.compute_metrics(task, logits, labels)[metric_name]
+
+  def drops(d):  # [N, n_b] per-example drops -> mean and SE per budget
+    se = d.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(d.shape[1])
+    return {"prob_drop": _r(d.mean(0)), "prob_drop_se": _r(se)}
+
+  ranked_drop = drop[:, :, :, 0]  # [N, 2, n_b]
+  # Per-example mean over a control's repeats first (docs/method.md 4.2).
+  control_slices = {"random": slice(1, 1 + repeats), "random_all": slice(1 + repeats, None)}
+  control_drop = {c: drop[:, :, :, sl].mean(-1) for c, sl in control_slices.items()}
+  tests = {c: significance.beats_control(ranked_drop, d) for c, d in control_drop.items()}
   for ri, (name, role) in enumerate((("SII", "sii"), ("RG", "rg"))):
-    ranked_drop = drop[:, ri, :, 0]  # [N, n_b]
-    rand_drop = drop[:, ri, :, 1:].mean(
-      -1
-    )  # per-sample mean over repeats first (docs/method.md 4.2)
-    m_ranked = [
-      metrics_lib.compute_metrics(task, masked[:, ri, b, 0], labels)[metric_name]
-      for b in range(len(budgets))
-    ]
-    m_rand = np.array(
-      [
-        [
-          metrics_lib.compute_metrics(task, masked[:, ri, b, 1 + r], labels)[metric_name]
-          for r in range(repeats)
-        ]
-        for b in range(len(budgets))
-      ]
-    )
-    n = len(ranked_drop)
-    diff = ranked_drop - rand_drop
-    tokens = np.array([r["masking_unique_tokens"][name] for r in records])  # [N, n_b, M]
-    out[name] = {
+    m_ranked = [metric(masked[:, ri, b, 0]) for b in range(len(budgets))]
+    block = {
       "expert": experts[role],
       "rank_score": rank_scores[ri],
       "ranked": {
-        "prob_drop": _r(ranked_drop.mean(0)),
-        "prob_drop_se": _r(
-          ranked_drop.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(budgets))
-        ),
+        **drops(ranked_drop[:, ri]),
         "metric": _r(m_ranked),
         "metric_drop": _r(clean_metric - np.asarray(m_ranked)),
       },
-      "random": {
-        "prob_drop": _r(rand_drop.mean(0)),
-        "prob_drop_se": _r(
-          rand_drop.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(budgets))
-        ),
+    }
+    for c, sl in control_slices.items():
+      reps = range(sl.start, sl.start + repeats)
+      m_rand = np.array([[metric(masked[:, ri, b, r]) for r in reps] for b in range(len(budgets))])
+      block[c] = {
+        **drops(control_drop[c][:, ri]),
         "metric": _r(m_rand.mean(1)),
         "metric_std": _r(m_rand.std(1)),
         "metric_drop": _r(clean_metric - m_rand.mean(1)),
-      },
-      "prob_drop_gap": _r(diff.mean(0)),
-      "prob_drop_gap_se": _r(
-        diff.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(budgets))
-      ),
-      "ranked_beats_random": [bool(x) for x in ranked_drop.mean(0) > rand_drop.mean(0)],
-      "mean_unique_tokens": _r(tokens.mean(0)),
-    }
+        **{k: _r(v) if k != "beats" else v for k, v in tests[c][ri].items()},
+      }
+    tokens = np.array([r["masking_unique_tokens"][name] for r in records])  # [N, n_b, M]
+    block["mean_unique_tokens"] = _r(tokens.mean(0))
+    out[name] = block
   return out
 
 
@@ -934,6 +1013,11 @@ def _planted_summary(
         # (0 = always first, 0.5 = chance): the null control's numbers.
         "chance_hit@1": _r(np.mean(1.0 / n_pairs)) if n_pairs.size else None,
         "mean_rank_percentile": _r(pct.mean()) if pct.size else None,
+        # Detector scores, planted pair = the one positive among the example's candidates, mean
+        # over the examples where it is a candidate: the pair AUROC (share of the other pairs
+        # ranked below it, 1 - the rank percentile) and the average precision (1 / rank).
+        "pair_auroc": _r(1.0 - pct.mean()) if pct.size else None,
+        "pair_ap": _r(np.mean(1.0 / ranks[np.isfinite(ranks)])) if pct.size else None,
         "mean_value": _r(vals.mean()) if vals.size else None,
       }
       if scale == "logodds":
@@ -989,4 +1073,39 @@ def _planted_summary(
         "mean_value": _r(np.mean([r["value"] for r in ranked])) if ranked else None,
       }
     summary["pairs"][name] = res
+  summary["type_auroc"] = _type_auroc(planted, records)
   return summary
+
+
+def _type_auroc(planted: dict, records: list[dict]) -> dict | None:
+  """Each probe as a classifier of the pair's type: SII of the synergy game, planted synergy vs
+  planted redundant pairs (and RG of the redundancy game, the other way round), over examples.
+
+  Returns:
+    {"SII": {scale: AUROC}, "RG": {scale: AUROC}, "n_synergy", "n_redundancy"} (0.5 = no
+    separation, 1 = every synergy pair above every redundant one), or None without both kinds.
+  """
+  names = {
+    k: [n for n, q in planted["pairs"].items() if q["kind"] == k] for k in ("synergy", "redundancy")
+  }
+  if not (names["synergy"] and names["redundancy"]):
+    return None
+  out = {}
+  for role, index, positive in (("sii", "SII", "synergy"), ("rg", "RG", "redundancy")):
+    out[index] = {}
+    for scale in SCALES:
+      vals = {
+        k: [
+          r["planted"][n][role][f"{index}_{scale}"]["value"]
+          for r in records
+          for n in names[k]
+          if r.get("planted", {}).get(n, {}).get(role)
+        ]
+        for k in names
+      }
+      y = [k == positive for k in names for _ in vals[k]]
+      x = [v for k in names for v in vals[k]]
+      auroc = metrics_lib.binary_auroc(np.asarray(y, bool), np.asarray(x, np.float64))
+      out[index][scale] = None if math.isnan(auroc) else _r(auroc)
+  out["n_synergy"], out["n_redundancy"] = len(vals["synergy"]), len(vals["redundancy"])
+  return out

@@ -21,7 +21,10 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 PROBE_FORMAT = "flmoe-probe"
-PROBE_VERSION = 1
+# 2: pairs ranked on the target's log-odds by default; pair masking's `random` control draws from the
+# candidate pairs' tokens, `random_all` from all tokens, and each carries a paired test against the
+# ranked pairs (1: ranked by logit / probability, one control from all tokens, no test).
+PROBE_VERSION = 2
 
 
 def _tolist(a: Any) -> Any:
@@ -265,5 +268,7 @@ def read_probe(path: str | os.PathLike) -> dict:
   if d.get("format") != PROBE_FORMAT:
     raise ProbeError(f"{p}: format {d.get('format')!r}, want {PROBE_FORMAT!r}")
   if d.get("version") != PROBE_VERSION:
-    raise ProbeError(f"{p}: version {d.get('version')!r}, this reader knows {PROBE_VERSION}")
+    raise ProbeError(
+      f"{p}: version {d.get('version')!r}, this reader knows {PROBE_VERSION}; rerun flmoe probe"
+    )
   return d

@@ -399,6 +399,71 @@ def _unit_stats(samples: Array, antithetic: bool) -> tuple[Array, Array]:
   return mean, se
 
 
+def full_input_coalitions(pairs: Array, n_valid: Array, n_players: int) -> Array:
+  """The full input without i, without j, and without both, per pair: bool [P, 3, n_players].
+
+  The "from the full input" redundancy gap keeps B = N minus {i, j} instead of drawing it: then
+  D_i = v(N) - v(N - i), D_j = v(N) - v(N - j), D_ij = v(N) - v(N - ij), and
+  RG_full = D_ij - max(D_i, D_j) = min(v(N - i), v(N - j)) - v(N - ij) (`full_input_rg`). It is
+  exact, 3 evaluations per pair, and reads redundancy where the full input is: a pair whose members
+  each make the other unnecessary in this very example.
+
+  Args:
+    pairs: int [P, 2] player pairs.
+    n_valid: real player count (players >= n_valid are padding, never present).
+    n_players: coalition width.
+  """
+  full = jnp.arange(n_players) < n_valid
+  i = jax.nn.one_hot(pairs[:, 0], n_players, dtype=bool)
+  j = jax.nn.one_hot(pairs[:, 1], n_players, dtype=bool)
+  return jnp.stack([full & ~i, full & ~j, full & ~(i | j)], axis=1)
+
+
+def full_input_rg(values: Array, axis: int) -> Array:
+  """RG_full from the values of `full_input_coalitions`, whose 3 variants lie on `axis`.
+
+  Args:
+    values: [..., 3 (on `axis`), ...]: v(N - i), v(N - j), v(N - ij).
+    axis: the axis of the three variants.
+
+  Returns:
+    min(v(N - i), v(N - j)) - v(N - ij), with `axis` removed.
+  """
+  v = [jnp.take(values, k, axis=axis) for k in range(3)]
+  return jnp.minimum(v[0], v[1]) - v[2]
+
+
+def reference_se(se_mean: np.ndarray, values_k: np.ndarray, se_k: np.ndarray) -> np.ndarray:
+  """Standard error of a linear index of the marginal game, with the K references as random too.
+
+  The marginal game's value is a mean over K references drawn once. For an index linear in the
+  value (SII), its MC estimate is the grand mean of y[r, k] = Delta(S_r, reference k) over R draw
+  units and the K references, crossed. The SE the MC engine reports for the mean game treats the
+  references as fixed; with them random (y = mu + a_r + b_k + e_rk), the variance of the grand
+  mean is (MS_draws + MS_references - MS_residual) / (R K), which the per-reference estimates give
+  without the draws themselves:
+
+    SE^2 = se_mean^2 + var_k(value_k) / K - (sum_k se_k^2 - K se_mean^2) / (K (K - 1)),
+
+  floored at se_mean^2 (the references cannot make the estimate more precise).
+
+  Args:
+    se_mean: [...] MC standard error of the index on the mean game.
+    values_k: [..., K] the index on each reference's game.
+    se_k: [..., K] their MC standard errors (the same draws).
+
+  Returns:
+    [...] the standard error with the reference draw included (se_mean when K < 2).
+  """
+  se_mean = np.asarray(se_mean, np.float64)
+  k = values_k.shape[-1]
+  if k < 2:
+    return se_mean
+  between = np.var(np.asarray(values_k, np.float64), axis=-1, ddof=1) / k
+  residual = ((np.asarray(se_k, np.float64) ** 2).sum(-1) - k * se_mean**2) / (k * (k - 1))
+  return np.sqrt(np.maximum(se_mean**2 + between - residual, se_mean**2))
+
+
 @functools.partial(jax.jit, static_argnames=("fn", "n_players", "n_draws", "antithetic", "chunk"))
 def mc_pair_statistics(
   fn,

@@ -31,6 +31,8 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 from scipy import stats
 
+from flmoe_jax import significance
+
 DEFAULT_ALPHA = 0.05
 # A pair "stands out" when it ranks first in significantly more than this share of the examples.
 DEFAULT_MIN_RATE = 0.1
@@ -133,7 +135,7 @@ def top_pair_test(
   p0 = np.array([chance[k] for k in ks]) / np.maximum(ns, 1)
   p_chance = _binomial_tail(counts, ns, p0)
   p = _binomial_tail(counts, ns, np.maximum(p0, min_rate))
-  p_chance_holm, p_holm = _holm(p_chance), _holm(p)
+  p_chance_holm, p_holm = significance.holm(p_chance), significance.holm(p)
   prefers, stand = p_chance_holm < alpha, p_holm < alpha
   rate = counts / np.maximum(ns, 1)
   se = np.sqrt(rate * (1 - rate) / np.maximum(ns, 1))
@@ -185,16 +187,6 @@ def _binomial_tail(counts: np.ndarray, n: np.ndarray, p0: np.ndarray) -> np.ndar
   if not len(counts):
     return np.zeros(0)
   return stats.binom.sf(np.ceil(counts - 1e-9) - 1, n, p0)
-
-
-def _holm(p: np.ndarray) -> np.ndarray:
-  """Holm step-down adjusted p-values (family-wise error control for any dependence)."""
-  m = len(p)
-  order = np.argsort(p, kind="stable")
-  adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-  out = np.empty(m)
-  out[order] = adj
-  return out
 
 
 def _min_detectable_rate(n: int, p0: float, m: int, alpha: float) -> float | None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from flmoe_jax import significance
 from flmoe_jax.errors import RunDirError
 from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.report.render import Figure, Section, Table, write_report
@@ -126,86 +127,268 @@ def _conc(block: dict, view: str) -> dict[str, dict]:
   return {c["modality"]: c for c in block.get("concentration", []) if c["view"] == view}
 
 
+C1_STAT = "normalised entropy of a map over its candidate tokens (0 = one token, 1 = flat)"
+_MAP_KINDS = (("normalised", "entropy", "gini"), ("raw", "entropy_raw", "gini_raw"))
+
+
+def _seed_values(ms: dict | None) -> list[float]:
+  return [] if ms is None else [v for v in ms.get("values", []) if v is not None]
+
+
+def _ci_text(ci, digits: int = 3) -> str:
+  return (
+    "n/a (< 2 seeds)"
+    if ci is None
+    else f"{ci[0]:+.{digits}f} [{ci[1]:+.{digits}f}, {ci[2]:+.{digits}f}]"
+  )
+
+
+def _specificity(explain: dict) -> str:
+  """Cross-expert specificity: the mean top-K Jaccard overlap of the experts' maps, seed interval."""
+  spec = explain["model"].get("specificity", [])
+  if not spec:
+    return ""
+  per_seed = np.array([[_seed_values(j) for j in s["jaccard"]] for s in spec], dtype=float)
+  seeds = per_seed.mean((0, 1))  # [seeds]: over expert pairs, modalities and K
+  ci = significance.mean_ci(seeds)
+  value = f"{seeds.mean():.2f}" if ci is None else f"{ci[0]:.2f} [{ci[1]:.2f}, {ci[2]:.2f}]"
+  return (
+    f"; cross-expert specificity: mean top-K Jaccard overlap of the experts' maps {value} "
+    f"(0 = disjoint top tokens, 1 = the same; {len(seeds)} seeds)"
+  )
+
+
 def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
-  """C1: FL-I2MoE maps more concentrated (lower entropy, higher Gini) than the dense transformer's."""
-  fl, dense = _conc(explain["model"], "mixture"), _conc(explain.get("baseline") or {}, "dense")
-  rows = [["modality", "FL entropy", "dense entropy", "FL Gini", "dense Gini"]]
-  wins = []
-  for mod, c in fl.items():
-    if mod not in dense:
-      continue
-    d = dense[mod]
-    rows.append(
-      [
-        mod,
-        _f(c["entropy"]["mean"], 3),
-        _f(d["entropy"]["mean"], 3),
-        _f(c["gini"]["mean"], 3),
-        _f(d["gini"]["mean"], 3),
-      ]
-    )
-    wins.append(
-      c["entropy"]["mean"] < d["entropy"]["mean"] and c["gini"]["mean"] > d["gini"]["mean"]
-    )
-  overlaps = [
-    np.mean([v["mean"] for v in s["jaccard"]]) for s in explain["model"].get("specificity", [])
+  """C1: FL-I2MoE's maps are more concentrated than the dense transformer's.
+
+  Every view of FL-I2MoE (each expert and the mixture) against the dense map, per modality, on the
+  min-max normalised and on the unnormalised maps. The statistic is the normalised entropy (lower =
+  more concentrated); each cell is the difference of the two models' seed means with a 95% Welch
+  interval over seeds (`significance.diff_ci`). PASS: every interval lies below 0; FAIL: some
+  interval lies above 0; NOT SHOWN: fewer than two seeds of either model, a file without the
+  unnormalised maps, or intervals that cross 0. The cross-expert specificity is stated beside it.
+  """
+  head = f"C1 ({dataset})"
+  dense = _conc(explain.get("baseline") or {}, "dense")
+  fl = explain["model"].get("concentration", [])
+  views = list(dict.fromkeys(c["view"] for c in fl))
+  rows = [
+    [
+      "view",
+      "modality",
+      "map",
+      "FL entropy",
+      "dense entropy",
+      "FL - dense [95% CI]",
+      "FL Gini",
+      "dense Gini",
+    ]
   ]
   table = Table(
     f"c1-{dataset}",
-    f"C1 evidence ({dataset}): concentration of the mixture map vs the dense map",
+    f"C1 evidence ({dataset}): {C1_STAT}, each FL-I2MoE view vs the dense map, mean +/- std over "
+    "seeds; the difference with its 95% Welch interval over seeds",
     rows,
   )
-  if not wins:
-    return f"C1 ({dataset}): not evaluated (no dense baseline explained)", table
-  spec = f"; mean cross-expert top-K Jaccard overlap {np.mean(overlaps):.2f}" if overlaps else ""
-  if all(wins):
+  if not dense:
+    return f"NOT SHOWN: {head}: no dense baseline explained (flmoe explain --baseline).", table
+  counts = {"lower": 0, "higher": 0, "unresolved": 0}
+  by_view, missing, n_seeds = {}, False, set()
+  for view in views:
+    mine = _conc(explain["model"], view)
+    for mod, c in mine.items():
+      d = dense.get(mod)
+      if d is None:
+        continue
+      for kind, ent, gin in _MAP_KINDS:
+        if c.get(ent) is None or d.get(ent) is None:
+          missing = True
+          continue
+        a, b = _seed_values(c[ent]), _seed_values(d[ent])
+        n_seeds.add((len(a), len(b)))
+        ci = significance.diff_ci(a, b)
+        state = (
+          "unresolved"
+          if ci is None
+          else "lower"
+          if ci[2] < 0
+          else "higher"
+          if ci[1] > 0
+          else "unresolved"
+        )
+        counts[state] += 1
+        by_view.setdefault(view, {"lower": 0, "higher": 0, "unresolved": 0})[state] += 1
+        rows.append(
+          [
+            view,
+            mod,
+            kind,
+            pm(c[ent]["mean"], c[ent].get("std"), 1.0, 3),
+            pm(d[ent]["mean"], d[ent].get("std"), 1.0, 3),
+            _ci_text(ci),
+            pm(c[gin]["mean"], c[gin].get("std"), 1.0, 3),
+            pm(d[gin]["mean"], d[gin].get("std"), 1.0, 3),
+          ]
+        )
+  if missing:
     return (
-      f"PASS: C1 ({dataset}): FL-I2MoE's map is more concentrated than the dense map on every modality{spec}.",
+      f"NOT SHOWN: {head}: the explain file has no concentration of the unnormalised maps "
+      "(written by an older flmoe_jax); rerun `flmoe explain`.",
+      table,
+    )
+  seeds = ", ".join(f"{a} vs {b}" for a, b in sorted(n_seeds))
+  cells = sum(counts.values())
+  numbers = (
+    f"{cells} cells (views x modalities x normalised / raw maps): {counts['lower']} more concentrated, "
+    f"{counts['higher']} less, {counts['unresolved']} not resolved; per view (lower / higher / not "
+    "resolved): "
+    + ", ".join(f"{v} {c['lower']}/{c['higher']}/{c['unresolved']}" for v, c in by_view.items())
+    + f"; statistic: {C1_STAT}, FL - dense, 95% Welch interval over seeds ({seeds} seeds)"
+    + _specificity(explain)
+  )
+  if any(a < 2 or b < 2 for a, b in n_seeds):
+    return f"NOT SHOWN: {head}: needs at least two training seeds of each model ({numbers}).", table
+  if counts["higher"]:
+    return (
+      f"FAIL: {head}: some FL-I2MoE maps are significantly less concentrated than the dense map ({numbers}).",
+      table,
+    )
+  if counts["unresolved"]:
+    return (
+      f"NOT SHOWN: {head}: not every FL-I2MoE map is significantly more concentrated than the dense map ({numbers}).",
       table,
     )
   return (
-    f"FAIL: C1 ({dataset}): FL-I2MoE's map is not more concentrated than the dense map on every modality{spec}.",
+    f"PASS: {head}: every FL-I2MoE map (each expert and the mixture, both map forms) is more "
+    f"concentrated than the dense map ({numbers}).",
     table,
   )
 
 
 def table_c(dataset: str, probe: dict) -> Table:
-  """Table C: pair masking, drop in target probability (x100) and in the metric vs budget."""
+  """Table C: pair masking, drop in target probability (x100) and in the metric vs budget, the ranked
+  pairs against two random controls, with the paired test against the matched one."""
   pmk = probe["pair_masking"]
+  controls = [c for c in ("random", "random_all") if c in pmk["SII"]]
+  head = {"random": "random (candidates)", "random_all": "random (all tokens)"}
+  paired = "p_holm" in pmk["SII"]["random"]
   rows = [
-    ["budget (pairs)"] + [f"{idx} {k}" for idx in ("SII", "RG") for k in ("ranked", "random")]
+    ["budget (pairs)"]
+    + [
+      f"{idx} {k}"
+      for idx in ("SII", "RG")
+      for k in [
+        "ranked",
+        *(head[c] for c in controls),
+        *(["gap +/- SE", "p (Holm)"] if paired else []),
+      ]
+    ]
   ]
   for i, b in enumerate(pmk["budgets"]):
     row = [str(b)]
     for idx in ("SII", "RG"):
       blk = pmk[idx]
       row += [
-        f"{100 * blk['ranked']['prob_drop'][i]:.1f} ({100 * blk['ranked']['metric_drop'][i]:.1f})",
-        f"{100 * blk['random']['prob_drop'][i]:.1f} ({100 * blk['random']['metric_drop'][i]:.1f})",
+        f"{100 * blk[k]['prob_drop'][i]:.1f} ({100 * blk[k]['metric_drop'][i]:.1f})"
+        for k in ("ranked", *controls)
       ]
+      if paired:
+        r = blk["random"]
+        row += [f"{100 * r['gap'][i]:+.1f} +/- {100 * r['gap_se'][i]:.1f}", f"{r['p_holm'][i]:.2g}"]
     rows.append(row)
+  control = pmk.get("controls", {}).get("random", "matched unique-token counts")
   return Table(
     f"table-c-{dataset}",
-    f"Table C ({dataset}): pair masking in the full model, drop of the target probability x100 "
-    f"(drop of {pmk['metric']} x100 in brackets); random = matched unique-token counts, {pmk['repeats']} repeats",
+    f"Table C ({dataset}): pair masking in the full model over {pmk['n']} examples, drop of the "
+    f"target probability x100 (drop of {pmk['metric']} x100 in brackets); random = {control}, "
+    f"{pmk['repeats']} repeats; gap = ranked - matched random drop x100, p = "
+    f"{pmk.get('test', 'paired test')}",
+    rows,
+  )
+
+
+def stability_table(dataset: str, probe: dict) -> Table | None:
+  """How much the pair rankings move under a new MC seed and a new training seed (`--stability`)."""
+  blocks = probe.get("stability")
+  if not blocks:
+    return None
+
+  def cell(ms):
+    return (
+      "n/a"
+      if ms["mean"] is None
+      else f"{ms['mean']:.2f}" + (f" ± {ms['se']:.2f}" if ms["se"] else "")
+    )
+
+  rows = [
+    ["redrawn", "index (scale)", "examples", "pairs", "Kendall tau", "top-k overlap", "top-1 agree"]
+  ]
+  k = None
+  for name, blk in blocks.items():
+    k = blk["k"]
+    what = ", ".join(f"{key} {a} -> {b}" for key, (a, b) in blk["differs"].items()) or name
+    for index in ("SII", "RG"):
+      r = blk[index]
+      rows.append(
+        [
+          what,
+          f"{index} ({r['scale']})",
+          str(blk["n_examples"]),
+          str(r["n_pairs"]),
+          cell(r["kendall_tau"]),
+          cell(r["topk_overlap"]),
+          cell(r["top1_agree"]),
+        ]
+      )
+  return Table(
+    f"stability-{dataset}",
+    f"Stability of the pair rankings ({dataset}): the same examples probed again; mean ± SE over "
+    f"examples of Kendall's tau-b between the two rankings (1 = same order), the top-{k} overlap and "
+    "the share with the same top pair",
     rows,
   )
 
 
 def c2_verdict(dataset: str, probe: dict) -> str:
+  """C2: pairs ranked by SII / RG hurt the model more when masked than matched random pairs.
+
+  PASS only when the paired test (ranked vs random tokens from the same candidates, per example) is
+  significant at every budget of both indices after Holm; FAIL when the ranking is significantly
+  worse than the control somewhere; otherwise NOT SHOWN, naming what is missing.
+  """
   pmk = probe["pair_masking"]
-  parts, ok = [], True
+  head = f"C2 ({dataset})"
+  if "p_holm" not in pmk["SII"]["random"]:
+    return (
+      f"NOT SHOWN: {head}: the probe file has no paired test of ranked vs matched random pairs "
+      "(written by an older flmoe_jax); rerun `flmoe probe`."
+    )
+  n, need, alpha = pmk["n"], pmk["min_examples"], pmk["alpha"]
+  stat = f"{pmk['test']}, n = {n} examples, {2 * len(pmk['budgets'])} budgets x indices"
+  parts, shown, worse = [], True, False
   for idx in ("SII", "RG"):
-    beats = pmk[idx]["ranked_beats_random"]
-    ok &= all(beats)
-    parts.append(f"{idx}: ranked > random at {sum(beats)}/{len(beats)} budgets")
-  tag = "PASS" if ok else "FAIL"
-  verdict = (
-    "ranked > random at every budget"
-    if ok
-    else "ranked pairs do not beat random pairs at every budget"
+    r = pmk[idx]["random"]
+    cells = ", ".join(
+      f"b={b}: {100 * g:+.1f} +/- {100 * se:.1f} (p {p:.2g})"
+      for b, g, se, p in zip(pmk["budgets"], r["gap"], r["gap_se"], r["p_holm"])
+    )
+    parts.append(f"{idx}: {cells}")
+    shown &= all(p < alpha for p in r["p_holm"])
+    worse |= any(p < alpha for p in r["p_less_holm"])
+  numbers = (
+    f"drop of the target probability x100, ranked minus random tokens of the same candidates, "
+    f"mean +/- SE: {'; '.join(parts)}; {stat}"
   )
-  return f"{tag}: C2 ({dataset}): {verdict} ({'; '.join(parts)})."
+  if n < need:
+    return (
+      f"NOT SHOWN: {head}: {n} examples probed, the paired test needs at least {need} "
+      f"(flmoe probe --samples) ({numbers})."
+    )
+  if worse:
+    return f"FAIL: {head}: ranked pairs hurt the model significantly less than random pairs at some budget ({numbers})."
+  if shown:
+    return f"PASS: {head}: ranked pairs hurt the model more than random pairs at every budget ({numbers})."
+  return f"NOT SHOWN: {head}: ranked pairs do not beat random pairs significantly at every budget ({numbers})."
 
 
 def _game_fill(probe: dict, pair: dict) -> str:
@@ -242,7 +425,7 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
       fill = _game_fill(q, p)
       if q is not probe and fill == main_fill.get(name):
         continue
-      for scale in ("logit", "prob", "logodds"):
+      for scale in ("logit", "prob", "logodds", "logprob"):
         if scale in p:
           rows.append(
             [
@@ -380,7 +563,8 @@ def pure_setting_results(
 
   Returns:
     Per (setting, scale): {"setting", "accuracy" (test, x100), "expert", "weight" (its mean test
-    weight at the selected checkpoint, or None), "probe", "scale", "hit@1", "abs_hit@1", "chance"}.
+    weight at the selected checkpoint, or None), "probe", "scale", "ranked_by" (the probe ranks
+    pairs on this scale), "hit@1", "abs_hit@1", "chance"}.
     Runs without a summary or a planted probe are left out.
   """
   out = []
@@ -398,7 +582,14 @@ def pure_setting_results(
     names = [f"uni_{i}" for i in range(n_experts - 2)] + ["syn", "red"]
     expert = p.get("expert")
     weight = test.get(f"weight_{names.index(expert)}") if expert in names else None
-    for scale in ("logit", "prob"):
+    settings = probe.get("settings", {})
+    # The scale the probe ranked this index by (files of older builds: logits for SII, probabilities
+    # for the redundancy gap).
+    sii = str(p.get("probe", "")).startswith("SII")
+    ranked_by = settings.get(
+      "sii_rank_score" if sii else "rg_rank_score", "logit" if sii else "prob"
+    )
+    for scale in ("logodds", "logprob", "logit", "prob"):
       if scale in p:
         out.append(
           {
@@ -408,6 +599,7 @@ def pure_setting_results(
             "weight": weight,
             "probe": p["probe"],
             "scale": scale,
+            "ranked_by": scale == ranked_by,
             "hit@1": p[scale]["hit@1"],
             "abs_hit@1": p[scale].get("abs_hit@1"),
             "chance": p[scale].get("chance_hit@1"),
@@ -600,6 +792,9 @@ def build_report(
       )
     if probe:
       sec.tables.append(table_c(e.dataset, probe))
+      st = stability_table(e.dataset, probe)
+      if st:
+        sec.tables.append(st)
       verdict = c2_verdict(e.dataset, probe)
       verdicts.append(verdict)
       sec.paragraphs.append(verdict)

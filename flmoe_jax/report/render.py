@@ -44,6 +44,13 @@ class Section:
   id: str = ""
 
 
+# A paragraph that starts with one of these markers is a verdict, styled by its outcome.
+VERDICT_STYLES = (
+  ("PASS:", "verdict pass"),
+  ("FAIL:", "verdict fail"),
+  ("NOT SHOWN:", "verdict notshown"),
+)
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#1d2327;line-height:1.45}
@@ -55,13 +62,14 @@ padding-bottom:.3em}figure{display:inline-block;margin:.5em 1em .5em 0;vertical-
 figure img{max-width:520px;width:100%;border:1px solid #e3e6ea}figcaption{font-size:.85em;color:#555}
 .verdict{padding:.6em .9em;border-radius:6px;margin:.6em 0;font-weight:600}
 .pass{background:#e6f4ea;border:1px solid #8bc79b}.fail{background:#fdecea;border:1px solid #e9a19a}
+.notshown{background:#f4f4f4;border:1px solid #bbb}
 .meta{font-size:.85em;color:#444}code{background:#f3f5f7;padding:0 .25em;border-radius:3px}
 """
 
 
 def _para_html(p: str) -> str:
   # Paragraphs are our own text; a leading marker picks the verdict style.
-  for tag, cls in (("PASS:", "verdict pass"), ("FAIL:", "verdict fail")):
+  for tag, cls in VERDICT_STYLES:
     if p.startswith(tag):
       return f'<div class="{cls}">{html.escape(p)}</div>'
   if p.startswith("META:"):
@@ -119,7 +127,7 @@ def render_markdown(
   for s in sections:
     out += [f"## {s.title}", ""]
     for p in s.paragraphs:
-      for tag in ("PASS:", "FAIL:"):
+      for tag, _ in VERDICT_STYLES:
         if p.startswith(tag):
           p = f"**{p}**"
       out += [p.removeprefix("META:").strip() if p.startswith("META:") else p, ""]
