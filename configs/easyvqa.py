@@ -7,7 +7,7 @@ wheel) and a small *random* ViT (64 px, patch 8 -> 64 patches, hidden 64) writte
 weights.
 
   flmoe features --config configs/easyvqa.py        (builds `store` from the `features` block)
-  python train.py --config configs/easyvqa.py --workdir runs/easyvqa      (`:dense`: the baseline)
+  python train.py --config configs/easyvqa.py --workdir runs/easyvqa      (`:dense` / `:i2moe`: the baselines)
   python train.py --config configs/easyvqa.py:quick --workdir runs/easyvqa_quick  (a few minutes)
   (`:demo` is the smaller variant `make demo` uses; args combine: `:demo,dense`)
 
@@ -17,11 +17,11 @@ full set (about 48k questions) takes a few minutes; `:quick` limits every split 
 
 import ml_collections
 
-from flmoe_jax.config import base_config, config_args
+from flmoe_jax.config import apply_model_kind, base_config, config_args
 
 
 def get_config(arg: str = ""):
-  args = config_args(arg, ("dense", "quick", "demo"), exclusive=("quick", "demo"))
+  args = config_args(arg, ("dense", "i2moe", "quick", "demo"), exclusive=("quick", "demo"))
   c = base_config()
   c.name = "easyvqa"
   c.store = "runs/stores/easyvqa"
@@ -72,7 +72,5 @@ def get_config(arg: str = ""):
     c.train.limit_train = 0
     c.train.epochs = 4
     c.train.seeds = (0, 1)
-  if "dense" in args:
-    c.model.kind = "dense"
-    c.name += "_dense"
+  apply_model_kind(c, args)
   return c

@@ -2,7 +2,8 @@
 
 Run:  python train.py --config configs/synthetic.py --workdir runs/synthetic
       (`flmoe train ...` is the same). Args (comma-separated): `dense` trains the dense-transformer
-      baseline instead; `demo` is the shorter schedule `make demo` uses; one of `synergy`, `redundancy`,
+      baseline instead (`i2moe`: the original I2MoE, one pooled vector per modality); `demo` is the
+      shorter schedule `make demo` uses; one of `synergy`, `redundancy`,
       `uniq_text`, `uniq_image`, `complement`, `null` picks a pure generator setting (default `mixed`);
       `paper` trains with the paper's objective (noise-perturbation interaction losses, gate trained
       from step 0) instead of this config's role-consistency objective; `l2` trains on the larger
@@ -16,7 +17,7 @@ best validation, 94.0% test on an earlier build, whose role-objective step drew 
 passes too; 99.5% / 99.0% with `paper`).
 """
 
-from flmoe_jax.config import base_config, config_args
+from flmoe_jax.config import apply_model_kind, base_config, config_args
 from flmoe_jax.errors import ConfigError
 
 # The pure generator settings (the default, `mixed`, plants every mechanism at once).
@@ -24,7 +25,9 @@ _SETTINGS = ("synergy", "redundancy", "uniq_text", "uniq_image", "complement", "
 
 
 def get_config(arg: str = ""):
-  args = config_args(arg, ("dense", "demo", "paper", "l2", *_SETTINGS), exclusive=_SETTINGS)
+  args = config_args(
+    arg, ("dense", "i2moe", "demo", "paper", "l2", *_SETTINGS), exclusive=_SETTINGS
+  )
   if {"demo", "l2"} <= args:
     raise ConfigError("config arguments demo and l2 exclude each other; pick one")
   c = base_config()
@@ -107,7 +110,5 @@ def get_config(arg: str = ""):
     c.optim.gate_warmup_fraction = 0.0
     c.loss.lambda_missing, c.loss.lambda_decor, c.loss.lambda_red_alone = 0.0, 0.0, 0.0
     c.name += "_paper"
-  if "dense" in args:
-    c.model.kind = "dense"
-    c.name += "_dense"
+  apply_model_kind(c, args)
   return c

@@ -8,7 +8,7 @@
                                            (expert-wise maps + top-K% faithfulness; docs/explain.md)
   flmoe explain --workdir W --split test [--baseline W_dense]   (attributions, faithfulness)
   flmoe probe   --workdir W --split test   (SII, redundancy gap, pair masking)
-  flmoe report  --workdir W [--baseline W_dense]   (Tables A/B/C, C1/C2 verdicts -> HTML/Markdown)
+  flmoe report  --workdir W [--baseline W_dense] [--i2moe W_i2moe]   (Tables A/B/C, verdicts)
   flmoe demo    [--workdir runs/demo]      (the whole pipeline on the embedded default)
   flmoe probe   --workdir W --split test [--samples N --budget R --pairs topk|random|all --k 8 --seed S]
                                            (SII / redundancy-gap probes and pair masking -> W/probe/)
@@ -181,7 +181,11 @@ def _cmd_report(args, overrides) -> int:
   out = build_report(
     [
       ReportEntry(
-        args.name or wd.name, wd, pathlib.Path(args.baseline) if args.baseline else None, args.split
+        args.name or wd.name,
+        wd,
+        pathlib.Path(args.baseline) if args.baseline else None,
+        args.split,
+        i2moe_workdir=pathlib.Path(args.i2moe) if args.i2moe else None,
       )
     ],
     args.out or wd / "report",
@@ -343,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
   )
   r.add_argument("--workdir", required=True, help="the FL-I2MoE run directory")
   r.add_argument("--baseline", default=None, help="the dense-transformer run directory")
+  r.add_argument(
+    "--i2moe", default=None, help="the original I2MoE's run directory (model.kind=i2moe; Table A)"
+  )
   r.add_argument("--split", default="test", help="the split explain/probe ran on")
   r.add_argument("--name", default=None, help="dataset name shown in the report")
   r.add_argument("--out", default=None, help="output folder (default WORKDIR/report)")

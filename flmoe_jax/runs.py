@@ -86,6 +86,19 @@ def finished_seeds(workdir: str | os.PathLike) -> list[int]:
   return sorted(int(p.parent.name.split("_", 1)[1]) for p in root.glob("seed_*/result.json"))
 
 
+def require_token_level(run: LoadedRun, what: str) -> None:
+  """Refuses a run whose experts never see the token sequences (the original I2MoE).
+
+  Raises:
+    RunDirError: `run` pools each modality into one vector (`model.kind = 'i2moe'`).
+  """
+  if run.config.model.kind == "i2moe":
+    raise RunDirError(
+      f"{run.workdir}: an i2moe run pools each modality into one vector; {what} need the token "
+      "sequences of an fl_i2moe or dense run"
+    )
+
+
 def load_run(
   workdir: str | os.PathLike,
   *,

@@ -37,7 +37,7 @@ from flmoe_jax import config as config_lib
 from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, FlmoeError, RunDirError
-from flmoe_jax.models import DenseTransformer, FLI2MoE, losses
+from flmoe_jax.models import DenseTransformer, FLI2MoE, I2MoE, losses
 
 
 class TrainingDivergedError(FlmoeError):
@@ -52,7 +52,7 @@ class TrainingDivergedError(FlmoeError):
 def build_model(
   config: ml_collections.ConfigDict, fs: store_lib.FeatureStore, *, seed: int
 ) -> nnx.Module:
-  """Builds FL-I2MoE or the dense baseline for the store's modalities and task."""
+  """Builds FL-I2MoE, the original I2MoE or the dense baseline for the store's modalities and task."""
   m = config.model
   common = dict(
     input_dims=[spec.dim for spec in fs.modalities],
@@ -72,15 +72,15 @@ def build_model(
   )
   if m.kind == "dense":
     return DenseTransformer(**common)
-  if m.kind == "fl_i2moe":
-    return FLI2MoE(
+  if m.kind in ("fl_i2moe", "i2moe"):
+    return (FLI2MoE if m.kind == "fl_i2moe" else I2MoE)(
       **common,
       rw_layers=m.rw_layers,
       rw_hidden=m.rw_hidden,
       temperature=m.temperature,
       identical_expert_init=m.identical_expert_init,
     )
-  raise ConfigError(f"model.kind {m.kind!r} is not one of 'fl_i2moe', 'dense'")
+  raise ConfigError(f"model.kind {m.kind!r} is not one of 'fl_i2moe', 'i2moe', 'dense'")
 
 
 def training_steps(config: ml_collections.ConfigDict, fs: store_lib.FeatureStore) -> int:
@@ -482,8 +482,8 @@ def check_store_against_config(config, fs: store_lib.FeatureStore) -> None:
     raise ConfigError(
       f"train.batch_size {config.train.batch_size} exceeds the {fs.counts['train']} training examples"
     )
-  if config.model.kind == "fl_i2moe" and len(fs.modalities) < 2:
-    raise ConfigError("FL-I2MoE needs at least two modalities")
+  if config.model.kind in ("fl_i2moe", "i2moe") and len(fs.modalities) < 2:
+    raise ConfigError(f"{config.model.kind} needs at least two modalities")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -10,12 +10,17 @@ from flmoe_jax.errors import ConfigError
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["synthetic", "tiny", "mmimdb", "enrico", "mmhs150k"])
+@pytest.mark.parametrize("name", ["synthetic", "tiny", "mmimdb", "enrico", "mmhs150k", "easyvqa"])
 def test_every_config_loads(name):
   cfg = config_lib.load_config(str(CONFIGS / f"{name}.py"))
   assert cfg.model.kind == "fl_i2moe"
   dense = config_lib.load_config(f"{CONFIGS / f'{name}.py'}:dense")
   assert dense.model.kind == "dense"
+  if name != "tiny":  # the comparison models of Table A
+    i2 = config_lib.load_config(f"{CONFIGS / f'{name}.py'}:i2moe")
+    assert (i2.model.kind, i2.name) == ("i2moe", f"{cfg.name}_i2moe")
+    with pytest.raises(ConfigError, match="dense and i2moe exclude each other"):
+      config_lib.load_config(f"{CONFIGS / f'{name}.py'}:dense,i2moe")
 
 
 def test_paper_hyperparameters():

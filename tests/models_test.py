@@ -17,6 +17,7 @@ from flmoe_jax.models import (
   Attention,
   DenseTransformer,
   FLI2MoE,
+  I2MoE,
   dropout,
   fl_i2moe_loss,
   interaction_loss,
@@ -746,3 +747,23 @@ def test_fused_attention_matches_einsum(kind):
   np.testing.assert_array_equal(np.asarray(db), np.asarray(da))
   with pytest.raises(ValueError, match="attention 'flash' not in"):
     cls(**kw, attention="flash", rngs=nnx.Rngs(3))
+
+
+def test_i2moe_is_fl_i2moe_over_one_pooled_token_per_modality(model):
+  """The original I2MoE = the same weights run on each modality's masked mean as its only token:
+  blind to token order within a modality, where FL-I2MoE is not."""
+  i2 = I2MoE(**KW, identical_expert_init=False, rngs=nnx.Rngs(0))  # the same init as `model`
+  xs, masks = _inputs()
+  out = _eval(i2, xs, masks)
+  hs = model.project(xs)
+  pooled = [masked_mean(h, m)[:, None] for h, m in zip(hs, masks, strict=True)]
+  want = _projected(model, pooled, [jnp.ones((B, 1), bool)] * 2)
+  np.testing.assert_allclose(out.logits, want.logits, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out.weights, want.weights, rtol=1e-5, atol=1e-6)
+  # Reverse the patch order: I2MoE's output stays, FL-I2MoE's (positions, attention) moves.
+  rev = [xs[0], xs[1][:, ::-1]]
+  np.testing.assert_allclose(_eval(i2, rev, masks).logits, out.logits, rtol=1e-5, atol=1e-6)
+  assert np.abs(_eval(model, rev, masks).logits - _eval(model, xs, masks).logits).max() > 1e-4
+  # Training runs every variant through the pooled experts too.
+  tr = _train(i2, xs, masks, jax.random.key(0))
+  np.testing.assert_allclose(tr.logits, out.logits, rtol=1e-5, atol=1e-6)

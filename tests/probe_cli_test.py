@@ -492,3 +492,36 @@ def test_stability_probes_again_and_records_the_agreement(tiny_run, capsys):
   for index in ("SII", "RG"):
     want = np.mean([len(r["sii"]["players"]) for r in d["samples"]])
     assert blk[index]["n_pairs"] == pytest.approx(want, abs=0.05)  # rounded to 0.1
+
+
+def test_i2moe_trains_fills_table_a_and_is_refused_by_the_token_probes(tiny_run, capsys, tmp_path):
+  """The original I2MoE: a run beside FL-I2MoE in Table A; token probes/explanations say no."""
+  cfg = config_lib.load_config(
+    str(ROOT / "configs/tiny.py"), ["train.epochs=1", "model.kind=i2moe"]
+  )
+  with cfg.unlocked():
+    cfg.store = str(tiny_run.parent / "store")
+    cfg.synthetic = {}
+    cfg.train.progress = False
+  train_lib.train_and_evaluate(cfg, tmp_path / "i2moe")
+  summary = json.loads((tmp_path / "i2moe" / "summary.json").read_text())
+  assert summary["model"] == "i2moe"
+  for cmd in (["probe"], ["explain", "--split", "test"]):
+    code = cli.main([*cmd, "--workdir", str(tmp_path / "i2moe")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "pools each modality into one vector" in err[0], err
+  code = cli.main(
+    [
+      "report",
+      "--workdir",
+      str(tiny_run),
+      "--i2moe",
+      str(tmp_path / "i2moe"),
+      "--out",
+      str(tmp_path / "r"),
+    ]
+  )
+  assert code == 0
+  md = (tmp_path / "r" / "report.md").read_text()
+  acc = 100 * summary["mean_std"]["test"]["accuracy"]["mean"]
+  assert f"| I2MoE | accuracy | {acc:.2f}" in md

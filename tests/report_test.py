@@ -170,8 +170,15 @@ def make_run(root: pathlib.Path, *, n_examples: int = 100, gaps=((0.1, 0.1), (0.
           "probe": "SII",
           "in_candidates": 1.0,
           "logit": {"hit@1": 0.95, "mrr": 0.97},
+          "logodds": {"hit@1": 0.9, "mrr": 0.95, "pair_auroc": 0.987, "called@1": 0.85},
         }
-      }
+      },
+      "type_auroc": {
+        "SII": {"logodds": 0.93},
+        "RG": {"logodds": 0.88},
+        "n_synergy": 100,
+        "n_redundancy": 100,
+      },
     },
   }
   probe["settings"] = {"modalities": ["text", "image"], "experts": {"sii": "syn", "rg": "red"}}
@@ -252,6 +259,16 @@ def test_tables_and_verdicts(tmp_path):
   md = out["md"].read_text()
   assert "| dataset | model | metric |" in md and "report_files/test_masking.png" in md
   assert (tmp_path / "report" / "report_files" / "test_heatmap_0.png").exists()
+
+
+def test_ground_truth_table_shows_the_detector_scores(tmp_path):
+  fl, dense = make_run(tmp_path)
+  md = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")["md"].read_text()
+  assert (
+    "| syn0 | synergy | SII | mean | logodds | 0.900 | nan | 0.950 | 0.850 | nan | 0.987 | 1.00 |"
+    in md
+  )
+  assert "type AUROC over 100 synergy and 100 redundant" in md and "synergy game 0.93" in md
 
 
 def test_ground_truth_table_shows_a_second_fill(tmp_path):

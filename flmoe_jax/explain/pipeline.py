@@ -473,12 +473,14 @@ def run_explain(
   )
 
   first = runs.load_run(workdir, seed=main_seeds[0])
+  runs.require_token_level(first, "token explanations")
   store = first.store
   if split not in store.counts:
     raise ExplainError(f"store {store.path} has no split {split!r} (it has {sorted(store.counts)})")
   base_first = None
   if baseline is not None:
     base_first = runs.load_run(baseline, seed=base_seeds[0])
+    runs.require_token_level(base_first, "token explanations")
     check_same_store(store, base_first.store, split)
   modality_names = list(store.modality_names)
   positions = _planted_positions(store)

@@ -5,6 +5,7 @@ from flmoe_jax.models.fl_i2moe import (
   DenseTransformer,
   ExpertOutput,
   FLI2MoE,
+  I2MoE,
   MoEOutput,
   TrainOutput,
 )
@@ -39,6 +40,7 @@ __all__ = [
   "ExpertOutput",
   "ExpertStack",
   "FLI2MoE",
+  "I2MoE",
   "MoEOutput",
   "Reweighting",
   "TrainOutput",

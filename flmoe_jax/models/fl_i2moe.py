@@ -404,6 +404,47 @@ class FLI2MoE(_Projections):
     )
 
 
+class I2MoE(FLI2MoE):
+  """The original I2MoE: the same experts, gate and losses over ONE pooled vector per modality.
+
+  Each modality's projected tokens are mean-pooled over its real tokens (`layers.masked_mean`)
+  into a single pseudo-token before the experts, so the experts attend over M pseudo-tokens instead
+  of the token/patch sequences: the interaction experts can only see modality-level interactions.
+  The gate already reads masked means. Everything else (perturbations, mean-filled variants,
+  losses, training) is FL-I2MoE's, applied to the tokens before the pooling; the model's task
+  numbers sit beside FL-I2MoE's and the dense baseline's in Table A. It has no token-level
+  attention maps, so token explanations and pair probes are for `fl_i2moe` and `dense`.
+  """
+
+  def run_experts(
+    self,
+    hs: Sequence[Array],
+    masks: Sequence[Array],
+    *,
+    dropout_key: Array | None = None,
+    attn_delta: Array | None = None,
+    return_attn: bool = False,
+  ) -> ExpertOutput:
+    """Pools each modality to one pseudo-token [..., 1, H], then runs the experts on them.
+
+    Args:
+      hs: M arrays [..., T_m, H] (leading dims [B] or [V, B]).
+      masks: M arrays [..., T_m] or [B, T_m].
+      dropout_key: PRNG key, or None for deterministic.
+      attn_delta: optional [E, num_layers, ..., heads, M, M] on the pseudo-tokens.
+      return_attn: whether to return the pseudo-tokens' attentions.
+
+    Returns:
+      ExpertOutput(logits [E, ..., C], latents [E, ..., M*H], attn over the M pseudo-tokens).
+    """
+    masks = _broadcast_masks(hs, masks)
+    pooled = [layers.masked_mean(h, m)[..., None, :] for h, m in zip(hs, masks, strict=True)]
+    ones = [jnp.ones(p.shape[:-1], bool) for p in pooled]
+    return super().run_experts(
+      pooled, ones, dropout_key=dropout_key, attn_delta=attn_delta, return_attn=return_attn
+    )
+
+
 class DenseTransformer(_Projections):
   """Dense baseline: the same projections and ONE §1.3 Transformer, no gate, no perturbations.
 

@@ -370,6 +370,7 @@ def run_probe(
       f"{n_rows} or fewer"
     )
   run = runs.load_run(workdir, seed=run_seed, which=which, attention=attention)
+  runs.require_token_level(run, "pair probes")
   model, fs = run.model, run.store
   task = fs.task.type
   names, kinds = fs.modality_names, run.kinds

@@ -38,12 +38,14 @@ class ReportEntry:
     fl_workdir: the FL-I2MoE run directory.
     dense_workdir: the dense-transformer run directory (optional).
     split: the split explanations and probes were computed on.
+    i2moe_workdir: the original I2MoE's run directory (optional; Table A only).
   """
 
   dataset: str
   fl_workdir: pathlib.Path
   dense_workdir: pathlib.Path | None = None
   split: str = "test"
+  i2moe_workdir: pathlib.Path | None = None
 
 
 def _load(path: pathlib.Path) -> dict | None:
@@ -416,6 +418,7 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
       "MRR",
       "called",
       "chance",
+      "pair AUROC",
       "in candidates",
     ]
   ]
@@ -439,17 +442,28 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
               _f(p[scale]["mrr"], 3),
               _f(p[scale]["called@1"], 3) if "called@1" in p[scale] else "-",
               _f(p[scale].get("chance_hit@1", float("nan")), 3),
+              "-" if p[scale].get("pair_auroc") is None else _f(p[scale]["pair_auroc"], 3),
               _f(p["in_candidates"], 2),
             ]
           )
   setting = planted.get("setting", "?")
+  types = planted.get("type_auroc")
+  type_note = ""
+  if types:
+    lo = "logodds"
+    type_note = (
+      f"; type AUROC over {types['n_synergy']} synergy and {types['n_redundancy']} redundant planted "
+      f"pairs (log-odds scale, 0.5 = no separation): SII of the synergy game {types['SII'][lo]}, RG of "
+      f"the redundancy game {types['RG'][lo]}"
+    )
   return Table(
     f"ground-truth-{dataset}",
     f"Planted pairs recovered ({dataset}, generator setting {setting!r}, per test sample; hit@1 ranks "
     "by the signed score, |.| hit@1 by its magnitude; called: first by the signed log-odds score with at "
-    "least the probe's min_effect nats (docs/probes.md); fill: "
+    "least the probe's min_effect nats (docs/probes.md); pair AUROC: the share of the other candidate "
+    "pairs ranked below the planted one, mean over examples; fill: "
     "what 'absent' means in the probed game, mean fill or the marginal game over reference examples, "
-    "docs/probes.md)",
+    f"docs/probes.md){type_note}",
     rows,
   )
 
@@ -690,10 +704,10 @@ def _run_summary(workdir: str | os.PathLike, role: str) -> dict:
 
   Args:
     workdir: the run directory.
-    role: `run` or `baseline`, for the message.
+    role: `run`, `baseline` or `I2MoE run`, for the message.
   """
   wd = pathlib.Path(workdir)
-  flag = "--baseline" if role == "baseline" else "--workdir"
+  flag = {"baseline": "--baseline", "I2MoE run": "--i2moe"}.get(role, "--workdir")
   if not wd.exists():
     raise RunDirError(f"{role} directory {wd} does not exist (check {flag})")
   if not wd.is_dir():
@@ -760,7 +774,8 @@ def build_report(
   for e in entries:
     fl = _run_summary(e.fl_workdir, "run")
     dense = _run_summary(e.dense_workdir, "baseline") if e.dense_workdir is not None else None
-    summaries[e.dataset] = {"Dense Transformer": dense, "FL-I2MoE": fl}
+    i2moe = _run_summary(e.i2moe_workdir, "I2MoE run") if e.i2moe_workdir is not None else None
+    summaries[e.dataset] = {"Dense Transformer": dense, "I2MoE": i2moe, "FL-I2MoE": fl}
   _check_out_dir(pathlib.Path(out_dir))
 
   overview = Section("Overview", id="overview")
@@ -855,7 +870,7 @@ def _metadata_section(entries, summaries) -> Section:
     for name, s in summaries[e.dataset].items():
       if s is None:
         continue
-      wd = e.fl_workdir if name == "FL-I2MoE" else e.dense_workdir
+      wd = {"FL-I2MoE": e.fl_workdir, "I2MoE": e.i2moe_workdir}.get(name, e.dense_workdir)
       rows.append(
         [
           e.dataset,

@@ -30,11 +30,11 @@ def pm(mean: float, std: float | None, scale: float = 100.0, digits: int = 2) ->
 
 
 def table_a(entries: Mapping[str, Mapping[str, dict]], *, split: str = "test") -> Table:
-  """Table A: task performance of the dense transformer vs FL-I2MoE per dataset.
+  """Table A: task performance of the dense transformer, the original I2MoE and FL-I2MoE per dataset.
 
   Args:
-    entries: {dataset: {"Dense Transformer": summary, "FL-I2MoE": summary}} (summary.json contents;
-      a missing model is skipped).
+    entries: {dataset: {"Dense Transformer": summary, "I2MoE": summary, "FL-I2MoE": summary}}
+      (summary.json contents; a missing model is skipped).
     split: `test` (evaluated once with the best-validation checkpoint) or `best_val`.
 
   Returns:
