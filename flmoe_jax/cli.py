@@ -423,16 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
   pr.add_argument(
     "--rg-expert", default=None, help="game of the RG probe (default red; or mixture)"
   )
-  for index, default, why in (
-    ("sii", "logodds", "the target's log-odds: shift-invariant, unsaturated"),
-    ("rg", "logprob", "the log of the target's probability: saturates like it, without rounding"),
-  ):
+  for index in ("sii", "rg"):
     pr.add_argument(
       f"--{index}-rank-score",
       choices=("logodds", "logprob", "logit", "prob"),
-      default=default,
+      default="logodds",
       help=f"scale that ranks {index.upper()} pairs for pair masking and the standout tests "
-      f"(default {default}: {why})",
+      "(default logodds: the target's log-odds, shift-invariant and unrounded)",
     )
   pr.add_argument("--no-figures", action="store_true")
   pr.add_argument(

@@ -321,7 +321,7 @@ def test_c1_passes_with_every_view_concentrated_and_states_its_statistics(tmp_pa
   c1 = _c1(tmp_path)  # mixture 0.6 and syn 0.5 vs dense 0.7, three seeds each, std 0.01
   assert c1.startswith("PASS: C1 (synthetic)")
   assert "8 cells" in c1 and "8 more concentrated, 0 less, 0 not resolved" in c1
-  assert "3 vs 3 seeds" in c1 and "95% Welch interval" in c1
+  assert "3 vs 3 seeds" in c1 and "simultaneous 95% over the 8 cells (each at 99.38%" in c1
   assert "Jaccard overlap of the experts' maps 0.20 [" in c1  # specificity, with its seed interval
 
 
@@ -330,6 +330,34 @@ def test_c1_fails_when_one_expert_map_is_flatter_on_one_modality(tmp_path):
   fl_conc = _conc("mixture", 0.6, 0.5) + _conc("syn", {"text": 0.8, "image": 0.5}, 0.6)
   c1 = _c1(tmp_path, fl_conc=fl_conc)
   assert c1.startswith("FAIL: C1 (synthetic)") and "syn 2/2/0" in c1 and "mixture 4/0/0" in c1
+
+
+def test_c1_intervals_are_simultaneous_over_the_cells(tmp_path):
+  """One cell 0.04 above the dense map (3 seeds, std 0.01): outside its own 95% interval, inside the
+  Bonferroni one of 8 cells; one such cell in 8 is what chance gives, so no FAIL."""
+  fl_conc = _conc("mixture", 0.6, 0.5) + _conc("syn", {"text": 0.74, "image": 0.5}, 0.6)
+  a, b = [0.73, 0.74, 0.75], [0.69, 0.70, 0.71]
+  lo = significance.diff_ci(a, b, 0.95)[1]
+  assert lo > 0  # unadjusted: "significantly less concentrated"
+  c1 = _c1(tmp_path, fl_conc=fl_conc)
+  assert (
+    c1.startswith("NOT SHOWN: C1 (synthetic): not every FL-I2MoE map") and "syn 2/0/2" in c1
+  )  # text: both map forms
+
+
+def test_c1_ignores_a_negligible_difference_of_two_flat_maps(tmp_path):
+  """Seeds alike to 5 digits give a zero-width interval; 1e-5 of entropy is no difference."""
+  flat = lambda v: {"mean": v, "std": 0.0, "values": [v, v]}  # noqa: E731
+  rows = lambda view, v: [  # noqa: E731
+    {
+      "view": view,
+      "modality": m,
+      **{k: flat(v) for k in ("entropy", "gini", "entropy_raw", "gini_raw")},
+    }
+    for m in ("text", "image")
+  ]
+  c1 = _c1(tmp_path, fl_conc=rows("mixture", 0.99999), dense_conc=rows("dense", 0.99998))
+  assert c1.startswith("NOT SHOWN: C1") and "0 more concentrated, 0 less, 4 not resolved" in c1
 
 
 def test_c1_is_not_shown_when_the_seeds_disagree_or_are_too_few(tmp_path):

@@ -220,7 +220,7 @@ def run_probe(
   mask_budgets: Sequence[int] = (1, 2, 5, 10),
   mask_repeats: int = 10,
   sii_rank_score: str = "logodds",
-  rg_rank_score: str = "logprob",
+  rg_rank_score: str = "logodds",
   sii_expert: str | None = None,
   rg_expert: str | None = None,
   attribution: str = "attnxgrad",
@@ -269,10 +269,9 @@ def run_probe(
       | `logprob` | `logit` | `prob`). The log-odds of the target is the default: it ignores the part of a
       softmax head's logits common to all classes (never trained under cross-entropy, so the raw
       logit ranks by its random init) and does not saturate (probabilities near 1 do).
-    rg_rank_score: the same for RG pairs (`logprob` default: the log of the target's probability
-      keeps the saturation that makes a copied pair's gap large, without the float32 rounding of
-      probabilities near 1; on log-odds an additive model's pairs read as redundant: docs/method.md
-      5.3).
+    rg_rank_score: the same for RG pairs (`logodds` default: on planted redundant pairs it ranks
+      the copy first as often as the logit and more often than the probability or log-probability;
+      docs/method.md 5.3).
     sii_expert: game of the SII probe: an expert name or `mixture` (default `syn`).
     rg_expert: game of the redundancy-gap probe (default `red`).
     attribution: map that pre-selects `topk` tokens: `attnxgrad` (docs/method.md 4.1b, default), `attn`,

@@ -130,6 +130,10 @@ def _conc(block: dict, view: str) -> dict[str, dict]:
 
 
 C1_STAT = "normalised entropy of a map over its candidate tokens (0 = one token, 1 = flat)"
+# A cell counts only when the seed means differ by at least this much normalised entropy (1% of its
+# range): two nearly flat maps (entropy 0.99999 and 1.0, seeds alike to 5 digits) give a zero-width
+# interval around a difference nobody would call a difference.
+C1_MIN_EFFECT = 0.01
 _MAP_KINDS = (("normalised", "entropy", "gini"), ("raw", "entropy_raw", "gini_raw"))
 
 
@@ -165,10 +169,12 @@ def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
 
   Every view of FL-I2MoE (each expert and the mixture) against the dense map, per modality, on the
   min-max normalised and on the unnormalised maps. The statistic is the normalised entropy (lower =
-  more concentrated); each cell is the difference of the two models' seed means with a 95% Welch
-  interval over seeds (`significance.diff_ci`). PASS: every interval lies below 0; FAIL: some
-  interval lies above 0; NOT SHOWN: fewer than two seeds of either model, a file without the
-  unnormalised maps, or intervals that cross 0. The cross-expert specificity is stated beside it.
+  more concentrated); each cell is the difference of the two models' seed means with a Welch
+  interval over seeds (`significance.diff_ci`), simultaneous 95% over the cells (Bonferroni). A cell
+  is lower / higher when its interval excludes 0 and the difference is at least `C1_MIN_EFFECT`.
+  PASS: every cell lower; FAIL: some cell higher; NOT SHOWN: fewer than two seeds of either model,
+  a file without the unnormalised maps, or unresolved cells. The cross-expert specificity is stated
+  beside it.
   """
   head = f"C1 ({dataset})"
   dense = _conc(explain.get("baseline") or {}, "dense")
@@ -189,12 +195,19 @@ def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
   table = Table(
     f"c1-{dataset}",
     f"C1 evidence ({dataset}): {C1_STAT}, each FL-I2MoE view vs the dense map, mean +/- std over "
-    "seeds; the difference with its 95% Welch interval over seeds",
+    "seeds; the difference with its Welch interval over seeds, simultaneous 95% over the cells "
+    "(Bonferroni)",
     rows,
   )
   if not dense:
     return f"NOT SHOWN: {head}: no dense baseline explained (flmoe explain --baseline).", table
   counts = {"lower": 0, "higher": 0, "unresolved": 0}
+  # One family of cells: each interval at 1 - 0.05 / cells (Bonferroni), so that one verdict over
+  # 20 cells is not a FAIL by chance (an unadjusted 95% interval misses 1 cell in 20).
+  n_cells = sum(
+    1 for v in views for mod in _conc(explain["model"], v) if mod in dense for _ in _MAP_KINDS
+  )
+  level = 1 - 0.05 / max(n_cells, 1)
   by_view, missing, n_seeds = {}, False, set()
   for view in views:
     mine = _conc(explain["model"], view)
@@ -208,14 +221,14 @@ def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
           continue
         a, b = _seed_values(c[ent]), _seed_values(d[ent])
         n_seeds.add((len(a), len(b)))
-        ci = significance.diff_ci(a, b)
+        ci = significance.diff_ci(a, b, level)
         state = (
           "unresolved"
           if ci is None
           else "lower"
-          if ci[2] < 0
+          if ci[2] < 0 and ci[0] <= -C1_MIN_EFFECT
           else "higher"
-          if ci[1] > 0
+          if ci[1] > 0 and ci[0] >= C1_MIN_EFFECT
           else "unresolved"
         )
         counts[state] += 1
@@ -245,7 +258,9 @@ def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
     f"{counts['higher']} less, {counts['unresolved']} not resolved; per view (lower / higher / not "
     "resolved): "
     + ", ".join(f"{v} {c['lower']}/{c['higher']}/{c['unresolved']}" for v, c in by_view.items())
-    + f"; statistic: {C1_STAT}, FL - dense, 95% Welch interval over seeds ({seeds} seeds)"
+    + f"; statistic: {C1_STAT}, FL - dense, Welch interval over seeds ({seeds} seeds), "
+    f"simultaneous 95% over the {cells} cells (each at {100 * level:.2f}%, Bonferroni), a cell "
+    f"counting when its interval excludes 0 and the difference is at least {C1_MIN_EFFECT}"
     + _specificity(explain)
   )
   if any(a < 2 or b < 2 for a, b in n_seeds):
@@ -453,8 +468,8 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
     lo = "logodds"
     type_note = (
       f"; type AUROC over {types['n_synergy']} synergy and {types['n_redundancy']} redundant planted "
-      f"pairs (log-odds scale, 0.5 = no separation): SII of the synergy game {types['SII'][lo]}, RG of "
-      f"the redundancy game {types['RG'][lo]}"
+      f"pairs (log-odds scale, 0.5 = no separation): SII of the synergy game {_f(types['SII'][lo])}, RG "
+      f"of the redundancy game {_f(types['RG'][lo])}"
     )
   return Table(
     f"ground-truth-{dataset}",
