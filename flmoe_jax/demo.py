@@ -98,7 +98,11 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
       # 16 antithetic draws per pair rank them as well as 64 do here (docs/ground_truth.md). easy-vqa
       # has 80 tokens per example: fewer examples and the top-4 x top-4 pairs keep the CPU demo short,
       # but at least the 30 the C2 paired test needs (40 of a full run).
-      opts = dict(pairs="all", draws=16) if name == "synthetic" else dict(k=4, draws=16)
+      # The synthetic probe is repeated with another MC seed and the other training seed, to show
+      # how stable its pair rankings are (`--stability`; 3 probes of about a minute each here).
+      opts = (
+        dict(pairs="all", draws=16, stability=True) if name == "synthetic" else dict(k=4, draws=16)
+      )
       n = n_probe if name == "synthetic" else 2 * n_probe // 5
       run_probe(runs["fl"], split, samples=n, **opts)
     marginal = runs["fl"] / "probe" / f"{split}_{MARGINAL_TAG}.json"
