@@ -1107,5 +1107,9 @@ def _type_auroc(planted: dict, records: list[dict]) -> dict | None:
       x = [v for k in names for v in vals[k]]
       auroc = metrics_lib.binary_auroc(np.asarray(y, bool), np.asarray(x, np.float64))
       out[index][scale] = None if math.isnan(auroc) else _r(auroc)
-  out["n_synergy"], out["n_redundancy"] = len(vals["synergy"]), len(vals["redundancy"])
+  # Examples scored by the SII game, per kind (not the last loop's leftovers).
+  for k in names:
+    out[f"n_{k}"] = sum(
+      bool(r.get("planted", {}).get(n, {}).get("sii")) for r in records for n in names[k]
+    )
   return out
