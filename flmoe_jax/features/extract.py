@@ -9,6 +9,9 @@ How it runs:
 * **Sharded.** Each batch is padded to a multiple of the local device count and split over a 1-D
   `data` mesh (`NamedSharding`); encoder parameters are replicated once. One jit per encoder and
   padded shape.
+* **Shared images.** Examples of a batch that name the same image file (VQA: ~10 questions an image)
+  decode and encode it once: the image batch holds the distinct images, padded to the global batch or
+  a half, quarter or eighth of it (at most four compilations), and each example gathers its row.
 * **Text buckets.** A text batch is padded to the smallest of `text_buckets` that holds its longest
   text (one compilation per bucket), then stored at the encoder's `max_len` with zeros and mask
   False beyond the text. Texts longer than `max_len` tokens are cut and counted (manifest
@@ -223,6 +226,9 @@ class _HostBatch:
   truncated: dict[str, int]  # modality -> texts cut in this batch
   failures: list[dict[str, str]]  # {"split", "id", "modality", "reason"}
   size: int  # examples looked at (kept + dropped)
+  # Image modality -> int [n_kept]: the row of each kept example among the batch's distinct images
+  # (examples that share an image file, e.g. VQA questions, are encoded once).
+  gather: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def _label_array(ex: RawExample, task) -> np.ndarray:
@@ -257,11 +263,13 @@ class _Producer:
     text_buckets,
     on_error: str,
     num_workers: int,
+    num_devices: int = 1,
   ):
     self.plan = plan
     self.work = work
     self.batch_size = batch_size
     self.global_batch = global_batch
+    self.num_devices = num_devices
     self.text_buckets = text_buckets
     self.on_error = on_error
     self.queue: queue.Queue = queue.Queue(maxsize=_PREFETCH)
@@ -325,16 +333,26 @@ class _Producer:
     failures: list[dict[str, str]] = []
     bad: set[int] = set()
     pixels: dict[str, list] = {}
+    sources: dict[str, list] = {}  # modality -> per example, the index of its distinct image
     for m in plan.raw.modalities:
       if m.kind != "image":
         continue
       enc = plan.encoders[m.name]
       fn = _check_image if scan else enc.preprocess
-      futures = [self.pool.submit(fn, ex.inputs.get(m.name)) for ex in exs]
+      # Examples naming the same image file share one decode (and one encoding, see `gather`).
+      first: dict[str, int] = {}
+      sources[m.name] = []
+      for i, ex in enumerate(exs):
+        image = ex.inputs.get(m.name)
+        key = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+        sources[m.name].append(first.setdefault(key, i) if key is not None else i)
+      futures = {
+        i: self.pool.submit(fn, exs[i].inputs.get(m.name)) for i in sorted(set(sources[m.name]))
+      }
       pixels[m.name] = []
-      for i, (ex, fut) in enumerate(zip(exs, futures)):
+      for i, ex in enumerate(exs):
         try:
-          pixels[m.name].append(fut.result())
+          pixels[m.name].append(futures[sources[m.name][i]].result())
         except UnreadableImageError as e:
           failures.append({"split": split, "id": str(ex.id), "modality": m.name, "reason": str(e)})
           bad.add(i)
@@ -364,12 +382,26 @@ class _Producer:
         mask = np.pad(tok["attention_mask"], ((0, pad), (0, 0)))
         batch.inputs[m.name] = {"input_ids": ids, "attention_mask": mask}
       else:
+        distinct = sorted({sources[m.name][i] for i in keep})
+        row = {src: j for j, src in enumerate(distinct)}
+        batch.gather[m.name] = np.array([row[sources[m.name][i]] for i in keep], np.int64)
         s = enc.image_size
-        px = np.zeros((self.global_batch, 3, s, s), np.float32)
-        for j, i in enumerate(keep):
-          px[j] = pixels[m.name][i]
+        px = np.zeros((self._image_rows(len(distinct)), 3, s, s), np.float32)
+        for j, src in enumerate(distinct):
+          px[j] = pixels[m.name][src]
         batch.inputs[m.name] = {"pixel_values": px}
     return batch
+
+  def _image_rows(self, n: int) -> int:
+    """Rows of an image batch holding n distinct images: the global batch or a half, quarter or
+    eighth of it (a multiple of the device count), so at most four shapes are ever compiled."""
+    rows = self.global_batch
+    for _ in range(3):
+      half = rows // 2
+      if rows % 2 or half < n or half % self.num_devices:
+        break
+      rows = half
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -685,6 +717,7 @@ def _encode_pending(
     text_buckets=None if text_buckets is None else tuple(text_buckets),
     on_error=on_error,
     num_workers=workers,
+    num_devices=len(devices),
   ).start()
   failures: list[dict[str, str]] = []
   acc: _ChunkAccumulator | None = None
@@ -694,7 +727,11 @@ def _encode_pending(
 
   def finish(batch: _HostBatch, outs) -> None:
     nonlocal acc, n_done
-    host = {name: (np.asarray(x), np.asarray(m)) for name, (x, m) in outs.items()}
+    host = {}
+    for name, (x, m) in outs.items():
+      x, m = np.asarray(x), np.asarray(m)
+      g = batch.gather.get(name)
+      host[name] = (x, m) if g is None else (x[g], m[g])  # distinct images -> their examples
     if acc is None or (acc.split, acc.k) != (batch.split, batch.chunk):
       acc = _ChunkAccumulator(plan, batch.split, batch.chunk, dtype)
     acc.add(batch, host)
@@ -866,9 +903,9 @@ def run_extraction(
     out: the store folder.
     text_encoder: folder, HF id or `minilm` (default roberta-base); loaded only if the data has
       text.
-    image_encoder: folder or HF id (default openai/clip-vit-base-patch16), shared by every image
-      modality. A missing folder named `tiny-vit` is created with `easyvqa_demo_encoders` (the CPU
-      demo encoder).
+    image_encoder: folder or HF id (default openai/clip-vit-base-patch16), or a fixed patch
+      descriptor (`hog`, `pixels`, `hog:<S>/<p>`: `PatchEncoder`), shared by every image modality.
+      A missing folder named `tiny-vit` is created with `easyvqa_demo_encoders` (a random ViT).
     text_max_len: tokens kept per text.
     text_buckets, batch_size, dtype, on_error, limit_per_split, resume, overwrite, progress: as in
       `extract_features` (and chunk_size).
@@ -998,7 +1035,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     "--text-encoder", default=None, help="folder, HF id or 'minilm' (default roberta-base)"
   )
   p.add_argument(
-    "--image-encoder", default=None, help="folder or HF id (default openai/clip-vit-base-patch16)"
+    "--image-encoder",
+    default=None,
+    help="folder, HF id (default openai/clip-vit-base-patch16), or a fixed patch descriptor: hog, "
+    "pixels, hog:<size>/<patch>",
   )
   p.add_argument("--max-len", type=int, default=None, help="text tokens kept (default 320)")
   p.add_argument("--batch-size", type=int, default=None)

@@ -708,6 +708,13 @@ def run_probe(
   }
   if planted is not None:
     report["planted"] = _planted_summary(planted, records, experts, min_effect)
+  from flmoe_jax.data.evidence import evidence_for_store
+
+  evidence = evidence_for_store(fs, split)
+  if evidence is not None:
+    from flmoe_jax.probes.evidence import pair_evidence
+
+    report["evidence"] = _r_tree(pair_evidence(report, evidence))
   if stability:
     report["stability"] = _stability(report, call, tag, runs.finished_seeds(workdir))
   out_dir = pathlib.Path(workdir) / "probe"

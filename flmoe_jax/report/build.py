@@ -580,6 +580,102 @@ def planted_positions_table(dataset: str, explain: dict) -> Table | None:
   )
 
 
+def evidence_section(dataset: str, explain: dict | None, probe: dict | None) -> Section | None:
+  """Stores with a label-free evidence rule (easy-vqa): maps and top pairs against the pixels.
+
+  Returns:
+    A section with the rule, a table of each map's mass and top-K% precision on the evidence
+    positions (FL-I2MoE views and the dense baseline, mean ± std over seeds, chance beside), and a
+    table of how often each probe's top pair joins an evidence token to an evidence patch; None when
+    neither file has evidence scores.
+  """
+  rows_e = []
+  if explain and (explain.get("model") or {}).get("evidence"):
+    ks = explain["settings"]["ks"]
+    rows_e.append(
+      [
+        "model",
+        "map",
+        "modality",
+        "mass share",
+        *[f"top-{_f(k, 0)}% precision" for k in ks],
+        "chance",
+        "n",
+      ]
+    )
+    for label, block in (("FL-I2MoE", explain["model"]), ("dense", explain.get("baseline"))):
+      for e in (block or {}).get("evidence") or []:
+        rows_e.append(
+          [
+            label,
+            e["view"],
+            e["modality"],
+            pm(e["mass_share"]["mean"], e["mass_share"]["std"], 1.0, 3),
+            *[pm(p["mean"], p["std"], 1.0, 3) for p in e["precision"]],
+            _f(e["chance"], 3),
+            str(e["num_examples"]),
+          ]
+        )
+  ev = (probe or {}).get("evidence")
+  if not rows_e and not ev:
+    return None
+  rule = (explain or {}).get("evidence_rule") or (ev or {}).get("rule", "")
+  sec = Section(f"{dataset}: explanations against the pixels", id=f"evidence-{dataset}")
+  sec.paragraphs.append(
+    f"Evidence positions known without labels ({rule}). A map scores its share of attribution mass "
+    "(of the [0, 1]-normalised map) and of its top-K% positions on them; chance is the evidence "
+    "share of the candidate positions, what a uniform map or a random top-K% set scores (scale 0-1)."
+  )
+  if rows_e:
+    sec.tables.append(
+      Table(
+        f"evidence-maps-{dataset}",
+        f"Attribution on the evidence positions ({dataset}, test samples per seed = n)",
+        rows_e,
+      )
+    )
+  if ev:
+    rows = [
+      [
+        "probe",
+        "expert",
+        "ranked by",
+        "n",
+        "top pair joins evidence",
+        "chance (candidates)",
+        "chance (all pairs)",
+        "z",
+        "p (one-sided)",
+      ]
+    ]
+    for role in ("sii", "rg"):
+      r = ev.get(role) or {}
+      if not r.get("n"):
+        continue
+      rows.append(
+        [
+          r["index"],
+          r["expert"],
+          r["scale"],
+          str(r["n"]),
+          f"{r['hits']} ({_f(100 * r['top_pair_rate'], 0)}%)",
+          f"{_f(100 * r['chance_candidates'], 0)}%",
+          f"{_f(100 * r['chance_all_pairs'], 1)}%",
+          _f(r["z"]),
+          f"{r['p_value']:.2g}",
+        ]
+      )
+    sec.tables.append(
+      Table(
+        f"evidence-pairs-{dataset}",
+        f"Top pair of each probe joining an evidence token to an evidence patch ({dataset}; "
+        "Poisson-binomial normal approximation against the candidate-pair chance)",
+        rows,
+      )
+    )
+  return sec
+
+
 def pure_setting_results(
   runs: Sequence[tuple[str, str | os.PathLike]], split: str = "test"
 ) -> list[dict]:
@@ -790,7 +886,13 @@ def build_report(
     fl = _run_summary(e.fl_workdir, "run")
     dense = _run_summary(e.dense_workdir, "baseline") if e.dense_workdir is not None else None
     i2moe = _run_summary(e.i2moe_workdir, "I2MoE run") if e.i2moe_workdir is not None else None
-    summaries[e.dataset] = {"Dense Transformer": dense, "I2MoE": i2moe, "FL-I2MoE": fl}
+    refs = (_load(pathlib.Path(e.fl_workdir) / "baselines" / f"{e.split}.json") or {}).get("models")
+    summaries[e.dataset] = {
+      **(refs or {}),
+      "Dense Transformer": dense,
+      "I2MoE": i2moe,
+      "FL-I2MoE": fl,
+    }
   _check_out_dir(pathlib.Path(out_dir))
 
   overview = Section("Overview", id="overview")
@@ -841,6 +943,9 @@ def build_report(
     else:
       sec.paragraphs.append(f"No probes yet: run `flmoe probe --workdir {wd} --split {e.split}`.")
     sections.append(sec)
+    evidence = evidence_section(e.dataset, explain, probe)
+    if evidence:
+      sections.append(evidence)
 
   if pure_settings:
     split = entries[0].split if entries else "test"
@@ -880,11 +985,11 @@ def _metadata_section(entries, summaries) -> Section:
     f"flmoe_jax {flmoe_jax.__version__}, jax {jax.__version__}, flax {flax_version}; "
     f"backend {jax.default_backend()}"
   )
-  rows = [["dataset", "model", "run directory", "seeds", "store", "selection metric"]]
+  rows = [["dataset", "model", "run directory", "seeds", "store", "encoders", "selection metric"]]
   for e in entries:
     for name, s in summaries[e.dataset].items():
-      if s is None:
-        continue
+      if s is None or "selection_metric" not in s:
+        continue  # reference points (majority class, one modality) are not runs
       wd = {"FL-I2MoE": e.fl_workdir, "I2MoE": e.i2moe_workdir}.get(name, e.dense_workdir)
       rows.append(
         [
@@ -893,6 +998,7 @@ def _metadata_section(entries, summaries) -> Section:
           str(wd),
           ", ".join(s["seeds"]),
           pathlib.Path(s["store"]).name,
+          _encoders(s["store"]),
           s["selection_metric"],
         ]
       )
@@ -915,3 +1021,13 @@ def _metadata_section(entries, summaries) -> Section:
       f"batch {cfg.get('train', {}).get('batch_size')}"
     )
   return sec
+
+
+def _encoders(store: str) -> str:
+  """`modality: encoder` of a store, from its manifest ("-" when the manifest is unreadable)."""
+  manifest = _load(pathlib.Path(store) / "manifest.json")
+  if not manifest:
+    return "-"
+  return ", ".join(
+    f"{m['name']}: {m.get('encoder') or '-'}" for m in manifest.get("modalities", [])
+  )

@@ -34,7 +34,8 @@ def table_a(entries: Mapping[str, Mapping[str, dict]], *, split: str = "test") -
 
   Args:
     entries: {dataset: {"Dense Transformer": summary, "I2MoE": summary, "FL-I2MoE": summary}}
-      (summary.json contents; a missing model is skipped).
+      (summary.json contents; a missing model is skipped), optionally with reference points first
+      (`flmoe_jax.baselines`: the majority class, one modality alone; seeds `["-"]`, shown as "-").
     split: `test` (evaluated once with the best-validation checkpoint) or `best_val`.
 
   Returns:
@@ -54,7 +55,7 @@ def table_a(entries: Mapping[str, Mapping[str, dict]], *, split: str = "test") -
               model_name,
               _LABEL[k],
               pm(ms[k]["mean"], ms[k]["std"]),
-              str(len(summary["seeds"])),
+              "-" if summary["seeds"] == ["-"] else str(len(summary["seeds"])),
             ]
           )
   return Table("table-a", f"Table A: task performance ({split} split, mean ± std over seeds)", rows)

@@ -1,0 +1,108 @@
+"""Scoring maps, pair rankings and reference points against known answers."""
+
+import types
+
+import numpy as np
+import pytest
+
+from flmoe_jax import baselines
+from flmoe_jax.data.store import ModalitySpec, SplitArrays, TaskSpec, open_store, write_store
+from flmoe_jax.explain.pipeline import _evidence_scores
+from flmoe_jax.probes.evidence import pair_evidence
+
+
+def test_map_scores_on_the_evidence():
+  # One sample, one view, 4 candidate positions; evidence at positions 1 and 2.
+  maps = np.array([[[0.2, 1.0, 0.5, 0.3]]], np.float32)
+  attr = types.SimpleNamespace(maps=(maps, maps), candidates=(np.ones((1, 4), bool),) * 2)
+  masks = [np.array([[False, True, True, False]]), np.zeros((1, 4), bool)]
+  s = _evidence_scores(attr, masks, (25, 50, 75))  # [B, V, M, 2 + nK]
+  # Mass share 1.5 / 2.0; top-1 {1}, top-2 {1, 2}, top-3 {1, 2, 3}: precision 1, 1, 2/3; chance 1/2.
+  np.testing.assert_allclose(s[0, 0, 0], [0.75, 1.0, 1.0, 2 / 3, 0.5], rtol=1e-6)
+  assert np.isnan(s[0, 0, 1]).all()  # no evidence in the second modality: left out, not zero
+  # Non-candidate positions count for nothing, evidence or not.
+  attr2 = types.SimpleNamespace(maps=(maps,), candidates=(np.array([[True, False, True, True]]),))
+  s2 = _evidence_scores(attr2, [masks[0]], (50,))
+  np.testing.assert_allclose(s2[0, 0, 0], [0.5 / 1.0, 0.5, 1 / 3], rtol=1e-6)
+
+
+def test_pair_scores_on_the_evidence():
+  def rec(values):
+    # Candidate pairs (text 1, image 0), (text 1, image 3), (text 2, image 3).
+    return {
+      "members": [[0, 1, 1, 0], [0, 1, 1, 3], [0, 2, 1, 3]],
+      "values": {"SII": {"logodds": values}, "RG": {"logodds": values}},
+    }
+
+  samples = [
+    {"row": 5, "n_players": [4, 4], "sii": rec([0.1, 0.9, 0.2]), "rg": rec([0.9, 0.1, None])},
+    {"row": 7, "n_players": [4, 4], "sii": rec([0.5, 0.1, 0.2]), "rg": rec([None, None, None])},
+  ]
+  report = {
+    "settings": {
+      "modalities": ["text", "image"],
+      "sii_rank_score": "logodds",
+      "rg_rank_score": "logodds",
+      "experts": {"sii": "syn", "rg": "red"},
+    },
+    "samples": samples,
+  }
+  text = np.zeros((2, 4), bool)
+  image = np.zeros((2, 4), bool)
+  text[:, 1] = True  # token 1 is the attribute word of both examples
+  image[:, 3] = True  # patch 3 holds the shape
+  seen = []
+
+  def masks(rows):
+    seen.append(list(rows))
+    return {"text": text, "image": image}
+
+  ev = types.SimpleNamespace(rule="test rule", masks=masks)
+  out = pair_evidence(report, ev)
+  assert seen == [[5, 7]] and out["rule"] == "test rule"
+  sii = out["sii"]
+  # Example 1: top (1, 3) is evidence; example 2: top (1, 0) is not. Chance: 1 of 3 candidates.
+  assert (sii["n"], sii["hits"]) == (2, 1)
+  assert sii["chance_candidates"] == pytest.approx(1 / 3)
+  assert sii["chance_all_pairs"] == pytest.approx(1 / 4 * 1 / 4)
+  z = (1 - 2 / 3) / np.sqrt(2 * (1 / 3) * (2 / 3))
+  assert sii["z"] == pytest.approx(z)
+  rg = out["rg"]
+  # Example 2 has no finite RG value: left out; example 1's top (1, 0) is not evidence.
+  assert (rg["n"], rg["hits"], rg["chance_candidates"]) == (1, 0, pytest.approx(1 / 2))
+
+
+def test_reference_points(tmp_path):
+  rng = np.random.default_rng(0)
+
+  def split(n):
+    y = rng.integers(0, 3, n)
+    y[: n // 2] = 0  # class 0 is the majority
+    text = rng.normal(size=(n, 3, 8)).astype(np.float32)
+    text[:, :, 0] += 3.0 * y[:, None]  # the text tells the class
+    image = rng.normal(size=(n, 2, 4)).astype(np.float32)  # the image tells nothing
+    mask = np.ones((n, 3), bool)
+    mask[:, 2] = False
+    return SplitArrays(
+      {"text": text, "image": image},
+      {"text": mask, "image": np.ones((n, 2), bool)},
+      y,
+      [f"e{i}" for i in range(n)],
+    )
+
+  path = write_store(
+    tmp_path / "store",
+    modalities=[ModalitySpec("text", 8, 3), ModalitySpec("image", 4, 2, kind="patches")],
+    task=TaskSpec("multiclass", 3),
+    splits={"train": split(600), "test": split(300)},
+  )
+  fs = open_store(path)
+  y = np.asarray(fs.split("test").labels)
+  major = baselines.majority_class(fs)["mean_std"]["test"]
+  assert major["accuracy"]["mean"] == pytest.approx((y == 0).mean())
+  text = baselines.single_modality(fs, "text")["mean_std"]["test"]["accuracy"]["mean"]
+  image = baselines.single_modality(fs, "image")["mean_std"]["test"]["accuracy"]["mean"]
+  assert text > 0.95  # 3 sd between classes
+  assert image < (y == 0).mean() + 0.08  # no signal: about the majority rate
+  with pytest.raises(Exception, match="no modality"):
+    baselines.single_modality(fs, "audio")
