@@ -9,6 +9,8 @@
   flmoe explain --workdir W --split test [--baseline W_dense]   (attributions, faithfulness)
   flmoe probe   --workdir W --split test   (SII, redundancy gap, pair masking)
   flmoe report  --workdir W [--baseline W_dense] [--i2moe W_i2moe]   (Tables A/B/C, verdicts)
+  flmoe baselines --workdir W [--split test] [--modality text]   (majority class, one modality alone:
+                                           W/baselines/<split>.json, beside the models in Table A)
   flmoe demo    [--workdir runs/demo]      (the whole pipeline on the embedded default)
   flmoe probe   --workdir W --split test [--samples N --budget R --pairs topk|random|all --k 8 --seed S]
                                            (SII / redundancy-gap probes and pair masking -> W/probe/)
@@ -197,6 +199,21 @@ def _cmd_report(args, overrides) -> int:
   return 0
 
 
+def _cmd_baselines(args, overrides) -> int:
+  del overrides
+  from flmoe_jax import baselines
+
+  doc = baselines.run(args.workdir, args.split, modality=args.modality)
+  for name, summary in doc["models"].items():
+    m = summary["mean_std"][args.split]
+    print(
+      f"{name:32s} "
+      + ", ".join(f"{k} {100 * v['mean']:.2f}" for k, v in m.items() if k != "num_examples")
+    )
+  print(f"wrote {args.workdir}/baselines/{args.split}.json")
+  return 0
+
+
 def _cmd_demo(args, overrides) -> int:
   from flmoe_jax import demo
 
@@ -354,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--name", default=None, help="dataset name shown in the report")
   r.add_argument("--out", default=None, help="output folder (default WORKDIR/report)")
   r.set_defaults(fn=_cmd_report)
+
+  b = sub.add_parser(
+    "baselines", help="Table A's reference points of a run's store: majority class, one modality"
+  )
+  b.add_argument("--workdir", required=True, help="a run directory (its store is scored)")
+  b.add_argument("--split", default="test", help="the split to score")
+  b.add_argument(
+    "--modality", default=None, help="the one-modality baseline's modality (default: the first)"
+  )
+  b.set_defaults(fn=_cmd_baselines)
 
   d = sub.add_parser("demo", help="the whole pipeline on the embedded default, no download")
   d.add_argument("--workdir", default="runs/demo")
