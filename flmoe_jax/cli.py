@@ -295,6 +295,15 @@ def _cmd_probe(args, overrides) -> int:
       f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}, called (log-odds >= "
       f"{settings['min_effect']:g}) {p['logodds']['called@1']:.3f}{cross}"
     )
+  for role, e in (report.get("evidence") or {}).items():
+    if role == "rule" or not e.get("n"):
+      continue
+    print(
+      f"evidence: top pair of {e['index']} on {e['expert']} joins an evidence token and patch in "
+      f"{e['hits']}/{e['n']} examples ({100 * e['top_pair_rate']:.0f}%; chance "
+      f"{100 * e['chance_candidates']:.1f}% among the candidates, "
+      f"{100 * e['chance_all_pairs']:.1f}% among all pairs; z {e['z']:.2f}, p {e['p_value']:.2g})"
+    )
   mods = report["settings"]["modalities"]
   for name, blk in report["standout"].items():
     ds = blk["dataset"]

@@ -55,6 +55,11 @@ def test_bad_flag_is_one_line_exit_2(capsys, argv, names):
   assert len(err.strip().splitlines()) == 1, err
 
 
+def test_baselines_of_a_missing_run_is_one_line(capsys, tmp_path):
+  code, _, err = _run(capsys, "baselines", "--workdir", str(tmp_path / "nope"))
+  assert code == 2 and "is not a run directory" in err and len(err.strip().splitlines()) == 1
+
+
 def test_overrides_only_where_accepted(capsys, tmp_path):
   code, _, err = _run(capsys, "info", str(tmp_path), "--config.x=1")
   assert code == 2 and "takes no --config" in err
