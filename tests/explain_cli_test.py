@@ -89,7 +89,7 @@ def test_explain_with_baseline_end_to_end(run_dirs, capsys):
   assert _digest(fl) == before  # checkpoints, config and results untouched
   path = fl / "explain" / "val.json"
   doc = json.loads(path.read_text())
-  assert doc["format"] == "flmoe-explain" and doc["version"] == 2
+  assert doc["format"] == "flmoe-explain" and doc["version"] == 3
   report = ExplainReport.load(path)
   assert report.to_dict() == doc  # exact round trip
   s = report.settings
