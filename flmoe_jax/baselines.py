@@ -1,10 +1,12 @@
 """Reference points for Table A that need no multimodal model: the majority class and one modality.
 
-* `majority_class(fs)`: always answer the most frequent training label (multiclass and binary).
+* `majority_class(fs)`: always answer the most frequent training label (multiclass and binary); for
+  multilabel tasks, each label alone, predicted when most training examples carry it.
 * `single_modality(fs, modality)`: a small MLP on one modality's mean-pooled features (valid tokens
   only; one hidden layer of 256 ReLU units, full-batch Adam 1e-3 for 500 steps, weight decay 1e-4),
-  fitted on the training split: what that modality alone tells, e.g. the question-only baseline of
-  a VQA task. It is a probe of the frozen features, not a tuned model.
+  fitted on the training split with softmax cross-entropy (sigmoid for multilabel tasks): what that
+  modality alone tells, e.g. the question-only baseline of a VQA task. It is a probe of the frozen
+  features, not a tuned model.
 
 Both return a summary shaped like a training run's `summary.json` (`task`, `seeds`, `mean_std` per
 split), so Table A shows them beside the models; metrics are `flmoe_jax.metrics.compute_metrics`.
@@ -45,9 +47,14 @@ def _labels(fs: FeatureStore, split: str) -> np.ndarray:
   return np.asarray(fs.split(split).labels)
 
 
-def _check_task(fs: FeatureStore) -> None:
-  if fs.task.type not in ("multiclass", "binary"):
-    raise FlmoeError(f"baselines: task type {fs.task.type!r} is not single-label")
+def _outputs(fs: FeatureStore) -> int:
+  return 2 if fs.task.type == "binary" else fs.task.num_classes
+
+
+def _as_logits(fs: FeatureStore, out: np.ndarray) -> np.ndarray:
+  """[N, C] scores -> what `compute_metrics` takes for the task (binary: one logit)."""
+  out = np.asarray(out, np.float32)
+  return out[:, 1] - out[:, 0] if fs.task.type == "binary" else out
 
 
 def majority_class(fs: FeatureStore, splits=("test",)) -> dict[str, Any]:
@@ -60,16 +67,18 @@ def majority_class(fs: FeatureStore, splits=("test",)) -> dict[str, Any]:
   Returns:
     A summary {"name", "task", "seeds", "mean_std": {split: {metric: {"mean", "std": None}}}}.
   """
-  _check_task(fs)
-  c = fs.task.num_classes if fs.task.type == "multiclass" else 2
-  counts = np.bincount(_labels(fs, "train").astype(int), minlength=c)
+  train = _labels(fs, "train")
+  if fs.task.type == "multilabel":
+    # Each label on its own: predicted when more than half the training examples carry it.
+    rate = np.clip(train.mean(0), 1e-6, 1 - 1e-6)
+    scores = np.log(rate / (1 - rate))
+  else:
+    counts = np.bincount(train.astype(int), minlength=_outputs(fs))
+    scores = np.log(np.maximum(counts, 1) / counts.sum())
   out = {}
   for split in splits:
     y = _labels(fs, split)
-    logits = np.tile(np.log(np.maximum(counts, 1) / counts.sum()), (len(y), 1)).astype(np.float32)
-    if fs.task.type == "binary":
-      logits = logits[:, 1] - logits[:, 0]
-    out[split] = compute_metrics(fs.task.type, logits, y)
+    out[split] = compute_metrics(fs.task.type, _as_logits(fs, np.tile(scores, (len(y), 1))), y)
   return _summary("majority class", fs.task.type, out)
 
 
@@ -95,13 +104,13 @@ def single_modality(
   Returns:
     A summary like `majority_class`'s.
   """
-  _check_task(fs)
   if modality not in fs.modality_names:
     raise FlmoeError(f"baselines: store has no modality {modality!r} ({fs.modality_names})")
   x = _pooled(fs, "train", modality)
   mu, sd = x.mean(0), x.std(0) + 1e-6
-  y = jnp.asarray(_labels(fs, "train").astype(np.int32))
-  c = fs.task.num_classes if fs.task.type == "multiclass" else 2
+  multilabel = fs.task.type == "multilabel"
+  y = jnp.asarray(_labels(fs, "train").astype(np.float32 if multilabel else np.int32))
+  c = _outputs(fs)
   k1, k2 = jax.random.split(jax.random.key(seed))
   params = {
     "w1": jax.random.normal(k1, (x.shape[1], HIDDEN)) * np.sqrt(2.0 / x.shape[1]),
@@ -120,9 +129,14 @@ def single_modality(
   def fit(p):
     def step(carry, _):
       p, s = carry
-      loss, g = jax.value_and_grad(
-        lambda q: optax.softmax_cross_entropy_with_integer_labels(logits_fn(q, xt), y).mean()
-      )(p)
+
+      def loss_fn(q):
+        z = logits_fn(q, xt)
+        if multilabel:
+          return optax.sigmoid_binary_cross_entropy(z, y).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(z, y).mean()
+
+      loss, g = jax.value_and_grad(loss_fn)(p)
       u, s = opt.update(g, s, p)
       return (optax.apply_updates(p, u), s), loss
 
@@ -133,9 +147,7 @@ def single_modality(
   out = {}
   for split in splits:
     xs = jnp.asarray((_pooled(fs, split, modality) - mu) / sd)
-    logits = np.asarray(logits_fn(params, xs), np.float32)
-    if fs.task.type == "binary":
-      logits = logits[:, 1] - logits[:, 0]
+    logits = _as_logits(fs, logits_fn(params, xs))
     out[split] = compute_metrics(fs.task.type, logits, _labels(fs, split))
   return _summary(f"{modality} only (MLP on mean-pooled features)", fs.task.type, out)
 

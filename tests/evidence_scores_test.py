@@ -106,3 +106,33 @@ def test_reference_points(tmp_path):
   assert image < (y == 0).mean() + 0.08  # no signal: about the majority rate
   with pytest.raises(Exception, match="no modality"):
     baselines.single_modality(fs, "audio")
+
+
+def test_reference_points_of_a_multilabel_store(tmp_path):
+  rng = np.random.default_rng(1)
+
+  def split(n):
+    y = (rng.random((n, 3)) < [0.7, 0.2, 0.4]).astype(np.uint8)  # label 0 is carried by most
+    text = rng.normal(size=(n, 2, 6)).astype(np.float32)
+    text[:, :, :3] += 3.0 * y[:, None, :]  # the text tells every label
+    return SplitArrays(
+      {"text": text, "image": rng.normal(size=(n, 2, 4)).astype(np.float32)},
+      {"text": np.ones((n, 2), bool), "image": np.ones((n, 2), bool)},
+      y,
+      [f"e{i}" for i in range(n)],
+    )
+
+  path = write_store(
+    tmp_path / "store",
+    modalities=[ModalitySpec("text", 6, 2), ModalitySpec("image", 4, 2, kind="patches")],
+    task=TaskSpec("multilabel", 3),
+    splits={"train": split(500), "test": split(300)},
+  )
+  fs = open_store(path)
+  y = np.asarray(fs.split("test").labels)
+  major = baselines.majority_class(fs)["mean_std"]["test"]
+  # Only label 0 is predicted, for every example: its exact match is the share with labels {0}.
+  want = (y == [1, 0, 0]).all(1).mean()
+  assert major["exact_match"]["mean"] == pytest.approx(want)
+  text = baselines.single_modality(fs, "text")["mean_std"]["test"]
+  assert text["micro_f1"]["mean"] > 0.95
