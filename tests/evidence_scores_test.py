@@ -72,19 +72,23 @@ def test_pair_scores_on_the_evidence():
   assert (rg["n"], rg["hits"], rg["chance_candidates"]) == (1, 0, pytest.approx(1 / 2))
 
 
-def test_reference_points(tmp_path):
+def _store(tmp_path, task, labels_fn, n_text, text_dim, signal):
+  """A text + image store whose text features carry `signal(y)` and whose image is noise.
+
+  Args:
+    labels_fn: (rng, n) -> labels.
+    signal: labels [n, ...] -> [n, text_dim] added to every text token.
+  """
   rng = np.random.default_rng(0)
 
   def split(n):
-    y = rng.integers(0, 3, n)
-    y[: n // 2] = 0  # class 0 is the majority
-    text = rng.normal(size=(n, 3, 8)).astype(np.float32)
-    text[:, :, 0] += 3.0 * y[:, None]  # the text tells the class
-    image = rng.normal(size=(n, 2, 4)).astype(np.float32)  # the image tells nothing
-    mask = np.ones((n, 3), bool)
-    mask[:, 2] = False
+    y = labels_fn(rng, n)
+    text = rng.normal(size=(n, n_text, text_dim)).astype(np.float32) + signal(y)[:, None, :]
+    mask = np.ones((n, n_text), bool)
+    if n_text > 2:
+      mask[:, -1] = False  # a padding position, left out of the mean pooling
     return SplitArrays(
-      {"text": text, "image": image},
+      {"text": text, "image": rng.normal(size=(n, 2, 4)).astype(np.float32)},
       {"text": mask, "image": np.ones((n, 2), bool)},
       y,
       [f"e{i}" for i in range(n)],
@@ -92,43 +96,53 @@ def test_reference_points(tmp_path):
 
   path = write_store(
     tmp_path / "store",
-    modalities=[ModalitySpec("text", 8, 3), ModalitySpec("image", 4, 2, kind="patches")],
-    task=TaskSpec("multiclass", 3),
+    modalities=[
+      ModalitySpec("text", text_dim, n_text),
+      ModalitySpec("image", 4, 2, kind="patches"),
+    ],
+    task=task,
     splits={"train": split(600), "test": split(300)},
   )
-  fs = open_store(path)
+  return open_store(path)
+
+
+def _multiclass_labels(rng, n):
+  y = rng.integers(0, 3, n)
+  y[: n // 2] = 0  # class 0 is the majority
+  return y
+
+
+def test_reference_points(tmp_path):
+  # The text tells the class (3 sd between classes on one dimension); the image tells nothing.
+  fs = _store(
+    tmp_path,
+    TaskSpec("multiclass", 3),
+    _multiclass_labels,
+    3,
+    8,
+    lambda y: np.eye(8)[0] * 3.0 * y[:, None],
+  )
   y = np.asarray(fs.split("test").labels)
   major = baselines.majority_class(fs)["mean_std"]["test"]
   assert major["accuracy"]["mean"] == pytest.approx((y == 0).mean())
   text = baselines.single_modality(fs, "text")["mean_std"]["test"]["accuracy"]["mean"]
   image = baselines.single_modality(fs, "image")["mean_std"]["test"]["accuracy"]["mean"]
-  assert text > 0.95  # 3 sd between classes
+  assert text > 0.95
   assert image < (y == 0).mean() + 0.08  # no signal: about the majority rate
   with pytest.raises(Exception, match="no modality"):
     baselines.single_modality(fs, "audio")
 
 
 def test_reference_points_of_a_multilabel_store(tmp_path):
-  rng = np.random.default_rng(1)
-
-  def split(n):
-    y = (rng.random((n, 3)) < [0.7, 0.2, 0.4]).astype(np.uint8)  # label 0 is carried by most
-    text = rng.normal(size=(n, 2, 6)).astype(np.float32)
-    text[:, :, :3] += 3.0 * y[:, None, :]  # the text tells every label
-    return SplitArrays(
-      {"text": text, "image": rng.normal(size=(n, 2, 4)).astype(np.float32)},
-      {"text": np.ones((n, 2), bool), "image": np.ones((n, 2), bool)},
-      y,
-      [f"e{i}" for i in range(n)],
-    )
-
-  path = write_store(
-    tmp_path / "store",
-    modalities=[ModalitySpec("text", 6, 2), ModalitySpec("image", 4, 2, kind="patches")],
-    task=TaskSpec("multilabel", 3),
-    splits={"train": split(500), "test": split(300)},
+  # Label 0 is carried by most examples; the text tells every label.
+  fs = _store(
+    tmp_path,
+    TaskSpec("multilabel", 3),
+    lambda rng, n: (rng.random((n, 3)) < [0.7, 0.2, 0.4]).astype(np.uint8),
+    2,
+    6,
+    lambda y: np.concatenate([3.0 * y, np.zeros((len(y), 3))], 1),
   )
-  fs = open_store(path)
   y = np.asarray(fs.split("test").labels)
   major = baselines.majority_class(fs)["mean_std"]["test"]
   # Only label 0 is predicted, for every example: its exact match is the share with labels {0}.
