@@ -142,14 +142,11 @@ class Evidence:
   def masks(self, rows) -> dict[str, np.ndarray]:
     """{"text": bool [B, T], "image": bool [B, P]} for the given split rows (-1: padding, False)."""
     rows = np.asarray(rows).reshape(-1)
-    per = [self._row(int(r)) for r in rows[rows >= 0]]
-    empty = (np.zeros(self._text_len, bool), np.zeros((self._grid[0] // self._grid[1]) ** 2, bool))
-    it = iter(per)
-    per = [next(it) if r >= 0 else empty for r in rows]
-    return {
-      self.modalities[0]: np.stack([p[0] for p in per]),
-      self.modalities[1]: np.stack([p[1] for p in per]),
-    }
+    text = np.zeros((len(rows), self._text_len), bool)
+    image = np.zeros((len(rows), (self._grid[0] // self._grid[1]) ** 2), bool)
+    for i in np.flatnonzero(rows >= 0):
+      text[i], image[i] = self._row(int(rows[i]))
+    return {self.modalities[0]: text, self.modalities[1]: image}
 
 
 def evidence_for_store(store, split: str) -> Evidence | None:

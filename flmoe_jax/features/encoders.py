@@ -487,9 +487,12 @@ class ImageEncoder(_FrozenEncoder):
       **self._identity(),
       "image_size": self.image_size,
       "patch_size": self.patch_size,
-      "processor": type(self.processor).__name__,
+      "processor": self._processor_name(),
       "params_digest": self.digest(),
     }
+
+  def _processor_name(self) -> str:
+    return type(self.processor).__name__
 
   def preprocess(self, image) -> np.ndarray:
     """Decodes and preprocesses one image.
@@ -543,7 +546,7 @@ HOG_CELLS = 2  # cells per patch side
 HOG_EPS = 1.0  # normaliser floor: flat patches (no edges) get a near-zero histogram
 
 
-class PatchEncoder(_FrozenEncoder):
+class PatchEncoder(ImageEncoder):
   """An image encoder without weights: a fixed descriptor of each image patch.
 
   The image is decoded to RGB, resized to S x S (bilinear, only if it is not S x S already), scaled
@@ -562,6 +565,8 @@ class PatchEncoder(_FrozenEncoder):
     pixels through a linear projection do not give a small model.
 
   Names: `pixels` / `hog` (64 px, patch 8: 64 patches), or `pixels:<S>/<p>` / `hog:<S>/<p>`.
+  It is an `ImageEncoder` (the same `info`, `preprocess_batch` and call) with its own preprocessing and
+  `encode`.
 
   Attributes:
     kind: `image`.
@@ -638,15 +643,8 @@ class PatchEncoder(_FrozenEncoder):
       f = self._patches(x).reshape(x.shape[0], self.seq_len, self.hidden_size)
     return f.astype(out_dtype), jnp.ones(f.shape[:2], bool)
 
-  def info(self) -> dict[str, Any]:
-    """Provenance and identity of the encoder (stored in manifests, compared on resume)."""
-    return {
-      **self._identity(),
-      "image_size": self.image_size,
-      "patch_size": self.patch_size,
-      "processor": "rgb, bilinear resize, [-1, 1]",
-      "params_digest": self.digest(),
-    }
+  def _processor_name(self) -> str:
+    return "rgb, bilinear resize, [-1, 1]"
 
   def preprocess(self, image) -> np.ndarray:
     """Decodes one image to float32 [3, S, S] pixels in [-1, 1] (channels first)."""
@@ -656,10 +654,6 @@ class PatchEncoder(_FrozenEncoder):
     if pil.size != (self.image_size, self.image_size):
       pil = pil.resize((self.image_size, self.image_size), Image.BILINEAR)
     return (np.asarray(pil, np.float32).transpose(2, 0, 1) / 127.5) - 1.0
-
-  def preprocess_batch(self, images: Sequence[Any]) -> dict[str, np.ndarray]:
-    """Preprocesses B images: {"pixel_values": float32 [B, 3, S, S]}; fails at a bad one."""
-    return {"pixel_values": np.stack([self.preprocess(im) for im in images])}
 
   def encode(self, batch: Mapping[str, Any], params=None, *, out_dtype="float32"):
     """Computes the patch descriptors (jitted).
@@ -673,11 +667,6 @@ class PatchEncoder(_FrozenEncoder):
       (features [B, P, D], mask bool [B, P] (all True)), as jax arrays.
     """
     return self._forward({}, batch["pixel_values"], out_dtype=jnp.dtype(out_dtype).name)
-
-  def __call__(self, images: Sequence[Any]):
-    """Preprocesses and encodes; returns numpy (features [B, P, D], mask [B, P])."""
-    x, m = self.encode(self.preprocess_batch(images))
-    return np.asarray(x), np.asarray(m)
 
 
 def patch_encoder(name: str, *, dtype="float32") -> PatchEncoder | None:
