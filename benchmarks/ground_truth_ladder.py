@@ -97,17 +97,11 @@ def train_transformer(args, store, model: str, seed: int, tag: str) -> dict:
 
 def probe_hit(workdir: str, setting: str, args) -> dict:
   """Planted-pair hit@1 of the meant probe, its cross-talk, and the pairs standing out (SII, RG)."""
+  from flmoe_jax.probes.config import ProbeConfig
   from flmoe_jax.probes.pipeline import run_probe
 
-  report = run_probe(
-    workdir,
-    "test",
-    samples=args.probe_samples,
-    pairs=args.pairs,
-    draws=16,
-    figures=False,
-    log=lambda *a: None,
-  )
+  cfg = ProbeConfig(samples=args.probe_samples, pairs=args.pairs, draws=16, figures=False)
+  report = run_probe(cfg, workdir, log=None)
   out = {"n_examples": args.probe_samples}
   for name, p in report.get("planted", {}).get("pairs", {}).items():
     if p["kind"] == setting or (setting == "mixed" and p["kind"] in ("synergy", "redundancy")):

@@ -147,28 +147,10 @@ def _cmd_info(args, overrides) -> int:
 def _cmd_explain(args, overrides) -> int:
   del overrides
   from flmoe_jax.explain import pipeline
+  from flmoe_jax.explain.config import ExplainConfig
+  from flmoe_jax.options import from_args
 
-  if args.steps_per_call < 0:
-    raise FlmoeError(f"--steps-per-call must be >= 0 (0 = all at once), got {args.steps_per_call}")
-  steps = None if args.steps_per_call == 0 else args.steps_per_call
-  report = pipeline.run_explain(
-    args.workdir,
-    args.split,
-    baseline=args.baseline,
-    method=args.method,
-    ks=args.ks,
-    fill=args.fill,
-    target=args.target,
-    samples=args.samples,
-    seeds=args.seeds,
-    batch_size=args.batch_size,
-    steps_per_call=steps,
-    repeats=args.repeats,
-    random_seed=args.random_seed,
-    ig_steps=args.ig_steps,
-    ig_baseline=args.ig_baseline,
-    figures=not args.no_figures,
-  )
+  report = pipeline.run_explain(from_args(ExplainConfig, args), args.workdir)
   print(pipeline.format_report(report))
   return 0
 
@@ -223,50 +205,12 @@ def _cmd_demo(args, overrides) -> int:
 
 def _cmd_probe(args, overrides) -> int:
   del overrides
+  from flmoe_jax.options import from_args
+  from flmoe_jax.probes.config import ProbeConfig
   from flmoe_jax.probes.pipeline import run_probe
   from flmoe_jax.probes.standout import describe as describe_standouts
 
-  try:
-    budgets = [int(b) for b in args.mask_budgets.split(",") if b.strip()]
-  except ValueError:
-    raise FlmoeError(
-      "--mask-budgets must be comma-separated pair counts (e.g. 1,2,5,10), got "
-      f"{args.mask_budgets!r}"
-    ) from None
-  report = run_probe(
-    args.workdir,
-    args.split,
-    samples=args.samples,
-    budget=args.budget,
-    draws=args.draws,
-    pairs=args.pairs,
-    k=args.k,
-    n_random_pairs=args.n_random_pairs,
-    seed=args.seed,
-    antithetic=not args.no_antithetic,
-    max_coalitions_per_call=args.max_coalitions_per_call,
-    fill=args.fill,
-    sii_fill=args.sii_fill,
-    rg_fill=args.rg_fill,
-    references=args.references,
-    target_source=args.target,
-    run_seed=args.run_seed,
-    which=args.which,
-    mask_budgets=budgets,
-    mask_repeats=args.repeats,
-    sii_rank_score=args.sii_rank_score,
-    rg_rank_score=args.rg_rank_score,
-    figures=not args.no_figures,
-    sii_expert=args.sii_expert,
-    rg_expert=args.rg_expert,
-    tag=args.tag,
-    stability=args.stability,
-    attribution=args.attribution,
-    attention=args.attention,
-    # None keeps run_probe's default (standout.DEFAULT_MIN_RATE; not imported here to keep --help fast).
-    **({} if args.standout_min_rate is None else {"standout_min_rate": args.standout_min_rate}),
-    **({} if args.min_effect is None else {"min_effect": args.min_effect}),
-  )
+  report = run_probe(from_args(ProbeConfig, args), args.workdir)
   pm = report["pair_masking"]
   for name in ("SII", "RG"):
     d = pm[name]
@@ -319,6 +263,10 @@ def _cmd_probe(args, overrides) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from flmoe_jax.explain.config import ExplainConfig
+  from flmoe_jax.options import add_arguments
+  from flmoe_jax.probes.config import ProbeConfig
+
   p = _Parser(prog="flmoe", description=__doc__.split("\n\n")[0])
   sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -342,26 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   e = sub.add_parser("explain", help="expert-wise attributions and top-K%% masking faithfulness")
   e.add_argument("--workdir", required=True, help="trained run directory (FL-I2MoE or dense)")
-  e.add_argument("--split", default="val", help="store split to explain (default: val)")
-  e.add_argument("--baseline", default=None, help="dense-transformer run on the same store")
-  e.add_argument("--method", default="attnxgrad", choices=("attnxgrad", "attn", "ig"))
-  e.add_argument("--ks", default="5,10,15,20,25", help="budgets K in percent, each in (0, 100]")
-  e.add_argument("--fill", default="mean", choices=("mean", "zero"))
-  e.add_argument("--target", default="pred", choices=("pred", "true"))
-  e.add_argument("--samples", type=int, default=None, help="first N samples only (default: all)")
-  e.add_argument("--seeds", default="all", help="'all' or comma-separated seeds")
-  e.add_argument("--batch-size", type=int, default=32)
-  e.add_argument(
-    "--steps-per-call",
-    type=int,
-    default=16,
-    help="memory knob: masked variants / IG steps per model call (0 = all at once)",
-  )
-  e.add_argument("--repeats", type=int, default=10, help="random-control repeats")
-  e.add_argument("--random-seed", type=int, default=42, help="seed of the random control")
-  e.add_argument("--ig-steps", type=int, default=16)
-  e.add_argument("--ig-baseline", default="zero", choices=("zero", "mean"))
-  e.add_argument("--no-figures", action="store_true", help="write the JSON only")
+  add_arguments(e, ExplainConfig)
   e.set_defaults(fn=_cmd_explain)
 
   from flmoe_jax.features.extract import add_cli as add_features_cli
@@ -398,104 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   pr = sub.add_parser("probe", help="SII / redundancy-gap probes and pair masking of a trained run")
   pr.add_argument("--workdir", required=True, help="the run directory")
-  pr.add_argument("--split", default="test")
-  pr.add_argument(
-    "--samples",
-    type=int,
-    default=None,
-    help="examples: the first rows of the split (default 200, or the whole split when smaller)",
-  )
-  pr.add_argument(
-    "--budget",
-    type=int,
-    default=None,
-    help="coalition evaluations per example and expert (default: draws x 4 x pairs)",
-  )
-  pr.add_argument("--draws", type=int, default=64, help="draws per pair when --budget is not set")
-  pr.add_argument("--pairs", choices=("topk", "random", "all"), default="topk")
-  pr.add_argument("--k", type=int, default=8, help="tokens per modality for --pairs topk")
-  pr.add_argument(
-    "--attribution",
-    choices=("attnxgrad", "attn", "ig", "grad_x_input"),
-    default="attnxgrad",
-    help="map that pre-selects the topk tokens",
-  )
-  pr.add_argument(
-    "--n-random-pairs", type=int, default=64, help="pairs per example, --pairs random"
-  )
-  pr.add_argument("--seed", type=int, default=0)
-  pr.add_argument("--no-antithetic", action="store_true", help="plain (not antithetic) MC draws")
-  pr.add_argument(
-    "--max-coalitions-per-call",
-    type=int,
-    default=4096,
-    help="memory knob: most coalitions per model call, across a batch of examples",
-  )
-  fills = (
-    "mean",
-    "zero",
-    "marginal",
-  )  # probes.pipeline.PROBE_FILLS (not imported: jax-free parser)
-  pr.add_argument(
-    "--fill",
-    choices=fills,
-    default="mean",
-    help="what 'absent' means in the SII and RG games: the mean (or zero) fill, or marginal: the "
-    "tokens of --references random train examples, the value averaged over them",
-  )
-  pr.add_argument("--sii-fill", choices=fills, help="the SII game's fill alone")
-  pr.add_argument("--rg-fill", choices=fills, help="the RG game's fill alone")
-  pr.add_argument(
-    "--references", type=int, default=8, help="reference examples of the marginal fill (default 8)"
-  )
-  pr.add_argument("--target", choices=("pred", "true"), default="pred")
-  pr.add_argument("--run-seed", type=int, default=None, help="training seed (default: first)")
-  pr.add_argument("--which", choices=("best", "latest"), default="best")
-  pr.add_argument("--mask-budgets", default="1,2,5,10", help="comma-separated pair budgets")
-  pr.add_argument("--repeats", type=int, default=10, help="random-control repeats")
-  pr.add_argument(
-    "--sii-expert", default=None, help="game of the SII probe (default syn; or mixture)"
-  )
-  pr.add_argument(
-    "--rg-expert", default=None, help="game of the RG probe (default red; or mixture)"
-  )
-  for index in ("sii", "rg"):
-    pr.add_argument(
-      f"--{index}-rank-score",
-      choices=("logodds", "logprob", "logit", "prob"),
-      default="logodds",
-      help=f"scale that ranks {index.upper()} pairs for pair masking and the standout tests "
-      "(default logodds: the target's log-odds, shift-invariant and unrounded)",
-    )
-  pr.add_argument("--no-figures", action="store_true")
-  pr.add_argument(
-    "--standout-min-rate",
-    type=float,
-    default=None,
-    help="across examples, a pair stands out when it ranks first in significantly more than this "
-    "share of them (default 0.1)",
-  )
-  pr.add_argument(
-    "--min-effect",
-    type=float,
-    default=None,
-    help="smallest score, on the target's log-odds scale (nats), with which an example's first "
-    "pair is called (the called@1 rates, cross-talk, 'called' standouts; default 0.25)",
-  )
-  pr.add_argument(
-    "--attention",
-    choices=("einsum", "xla", "cudnn"),
-    default=None,
-    help="experts' attention for the probe: explicit einsum, or fused jax.nn.dot_product_attention "
-    "(xla, or cudnn: GPU flash attention, bf16 runs); default: the run's model.attention",
-  )
-  pr.add_argument("--tag", default="", help="write W/probe/<split>_<tag>.json instead")
-  pr.add_argument(
-    "--stability",
-    action="store_true",
-    help="also probe with another MC seed and another training seed, and record how much the pair "
-    "rankings agree (Kendall tau, top-k overlap; 2-3x the cost)",
-  )
+  add_arguments(pr, ProbeConfig)
   pr.set_defaults(fn=_cmd_probe)
   return p
 

@@ -62,9 +62,11 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     quick: a smoke run (2 epochs, 1 seed, few explained/probed samples).
   """
   from flmoe_jax import baselines
+  from flmoe_jax.explain.config import ExplainConfig
   from flmoe_jax.explain.pipeline import run_explain
   from flmoe_jax.explain.results import VERSION as EXPLAIN_VERSION
   from flmoe_jax.features.extract import features_from_config
+  from flmoe_jax.probes.config import ProbeConfig
   from flmoe_jax.probes.pipeline import run_probe
   from flmoe_jax.probes.results import PROBE_VERSION
   from flmoe_jax.report import ReportEntry, build_report
@@ -100,7 +102,8 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
       baselines.run(runs["fl"], split)
     if not _current(runs["fl"] / "explain" / f"{split}.json", EXPLAIN_VERSION):
       _stage(f"{name}: expert-wise explanations ({n_explain} {split} samples, dense baseline)")
-      run_explain(runs["fl"], split, baseline=runs["dense"], samples=n_explain)
+      cfg = ExplainConfig(split=split, baseline=str(runs["dense"]), samples=n_explain)
+      run_explain(cfg, runs["fl"])
     if not _current(runs["fl"] / "probe" / f"{split}.json", PROBE_VERSION):
       _stage(f"{name}: interaction probes")
       # Synthetic: every cross-modal pair (81) is scored, so the planted pairs are always candidates;
@@ -113,16 +116,15 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
         dict(pairs="all", draws=16, stability=True) if name == "synthetic" else dict(k=4, draws=16)
       )
       n = n_probe if name == "synthetic" else 2 * n_probe // 5
-      run_probe(runs["fl"], split, samples=n, **opts)
+      run_probe(ProbeConfig(split=split, samples=n, **opts), runs["fl"])
     marginal = runs["fl"] / "probe" / f"{split}_{MARGINAL_TAG}.json"
     if name == "synthetic" and not _current(marginal, PROBE_VERSION):
       # The synergy expert's marginal game too (absent tokens from 8 reference examples): it finds
       # the planted XOR where the mean fill's one-sided interaction misses it (docs/ground_truth.md).
       # Its rows join the report's ground-truth table; C2 stays on the mean-fill probe above.
       _stage(f"{name}: SII of the marginal game (planted-pair check)")
-      run_probe(
-        runs["fl"],
-        split,
+      marginal_cfg = ProbeConfig(
+        split=split,
         samples=n_probe,
         pairs="all",
         draws=16,
@@ -130,6 +132,7 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
         tag=MARGINAL_TAG,
         figures=False,
       )
+      run_probe(marginal_cfg, runs["fl"])
     entries.append(ReportEntry(name, runs["fl"], runs["dense"], split, i2moe_workdir=runs["i2moe"]))
     timings[name] = time.perf_counter() - t
 
@@ -145,7 +148,7 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     summaries[f"ground_truth/{setting}"] = cli.train_and_print(cfg, wd)
     if not _current(wd / "probe" / "test.json", PROBE_VERSION):
       _stage(f"ground truth: {setting} setting, probes (all pairs)")
-      run_probe(wd, "test", samples=n_probe, pairs="all", draws=16, figures=False)
+      run_probe(ProbeConfig(samples=n_probe, pairs="all", draws=16, figures=False), wd)
     pure.append((setting, wd))
   timings["ground truth"] = time.perf_counter() - t
 

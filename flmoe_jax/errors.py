@@ -31,3 +31,11 @@ class EncoderError(FlmoeError):
   Examples: a model that is neither a local folder nor in the offline cache, unreadable images, a partial
   extraction or an existing store made with a different encoder.
   """
+
+
+class ExplainError(FlmoeError):
+  """Bad input to the explanation pipeline (K out of range, mismatched stores, bad maps, ...)."""
+
+
+class ProbeError(FlmoeError):
+  """Bad input to a probe: a game, player map, pair list, budget or memory knob that cannot work."""

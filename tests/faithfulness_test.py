@@ -211,7 +211,7 @@ def test_bad_input(model, batch, attr):
 
 
 def test_trapezoid_aopc_weighs_the_ks_by_their_spacing():
-  from flmoe_jax.explain.faithfulness import trapezoid_aopc
+  from flmoe_jax.explain.topk_faithfulness import trapezoid_aopc
 
   # K = 5, 10, 50 with values 1, 2, 10: area = 5 * 1.5 + 40 * 6 = 247.5 over 45 (mean AOPC: 4.33).
   assert trapezoid_aopc([1.0, 2.0, 10.0], [5, 10, 50]) == pytest.approx(247.5 / 45)

@@ -22,6 +22,7 @@ import pytest
 from flmoe_jax import config as config_lib
 from flmoe_jax import train_lib
 from flmoe_jax.data import synthetic
+from flmoe_jax.probes.config import ProbeConfig
 from flmoe_jax.probes.pipeline import run_probe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -63,9 +64,8 @@ def _train_and_probe(root: pathlib.Path, setting: str) -> tuple[dict, dict]:
     cfg.store = str(store)
     cfg.synthetic = {}
   summary = train_lib.train_and_evaluate(cfg, root / "run")
-  report = run_probe(
-    root / "run", "test", samples=SAMPLES, pairs="all", draws=8, figures=False, log=lambda *a: None
-  )
+  cfg = ProbeConfig(samples=SAMPLES, pairs="all", draws=8, figures=False)
+  report = run_probe(cfg, root / "run", log=None)
   return summary["seeds"]["0"], report["planted"]["pairs"]
 
 

@@ -274,10 +274,10 @@ def test_probe_bad_input_is_one_line_exit_2(tiny_run, capsys, extra, match):
 
 
 def test_probe_bad_attention_is_refused_before_loading(tmp_path):
-  from flmoe_jax.probes import ProbeError, run_probe
+  from flmoe_jax.probes import ProbeConfig, ProbeError
 
   with pytest.raises(ProbeError, match="--attention 'flash' not in"):
-    run_probe(tmp_path / "nothing", attention="flash")
+    ProbeConfig(attention="flash")
 
 
 def test_probe_missing_run_is_one_line(tmp_path, capsys):
@@ -347,17 +347,10 @@ def _probe_edited(monkeypatch, run, tag, edit):
     return loaded
 
   monkeypatch.setattr(runs, "load_run", load)
-  return pipeline.run_probe(
-    run,
-    samples=3,
-    draws=4,
-    pairs="all",
-    mask_budgets=(1, 2),
-    mask_repeats=2,
-    figures=False,
-    tag=tag,
-    log=None,
+  cfg = pipeline.ProbeConfig(
+    samples=3, draws=4, pairs="all", mask_budgets=(1, 2), mask_repeats=2, figures=False, tag=tag
   )
+  return pipeline.run_probe(cfg, run, log=None)
 
 
 def _default_scale_values(d: dict) -> dict[str, np.ndarray]:
@@ -410,10 +403,11 @@ def test_pipeline_sii_of_each_example_equals_the_exact_index_of_its_game(tiny_ru
   from flmoe_jax import runs
   from flmoe_jax.probes import pipeline
 
-  d = pipeline.run_probe(
-    tiny_run, samples=3, draws=512, pairs="all", mask_budgets=(1,), mask_repeats=1,
-    figures=False, tag="exactcheck", log=None,
+  cfg = pipeline.ProbeConfig(
+    samples=3, draws=512, pairs="all", mask_budgets=(1,), mask_repeats=1, figures=False,
+    tag="exactcheck",
   )  # fmt: skip
+  d = pipeline.run_probe(cfg, tiny_run, log=None)
   run = runs.load_run(tiny_run)
   scale = d["settings"]["sii_rank_score"]
   for rec in d["samples"]:

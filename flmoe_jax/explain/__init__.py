@@ -8,60 +8,45 @@ Public API (see docs/explain.md):
       top-K% masking comprehensiveness / sufficiency vs a random control, AOPC and gaps
   map_statistics(attr, ks), compare_maps(a, b, ks)
       concentration (entropy, Gini, top-K% mass, modality share) and cross-map overlap
-  run_explain(workdir, split, ...) -> ExplainReport
-      the `flmoe explain` pipeline (JSON + figures under W/explain/)
+  run_explain(ExplainConfig(...), workdir) -> ExplainReport
+      the `flmoe explain` pipeline (JSON + figures under W/explain/); ExplainConfig holds its options
 
 The masking operator (`masking.fill_vectors`, `apply_fill`, `candidate_masks`) and the targets
 (`targets.target_mask`, `target_score`) are shared with the interaction probes.
+Names load on first use (PEP 562), so `flmoe_jax.explain.config` stays importable without jax.
 """
 
-from flmoe_jax.explain.attribution import (
-  METHODS,
-  MIXTURE,
-  Attribution,
-  ExplainError,
-  attention_relevance,
-  attribute,
-  minmax_normalise,
-  rollout,
-  token_importance,
-)
-from flmoe_jax.explain.concentration import compare_maps, map_statistics
-from flmoe_jax.explain.faithfulness import (
-  DEFAULT_KS,
-  FaithfulnessResult,
-  budget,
-  faithfulness,
-  topk_mask,
-)
-from flmoe_jax.explain.results import ExplainReport, MeanStd
+import importlib
+
+from flmoe_jax.errors import ExplainError as ExplainError
+
+_EXPORTS = {
+  "METHODS": "attribution",
+  "MIXTURE": "attribution",
+  "Attribution": "attribution",
+  "attention_relevance": "attribution",
+  "attribute": "attribution",
+  "minmax_normalise": "attribution",
+  "rollout": "attribution",
+  "token_importance": "attribution",
+  "compare_maps": "concentration",
+  "map_statistics": "concentration",
+  "DEFAULT_KS": "config",
+  "FaithfulnessResult": "topk_faithfulness",
+  "budget": "topk_faithfulness",
+  "faithfulness": "topk_faithfulness",
+  "topk_mask": "topk_faithfulness",
+  "ExplainReport": "results",
+  "MeanStd": "results",
+  "ExplainConfig": "config",
+  "run_explain": "pipeline",
+}
 
 
-def run_explain(*args, **kwargs):
-  """`flmoe_jax.explain.pipeline.run_explain` (imported lazily: it loads the run machinery)."""
-  from flmoe_jax.explain.pipeline import run_explain as _run
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-  return _run(*args, **kwargs)
 
-
-__all__ = [
-  "DEFAULT_KS",
-  "METHODS",
-  "MIXTURE",
-  "Attribution",
-  "ExplainError",
-  "ExplainReport",
-  "FaithfulnessResult",
-  "MeanStd",
-  "attention_relevance",
-  "attribute",
-  "budget",
-  "compare_maps",
-  "faithfulness",
-  "map_statistics",
-  "minmax_normalise",
-  "rollout",
-  "run_explain",
-  "token_importance",
-  "topk_mask",
-]
+__all__ = sorted(["ExplainError", *_EXPORTS])

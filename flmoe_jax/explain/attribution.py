@@ -40,19 +40,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from flmoe_jax.errors import FlmoeError
+from flmoe_jax import choices
+from flmoe_jax.errors import ExplainError
 from flmoe_jax.explain import masking, targets
 
 Array = jax.Array
-METHODS = ("attnxgrad", "attn", "ig")
-IG_BASELINES = ("zero", "mean")
+METHODS = choices.ATTRIBUTION_METHODS
+IG_BASELINES = choices.IG_BASELINES
 MIXTURE = "mixture"
 KINDS = ("tokens", "patches")
 _EPS = 1e-8  # min-max denominator guard (the reference's)
-
-
-class ExplainError(FlmoeError):
-  """Bad input to the explanation pipeline (K out of range, mismatched stores, bad maps, ...)."""
 
 
 # --------------------------------------------------------------------------------------------------

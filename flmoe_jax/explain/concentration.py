@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from flmoe_jax.explain.attribution import Attribution, ExplainError
-from flmoe_jax.explain.faithfulness import check_ks, topk_mask
+from flmoe_jax.explain.config import check_ks
+from flmoe_jax.explain.topk_faithfulness import topk_mask
 
 Array = jax.Array
 _TINY = 1e-12

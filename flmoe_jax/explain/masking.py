@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flmoe_jax import choices
 from flmoe_jax.errors import FlmoeError
 
 Array = jax.Array
-FILL_MODES = ("mean", "zero")
+FILL_MODES = choices.FILL_MODES
 
 
 def fill_vectors(model, means: Sequence[np.ndarray], mode: str = "mean") -> list[Array]:

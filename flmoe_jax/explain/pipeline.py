@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib
 import json
 import pathlib
 from collections.abc import Callable, Sequence
@@ -34,7 +33,9 @@ from flmoe_jax import runs
 from flmoe_jax.errors import RunDirError
 from flmoe_jax.explain import attribution as attr_lib
 from flmoe_jax.explain import concentration
+from flmoe_jax.explain import topk_faithfulness as faith_lib
 from flmoe_jax.explain.attribution import ExplainError
+from flmoe_jax.explain.config import ExplainConfig
 from flmoe_jax.explain.results import (
   EvidenceHits,
   ExplainReport,
@@ -47,26 +48,12 @@ from flmoe_jax.explain.results import (
   PlantedHits,
 )
 
-# The package re-exports the function `faithfulness`, which shadows the submodule's attribute name.
-faith_lib = importlib.import_module("flmoe_jax.explain.faithfulness")
 BASELINE_PREFIX = "baseline:"
 
 
 # --------------------------------------------------------------------------------------------------
 # Argument resolution.
 # --------------------------------------------------------------------------------------------------
-
-
-def parse_ks(text: str | Sequence[float]) -> tuple[float, ...]:
-  """`"5,10,15"` (or a sequence) -> validated K values in percent."""
-  if isinstance(text, str):
-    try:
-      vals = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-      raise ExplainError(f"--ks must be comma-separated numbers, got {text!r}") from None
-  else:
-    vals = list(text)
-  return faith_lib.check_ks(vals)
 
 
 def resolve_seeds(workdir, seeds: str | Sequence[int] = "all") -> list[int]:
@@ -414,193 +401,57 @@ def _comparison(cross: list[list[dict]], base_views, views, modality_names, ks):
 
 
 def run_explain(
-  workdir,
-  split: str = "val",
-  *,
-  baseline=None,
-  method: str = "attnxgrad",
-  ks: Sequence[float] | str = faith_lib.DEFAULT_KS,
-  fill: str = "mean",
-  target: str = "pred",
-  samples: int | None = None,
-  seeds: str | Sequence[int] = "all",
-  batch_size: int = 32,
-  steps_per_call: int | None = 16,
-  repeats: int = 10,
-  random_seed: int = 42,
-  ig_steps: int = 16,
-  ig_baseline: str = "zero",
-  figures: bool = True,
-  figure_samples: int = 3,
-  log: Callable[[str], None] | None = print,
+  cfg: ExplainConfig, workdir, *, log: Callable[[str], None] | None = print
 ) -> ExplainReport:
   """Explains a run (and optionally a dense baseline on the same store); writes W/explain/.
 
   Args:
+    cfg: the explanation's options (`ExplainConfig`; the fields document each one).
     workdir: the FL-I2MoE (or any) run directory.
-    split: store split to explain (`val` is the reference default; `test` for the paper).
-    baseline: a dense-transformer run directory trained on the same store, or None.
-    method: `attnxgrad`, `attn` or `ig`.
-    ks: budgets K in percent (sequence or "5,10,...").
-    fill: `mean` or `zero`.
-    target: `pred` or `true`.
-    samples: explain only the first N samples of the split (None = all); more than the split holds
-      is an error.
-    seeds: `all` or explicit seeds (applied to the run and, when given explicitly, the baseline).
-    batch_size: samples per batch (fixed shape: one compile).
-    steps_per_call: the memory knob (masked variants / IG steps per model call; None = all).
-    repeats: random-control repeats.
-    random_seed: seed of the random-control key (folded with the batch index; the same random
-      selections are used for the run and the baseline).
-    ig_steps: IG steps.
-    ig_baseline: IG baseline `zero` or `mean`.
-    figures: write PNG figures.
-    figure_samples: per-sample map figures to draw.
     log: progress printer (None = silent).
 
   Returns:
     The report (also written to `workdir/explain/<split>.json`).
 
   Raises:
-    ExplainError / RunDirError / StoreError: bad arguments, run or store, before anything is
+    ExplainError / RunDirError / StoreError: bad options, run or store, before anything is
       computed or written.
   """
   say = log or (lambda _: None)
-  ks = parse_ks(ks)
-  if method not in attr_lib.METHODS:
-    raise ExplainError(f"method {method!r} not in {attr_lib.METHODS}")
-  if fill not in ("mean", "zero"):
-    raise ExplainError(f"fill {fill!r} not in ('mean', 'zero')")
-  if target not in ("pred", "true"):
-    raise ExplainError(f"target {target!r} not in ('pred', 'true')")
-  if ig_baseline not in ("zero", "mean"):
-    raise ExplainError(f"ig_baseline {ig_baseline!r} not in ('zero', 'mean')")
-  for flag, value in (
-    ("--samples", samples),
-    ("--batch-size", batch_size),
-    ("--steps-per-call", steps_per_call),
-    ("--repeats", repeats),
-    ("--ig-steps", ig_steps),
-  ):
-    if value is not None and (
-      not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
-    ):
-      raise ExplainError(f"{flag} must be an int >= 1, got {value!r}")
   workdir = pathlib.Path(workdir)
-  runs.run_config(workdir)  # RunDirError if this is no run directory
-  main_seeds = resolve_seeds(workdir, seeds)
-  base_seeds = []
-  if baseline is not None:
-    baseline = pathlib.Path(baseline)
-    runs.run_config(baseline)
-    base_seeds = resolve_seeds(baseline, seeds)
-  # The split and the sample count, from the run's store, before any model is restored.
-  run_store = runs.run_store(workdir)
-  if split not in run_store.counts:
-    raise ExplainError(
-      f"store {run_store.path} has no split {split!r} (it has {sorted(run_store.counts)})"
-    )
-  n_rows = run_store.split(split).num_examples
-  if n_rows == 0:
-    raise ExplainError(f"the {split} split has no examples; explain another split (--split)")
-  if samples is not None and samples > n_rows:
-    raise ExplainError(
-      f"--samples {samples} but the {split} split has only {n_rows} examples; pass --samples "
-      f"{n_rows} or fewer (or leave it out to explain the whole split)"
-    )
-  settings = ExplainSettings(
-    split=split,
-    method=method,
-    ks=ks,
-    fill=fill,
-    target=target,
-    samples=None if samples is None else int(samples),
-    seeds=seeds if isinstance(seeds, str) else ",".join(str(int(x)) for x in seeds),
-    repeats=int(repeats),
-    random_seed=int(random_seed),
-    batch_size=int(batch_size),
-    steps_per_call=None if steps_per_call is None else int(steps_per_call),
-    ig_steps=int(ig_steps),
-    ig_baseline=ig_baseline,
-  )
-
-  first = runs.load_run(workdir, seed=main_seeds[0])
+  settings, seeds = _open(cfg, workdir)
+  first = runs.load_run(workdir, seed=seeds["run"][0])
   runs.require_token_level(first, "token explanations")
   store = first.store
-  if split not in store.counts:
-    raise ExplainError(f"store {store.path} has no split {split!r} (it has {sorted(store.counts)})")
-  base_first = None
-  if baseline is not None:
-    base_first = runs.load_run(baseline, seed=base_seeds[0])
-    runs.require_token_level(base_first, "token explanations")
-    check_same_store(store, base_first.store, split)
-  modality_names = list(store.modality_names)
-  positions = _planted_positions(store)
-  from flmoe_jax.data.evidence import evidence_for_store
-
-  evidence = evidence_for_store(store, split)
-  views = [
-    attr_lib.MIXTURE if v == attr_lib.MIXTURE else first.model.expert_names[v]
-    for v in _views_for(first.model)
-  ]
-  base_views = []
-  if base_first is not None:
-    base_views = [
-      attr_lib.MIXTURE if v == attr_lib.MIXTURE else base_first.model.expert_names[v]
-      for v in _views_for(base_first.model)
-    ]
-
-  main_runs, base_runs, main_accs, base_accs, cross = [], [], [], [], []
-  fig_samples = None
-  root_key = jax.random.key(int(random_seed))
-  for i in range(max(len(main_seeds), len(base_seeds))):
-    run = None
-    if i < len(main_seeds):
-      run = first if i == 0 else runs.load_run(workdir, seed=main_seeds[i])
-      main_runs.append(run)
-      main_accs.append(_SeedAcc())
-    brun = None
-    if i < len(base_seeds):
-      brun = base_first if i == 0 else runs.load_run(baseline, seed=base_seeds[i])
-      base_runs.append(brun)
-      base_accs.append(_SeedAcc())
-    if run is not None and brun is not None:
-      cross.append([])
-    what = ", ".join(
-      f"{name} seed {r.seed}" for name, r in (("run", run), ("baseline", brun)) if r is not None
+  if cfg.split not in store.counts:
+    raise ExplainError(
+      f"store {store.path} has no split {cfg.split!r} (it has {sorted(store.counts)})"
     )
-    say(f"explain {split}: {what}")
-    for bi, batch in enumerate(store.batches(split, settings.batch_size, limit=settings.samples)):
-      key = jax.random.fold_in(root_key, bi)
-      valid = np.asarray(batch["weight"]) > 0
-      a_main = a_base = None
-      if run is not None:
-        a_main = _explain_batch(run, batch, key, settings, positions, main_accs[-1], evidence)
-      if brun is not None:
-        a_base = _explain_batch(brun, batch, key, settings, positions, base_accs[-1], evidence)
-      if a_main is not None and a_base is not None:
-        c = jax.device_get(concentration.compare_maps(a_base, a_main, ks))
-        cross[-1].append({k: np.asarray(v)[valid] for k, v in c.items()})
-      if fig_samples is None and bi == 0:
-        fig_samples = _figure_samples(batch, store, split, a_main, a_base, figure_samples)
-
-  model_report = _model_report(main_runs, main_accs, views, modality_names, ks, positions)
-  base_report = None
-  comparison = ()
-  pairs = ()
-  if base_runs:
-    base_report = _model_report(base_runs, base_accs, base_views, modality_names, ks, positions)
-    comparison = _comparison(cross, base_views, views, modality_names, ks)
-    pairs = tuple((r.seed, b.seed) for r, b in zip(main_runs, base_runs))
+  base_first = None
+  if cfg.baseline is not None:
+    base_first = runs.load_run(cfg.baseline, seed=seeds["baseline"][0])
+    runs.require_token_level(base_first, "token explanations")
+    check_same_store(store, base_first.store, cfg.split)
+  done = _explain_seeds(cfg, settings, seeds, first, base_first, say)
+  ks, names = settings.ks, list(store.modality_names)
+  positions = _planted_positions(store)
+  base_report, comparison, pairs = None, (), ()
+  if done["baseline"]:
+    base_report = _model_report(
+      done["baseline"], done["base_accs"], done["base_views"], names, ks, positions
+    )
+    comparison = _comparison(done["cross"], done["base_views"], done["views"], names, ks)
+    pairs = tuple((r.seed, b.seed) for r, b in zip(done["run"], done["baseline"]))
 
   from flmoe_jax import __version__
 
   out_dir = workdir / "explain"
   out_dir.mkdir(parents=True, exist_ok=True)
+  evidence = done["evidence"]
   report = ExplainReport(
     settings=settings,
     store=str(store.path.resolve()),
-    model=model_report,
+    model=_model_report(done["run"], done["accs"], done["views"], names, ks, positions),
     baseline=base_report,
     comparison=comparison,
     seed_pairs=pairs,
@@ -610,17 +461,118 @@ def run_explain(
     evidence_rule=evidence.rule if evidence is not None else "",
   )
   fig_names = ()
-  if figures:
+  if cfg.figures:
     from flmoe_jax.explain import figures as fig_lib
 
-    all_weights = np.concatenate([np.concatenate(a.weights) for a in main_accs])
+    all_weights = np.concatenate([np.concatenate(a.weights) for a in done["accs"]])
     fig_names = fig_lib.write_figures(
-      report, out_dir, split=split, samples=fig_samples or [], weights=all_weights
+      report, out_dir, split=cfg.split, samples=done["figure_samples"] or [], weights=all_weights
     )
   report = dataclasses.replace(report, figures=tuple(fig_names))
-  path = report.save(out_dir / f"{split}.json")
+  path = report.save(out_dir / f"{cfg.split}.json")
   say(f"wrote {path}")
   return report
+
+
+def _open(cfg: ExplainConfig, workdir: pathlib.Path) -> tuple[ExplainSettings, dict[str, list]]:
+  """Checks the run(s), seeds, split and sample count before any model is restored.
+
+  Returns:
+    The report's settings and the seeds to explain, {"run": [...], "baseline": [...]}.
+  """
+  runs.run_config(workdir)  # RunDirError if this is no run directory
+  seeds = {"run": resolve_seeds(workdir, cfg.seeds), "baseline": []}
+  if cfg.baseline is not None:
+    runs.run_config(cfg.baseline)
+    seeds["baseline"] = resolve_seeds(cfg.baseline, cfg.seeds)
+  run_store = runs.run_store(workdir)
+  split = cfg.split
+  if split not in run_store.counts:
+    raise ExplainError(
+      f"store {run_store.path} has no split {split!r} (it has {sorted(run_store.counts)})"
+    )
+  n_rows = run_store.split(split).num_examples
+  if n_rows == 0:
+    raise ExplainError(f"the {split} split has no examples; explain another split (--split)")
+  if cfg.samples is not None and cfg.samples > n_rows:
+    raise ExplainError(
+      f"--samples {cfg.samples} but the {split} split has only {n_rows} examples; pass --samples "
+      f"{n_rows} or fewer (or leave it out to explain the whole split)"
+    )
+  settings = ExplainSettings(
+    split=split,
+    method=cfg.method,
+    ks=cfg.ks,
+    fill=cfg.fill,
+    target=cfg.target,
+    samples=cfg.samples,
+    seeds=cfg.seeds,
+    repeats=cfg.repeats,
+    random_seed=cfg.random_seed,
+    batch_size=cfg.batch_size,
+    steps_per_call=cfg.steps_per_call or None,  # 0: every variant in one call
+    ig_steps=cfg.ig_steps,
+    ig_baseline=cfg.ig_baseline,
+  )
+  return settings, seeds
+
+
+def _view_names(model) -> list[str]:
+  return [
+    attr_lib.MIXTURE if v == attr_lib.MIXTURE else model.expert_names[v] for v in _views_for(model)
+  ]
+
+
+def _explain_seeds(cfg, settings, seeds, first, base_first, say) -> dict:
+  """Explains every seed of the run and the baseline (seed i of each side by side) batch by batch.
+
+  Returns:
+    {"run", "baseline": the loaded runs; "accs", "base_accs": their per-seed accumulators;
+    "views", "base_views": map names; "cross": per seed pair, per batch the baseline-vs-run map
+    comparison; "figure_samples": host maps of the first batch's samples; "evidence"}.
+  """
+  from flmoe_jax.data.evidence import evidence_for_store
+
+  store, split = first.store, cfg.split
+  positions = _planted_positions(store)
+  evidence = evidence_for_store(store, split)
+  out = {"run": [], "baseline": [], "accs": [], "base_accs": [], "cross": []}
+  out["views"] = _view_names(first.model)
+  out["base_views"] = _view_names(base_first.model) if base_first is not None else []
+  fig_samples = None
+  root_key = jax.random.key(int(cfg.random_seed))
+  for i in range(max(len(seeds["run"]), len(seeds["baseline"]))):
+    pair = {}
+    for side, first_run, acc_key, where in (
+      ("run", first, "accs", None),
+      ("baseline", base_first, "base_accs", cfg.baseline),
+    ):
+      if i < len(seeds[side]):
+        loaded = first_run if i == 0 else runs.load_run(where or first.workdir, seed=seeds[side][i])
+        out[side].append(loaded)
+        out[acc_key].append(_SeedAcc())
+        pair[side] = (loaded, out[acc_key][-1])
+    if len(pair) == 2:
+      out["cross"].append([])
+    what = ", ".join(f"{name} seed {r.seed}" for name, (r, _) in pair.items())
+    say(f"explain {split}: {what}")
+    for bi, batch in enumerate(store.batches(split, settings.batch_size, limit=settings.samples)):
+      key = jax.random.fold_in(root_key, bi)
+      valid = np.asarray(batch["weight"]) > 0
+      maps = {
+        side: _explain_batch(r, batch, key, settings, positions, acc, evidence)
+        for side, (r, acc) in pair.items()
+      }
+      if len(maps) == 2:
+        c = jax.device_get(concentration.compare_maps(maps["baseline"], maps["run"], settings.ks))
+        out["cross"][-1].append({k: np.asarray(v)[valid] for k, v in c.items()})
+      if fig_samples is None and bi == 0:
+        fig_samples = _figure_samples(
+          batch, store, split, maps.get("run"), maps.get("baseline"), cfg.figure_samples
+        )
+  out["figure_samples"] = fig_samples
+  out["evidence"] = evidence
+  return out
 
 
 def _figure_samples(batch, store, split, a_main, a_base, n) -> list[dict]:

@@ -17,13 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flmoe_jax import choices
 from flmoe_jax.models import layers
 
 Array = jax.Array
 
 EXPERT_AXIS = "expert"
 # `einsum`: explicit attention (maps available); `xla` / `cudnn`: `jax.nn.dot_product_attention`.
-ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+ATTENTION_IMPLEMENTATIONS = choices.ATTENTION_IMPLEMENTATIONS
 # How position reaches the layers: the fixed sinusoidal table (the paper's) or a learned table.
 POSITION_ENCODINGS = ("sinusoidal", "learned")
 

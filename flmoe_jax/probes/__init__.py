@@ -7,67 +7,49 @@ Public API:
   InteractionValues, PairScores, read_probe                                     results
   cross_modal_pairs, topk_pairs, random_pairs                                   candidate pairs
   top_pair_test, per_example_separation                                         standout (standout.py)
-  run_probe                                                                     `flmoe probe`
+  ProbeConfig, run_probe(cfg, workdir)                                          `flmoe probe`
+
+Names load on first use (PEP 562), so `flmoe_jax.probes.config` stays importable without jax.
 """
 
-from flmoe_jax.probes.games import (
-  Game,
-  PlayerMap,
-  ProbeError,
-  check_game,
-  game_from_numpy,
-  game_from_value_fn,
-  model_game,
-  soum_game,
-)
-from flmoe_jax.probes.pairs import cross_modal_pairs, random_pairs, topk_pairs
-from flmoe_jax.probes.results import InteractionValues, PairScores, read_probe
-from flmoe_jax.probes.shapley import (
-  exact_interactions,
-  exact_values,
-  mc_pair_statistics,
-  mc_pair_statistics_batch,
-  moebius_transform,
-  pair_scores,
-  redundancy_gap,
-  shapley_values,
-  sii,
-)
-from flmoe_jax.probes.standout import per_example_separation, top_pair_test
+import importlib
+
+from flmoe_jax.errors import ProbeError as ProbeError
+
+_EXPORTS = {
+  "Game": "games",
+  "PlayerMap": "games",
+  "check_game": "games",
+  "game_from_numpy": "games",
+  "game_from_value_fn": "games",
+  "model_game": "games",
+  "soum_game": "games",
+  "cross_modal_pairs": "pairs",
+  "random_pairs": "pairs",
+  "topk_pairs": "pairs",
+  "InteractionValues": "results",
+  "PairScores": "results",
+  "read_probe": "results",
+  "exact_interactions": "shapley",
+  "exact_values": "shapley",
+  "mc_pair_statistics": "shapley",
+  "mc_pair_statistics_batch": "shapley",
+  "moebius_transform": "shapley",
+  "pair_scores": "shapley",
+  "redundancy_gap": "shapley",
+  "shapley_values": "shapley",
+  "sii": "shapley",
+  "per_example_separation": "standout",
+  "top_pair_test": "standout",
+  "ProbeConfig": "config",
+  "run_probe": "pipeline",
+}
 
 
-def run_probe(*args, **kwargs):
-  """See `flmoe_jax.probes.pipeline.run_probe` (imported lazily: it loads runs and checkpoints)."""
-  from flmoe_jax.probes.pipeline import run_probe as _run
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-  return _run(*args, **kwargs)
 
-
-__all__ = [
-  "Game",
-  "InteractionValues",
-  "PairScores",
-  "PlayerMap",
-  "ProbeError",
-  "check_game",
-  "cross_modal_pairs",
-  "exact_interactions",
-  "exact_values",
-  "game_from_numpy",
-  "game_from_value_fn",
-  "mc_pair_statistics",
-  "mc_pair_statistics_batch",
-  "model_game",
-  "moebius_transform",
-  "pair_scores",
-  "per_example_separation",
-  "random_pairs",
-  "read_probe",
-  "redundancy_gap",
-  "run_probe",
-  "shapley_values",
-  "sii",
-  "soum_game",
-  "top_pair_test",
-  "topk_pairs",
-]
+__all__ = sorted(["ProbeError", *_EXPORTS])

@@ -31,15 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flmoe_jax.errors import FlmoeError
+from flmoe_jax.errors import ProbeError
 from flmoe_jax.explain import masking, targets
 
 Array = jax.Array
 SCORES = targets.SCORES  # ("logit", "prob", "logodds", "logprob")
-
-
-class ProbeError(FlmoeError):
-  """Bad input to a probe: a game, player map, pair list, budget or memory knob that cannot work."""
 
 
 # --------------------------------------------------------------------------------------------------

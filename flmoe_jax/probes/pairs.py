@@ -25,12 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flmoe_jax import choices
 from flmoe_jax.explain import masking, targets
 from flmoe_jax.probes import shapley
 from flmoe_jax.probes.games import ModelValueFn, PlayerMap, ProbeError, keep_masks
 
 Array = jax.Array
-PAIR_MODES = ("topk", "random", "all")
+PAIR_MODES = choices.PAIR_MODES
 
 
 # --------------------------------------------------------------------------------------------------

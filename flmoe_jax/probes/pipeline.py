@@ -19,6 +19,7 @@ of them (the null control). Only `W/probe/` is written, atomically; checkpoints 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import pathlib
@@ -31,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flmoe_jax import choices, significance
 from flmoe_jax import metrics as metrics_lib
-from flmoe_jax import significance
 from flmoe_jax.explain import masking, targets
-from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS
 from flmoe_jax.probes import pairs as pairs_lib
 from flmoe_jax.probes import standout as standout_lib
+from flmoe_jax.probes.config import DEFAULT_SAMPLES, ProbeConfig
 from flmoe_jax.probes.games import HashableGraph, ModelValueFn, PlayerMap, ProbeError, split_expert
 from flmoe_jax.probes.results import PROBE_FORMAT, PROBE_VERSION, write_json_atomic
 from flmoe_jax.probes.shapley import (
@@ -51,21 +52,13 @@ from flmoe_jax.probes.shapley import (
 )
 
 ROLES = ("sii", "rg")  # synergy probe (SII on the synergy expert), redundancy probe (RG on red)
-SCALES = ("logit", "prob", "logodds", "logprob")
+SCALES = choices.SCORE_SCALES
 # The two random controls of pair masking, as the probe file names them.
 _CONTROLS = {
   "random": "random tokens of the candidate pairs, as many per modality as the ranked pairs mask",
   "random_all": "random tokens of all tokens, as many per modality as the ranked pairs mask",
 }
-DEFAULT_DRAWS = 64
-ATTRIBUTIONS = ("attnxgrad", "attn", "ig", "grad_x_input")
 MAX_BATCH = 64  # examples per batched call (their coalitions still obey the memory knob)
-# What "absent" means in the probes' games: the masking fills, or the marginal game over reference
-# training examples (`masking.reference_fills`; pair masking keeps the mean fill of docs/method.md 5.5).
-PROBE_FILLS = (*masking.FILL_MODES, "marginal")
-DEFAULT_REFERENCES = 8
-# Examples probed when `samples` is not given (the whole split when it is smaller).
-DEFAULT_SAMPLES = 200
 
 
 def _r(x: Any, digits: int = 6) -> Any:
@@ -197,191 +190,126 @@ def _rank(scores: np.ndarray, q: int) -> int:
   return int(np.sum(scores > scores[q]) + np.sum(scores == scores[q]))
 
 
-def run_probe(
-  workdir: str | pathlib.Path,
-  split: str = "test",
-  *,
-  samples: int | None = None,
-  budget: int | None = None,
-  draws: int = DEFAULT_DRAWS,
-  pairs: str = "topk",
-  k: int = 8,
-  n_random_pairs: int = 64,
-  seed: int = 0,
-  antithetic: bool = True,
-  max_coalitions_per_call: int = 4096,
-  fill: str = "mean",
-  sii_fill: str | None = None,
-  rg_fill: str | None = None,
-  references: int = DEFAULT_REFERENCES,
-  target_source: str = "pred",
-  run_seed: int | None = None,
-  which: str = "best",
-  mask_budgets: Sequence[int] = (1, 2, 5, 10),
-  mask_repeats: int = 10,
-  sii_rank_score: str = "logodds",
-  rg_rank_score: str = "logodds",
-  sii_expert: str | None = None,
-  rg_expert: str | None = None,
-  attribution: str = "attnxgrad",
-  standout_min_rate: float = standout_lib.DEFAULT_MIN_RATE,
-  min_effect: float = standout_lib.DEFAULT_MIN_EFFECT,
-  attention: str | None = None,
-  max_all_pairs: int = 4096,
-  figures: bool = True,
-  n_heatmaps: int = 4,
-  tag: str = "",
-  stability: bool = False,
-  log=print,
-) -> dict:
-  """Runs the interaction probes of a trained run and writes `W/probe/<split>.json`.
+@dataclasses.dataclass
+class _Setup:
+  """What every batch of one probe shares: the run, the examples, the games and their fills.
+
+  Attributes:
+    run: the restored run (model, store, config).
+    split: the probed split's arrays (masks, ids).
+    rows: int [N] the probed rows of the split.
+    cand: per modality, bool [N, T_m] candidate players (valid tokens, not `<s>`).
+    n_per_mod: int [N, M] candidates per modality.
+    n_max: the padded player count.
+    p_max: the padded candidate-pair count.
+    budget: coalition evaluations per example and expert game.
+    n_draws: MC draws per pair.
+    chunk: the memory knob (coalitions per call); `role_chunk` per role after the marginal fill's
+      references (`passes` model passes per coalition).
+    experts: the game of each role (`sii`, `rg`): an expert name or `mixture`.
+    expert_fn, expert_state: per role, the hashable value function and the game's params.
+    mix_fn, state_full: the full model's value function (pair masking) and params.
+    mask_fill: the fill of pair masking and of the grad_x_input maps; `fills` its vectors.
+    role_fills: per role, the game's fill vectors (or the marginal game's references).
+    reference_rows: train rows of the marginal fill's references, or None.
+    planted: planted pairs and per-example signs of a synthetic store, or None.
+    batch_size: examples per batched call (one compiled shape for the whole probe).
+  """
+
+  run: Any
+  split: Any
+  rows: np.ndarray
+  cand: list[np.ndarray]
+  n_per_mod: np.ndarray
+  n_max: int
+  p_max: int
+  budget: int
+  n_draws: int
+  chunk: int
+  role_chunk: dict[str, int]
+  passes: dict[str, int]
+  experts: dict[str, str]
+  expert_fn: dict[str, ModelValueFn]
+  expert_state: dict[str, Any]
+  mix_fn: ModelValueFn
+  state_full: Any
+  mask_fill: str
+  fills: list
+  role_fills: dict[str, Any]
+  reference_rows: np.ndarray | None
+  planted: dict | None
+  batch_size: int
+
+  @property
+  def fs(self):
+    return self.run.store
+
+
+def run_probe(cfg: ProbeConfig, workdir: str | pathlib.Path, *, log=print) -> dict:
+  """Runs the interaction probes of a trained run and writes `W/probe/<split>[_<tag>].json`.
 
   Args:
+    cfg: the probe's options (`ProbeConfig`; the fields document each one).
     workdir: the run directory (`flmoe train --workdir`).
-    split: store split to probe.
-    samples: number of examples (the first rows of the split); None: the first `DEFAULT_SAMPLES`,
-      or the whole split when it is smaller. An explicit count above the split's size is an error.
-    budget: coalition evaluations per example and expert game; default draws·4·pairs.
-    draws: draws per pair when `budget` is None.
-    pairs: `topk`, `random` or `all` candidate pairs.
-    k: tokens per modality for `topk`.
-    n_random_pairs: pairs per example for `random`.
-    seed: seed of every draw (MC coalitions, random pairs, random masking control).
-    antithetic: antithetic MC draws.
-    max_coalitions_per_call: memory knob: most coalitions per model call across a batch of
-      examples (whole examples share a call while they fit; `shapley.example_groups`).
-    fill: what "absent" means in the SII and redundancy-gap games: `mean` (the masking
-      pipeline's fill, docs/method.md 5.1), `zero`, or `marginal`: an absent token takes the token at its
-      position in each of `references` random train examples and the value is averaged over them
-      (the marginal game; it costs `references` model evaluations per coalition). Pair masking
-      and the `grad_x_input` attribution use the mean fill with `marginal`.
-    sii_fill: the fill of the SII game alone (default `fill`). The marginal game finds planted
-      synergies far more often, but breaks the correlation that makes a pair redundant (a copied
-      token's reference disagrees with the present copy): docs/ground_truth.md.
-    rg_fill: the fill of the redundancy-gap game alone (default `fill`).
-    references: K reference examples of the `marginal` fill.
-    target_source: `pred` or `true`.
-    run_seed: which training seed's checkpoint (default: the first finished).
-    which: `best` or `latest` checkpoint.
-    mask_budgets: pair budgets b of the masking experiment.
-    mask_repeats: random-control repeats.
-    sii_rank_score: scale that ranks SII pairs, for pair masking and the standout tests (`logodds`
-      | `logprob` | `logit` | `prob`). The log-odds of the target is the default: it ignores the part of a
-      softmax head's logits common to all classes (never trained under cross-entropy, so the raw
-      logit ranks by its random init) and does not saturate (probabilities near 1 do).
-    rg_rank_score: the same for RG pairs (`logodds` default: on planted redundant pairs it ranks
-      the copy first as often as the logit and more often than the probability or log-probability;
-      docs/method.md 5.3).
-    sii_expert: game of the SII probe: an expert name or `mixture` (default `syn`).
-    rg_expert: game of the redundancy-gap probe (default `red`).
-    attribution: map that pre-selects `topk` tokens: `attnxgrad` (docs/method.md 4.1b, default), `attn`,
-      `ig` (all from `flmoe_jax.explain.attribute`) or `grad_x_input` (|grad x (h - fill)|).
-    standout_min_rate: across examples, a pair stands out when it ranks first in significantly
-      more than this share of the examples (`standout.top_pair_test`).
-    min_effect: the smallest score, on the log-odds scale (nats), with which the first pair of an
-      example is *called* (the `called@1` rates, cross-talk and standouts "dataset_called"); a
-      call also needs the score to exceed the other role's score of the same pair.
-    attention: the experts' attention implementation for the probe (`einsum`, or fused `xla` /
-      `cudnn`: `models.experts.Expert`); None = the run's. Same values, other speed.
-    max_all_pairs: refuse `pairs='all'` beyond this many pairs per example.
-    figures: write PNG heatmaps and masking curves.
-    n_heatmaps: examples with heatmaps.
-    tag: optional suffix: results go to `W/probe/<split>_<tag>.json` (several probe settings of
-      one run side by side).
-    stability: also probe the same examples with another MC seed (`seed + 1`) and, when the run
-      has another finished training seed, that seed's model; their files are written beside
-      this one (tags `stability-mc`, `stability-seed`) and the agreement of the pair rankings
-      (`stability.compare`) goes into this file's `stability` block. Costs 2-3 probes.
     log: progress printer (None = silent).
 
   Returns:
-    The report dict that was written.
+    The report dict that was written (plus `path` and, with figures, `figures`).
 
   Raises:
-    ProbeError / RunDirError / StoreError: bad arguments or run, before anything is computed or
+    ProbeError / RunDirError / StoreError: bad options or run, before anything is computed or
       written.
   """
-  call = {k: v for k, v in locals().items() if k not in ("stability", "tag", "figures")}
-  from flmoe_jax import runs
-
   log = log or (lambda *a, **k: None)
   t0 = time.time()
-  if pairs not in pairs_lib.PAIR_MODES:
-    raise ProbeError(f"--pairs {pairs!r} not in {pairs_lib.PAIR_MODES}")
-  for name, s in (("sii_rank_score", sii_rank_score), ("rg_rank_score", rg_rank_score)):
-    if s not in SCALES:
-      raise ProbeError(f"{name} {s!r} not in {SCALES}")
-  for flag, value, lowest in (
-    ("--samples", samples, 1),
-    ("--draws", draws, 1),
-    ("--budget", budget, 1),
-    ("--k", k, 1),
-    ("--n-random-pairs", n_random_pairs, 1),
-    ("--references", references, 1),
-    ("--repeats", mask_repeats, 1),
-    ("--seed", seed, 0),
-  ):
-    if value is not None and (
-      not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lowest
-    ):
-      raise ProbeError(f"{flag} must be an int >= {lowest}, got {value!r}")
-  if not 0.0 <= standout_min_rate < 1.0:
-    raise ProbeError(f"--standout-min-rate must be in [0, 1), got {standout_min_rate}")
-  if not (isinstance(min_effect, (int, float)) and math.isfinite(min_effect) and min_effect >= 0):
-    raise ProbeError(f"--min-effect must be a finite number >= 0 (nats), got {min_effect!r}")
-  budgets = [int(b) for b in mask_budgets]
-  if not budgets or min(budgets) < 1:
+  s = _setup(cfg, workdir)
+  log(
+    f"probe {workdir} [{cfg.split}]: {len(s.rows)} examples, {s.p_max} {cfg.pairs} pairs each, "
+    f"{s.n_draws} draws/pair ({'antithetic' if cfg.antithetic else 'plain'}), budget {s.budget} "
+    f"coalitions per example and expert"
+  )
+  # One batch shape for the whole run (every program compiles once, ahead: timings exclude it).
+  # Padded slots repeat the batch's last example and are dropped from every result.
+  programs: dict[str, Any] = {}
+  done = [
+    _probe_batch(s, cfg, start, programs, log, t0) for start in range(0, len(s.rows), s.batch_size)
+  ]
+  report = _report(s, cfg, workdir, [b for batch in done for b in batch], t0)
+  if cfg.stability:
+    from flmoe_jax import runs
+
+    report["stability"] = _stability(report, cfg, workdir, runs.finished_seeds(workdir), log)
+  out_dir = pathlib.Path(workdir) / "probe"
+  path = write_json_atomic(out_dir / f"{cfg.stem}.json", report)
+  report["path"] = str(path)
+  if cfg.figures:
+    from flmoe_jax.probes import figures as figures_lib
+
+    report["figures"] = [
+      str(p)
+      for p in figures_lib.write_figures(report, out_dir, cfg.stem, s.fs, n_heatmaps=cfg.n_heatmaps)
+    ]
+  log(f"wrote {path} ({time.time() - t0:.0f}s)")
+  return report
+
+
+def _memory(cfg: ProbeConfig) -> tuple[int, dict[str, int], dict[str, int]]:
+  """The memory knob, model passes per coalition and the knob per role (`_Setup`)."""
+  chunk = check_memory_knob(cfg.max_coalitions_per_call)
+  if "marginal" in cfg.role_fill.values() and chunk < cfg.references:
     raise ProbeError(
-      f"mask budgets (--mask-budgets) must be positive pair counts, got {list(mask_budgets)}"
+      f"max_coalitions_per_call={chunk} cannot fit one coalition on {cfg.references} references "
+      "(the marginal fill evaluates each coalition once per reference)"
     )
-  chunk = check_memory_knob(max_coalitions_per_call)
-  role_fill = {"sii": sii_fill or fill, "rg": rg_fill or fill}
-  for name, f in (("fill", fill), *((f"{r}_fill", f) for r, f in role_fill.items())):
-    if f not in PROBE_FILLS:
-      raise ProbeError(f"{name} {f!r} not in {PROBE_FILLS}")
-  marginal = "marginal" in role_fill.values()
-  if marginal:
-    if chunk < references:
-      raise ProbeError(
-        f"max_coalitions_per_call={chunk} cannot fit one coalition on {references} references "
-        "(the marginal fill evaluates each coalition once per reference)"
-      )
   # Model passes per coalition, and the memory knob per role: K inputs per coalition when marginal.
-  passes = {r: int(references) if f == "marginal" else 1 for r, f in role_fill.items()}
-  role_chunk = {r: chunk // passes[r] for r in ROLES}
-  if attribution not in ATTRIBUTIONS:
-    raise ProbeError(f"attribution {attribution!r} not in {ATTRIBUTIONS}")
-  if tag and not tag.replace("-", "").replace("_", "").isalnum():
-    raise ProbeError(f"--tag {tag!r} must be alphanumeric (with - or _)")
-  stem = f"{split}_{tag}" if tag else split
+  passes = {r: cfg.references if f == "marginal" else 1 for r, f in cfg.role_fill.items()}
+  return chunk, passes, {r: chunk // passes[r] for r in ROLES}
 
-  if attention is not None and attention not in ATTENTION_IMPLEMENTATIONS:
-    raise ProbeError(f"--attention {attention!r} not in {ATTENTION_IMPLEMENTATIONS}")
-  # The split and the sample count, from the run's store, before the model is restored.
-  n_rows = runs.run_store(workdir).split(split).num_examples
-  if n_rows == 0:
-    raise ProbeError(f"the {split} split has no examples; probe another split (--split)")
-  if samples is None:
-    samples = min(DEFAULT_SAMPLES, n_rows)
-  elif samples > n_rows:
-    raise ProbeError(
-      f"--samples {samples} but the {split} split has only {n_rows} examples; pass --samples "
-      f"{n_rows} or fewer"
-    )
-  run = runs.load_run(workdir, seed=run_seed, which=which, attention=attention)
-  runs.require_token_level(run, "pair probes")
-  model, fs = run.model, run.store
-  task = fs.task.type
-  names, kinds = fs.modality_names, run.kinds
-  m_count = len(names)
-  if m_count < 2:
-    raise ProbeError("cross-modal pairs need at least two modalities")
-  rows = np.arange(samples)
-  lengths = tuple(m.max_len for m in fs.modalities)
-  n_max = sum(t - (1 if kind == "tokens" else 0) for t, kind in zip(lengths, kinds))
 
-  # Candidate players per example (host): masks only, cheap; fixes the padded pair count.
-  split_obj = fs.split(split)
+def _candidates(cfg: ProbeConfig, fs, rows: np.ndarray, kinds) -> tuple[list, np.ndarray, int]:
+  """Candidate players [N, T_m] per modality, their counts [N, M] and the padded pair count."""
+  split_obj = fs.split(cfg.split)
+  m_count = len(kinds)
   cand = [np.asarray(split_obj.masks[m][rows], bool).copy() for m in range(m_count)]
   for m in range(m_count):
     if kinds[m] == "tokens":
@@ -390,359 +318,415 @@ def run_probe(
   empty = np.flatnonzero((n_per_mod == 0).any(1))
   if empty.size:
     raise ProbeError(
-      f"{split} row {int(rows[empty[0]])} has a modality without any candidate "
+      f"{cfg.split} row {int(rows[empty[0]])} has a modality without any candidate "
       "token; probes need every modality present"
     )
   mod_pairs = [(a, b) for a in range(m_count) for b in range(a + 1, m_count)]
-  if pairs == "topk":
-    p_max = sum(k * k for _ in mod_pairs)
-  elif pairs == "random":
-    p_max = n_random_pairs
+  if cfg.pairs == "topk":
+    p_max = sum(cfg.k * cfg.k for _ in mod_pairs)
+  elif cfg.pairs == "random":
+    p_max = cfg.n_random_pairs
   else:
     p_max = int(max(sum(int(c[a]) * int(c[b]) for a, b in mod_pairs) for c in n_per_mod))
-    if p_max > max_all_pairs:
+    if p_max > cfg.max_all_pairs:
       raise ProbeError(
-        f"--pairs all means up to {p_max} pairs per example (> {max_all_pairs}); "
+        f"--pairs all means up to {p_max} pairs per example (> {cfg.max_all_pairs}); "
         "use --pairs topk or random"
       )
-  if budget is None:
-    budget = draws * 4 * p_max
-  n_draws = draws_for_budget(budget, p_max, antithetic=antithetic)
+  return cand, n_per_mod, p_max
 
+
+def _games(cfg: ProbeConfig, model, fs) -> dict[str, Any]:
+  """The value functions, params and fills of the two probe games and of pair masking."""
+  task, lengths = fs.task.type, tuple(m.max_len for m in fs.modalities)
+  role_fill = cfg.role_fill
   graphdef_full, state_full = nnx.split(model)
-  experts = _probe_experts(model, sii_expert, rg_expert)
+  experts = _probe_experts(model, cfg.sii_expert, cfg.rg_expert)
   expert_fn, expert_state = {}, {}
   for role in ROLES:
     gd, st, mode = split_expert(model, experts[role])
     # The marginal game also returns each reference's value: the SE of SII then includes the draw
     # of the references (`shapley.reference_se`).
-    per_ref = role_fill[role] == "marginal" and references > 1
+    per_ref = role_fill[role] == "marginal" and cfg.references > 1
     expert_fn[role] = ModelValueFn(HashableGraph(gd), mode, task, SCALES, lengths, per_ref)
     expert_state[role] = st
   mix_fn = ModelValueFn(HashableGraph(graphdef_full), "mixture", task, ("prob",), lengths)
   # The masking fill (pair masking, grad_x_input maps): the marginal game's runs use the mean.
-  mask_fill = fill if fill in masking.FILL_MODES else "mean"
+  mask_fill = cfg.fill if cfg.fill in masking.FILL_MODES else "mean"
   by_mode = {
     f: masking.fill_vectors(model, fs.means(), f)
     for f in {mask_fill, *role_fill.values()} - {"marginal"}
   }
-  fills = by_mode[mask_fill]
   reference_rows = None
-  if marginal:
+  if "marginal" in role_fill.values():
     if "train" not in fs.counts:
       raise ProbeError(
         f"the marginal fill draws its references from the train split; {fs.path} has none"
       )
-    n_train = fs.counts["train"]
+    n_train, n_ref = fs.counts["train"], cfg.references
     reference_rows = np.sort(
-      np.random.default_rng([seed, 11]).choice(n_train, references, replace=references > n_train)
+      np.random.default_rng([cfg.seed, 11]).choice(n_train, n_ref, replace=n_ref > n_train)
     )
     ref = fs.gather("train", reference_rows)
     by_mode["marginal"] = masking.reference_fills(model, ref["x"], ref["mask"], fs.means())
-  role_fills = {r: by_mode[f] for r, f in role_fill.items()}
+  return {
+    "experts": experts,
+    "expert_fn": expert_fn,
+    "expert_state": expert_state,
+    "mix_fn": mix_fn,
+    "state_full": state_full,
+    "mask_fill": mask_fill,
+    "fills": by_mode[mask_fill],
+    "role_fills": {r: by_mode[f] for r, f in role_fill.items()},
+    "reference_rows": reference_rows,
+  }
+
+
+def _setup(cfg: ProbeConfig, workdir) -> _Setup:
+  """Checks the options against the run and builds what the batches share; writes nothing."""
+  from flmoe_jax import runs
+
+  chunk, passes, role_chunk = _memory(cfg)
+  # The split and the sample count, from the run's store, before the model is restored.
+  n_rows = runs.run_store(workdir).split(cfg.split).num_examples
+  if n_rows == 0:
+    raise ProbeError(f"the {cfg.split} split has no examples; probe another split (--split)")
+  samples = cfg.samples
+  if samples is None:
+    samples = min(DEFAULT_SAMPLES, n_rows)
+  elif samples > n_rows:
+    raise ProbeError(
+      f"--samples {samples} but the {cfg.split} split has only {n_rows} examples; pass --samples "
+      f"{n_rows} or fewer"
+    )
+  run = runs.load_run(workdir, seed=cfg.run_seed, which=cfg.which, attention=cfg.attention)
+  runs.require_token_level(run, "pair probes")
+  fs, kinds = run.store, run.kinds
+  if len(fs.modality_names) < 2:
+    raise ProbeError("cross-modal pairs need at least two modalities")
+  rows = np.arange(samples)
+  n_max = sum(m.max_len - (1 if k == "tokens" else 0) for m, k in zip(fs.modalities, kinds))
+  cand, n_per_mod, p_max = _candidates(cfg, fs, rows, kinds)
+  budget = cfg.budget if cfg.budget is not None else cfg.draws * 4 * p_max
+  n_draws = draws_for_budget(budget, p_max, antithetic=cfg.antithetic)
   gt = fs.ground_truth()
-  planted = _planted_setup(gt, fs, split, rows) if gt else None
-  log(
-    f"probe {workdir} [{split}]: {len(rows)} examples, {p_max} {pairs} pairs each, "
-    f"{n_draws} draws/pair ({'antithetic' if antithetic else 'plain'}), budget {budget} "
-    f"coalitions per example and expert"
+  # At most MAX_BATCH examples per batch, split evenly so that the last batch needs the least padding.
+  n_batches = -(-len(rows) // MAX_BATCH)
+  return _Setup(
+    run=run,
+    split=fs.split(cfg.split),
+    rows=rows,
+    cand=cand,
+    n_per_mod=n_per_mod,
+    n_max=n_max,
+    p_max=p_max,
+    budget=int(budget),
+    n_draws=n_draws,
+    chunk=chunk,
+    role_chunk=role_chunk,
+    passes=passes,
+    **_games(cfg, run.model, fs),
+    planted=_planted_setup(gt, fs, cfg.split, rows) if gt else None,
+    batch_size=-(-len(rows) // n_batches),
   )
 
-  key = jax.random.key(seed)
-  # One batch shape for the whole run (every program compiles once): at most MAX_BATCH examples,
-  # split evenly so that the last batch needs the least padding. Padded slots repeat the batch's
-  # last example and are dropped from every result.
-  n_batches = -(-len(rows) // MAX_BATCH)
-  batch_size = -(-len(rows) // n_batches)
-  statics = {"n_players": n_max, "n_draws": n_draws, "antithetic": antithetic}
-  score_programs = {}  # role -> the compiled scoring program (compiled ahead: timings exclude it)
-  records: list[dict] = []
-  masked_logits_all, clean_logits_all, labels_all = [], [], []
-  # Per-example MC seconds: each batch's time of the two (batched) MC calls over its real examples,
-  # i.e. the per-example average of the batch. Compilation is excluded (compiled ahead); the first
-  # batch still carries the programs' one-time first-run cost (small next to a real batch).
-  t_mc = []
-  for start in range(0, len(rows), batch_size):
-    idx = rows[start : start + batch_size]
-    n_real = len(idx)
-    data = fs.gather(split, _pad_rows(idx, batch_size))
-    xs = [jnp.asarray(x, jnp.float32) for x in data["x"]]
-    mks = [jnp.asarray(mk, bool) for mk in data["mask"]]
-    labels = jnp.asarray(data["label"]) if target_source == "true" else None
-    hs, logits, target, p_clean = _prepare(
-      mix_fn.graph, state_full, xs, mks, labels, task_type=task, source=target_source
-    )
-    attributions = (
-      _token_maps(
-        model,
-        attribution,
-        experts,
-        expert_fn,
-        expert_state,
-        hs,
-        mks,
-        fills,
-        target,
-        kinds,
-        task,
-        fs.means(),
-      )
-      if pairs == "topk"
-      else {}
-    )
-    labels_all.append(np.asarray(data["label"])[:n_real])
-    clean_logits_all.append(np.asarray(logits)[:n_real])
-    target_np, p_clean_np = np.asarray(target), np.asarray(p_clean)
 
-    # (a) Host inputs of every example: players and candidate pairs, padded to fixed sizes.
-    pms = [
-      PlayerMap.from_masks([cand[m][start + bi] for m in range(m_count)], names)
-      for bi in range(n_real)
-    ]
-    pmods, pposs = (np.stack(a) for a in zip(*(pm.padded(n_max) for pm in pms)))  # [n_real, n]
-    n_valid = np.array([pm.n_players for pm in pms], np.int32)
-    cps = {role: [] for role in ROLES}
-    for bi, (row, pm) in enumerate(zip(idx, pms)):
-      rng = np.random.default_rng([seed, int(row)])
-      common = None  # random / all: both roles score the same pairs
-      if pairs == "random":
-        common = pairs_lib.random_pairs(pm, n_random_pairs, rng)
-      elif pairs == "all":
-        common = pairs_lib.cross_modal_pairs(pm)
-      for role in ROLES:
-        cps[role].append(
-          common
-          if common is not None
-          else pairs_lib.topk_pairs(pm, [a[bi] for a in attributions[role]], k)
-        )
-    batched = {
-      "hs": hs,
-      "masks": mks,
-      "target": target,
-      "player_modality": jnp.asarray(_pad_rows(pmods, batch_size)),
-      "player_position": jnp.asarray(_pad_rows(pposs, batch_size)),
+def _batch_games(s: _Setup, cfg: ProbeConfig, start: int, idx: np.ndarray) -> dict[str, Any]:
+  """One batch's clean forward, players and candidate pairs, and each role's scoring arguments."""
+  fs, names, bs = s.fs, s.fs.modality_names, s.batch_size
+  data = fs.gather(cfg.split, _pad_rows(idx, bs))
+  xs = [jnp.asarray(x, jnp.float32) for x in data["x"]]
+  mks = [jnp.asarray(mk, bool) for mk in data["mask"]]
+  labels = jnp.asarray(data["label"]) if cfg.target == "true" else None
+  hs, logits, target, p_clean = _prepare(
+    s.mix_fn.graph, s.state_full, xs, mks, labels, task_type=fs.task.type, source=cfg.target
+  )
+  maps = _token_maps(s, cfg.attribution, hs, mks, target) if cfg.pairs == "topk" else {}
+  # Host inputs of every example: players and candidate pairs, padded to fixed sizes.
+  n_real = len(idx)
+  pms = [PlayerMap.from_masks([c[start + bi] for c in s.cand], names) for bi in range(n_real)]
+  pmods, pposs = (np.stack(a) for a in zip(*(pm.padded(s.n_max) for pm in pms)))  # [n_real, n]
+  n_valid = np.array([pm.n_players for pm in pms], np.int32)
+  cps = {role: [] for role in ROLES}
+  for bi, (row, pm) in enumerate(zip(idx, pms)):
+    rng = np.random.default_rng([cfg.seed, int(row)])
+    common = None  # random / all: both roles score the same pairs
+    if cfg.pairs == "random":
+      common = pairs_lib.random_pairs(pm, cfg.n_random_pairs, rng)
+    elif cfg.pairs == "all":
+      common = pairs_lib.cross_modal_pairs(pm)
+    for role in ROLES:
+      cps[role].append(
+        common
+        if common is not None
+        else pairs_lib.topk_pairs(pm, [a[bi] for a in maps[role]], cfg.k)
+      )
+  batched = {
+    "hs": hs,
+    "masks": mks,
+    "target": target,
+    "player_modality": jnp.asarray(_pad_rows(pmods, bs)),
+    "player_position": jnp.asarray(_pad_rows(pposs, bs)),
+  }
+  row_ids = jnp.asarray(_pad_rows(idx, bs), jnp.uint32)
+  key = jax.random.key(cfg.seed)
+  args = {}
+  for ri, role in enumerate(ROLES):
+    padded = np.stack([pairs_lib.pad_pairs(cp, s.p_max)[0] for cp in cps[role]])  # [n_real, P, 2]
+    args[role] = (
+      {"state": s.expert_state[role], "fills": s.role_fills[role]},
+      batched,
+      _example_keys(key, row_ids, ri),
+      jnp.asarray(_pad_rows(padded, bs)),
+      jnp.asarray(_pad_rows(n_valid, bs)),
+    )
+  return {
+    "data": data,
+    "logits": logits,
+    "target": np.asarray(target),
+    "p_clean": np.asarray(p_clean),
+    "pms": pms,
+    "pmods": pmods,
+    "n_valid": n_valid,
+    "cps": cps,
+    "batched": batched,
+    "args": args,
+  }
+
+
+def _probe_batch(s: _Setup, cfg: ProbeConfig, start: int, programs: dict, log, t0) -> list[dict]:
+  """Probes the examples of one batch: per example its record, clean logits, masked logits.
+
+  Returns:
+    Per example {"record", "clean_logits" [C], "label", "masked" [2, n_b, 1 + 2 * reps, C],
+    "t_mc"}: the MC seconds are the batch's two MC calls averaged over its real examples
+    (compilation excluded; the first batch still carries the programs' one-time first-run cost).
+  """
+  idx = s.rows[start : start + s.batch_size]
+  n_real = len(idx)
+  g = _batch_games(s, cfg, start, idx)
+  statics = {"n_players": s.n_max, "n_draws": s.n_draws, "antithetic": cfg.antithetic}
+  for role in ROLES:
+    if role not in programs:
+      programs[role] = _score_batch.lower(
+        s.expert_fn[role], *g["args"][role], **statics, chunk=s.role_chunk[role]
+      ).compile()
+  # One batched call per role: MC statistics and endpoint values of every example.
+  t1 = time.time()
+  out = jax.device_get({role: programs[role](*g["args"][role]) for role in ROLES})
+  out = {role: _reference_stats(*out[role], s.expert_fn[role].per_reference) for role in ROLES}
+  t_mc = (time.time() - t1) / n_real
+  records, coal_all = [], []
+  for bi, row in enumerate(idx):
+    rec, coal = _example_record(s, cfg, g, out, bi, int(row), start + bi)
+    records.append(rec)
+    coal_all.append(coal)
+  # Pair-level masking in the full model (docs/method.md 5.5): one batched call.
+  coal = np.stack(coal_all)  # [n_real, 2, n_b, 1 + 2 * reps, n]
+  ml = pairs_lib.masked_logits_batch(
+    s.mix_fn,
+    {"state": s.state_full, "fills": s.fills},
+    {k: g["batched"][k] for k in ("hs", "masks", "player_modality", "player_position")},
+    jnp.asarray(_pad_rows(coal.reshape(n_real, -1, s.n_max), s.batch_size)),
+    chunk=s.chunk,
+  )
+  masked = np.asarray(ml)[:n_real].reshape(*coal.shape[:4], -1)
+  labels, logits = np.asarray(g["data"]["label"]), np.asarray(g["logits"])
+  log(f"  {start + n_real}/{len(s.rows)} examples ({time.time() - t0:.0f}s)")
+  return [
+    {
+      "record": records[bi],
+      "clean_logits": logits[bi],
+      "label": labels[bi],
+      "masked": masked[bi],
+      "t_mc": t_mc,
     }
-    row_ids = jnp.asarray(_pad_rows(idx, batch_size), jnp.uint32)
-    args = {}
-    for ri, role in enumerate(ROLES):
-      padded = np.stack([pairs_lib.pad_pairs(cp, p_max)[0] for cp in cps[role]])  # [n_real, P, 2]
-      args[role] = (
-        {"state": expert_state[role], "fills": role_fills[role]},
-        batched,
-        _example_keys(key, row_ids, ri),
-        jnp.asarray(_pad_rows(padded, batch_size)),
-        jnp.asarray(_pad_rows(n_valid, batch_size)),
-      )
-      if role not in score_programs:
-        score_programs[role] = _score_batch.lower(
-          expert_fn[role], *args[role], **statics, chunk=role_chunk[role]
-        ).compile()
+    for bi in range(n_real)
+  ]
 
-    # (b) One batched call per role: MC statistics and endpoint values of every example.
-    t1 = time.time()
-    out = jax.device_get({role: score_programs[role](*args[role]) for role in ROLES})
-    out = {role: _reference_stats(*out[role], expert_fn[role].per_reference) for role in ROLES}
-    t_mc.extend([(time.time() - t1) / n_real] * n_real)
 
-    # (c) Records per example (host), and the pair-masking coalitions that need their rankings.
-    coal_all = []
-    for bi, row in enumerate(idx):
-      ci = start + bi
-      pm = pms[bi]
-      rec = {
-        "row": int(row),
-        "id": split_obj.ids[int(row)],
-        "target": np.flatnonzero(target_np[bi] > 0).tolist(),
-        "p_clean": _r(p_clean_np[bi]),
-        "n_players": n_per_mod[ci].tolist(),
-      }
-      scores = {}
-      for role in ROLES:
-        cp = cps[role][bi]
-        stats_all, ends_all = out[role]
-        stats = {
-          name: (mu[bi, : len(cp)], se[bi, : len(cp)]) for name, (mu, se) in stats_all.items()
-        }
-        if not all(np.isfinite(mu).all() and np.isfinite(se).all() for mu, se in stats.values()):
-          raise ProbeError(f"{experts[role]} expert returned NaN/Inf on {split} row {int(row)}")
-        ends = ends_all[bi]
-        scores[role] = (cp, stats)
-        rec[role] = {
-          "expert": experts[role],
-          "members": [
-            [int(pm.modality[i]), int(pm.position[i]), int(pm.modality[j]), int(pm.position[j])]
-            for i, j in cp
-          ],
-          "players": cp.tolist(),
-          "baseline_value": dict(zip(SCALES, _r(ends[0]))),
-          "grand_value": dict(zip(SCALES, _r(ends[1]))),
-          "values": {
-            name: {s: _r(mu[:, si]) for si, s in enumerate(SCALES)}
-            for name, (mu, _) in stats.items()
-          },
-          "std_errors": {
-            name: {s: _r(se[:, si]) for si, s in enumerate(SCALES)}
-            for name, (_, se) in stats.items()
-          },
-        }
-      coal, counts_all = _masking_coalitions(
-        scores,
-        (sii_rank_score, rg_rank_score),
-        pmods[bi],
-        int(n_valid[bi]),
-        p_max,
-        budgets,
-        mask_repeats,
-        np.random.default_rng([seed, int(row), 7]),
-        m_count,
-      )
-      coal_all.append(coal)
-      rec["masking_unique_tokens"] = {
-        name: c.tolist() for name, c in zip(("SII", "RG"), counts_all)
-      }
-      if planted is not None:
-        rec["planted"] = _planted_sample(planted, ci, pm, scores)
-      records.append(rec)
+def _example_record(s: _Setup, cfg: ProbeConfig, g: dict, out: dict, bi: int, row: int, ci: int):
+  """One example's record (values and SEs of its pairs) and its pair-masking coalitions."""
+  pm = g["pms"][bi]
+  rec = {
+    "row": row,
+    "id": s.split.ids[row],
+    "target": np.flatnonzero(g["target"][bi] > 0).tolist(),
+    "p_clean": _r(g["p_clean"][bi]),
+    "n_players": s.n_per_mod[ci].tolist(),
+  }
+  scores = {}
+  for role in ROLES:
+    cp = g["cps"][role][bi]
+    stats_all, ends_all = out[role]
+    stats = {name: (mu[bi, : len(cp)], se[bi, : len(cp)]) for name, (mu, se) in stats_all.items()}
+    if not all(np.isfinite(mu).all() and np.isfinite(se).all() for mu, se in stats.values()):
+      raise ProbeError(f"{s.experts[role]} expert returned NaN/Inf on {cfg.split} row {row}")
+    ends = ends_all[bi]
+    scores[role] = (cp, stats)
+    rec[role] = {
+      "expert": s.experts[role],
+      "members": [
+        [int(pm.modality[i]), int(pm.position[i]), int(pm.modality[j]), int(pm.position[j])]
+        for i, j in cp
+      ],
+      "players": cp.tolist(),
+      "baseline_value": dict(zip(SCALES, _r(ends[0]))),
+      "grand_value": dict(zip(SCALES, _r(ends[1]))),
+      "values": {
+        name: {sc: _r(mu[:, si]) for si, sc in enumerate(SCALES)} for name, (mu, _) in stats.items()
+      },
+      "std_errors": {
+        name: {sc: _r(se[:, si]) for si, sc in enumerate(SCALES)} for name, (_, se) in stats.items()
+      },
+    }
+  coal, counts_all = _masking_coalitions(
+    scores,
+    (cfg.sii_rank_score, cfg.rg_rank_score),
+    g["pmods"][bi],
+    int(g["n_valid"][bi]),
+    s.p_max,
+    cfg.mask_budgets,
+    cfg.mask_repeats,
+    np.random.default_rng([cfg.seed, row, 7]),
+    len(s.cand),
+  )
+  rec["masking_unique_tokens"] = {name: c.tolist() for name, c in zip(("SII", "RG"), counts_all)}
+  if s.planted is not None:
+    rec["planted"] = _planted_sample(s.planted, ci, pm, scores)
+  return rec, coal
 
-    # (d) Pair-level masking in the full model (docs/method.md 5.5): one batched call.
-    coal = np.stack(coal_all)  # [n_real, 2, n_b, 1 + 2 * reps, n]
-    ml = pairs_lib.masked_logits_batch(
-      mix_fn,
-      {"state": state_full, "fills": fills},
-      {k: batched[k] for k in ("hs", "masks", "player_modality", "player_position")},
-      jnp.asarray(_pad_rows(coal.reshape(n_real, -1, n_max), batch_size)),
-      chunk=chunk,
-    )
-    masked_logits_all.extend(np.asarray(ml)[:n_real].reshape(*coal.shape[:4], -1))
-    log(f"  {start + n_real}/{len(rows)} examples ({time.time() - t0:.0f}s)")
 
-  clean_logits = np.concatenate(clean_logits_all)
-  labels_np = np.concatenate(labels_all)
-  masked = np.stack(masked_logits_all)  # [N, 2, n_b, 1 + 2 * reps, C]
+def _report(s: _Setup, cfg: ProbeConfig, workdir, done: list[dict], t0: float) -> dict:
+  """The probe file's document from every example's results (`_probe_batch`)."""
+  records = [d["record"] for d in done]
+  clean_logits = np.stack([d["clean_logits"] for d in done])
   targets_np = np.stack(
     [np.asarray(jax.nn.one_hot(r["target"], clean_logits.shape[-1]).sum(0)) for r in records]
   )
+  rank_scores = (cfg.sii_rank_score, cfg.rg_rank_score)
   masking_report = _masking_summary(
-    task,
+    s.fs.task.type,
     clean_logits,
-    labels_np,
-    masked,
+    np.stack([d["label"] for d in done]),
+    np.stack([d["masked"] for d in done]),  # [N, 2, n_b, 1 + 2 * reps, C]
     targets_np,
-    budgets,
-    mask_repeats,
+    list(cfg.mask_budgets),
+    cfg.mask_repeats,
     records,
-    (sii_rank_score, rg_rank_score),
-    experts,
+    rank_scores,
+    s.experts,
   )
   # Expert evaluations = model passes: the marginal fill runs every coalition on K references.
   # Per pair: 4 coalitions per draw, and 3 for the full-input gap; per example the two endpoints.
-  evals_per_example = sum((n_draws * 4 * p_max + 3 * p_max + 2) * passes[role] for role in ROLES)
+  per_example = sum((s.n_draws * 4 * s.p_max + 3 * s.p_max + 2) * s.passes[r] for r in ROLES)
+  t_mc = [d["t_mc"] for d in done]
+  run = s.run
   report = {
     "format": PROBE_FORMAT,
     "version": PROBE_VERSION,
     "run": {
       "workdir": str(workdir),
       "seed": run.seed,
-      "which": which,
+      "which": cfg.which,
       "checkpoint": {k: v for k, v in run.meta.items() if isinstance(v, (int, float, str))},
       "config_name": run.config.name,
-      "store": str(fs.path),
-      "model": type(model).__name__,
+      "store": str(s.fs.path),
+      "model": type(run.model).__name__,
     },
-    "split": split,
-    "settings": {
-      "samples": len(rows),
-      "budget": int(budget),
-      "n_draws": n_draws,
-      "pairs": pairs,
-      "k": k,
-      "n_random_pairs": n_random_pairs,
-      "n_pairs_padded": p_max,
-      "seed": seed,
-      "antithetic": antithetic,
-      "estimator": "monte-carlo-antithetic" if antithetic else "monte-carlo",
-      "exact": False,
-      "max_coalitions_per_call": chunk,
-      "fill": fill,
-      "fills": {"SII": role_fill["sii"], "RG": role_fill["rg"], "pair_masking": mask_fill},
-      # Which indices' SEs include the draw of the marginal game's references.
-      "se_includes_references": {
-        {"sii": "SII", "rg": "RG"}[r]: list(_LINEAR) if expert_fn[r].per_reference else []
-        for r in ROLES
-      },
-      "references": int(references) if marginal else None,
-      "reference_rows": None if reference_rows is None else reference_rows.tolist(),
-      "target_source": target_source,
-      "attribution": attribution if pairs == "topk" else None,
-      "mask_budgets": budgets,
-      "mask_repeats": mask_repeats,
-      "sii_rank_score": sii_rank_score,
-      "rg_rank_score": rg_rank_score,
-      "standout_min_rate": standout_min_rate,
-      "min_effect": min_effect,
-      "attention": run.config.model.attention,
-      "indices": [*PAIR_INDICES, "RG-full"],
-      "scales": list(SCALES),
-      "experts": experts,
-      "modalities": list(names),
-      "kinds": list(kinds),
-    },
+    "split": cfg.split,
+    "settings": _settings(s, cfg),
     "samples": records,
     "pair_masking": masking_report,
     "standout": _r_tree(
       standout_lib.probe_standout(
         records,
-        sii_scale=sii_rank_score,
-        rg_scale=rg_rank_score,
-        min_rate=standout_min_rate,
-        min_effect=min_effect,
+        sii_scale=cfg.sii_rank_score,
+        rg_scale=cfg.rg_rank_score,
+        min_rate=cfg.standout_min_rate,
+        min_effect=cfg.min_effect,
       )
     ),
     "timing": {
       "total_s": round(time.time() - t0, 2),
       "mc_s": round(sum(t_mc), 2),
-      "expert_evaluations": int(evals_per_example * len(rows)),
+      "expert_evaluations": int(per_example * len(records)),
       # Steady state: t_mc holds per-example averages of the batched calls, compilation excluded.
-      "expert_evaluations_per_s": round(evals_per_example / max(float(np.median(t_mc)), 1e-9)),
+      "expert_evaluations_per_s": round(per_example / max(float(np.median(t_mc)), 1e-9)),
     },
   }
-  if planted is not None:
-    report["planted"] = _planted_summary(planted, records, experts, min_effect)
+  if s.planted is not None:
+    report["planted"] = _planted_summary(s.planted, records, s.experts, cfg.min_effect)
   from flmoe_jax.data.evidence import evidence_for_store
 
-  evidence = evidence_for_store(fs, split)
+  evidence = evidence_for_store(s.fs, cfg.split)
   if evidence is not None:
     from flmoe_jax.probes.evidence import pair_evidence
 
     report["evidence"] = _r_tree(pair_evidence(report, evidence))
-  if stability:
-    report["stability"] = _stability(report, call, tag, runs.finished_seeds(workdir))
-  out_dir = pathlib.Path(workdir) / "probe"
-  path = write_json_atomic(out_dir / f"{stem}.json", report)
-  report["path"] = str(path)
-  if figures:
-    from flmoe_jax.probes import figures as figures_lib
-
-    report["figures"] = [
-      str(p) for p in figures_lib.write_figures(report, out_dir, stem, fs, n_heatmaps=n_heatmaps)
-    ]
-  log(f"wrote {path} ({time.time() - t0:.0f}s)")
   return report
 
 
-def _stability(report: dict, call: dict, tag: str, seeds: Sequence[int]) -> dict:
+def _settings(s: _Setup, cfg: ProbeConfig) -> dict:
+  """The report's `settings` block: the options as resolved for this run."""
+  marginal = "marginal" in cfg.role_fill.values()
+  return {
+    "samples": len(s.rows),
+    "budget": s.budget,
+    "n_draws": s.n_draws,
+    "pairs": cfg.pairs,
+    "k": cfg.k,
+    "n_random_pairs": cfg.n_random_pairs,
+    "n_pairs_padded": s.p_max,
+    "seed": cfg.seed,
+    "antithetic": cfg.antithetic,
+    "estimator": "monte-carlo-antithetic" if cfg.antithetic else "monte-carlo",
+    "exact": False,
+    "max_coalitions_per_call": s.chunk,
+    "fill": cfg.fill,
+    "fills": {"SII": cfg.role_fill["sii"], "RG": cfg.role_fill["rg"], "pair_masking": s.mask_fill},
+    # Which indices' SEs include the draw of the marginal game's references.
+    "se_includes_references": {
+      {"sii": "SII", "rg": "RG"}[r]: list(_LINEAR) if s.expert_fn[r].per_reference else []
+      for r in ROLES
+    },
+    "references": cfg.references if marginal else None,
+    "reference_rows": None if s.reference_rows is None else s.reference_rows.tolist(),
+    "target_source": cfg.target,
+    "attribution": cfg.attribution if cfg.pairs == "topk" else None,
+    "mask_budgets": list(cfg.mask_budgets),
+    "mask_repeats": cfg.mask_repeats,
+    "sii_rank_score": cfg.sii_rank_score,
+    "rg_rank_score": cfg.rg_rank_score,
+    "standout_min_rate": cfg.standout_min_rate,
+    "min_effect": cfg.min_effect,
+    "attention": s.run.config.model.attention,
+    "indices": [*PAIR_INDICES, "RG-full"],
+    "scales": list(SCALES),
+    "experts": s.experts,
+    "modalities": list(s.fs.modality_names),
+    "kinds": list(s.run.kinds),
+  }
+
+
+def _stability(report: dict, cfg: ProbeConfig, workdir, seeds: Sequence[int], log) -> dict:
   """The same probe under a new MC seed and another training seed, and the rankings' agreement."""
   from flmoe_jax.probes import stability as stability_lib
 
-  variants = {"monte_carlo": {"seed": call["seed"] + 1}}
+  variants = {"monte_carlo": {"seed": cfg.seed + 1}}
   others = [s for s in seeds if s != report["run"]["seed"]]
   if others:
     variants["training_seed"] = {"run_seed": others[0]}
   out = {}
   for name, change in variants.items():
     suffix = "stability-mc" if name == "monte_carlo" else "stability-seed"
-    again = run_probe(**{**call, **change}, tag=f"{tag}-{suffix}" if tag else suffix, figures=False)
-    out[name] = stability_lib.compare(report, again)
+    again_cfg = cfg.replace(
+      **change,
+      tag=f"{cfg.tag}-{suffix}" if cfg.tag else suffix,
+      figures=False,
+      stability=False,
+    )
+    out[name] = stability_lib.compare(report, run_probe(again_cfg, workdir, log=log))
   return out
 
 
@@ -751,36 +735,34 @@ def _stability(report: dict, call: dict, tag: str, seeds: Sequence[int]) -> dict
 # --------------------------------------------------------------------------------------------------
 
 
-def _token_maps(
-  model, attribution, experts, expert_fn, expert_state, hs, masks, fills, target, kinds, task, means
-) -> dict[str, list[np.ndarray]]:
+def _token_maps(s: _Setup, attribution: str, hs, masks, target) -> dict[str, list[np.ndarray]]:
   """Per probe role, the per-modality token maps [B, T_m] that pre-select the `topk` tokens."""
   if attribution == "grad_x_input":
     out = {}
     for role in ROLES:
       params = {
-        "state": expert_state[role],
+        "state": s.expert_state[role],
         "hs": hs,
         "masks": masks,
-        "fills": fills,
+        "fills": s.fills,
         "target": target,
       }
-      out[role] = [np.asarray(a) for a in pairs_lib.token_attribution(expert_fn[role], params)]
+      out[role] = [np.asarray(a) for a in pairs_lib.token_attribution(s.expert_fn[role], params)]
     return out
   from flmoe_jax.explain import attribute  # the explanation pipeline's maps (docs/method.md 5.4)
 
-  views = list(dict.fromkeys(experts[r] for r in ROLES))
+  views = list(dict.fromkeys(s.experts[r] for r in ROLES))
   attr = attribute(
-    model,
+    s.run.model,
     (hs, masks),
     method=attribution,
     expert=views,
     target=target,
-    kinds=kinds,
-    task_type=task,
-    means=means,
+    kinds=s.run.kinds,
+    task_type=s.fs.task.type,
+    means=s.fs.means(),
   )
-  return {role: [np.asarray(a) for a in attr.view(experts[role])] for role in ROLES}
+  return {role: [np.asarray(a) for a in attr.view(s.experts[role])] for role in ROLES}
 
 
 def _masking_coalitions(

@@ -32,14 +32,9 @@ import numpy as np
 from scipy import stats
 
 from flmoe_jax import significance
+from flmoe_jax.probes.config import DEFAULT_MIN_EFFECT, DEFAULT_MIN_RATE  # noqa: F401 (re-exported)
 
 DEFAULT_ALPHA = 0.05
-# A pair "stands out" when it ranks first in significantly more than this share of the examples.
-DEFAULT_MIN_RATE = 0.1
-# The smallest interaction worth calling, on the log-odds scale of the target (nats): 0.25 moves a
-# probability of 0.5 to 0.56. Measured (docs/ground_truth.md 5.4): a copied pair the synergy expert
-# merely passes on has SII <= 0.15 nats where it ranks first; planted XORs 6-18 nats.
-DEFAULT_MIN_EFFECT = 0.25
 
 
 def _first_place_credit(values: np.ndarray, by: str, rtol: float) -> np.ndarray:

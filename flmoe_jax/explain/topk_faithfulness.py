@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 from collections.abc import Sequence
 
 import jax
@@ -36,28 +35,12 @@ from flax import nnx
 from flmoe_jax.explain import attribution as attr_lib
 from flmoe_jax.explain import masking, targets
 from flmoe_jax.explain.attribution import Attribution, ExplainError
+from flmoe_jax.explain.config import DEFAULT_KS, check_ks  # noqa: F401 (re-exported)
 
 Array = jax.Array
-DEFAULT_KS = (5.0, 10.0, 15.0, 20.0, 25.0)
 OUTPUTS = ("own", "mixture")  # where a view's drop is measured: its own output, or the mixture
 RESULT_FORMAT = "flmoe-faithfulness"
 RESULT_VERSION = 1
-
-
-def check_ks(ks: Sequence[float]) -> tuple[float, ...]:
-  """Validates budgets K (percent): each in (0, 100], no repeats; returns them as floats."""
-  try:
-    out = tuple(float(k) for k in ks)
-  except (TypeError, ValueError):
-    raise ExplainError(f"K values must be numbers, got {ks!r}") from None
-  if not out:
-    raise ExplainError("need at least one K")
-  bad = [k for k in out if not (0.0 < k <= 100.0) or not math.isfinite(k)]
-  if bad:
-    raise ExplainError(f"K must be in (0, 100] percent, got {bad}")
-  if len(set(out)) != len(out):
-    raise ExplainError(f"repeated K values {list(out)}")
-  return out
 
 
 def budget(n_valid: Array, k: float) -> Array:
