@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from flmoe_jax.errors import ConfigError
@@ -72,23 +73,32 @@ def shard_batch(batch, mesh, rules=DEFAULT_RULES):
 
 
 def state_shardings(state, mesh, rules=DEFAULT_RULES):
-  """Shardings for a model/optimizer state: stacked-expert leaves split on `expert`, others replicated.
+  """Shardings of a model/optimizer state, from the logical axis names its variables carry.
 
-  A leaf is "stacked" when its path goes through an `experts` node (the ExpertStack: every leaf there has
-  a leading expert axis). Its leading axis gets the logical name `expert` when the mesh axis it maps to
-  divides it; anything else is replicated.
+  A variable names its axes in its `out_sharding` metadata (the ExpertStack's parameters:
+  ("expert", None, ...); `nnx.Optimizer` copies them onto the moments it keeps per parameter), and
+  `nnx.get_partition_spec` reads them. The rules map each logical name to a mesh axis; a dimension
+  that mesh axis does not divide, a name without a rule and every unnamed variable are replicated.
+
+  Args:
+    state: an `nnx.State` (e.g. the pure form of (model, optimizer) from `nnx.split`).
+    mesh: the device mesh.
+    rules: ((logical name, mesh axis or None), ...), e.g. `config.mesh.rules`.
+
+  Returns:
+    A tree of `NamedSharding` with the structure of `state`.
   """
-  expert_axis = dict(rules).get("expert")
-  n = _axis_size(mesh, expert_axis)
+  table = dict(rules)
 
-  def one(path, leaf):
-    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-    shape = np.shape(leaf)
-    if "experts" in names and len(shape) >= 1 and shape[0] % n == 0:
-      return NamedSharding(mesh, logical_to_spec(("expert",) + (None,) * (len(shape) - 1), rules))
-    return NamedSharding(mesh, PartitionSpec())
+  def one(spec, leaf):
+    axes = []
+    for dim, name in zip(np.shape(leaf), tuple(spec)):
+      axis = table.get(name) if name is not None else None
+      axes.append(axis if axis is not None and dim % _axis_size(mesh, axis) == 0 else None)
+    return NamedSharding(mesh, PartitionSpec(*axes))
 
-  return jax.tree_util.tree_map_with_path(one, state)
+  specs = nnx.get_partition_spec(state)
+  return jax.tree.map(one, specs, state, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def check_batch_size(batch_size: int, mesh, rules=DEFAULT_RULES) -> None:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import make_random_store
+from jax.sharding import PartitionSpec
 
 from flmoe_jax import checkpointing, sharding, train_lib
 from flmoe_jax import config as config_lib
@@ -153,6 +154,43 @@ def test_sharded_equals_single_device(random_store, mesh_shape):
     leaves = jax.tree_util.tree_leaves_with_path(state)
     sharded = [x for p, x in leaves if "experts" in jax.tree_util.keystr(p) and x.ndim >= 1]
     assert sharded and all(x.sharding.spec[0] == "expert" for x in sharded)
+
+
+def test_state_shardings_follow_the_variables_logical_names_and_the_rules(random_store):
+  """Shardings come from parameter metadata mapped by the rules, not from parameter paths."""
+  from flax import nnx
+
+  cfg = tiny_config(random_store)
+  fs = store_lib.open_store(random_store)
+  model = train_lib.build_model(cfg, fs, seed=0)
+  # A variable outside the expert stack that names its leading axis "expert" is split too (the
+  # gate's first kernel, [M * H, H]: 32 rows split over 2); the stack's own leaves as before.
+  gate = model.reweight.layers[0].kernel
+  gate.set_metadata(out_sharding=("expert", None))
+  state = nnx.state(model)
+  mesh = sharding.make_mesh((4, 2))
+  got = {
+    jax.tree_util.keystr(p): s.spec
+    for p, s in jax.tree_util.tree_leaves_with_path(sharding.state_shardings(state, mesh))
+  }
+  assert got["['reweight']['layers'][0]['kernel'].value"] == PartitionSpec("expert", None)
+  assert got["['reweight']['layers'][1]['kernel'].value"] == PartitionSpec()
+  stacked = {k: v for k, v in got.items() if k.startswith("['experts']")}
+  assert stacked and all(v[0] == "expert" and set(v[1:]) <= {None} for v in stacked.values())
+  # A rule that maps "expert" to no mesh axis replicates everything.
+  rules = (("batch", "data"), ("expert", None))
+  specs = [s.spec for s in jax.tree.leaves(sharding.state_shardings(state, mesh, rules))]
+  assert all(set(spec) <= {None} for spec in specs)
+  # An axis that does not divide the named dimension replicates it: 4 experts on an 8-way axis,
+  # while the gate kernel's 32 rows still split 8 ways.
+  got = {
+    jax.tree_util.keystr(p): s.spec
+    for p, s in jax.tree_util.tree_leaves_with_path(
+      sharding.state_shardings(state, sharding.make_mesh((1, 8)))
+    )
+  }
+  assert all(set(v) <= {None} for k, v in got.items() if k.startswith("['experts']"))
+  assert got["['reweight']['layers'][0]['kernel'].value"] == PartitionSpec("expert", None)
 
 
 def test_kill_and_resume_matches_uninterrupted(random_store, tmp_path, monkeypatch):

@@ -232,7 +232,9 @@ class ExpertStack(nnx.Module):
       **expert_kwargs: keyword arguments of `Expert` (everything but `rngs`).
     """
     self.num_experts = num_experts
-    self.expert_kwargs = dict(expert_kwargs)
+    # A hashable static (sorted items, not a dict), so the model's GraphDef is hashable and serves
+    # as a static jit argument as it is.
+    self.expert_config = tuple(sorted(expert_kwargs.items()))
     key = rngs.params()
     if identical_init:
       keys = jnp.stack([key] * num_experts)  # same key per expert -> identical weights
@@ -299,7 +301,7 @@ class ExpertStack(nnx.Module):
       An `Expert` with per-expert parameter shapes (no expert axis).
     """
     graphdef, abstract = nnx.split(
-      nnx.eval_shape(lambda: Expert(**self.expert_kwargs, rngs=nnx.Rngs(0)))
+      nnx.eval_shape(lambda: Expert(**dict(self.expert_config), rngs=nnx.Rngs(0)))
     )
     pure = jax.tree.map(lambda a: a[index], nnx.to_pure_dict(nnx.state(self.stacked)))
     nnx.replace_by_pure_dict(abstract, pure)

@@ -378,24 +378,6 @@ def output_shape(game: Game) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------------------
 
 
-class HashableGraph:
-  """An nnx GraphDef usable as a static jit argument (GraphDefs with dict attributes are unhashable).
-
-  Equality and hash use the graph's text form, so two splits of same-architecture models share one
-  compiled program.
-  """
-
-  def __init__(self, graphdef: Any):
-    self.graphdef = graphdef
-    self._key = repr(graphdef)
-
-  def __hash__(self) -> int:
-    return hash(self._key)
-
-  def __eq__(self, other: object) -> bool:
-    return isinstance(other, HashableGraph) and self._key == other._key
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelValueFn:
   """Value of a model (one expert or the mixture) on filled inputs; the `fn` of model games.
@@ -407,7 +389,8 @@ class ModelValueFn:
   (int [n]).
 
   Attributes:
-    graph: `HashableGraph` of the expert or model.
+    graph: the `nnx.GraphDef` of the expert or model (hashable: a static jit argument; two splits
+      of same-architecture models are equal, so they share one compiled program).
     mode: `expert` (an `Expert`: logits from its call) or `mixture` (`forward_projected`).
     task_type: multilabel | multiclass | binary.
     scores: score scales in output order; one scale gives no trailing axis.
@@ -418,7 +401,7 @@ class ModelValueFn:
       [C, *batch, S * (1 + K)]: per scale, the mean first, then the K references.
   """
 
-  graph: HashableGraph
+  graph: Any
   mode: str
   task_type: str
   scores: tuple[str, ...]
@@ -452,7 +435,7 @@ class ModelValueFn:
 
   def logits(self, state: Any, hs: Sequence[Array], masks: Sequence[Array]) -> Array:
     """Class logits [..., C] of the expert or the mixture on projected features [..., T_m, H]."""
-    module = nnx.merge(self.graph.graphdef, state)
+    module = nnx.merge(self.graph, state)
     masks = [jnp.broadcast_to(m.astype(bool), h.shape[:-1]) for h, m in zip(hs, masks)]
     if self.mode == "expert":
       return module(list(hs), masks)[0]
@@ -570,8 +553,6 @@ def model_game(
     "player_modality": jnp.asarray(players.modality),
     "player_position": jnp.asarray(players.position),
   }
-  fn = ModelValueFn(
-    HashableGraph(graphdef), mode, task_type, scores, tuple(int(h.shape[-2]) for h in hs)
-  )
+  fn = ModelValueFn(graphdef, mode, task_type, scores, tuple(int(h.shape[-2]) for h in hs))
   outputs = scores if len(scores) > 1 else ()
   return Game(fn, params, players.n_players, players, outputs, f"model:{expert}")

@@ -38,7 +38,7 @@ from flmoe_jax.explain import masking, targets
 from flmoe_jax.probes import pairs as pairs_lib
 from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.probes.config import DEFAULT_SAMPLES, ProbeConfig
-from flmoe_jax.probes.games import HashableGraph, ModelValueFn, PlayerMap, ProbeError, split_expert
+from flmoe_jax.probes.games import ModelValueFn, PlayerMap, ProbeError, split_expert
 from flmoe_jax.probes.results import PROBE_FORMAT, PROBE_VERSION, write_json_atomic
 from flmoe_jax.probes.shapley import (
   PAIR_INDICES,
@@ -81,7 +81,7 @@ def _r_tree(x: Any) -> Any:
 @functools.partial(jax.jit, static_argnames=("graph", "task_type", "source"))
 def _prepare(graph, state, xs, masks, labels, *, task_type, source):
   """Projection, clean mixture logits, target [B, C] and its probability [B]."""
-  model = nnx.merge(graph.graphdef, state)
+  model = nnx.merge(graph, state)
   hs = model.project(xs)
   logits = model.forward_projected(hs, masks).logits
   target = targets.target_mask(logits, task_type, source=source, labels=labels)
@@ -348,9 +348,9 @@ def _games(cfg: ProbeConfig, model, fs) -> dict[str, Any]:
     # The marginal game also returns each reference's value: the SE of SII then includes the draw
     # of the references (`shapley.reference_se`).
     per_ref = role_fill[role] == "marginal" and cfg.references > 1
-    expert_fn[role] = ModelValueFn(HashableGraph(gd), mode, task, SCALES, lengths, per_ref)
+    expert_fn[role] = ModelValueFn(gd, mode, task, SCALES, lengths, per_ref)
     expert_state[role] = st
-  mix_fn = ModelValueFn(HashableGraph(graphdef_full), "mixture", task, ("prob",), lengths)
+  mix_fn = ModelValueFn(graphdef_full, "mixture", task, ("prob",), lengths)
   # The masking fill (pair masking, grad_x_input maps): the marginal game's runs use the mean.
   mask_fill = cfg.fill if cfg.fill in masking.FILL_MODES else "mean"
   by_mode = {
