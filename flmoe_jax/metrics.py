@@ -36,6 +36,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from flmoe_jax import atomic
+
 __all__ = [
   "TASK_TYPES",
   "MetricWriter",
@@ -452,10 +454,7 @@ class MetricWriter:
       if not redone:
         kept.append(line)
     if len(kept) != len(lines):
-      tmp = self.path + ".tmp"
-      with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in kept))
-      os.replace(tmp, self.path)
+      atomic.write_text(self.path, "".join(line + "\n" for line in kept))
     self._file = open(self.path, "a", encoding="utf-8")
     return len(lines) - len(kept)
 

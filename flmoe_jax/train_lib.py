@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flmoe_jax import checkpointing, provenance, sharding
+from flmoe_jax import atomic, checkpointing, provenance, sharding
 from flmoe_jax import config as config_lib
 from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.data import store as store_lib
@@ -463,9 +463,8 @@ def _remove_run_files(root: pathlib.Path) -> None:
 
 
 def _atomic_write(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  # One name for the run's JSON writes (the reliability tests kill a run around it).
+  atomic.write_text(path, text)
 
 
 def check_store_against_config(config, fs: store_lib.FeatureStore) -> None:

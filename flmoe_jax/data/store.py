@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from flmoe_jax import atomic
 from flmoe_jax.errors import StoreError
 
 FORMAT_NAME = "flmoe-feature-store"
@@ -326,7 +327,7 @@ class StoreWriter:
         raise StoreError(f"stats for {m.name!r} have shape {mean.shape}, want {(m.dim,)}")
       np.save(self.tmp / "stats" / f"{m.name}_mean.npy", mean)
     for name, obj in (extra_files or {}).items():
-      (self.tmp / name).write_text(json.dumps(obj, indent=1, default=_json_default))
+      (self.tmp / name).write_text(json.dumps(obj, indent=1, default=atomic.json_default))
     manifest = {
       "format": FORMAT_NAME,
       "version": FORMAT_VERSION,
@@ -341,7 +342,7 @@ class StoreWriter:
       **dict(extra_manifest or {}),
     }
     tmp_manifest = self.tmp / "manifest.json.tmp"
-    tmp_manifest.write_text(json.dumps(manifest, indent=1, default=_json_default))
+    tmp_manifest.write_text(json.dumps(manifest, indent=1, default=atomic.json_default))
     os.replace(tmp_manifest, self.tmp / "manifest.json")
     # Swap into place. Checked again here: something may have appeared at the path while we wrote.
     # Only a feature store (which this project made) is ever moved aside and removed, and only once
@@ -419,16 +420,6 @@ def _check_label_values(labels: np.ndarray, task: TaskSpec, where: str) -> None:
       raise StoreError(f"{where}: multilabel labels must be 0/1")
   elif labels.min() < 0 or labels.max() >= task.num_classes:
     raise StoreError(f"{where}: labels outside [0, {task.num_classes})")
-
-
-def _json_default(o):
-  if isinstance(o, np.generic):
-    return o.item()
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  if isinstance(o, pathlib.Path):
-    return str(o)
-  raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------------

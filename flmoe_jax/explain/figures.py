@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 from collections.abc import Sequence
 
 import numpy as np
 
+from flmoe_jax import atomic
 from flmoe_jax.explain.results import ExplainReport, FaithCurve
 
 
@@ -31,10 +31,9 @@ def _plt():
 
 def _save(fig, path: pathlib.Path) -> str:
   """Writes a figure atomically and closes it; returns the file name."""
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+  with atomic.replacing(path) as tmp:
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
   _plt().close(fig)
-  os.replace(tmp, path)
   return path.name
 
 

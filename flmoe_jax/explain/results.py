@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from flmoe_jax import atomic
 from flmoe_jax.explain.attribution import ExplainError
 
 FORMAT = "flmoe-explain"
@@ -315,10 +316,7 @@ class ExplainReport:
 
   def save(self, path: str | os.PathLike) -> pathlib.Path:
     """Writes the JSON atomically (temporary file, then rename)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, self.to_json())
-    return path
+    return atomic.write_text(path, self.to_json())
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> ExplainReport:
@@ -327,13 +325,6 @@ class ExplainReport:
     if not p.is_file():
       raise ExplainError(f"{p}: no such explain report")
     return cls.from_json(p.read_text())
-
-
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-  """Writes `text` to a temporary sibling and renames it into place."""
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------

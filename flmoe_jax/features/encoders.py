@@ -32,8 +32,6 @@ import io
 import json
 import os
 import pathlib
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flmoe_jax import atomic
 from flmoe_jax.errors import EncoderError
 
 DEFAULT_TEXT_ENCODER = "roberta-base"
@@ -863,16 +862,12 @@ def save_random_image_encoder(
     )
   else:
     raise EncoderError(f"random image encoder arch {arch!r} must be 'vit' or 'clip'")
-  tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-  try:
+  with atomic.replacing(path) as tmp:
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     (tmp / "flmoe_random_encoder.json").write_text(
       json.dumps({"arch": arch, "seed": seed, **common})
     )
-    os.replace(tmp, path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return path
 
 

@@ -56,6 +56,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from flmoe_jax import atomic
 from flmoe_jax.data.raw.base import RawDataset, RawExample
 from flmoe_jax.data.store import FEATURE_DTYPES, ModalitySpec, StoreWriter, check_store_target
 from flmoe_jax.errors import DatasetError, EncoderError, StoreError
@@ -466,13 +467,10 @@ class _ChunkAccumulator:
     }
     arrays["meta"] = np.array(json.dumps(meta))
     path = _chunk_path(partial, self.split, self.k)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
       np.savez(f, **arrays)
       f.flush()
       os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_chunk_meta(path: pathlib.Path) -> dict[str, Any]:
@@ -667,9 +665,7 @@ def _write_progress(partial: pathlib.Path, plan: _Plan, done: Mapping[str, list[
     "done": {s: sorted(v) for s, v in done.items()},
     "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
   }
-  tmp = partial / f"progress.json.tmp-{os.getpid()}"
-  tmp.write_text(json.dumps(state, indent=1))
-  os.replace(tmp, partial / "progress.json")
+  atomic.write_text(partial / "progress.json", json.dumps(state, indent=1))
 
 
 def _done_chunks(partial: pathlib.Path, plan: _Plan) -> dict[str, list[int]]:

@@ -14,11 +14,12 @@ import dataclasses
 import json
 import os
 import pathlib
-import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 import numpy as np
+
+from flmoe_jax import atomic
 
 PROBE_FORMAT = "flmoe-probe"
 # 2: pairs ranked on the target's log-odds by default; pair masking's `random` control draws from the
@@ -221,36 +222,9 @@ class PairScores(_JsonResult):
 # --------------------------------------------------------------------------------------------------
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> pathlib.Path:
-  """Writes `data` to a temporary sibling and renames it into place (never a half-written file)."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-  try:
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-  return path
-
-
-def _json_default(o):
-  if isinstance(o, np.generic):
-    return o.item()
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  if isinstance(o, pathlib.Path):
-    return str(o)
-  raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> pathlib.Path:
-  """JSON-encodes `obj` (numpy scalars/arrays allowed) and writes it atomically."""
-  return write_bytes_atomic(path, json.dumps(obj, default=_json_default, allow_nan=False).encode())
+# One atomic writer for the package (`flmoe_jax.atomic`); the names the probes have used.
+write_bytes_atomic = atomic.write_bytes
+write_json_atomic = atomic.write_json
 
 
 def read_probe(path: str | os.PathLike) -> dict:

@@ -15,6 +15,8 @@ import pathlib
 import shutil
 from collections.abc import Sequence
 
+from flmoe_jax import atomic
+
 
 @dataclasses.dataclass
 class Table:
@@ -168,9 +170,5 @@ def write_report(out_dir: str | os.PathLike, title: str, sections: Sequence[Sect
     ("html", render_html(title, sections)),
     ("md", render_markdown(title, sections)),
   ):
-    p = out / f"report.{key}"
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
-    paths[key] = p
+    paths[key] = atomic.write_text(out / f"report.{key}", text)
   return paths

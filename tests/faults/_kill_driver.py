@@ -87,13 +87,13 @@ def install(point: str, n: int) -> None:
     metrics.MetricWriter.write = write
   elif name in ("write_before", "write_after"):
     # The run's JSON files are written to a temporary name and renamed: kill between the two, or after.
-    from flmoe_jax import train_lib
+    from flmoe_jax import atomic, train_lib
 
     real = train_lib._atomic_write
 
     def atomic_write(path, text):
       if path.name == arg and name == "write_before" and c.hit():
-        path.with_name(path.name + ".tmp").write_text(text)
+        atomic.temporary(path).write_text(text)  # the real temporary's name
         _die()
       real(path, text)
       if path.name == arg and name == "write_after" and c.hit():
@@ -103,21 +103,24 @@ def install(point: str, n: int) -> None:
   elif name in ("chunk_before", "chunk_after", "store_before"):
     # Feature extraction: inside a chunk's write (temporary file complete, not renamed), after a
     # chunk, or inside the final store's swap into place.
-    from flmoe_jax.data import store as store_mod
     from flmoe_jax.features import extract
 
     real = os.replace
 
     def replace(src, dst, *a, **k):
       s, d = pathlib.Path(src), pathlib.Path(dst)
-      if name == "chunk_before" and d.name.startswith("chunk_") and ".tmp-" in s.name and c.hit():
+      if (
+        name == "chunk_before"
+        and d.name.startswith("chunk_")
+        and s.name.endswith(".tmp")
+        and c.hit()
+      ):
         _die()
       if name == "store_before" and s.name.startswith(".") and ".tmp-" in s.name and c.hit():
         _die()
       return real(src, dst, *a, **k)
 
-    extract.os.replace = replace
-    store_mod.os.replace = replace
+    os.replace = replace  # the one `os` module: seen by `atomic` (chunks) and the store's swap
     if name == "chunk_after":
       extract._after_chunk_hook = lambda split, k: _die() if c.hit() else None
   else:

@@ -280,7 +280,7 @@ CASES: list[Case] = [
   Case(
     "explain-steps-per-call-negative",
     [*EXPLAIN, "--steps-per-call", "-1"],
-    "--steps-per-call must be >= 0",
+    "--steps-per-call must be an int >= 0, got -1",
   ),
   Case("explain-repeats-zero", [*EXPLAIN, "--repeats", "0"], "--repeats must be an int >= 1"),
   Case(
