@@ -169,10 +169,8 @@ def run(workdir, split: str = "test", *, modality: str | None = None) -> dict[st
   Returns:
     The document written.
   """
-  import pathlib
-
-  from flmoe_jax import runs
-  from flmoe_jax.probes.results import write_json_atomic
+  from flmoe_jax import atomic, runs
+  from flmoe_jax.rundir import RunDir
 
   fs = runs.run_store(workdir)
   modality = modality or fs.modality_names[0]
@@ -186,5 +184,5 @@ def run(workdir, split: str = "test", *, modality: str | None = None) -> dict[st
       f"{modality} only (MLP)": single_modality(fs, modality, (split,)),
     },
   }
-  write_json_atomic(pathlib.Path(workdir) / "baselines" / f"{split}.json", doc)
+  atomic.write_json(RunDir(workdir).baselines(split), doc)
   return doc

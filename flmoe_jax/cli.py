@@ -68,31 +68,14 @@ def _cmd_train(args, overrides) -> int:
   cfg = config_lib.load_config(args.config, overrides)
   # A store path named on the command line must hold a store: a typo never becomes a new store.
   named = any(o.partition("=")[0].strip() == "store" for o in overrides)
-  train_and_print(cfg, args.workdir, overwrite=args.overwrite, build_store=not named)
-  return 0
-
-
-def train_and_print(cfg, workdir, *, overwrite=False, build_store=True):
-  """Runs `train_and_evaluate` and prints the per-split mean/std of the headline metrics."""
   from flmoe_jax import train_lib
 
-  summary = train_lib.train_and_evaluate(cfg, workdir, overwrite=overwrite, build_store=build_store)
-  print(format_summary(summary))
-  print(f"run directory: {workdir}")
-  return summary
-
-
-def format_summary(summary: dict) -> str:
-  """A short human-readable table of a run summary."""
-  lines = [
-    f"{summary['name']} ({summary['model']}, {summary['task']}), seeds {list(summary['seeds'])}:"
-  ]
-  for part in ("best_val", "test"):
-    ms = summary["mean_std"].get(part, {})
-    keys = [k for k in ("accuracy", "macro_f1", "micro_f1", "auroc", "exact_match") if k in ms]
-    cells = ", ".join(f"{k} {100 * ms[k]['mean']:.2f} +/- {100 * ms[k]['std']:.2f}" for k in keys)
-    lines.append(f"  {part:8s} {cells}")
-  return "\n".join(lines)
+  summary = train_lib.train_and_evaluate(
+    cfg, args.workdir, overwrite=args.overwrite, build_store=not named
+  )
+  print(train_lib.format_summary(summary))
+  print(f"run directory: {args.workdir}")
+  return 0
 
 
 def _cmd_synth(args, overrides) -> int:
@@ -160,6 +143,7 @@ def _cmd_report(args, overrides) -> int:
   import pathlib
 
   from flmoe_jax.report import ReportEntry, build_report
+  from flmoe_jax.rundir import RunDir
 
   wd = pathlib.Path(args.workdir)
   out = build_report(
@@ -172,7 +156,7 @@ def _cmd_report(args, overrides) -> int:
         i2moe_workdir=pathlib.Path(args.i2moe) if args.i2moe else None,
       )
     ],
-    args.out or wd / "report",
+    args.out or RunDir(wd).report_dir,
     title=f"FL-I2MoE report: {args.name or wd.name}",
   )
   for v in out["verdicts"]:

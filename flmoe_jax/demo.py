@@ -22,8 +22,8 @@ import pathlib
 import time
 from collections.abc import Sequence
 
-from flmoe_jax import cli
 from flmoe_jax import config as config_lib
+from flmoe_jax.rundir import RunDir
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -51,6 +51,16 @@ def _current(path: pathlib.Path, version: int) -> bool:
 
 def _stage(title: str):
   print(f"\n== {title} ==", flush=True)
+
+
+def _train(cfg, workdir) -> dict:
+  """Trains (or resumes, or finds finished) one run and prints its summary."""
+  from flmoe_jax import train_lib
+
+  summary = train_lib.train_and_evaluate(cfg, workdir)
+  print(train_lib.format_summary(summary))
+  print(f"run directory: {workdir}")
+  return summary
 
 
 def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: bool = False) -> dict:
@@ -94,17 +104,17 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     # The original I2MoE (one pooled vector per modality) joins Table A only: it has no token maps.
     for kind, cfg in (("fl", fl_cfg), ("dense", dense_cfg), ("i2moe", i2moe_cfg)):
       _stage(f"{name}: training {cfg.model.kind} (seeds {list(cfg.train.seeds)})")
-      summaries[f"{name}/{kind}"] = cli.train_and_print(cfg, run_root / kind)
+      summaries[f"{name}/{kind}"] = _train(cfg, run_root / kind)
       runs[kind] = run_root / kind
     split = "test"
-    if not _current(runs["fl"] / "baselines" / f"{split}.json", baselines.VERSION):
+    if not _current(RunDir(runs["fl"]).baselines(split), baselines.VERSION):
       _stage(f"{name}: reference points (majority class, text only)")
       baselines.run(runs["fl"], split)
-    if not _current(runs["fl"] / "explain" / f"{split}.json", EXPLAIN_VERSION):
+    if not _current(RunDir(runs["fl"]).explain(split), EXPLAIN_VERSION):
       _stage(f"{name}: expert-wise explanations ({n_explain} {split} samples, dense baseline)")
       cfg = ExplainConfig(split=split, baseline=str(runs["dense"]), samples=n_explain)
       run_explain(cfg, runs["fl"])
-    if not _current(runs["fl"] / "probe" / f"{split}.json", PROBE_VERSION):
+    if not _current(RunDir(runs["fl"]).probe(split), PROBE_VERSION):
       _stage(f"{name}: interaction probes")
       # Synthetic: every cross-modal pair (81) is scored, so the planted pairs are always candidates;
       # 16 antithetic draws per pair rank them as well as 64 do here (docs/ground_truth.md). easy-vqa
@@ -117,7 +127,7 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
       )
       n = n_probe if name == "synthetic" else 2 * n_probe // 5
       run_probe(ProbeConfig(split=split, samples=n, **opts), runs["fl"])
-    marginal = runs["fl"] / "probe" / f"{split}_{MARGINAL_TAG}.json"
+    marginal = RunDir(runs["fl"]).probe(split, MARGINAL_TAG)
     if name == "synthetic" and not _current(marginal, PROBE_VERSION):
       # The synergy expert's marginal game too (absent tokens from 8 reference examples): it finds
       # the planted XOR where the mean fill's one-sided interaction misses it (docs/ground_truth.md).
@@ -145,8 +155,8 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     cfg = _config(f"synthetic.py:demo,{setting}", store, overrides, quick, seeds=(0,))
     wd = root / "ground_truth" / setting
     _stage(f"ground truth: {setting} setting, training FL-I2MoE (seed 0)")
-    summaries[f"ground_truth/{setting}"] = cli.train_and_print(cfg, wd)
-    if not _current(wd / "probe" / "test.json", PROBE_VERSION):
+    summaries[f"ground_truth/{setting}"] = _train(cfg, wd)
+    if not _current(RunDir(wd).probe("test"), PROBE_VERSION):
       _stage(f"ground truth: {setting} setting, probes (all pairs)")
       run_probe(ProbeConfig(samples=n_probe, pairs="all", draws=16, figures=False), wd)
     pure.append((setting, wd))
@@ -177,8 +187,8 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
         f"{100 * r['hit@1']:.0f}% of test samples"
       )
   rates = []
-  for fill, stem in (("mean", "test"), ("marginal", f"test_{MARGINAL_TAG}")):
-    path = root / "synthetic" / "fl" / "probe" / f"{stem}.json"
+  for fill, tag in (("mean", ""), ("marginal", MARGINAL_TAG)):
+    path = RunDir(root / "synthetic" / "fl").probe("test", tag)
     syn = json.loads(path.read_text()).get("planted", {}).get("pairs", {}).get("syn0")
     if syn:
       rates.append(f"{100 * syn['logodds']['abs_hit@1']:.0f}% ({fill} fill)")

@@ -19,6 +19,7 @@ from flmoe_jax import config as config_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, RunDirError
 from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS
+from flmoe_jax.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -54,7 +55,7 @@ def run_config(workdir: str | os.PathLike):
     raise RunDirError(f"{workdir} is not a run directory (it does not exist)")
   if not root.is_dir():
     raise RunDirError(f"{workdir} is not a run directory (it is a file)")
-  p = root / "config.json"
+  p = RunDir(root).config
   if not p.is_file():
     raise RunDirError(f"{workdir} is not a run directory (no config.json)")
   return config_lib.with_defaults(config_lib.config_from_json(p.read_text()))
@@ -74,7 +75,7 @@ def run_store(workdir: str | os.PathLike, config=None) -> store_lib.FeatureStore
   root = pathlib.Path(workdir)
   config = run_config(root) if config is None else config
   store_path = config_lib.resolve_path(config.store)
-  if not store_path.is_dir() and (root / "summary.json").is_file():
+  if not store_path.is_dir() and RunDir(root).summary.is_file():
     # Relative store paths are relative to where training ran; the summary keeps the absolute one.
     store_path = pathlib.Path(load_summary(root)["store"])
   return store_lib.open_store(store_path)
@@ -82,8 +83,7 @@ def run_store(workdir: str | os.PathLike, config=None) -> store_lib.FeatureStore
 
 def finished_seeds(workdir: str | os.PathLike) -> list[int]:
   """Seeds whose training finished (their result.json exists), sorted."""
-  root = pathlib.Path(workdir)
-  return sorted(int(p.parent.name.split("_", 1)[1]) for p in root.glob("seed_*/result.json"))
+  return RunDir(workdir).finished_seeds()
 
 
 def require_token_level(run: LoadedRun, what: str) -> None:
@@ -135,7 +135,7 @@ def load_run(
     if not done:
       raise RunDirError(f"{root} holds no finished seed (no seed_*/result.json); train it first")
     seed = done[0]
-  ckdir = root / f"seed_{seed}" / "checkpoints" / which
+  ckdir = RunDir(root).checkpoint(seed, which)
   if which == "best" and seed not in done:
     raise RunDirError(
       f"{root}: seed {seed} has not finished training (no seed_{seed}/result.json; finished seeds: "
@@ -176,7 +176,7 @@ def _orbax_read_only_notes_hidden():
 
 def load_summary(workdir: str | os.PathLike) -> dict:
   """The run's summary.json."""
-  p = pathlib.Path(workdir) / "summary.json"
+  p = RunDir(workdir).summary
   if not p.is_file():
     raise RunDirError(f"{workdir}: no summary.json (training has not finished)")
   return json.loads(p.read_text())

@@ -91,6 +91,8 @@ def state_shardings(state, mesh, rules=DEFAULT_RULES):
   table = dict(rules)
 
   def one(spec, leaf):
+    if spec is None:  # no array here: an optax MaskedNode (the frozen gate's masked-out moments)
+      return leaf
     axes = []
     for dim, name in zip(np.shape(leaf), tuple(spec)):
       axis = table.get(name) if name is not None else None
@@ -98,7 +100,9 @@ def state_shardings(state, mesh, rules=DEFAULT_RULES):
     return NamedSharding(mesh, PartitionSpec(*axes))
 
   specs = nnx.get_partition_spec(state)
-  return jax.tree.map(one, specs, state, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return jax.tree.map(
+    one, specs, state, is_leaf=lambda x: x is None or isinstance(x, PartitionSpec)
+  )
 
 
 def check_batch_size(batch_size: int, mesh, rules=DEFAULT_RULES) -> None:

@@ -37,7 +37,8 @@ from flmoe_jax import config as config_lib
 from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, FlmoeError, RunDirError
-from flmoe_jax.models import DenseTransformer, FLI2MoE, I2MoE, losses
+from flmoe_jax.models.factory import build_model
+from flmoe_jax.rundir import RunDir
 
 
 class TrainingDivergedError(FlmoeError):
@@ -47,40 +48,6 @@ class TrainingDivergedError(FlmoeError):
 # ----------------------------------------------------------------------------------------------------
 # Model, optimizer and state.
 # ----------------------------------------------------------------------------------------------------
-
-
-def build_model(
-  config: ml_collections.ConfigDict, fs: store_lib.FeatureStore, *, seed: int
-) -> nnx.Module:
-  """Builds FL-I2MoE, the original I2MoE or the dense baseline for the store's modalities and task."""
-  m = config.model
-  common = dict(
-    input_dims=[spec.dim for spec in fs.modalities],
-    num_classes=fs.task.num_classes,
-    hidden_dim=m.hidden_dim,
-    num_heads=m.num_heads,
-    num_layers=m.num_layers,
-    mlp_ratio=m.mlp_ratio,
-    dropout=m.dropout,
-    ln_eps=m.ln_eps,
-    torch_init=m.torch_init,
-    attention=m.attention,
-    position=m.position,
-    max_positions=sum(spec.max_len for spec in fs.modalities),
-    dtype=jnp.dtype(m.dtype),
-    rngs=nnx.Rngs(params=seed),
-  )
-  if m.kind == "dense":
-    return DenseTransformer(**common)
-  if m.kind in ("fl_i2moe", "i2moe"):
-    return (FLI2MoE if m.kind == "fl_i2moe" else I2MoE)(
-      **common,
-      rw_layers=m.rw_layers,
-      rw_hidden=m.rw_hidden,
-      temperature=m.temperature,
-      identical_expert_init=m.identical_expert_init,
-    )
-  raise ConfigError(f"model.kind {m.kind!r} is not one of 'fl_i2moe', 'i2moe', 'dense'")
 
 
 def training_steps(config: ml_collections.ConfigDict, fs: store_lib.FeatureStore) -> int:
@@ -230,42 +197,28 @@ def train_step(
   extra_on = (optimizer.step[...] >= extra_start_step).astype(jnp.float32)
   dropout_key, noise_key = jax.random.split(key)
 
+  weights = {
+    "lambda_int": lambda_int,
+    "lambda_role": lambda_role,
+    "lambda_missing": lambda_missing * extra_on,
+    "lambda_decor": lambda_decor * extra_on,
+    "lambda_red_alone": lambda_red_alone,
+  }
+
   def loss_fn(model):
-    if isinstance(model, DenseTransformer):
-      out = model.train_outputs(xs, masks, dropout_key=dropout_key)
-      loss = losses.task_loss(out.logits, batch["label"], task_type)
-      zero, zeros = jnp.zeros(()), jnp.zeros((1,))
-      aux = {
-        "task": loss,
-        "interaction": zero,
-        "int_terms": zeros,
-        "role": zero,
-        "role_terms": zeros,
-        "missing": zero,
-        "decor": zero,
-        "red_alone": zero,
-      }
-      return loss, aux, out
-    out = model.train_outputs(
+    # Each model kind owns its training objective (the dense baseline: the task loss alone).
+    return model.training_loss(
       xs,
       masks,
+      batch["label"],
+      task_type=task_type,
+      weights=weights,
       dropout_key=dropout_key,
       # The noise variants only run when the interaction loss reads them (a static choice).
       noise_key=noise_key if lambda_int else None,
       # The mean-filled variants only run when a term reads them (a static choice).
       fill_means=fill_means if use_fill else None,
     )
-    loss, aux = losses.fl_i2moe_loss(
-      out,
-      batch["label"],
-      task_type=task_type,
-      lambda_int=lambda_int,
-      lambda_role=lambda_role,
-      lambda_missing=lambda_missing * extra_on,
-      lambda_decor=lambda_decor * extra_on,
-      lambda_red_alone=lambda_red_alone,
-    )
-    return loss, aux, out
 
   grad_fn = nnx.value_and_grad(lambda m: _pack(loss_fn(m)), has_aux=True)
   (loss, (aux, out)), grads = grad_fn(model)
@@ -304,55 +257,14 @@ def eval_step(state, batch, *, graphdef, dtype):
 # ----------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class RunPaths:
-  """Where a run keeps its files."""
-
-  root: pathlib.Path
-
-  @property
-  def config(self):
-    return self.root / "config.json"
-
-  @property
-  def metrics(self):
-    return self.root / "metrics.jsonl"
-
-  @property
-  def summary(self):
-    return self.root / "summary.json"
-
-  @property
-  def run_info(self):
-    """`run.json`: the store the run was trained on, and every session's versions and commit."""
-    return self.root / "run.json"
-
-  def seed_dir(self, seed: int) -> pathlib.Path:
-    return self.root / f"seed_{seed}"
-
-  def latest_ckpt(self, seed: int) -> pathlib.Path:
-    return self.seed_dir(seed) / "checkpoints" / "latest"
-
-  def best_ckpt(self, seed: int) -> pathlib.Path:
-    return self.seed_dir(seed) / "checkpoints" / "best"
-
-  def result(self, seed: int) -> pathlib.Path:
-    return self.seed_dir(seed) / "result.json"
-
-
-# What a run directory holds that training wrote (an --overwrite removes these and nothing else): the
-# files of `RunPaths`, the seed folders, and the later stages' outputs, which describe the old model.
-_RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "run.json")
-_RUN_FOLDERS = ("explain", "probe", "report")
-
-
 def prepare_workdir(
   config, workdir, *, overwrite: bool = False, fs: store_lib.FeatureStore | None = None
-) -> RunPaths:
+) -> RunDir:
   """Creates the run dir, or checks that an existing one holds a run of the same config and store.
 
   Nothing the user put in the folder is touched: a non-empty folder that holds no run is refused,
-  and `overwrite` removes only what training wrote (`_RUN_FILES`, `seed_<n>/`, `_RUN_FOLDERS`).
+  and `overwrite` removes only what training wrote (`RunDir.TRAINING_FILES`, `seed_<n>/`, and the
+  stage folders `RunDir.STAGE_FOLDERS`).
 
   Args:
     config: the run config.
@@ -367,7 +279,7 @@ def prepare_workdir(
   Raises:
     RunDirError: the workdir is a file, cannot be created, holds other files, or holds another run.
   """
-  paths = RunPaths(pathlib.Path(workdir))
+  paths = RunDir(pathlib.Path(workdir))
   root = paths.root
   if root.exists() and not root.is_dir():
     raise RunDirError(f"--workdir {root} is a file, not a folder; choose another --workdir")
@@ -414,7 +326,7 @@ def store_signature(fs: store_lib.FeatureStore) -> dict[str, Any]:
   }
 
 
-def _store_difference(paths: RunPaths, fs) -> str | None:
+def _store_difference(paths: RunDir, fs) -> str | None:
   if not paths.run_info.is_file():
     return None  # a run of an earlier version: its checkpoints' shapes are checked on restore
   try:
@@ -428,7 +340,7 @@ def _store_difference(paths: RunPaths, fs) -> str | None:
   return None
 
 
-def _record_session(paths: RunPaths, fs) -> None:
+def _record_session(paths: RunDir, fs) -> None:
   """Adds this start (versions, git commit, backend) to `run.json`, with the store's signature."""
   info = {"format": "flmoe-run", "version": 1, "sessions": []}
   if paths.run_info.is_file():
@@ -454,11 +366,11 @@ def _has_progress(root: pathlib.Path) -> bool:
 
 
 def _remove_run_files(root: pathlib.Path) -> None:
-  for name in _RUN_FILES:
+  for name in RunDir.TRAINING_FILES:
     (root / name).unlink(missing_ok=True)
   for p in root.iterdir():
     seed_dir = p.name.startswith("seed_") and p.name[5:].isdigit()
-    if p.is_dir() and (seed_dir or p.name in _RUN_FOLDERS):
+    if p.is_dir() and (seed_dir or p.name in RunDir.STAGE_FOLDERS):
       shutil.rmtree(p)
 
 
@@ -663,7 +575,7 @@ def summarize(results: dict[int, dict], *, config, fs) -> dict[str, Any]:
   }
 
 
-def _train_one_seed(config, fs, paths: RunPaths, mesh, rules, seed: int, writer) -> dict:
+def _train_one_seed(config, fs, paths: RunDir, mesh, rules, seed: int, writer) -> dict:
   if paths.result(seed).exists():  # finished earlier: nothing to redo
     return json.loads(paths.result(seed).read_text())
   task_type = fs.task.type
@@ -918,3 +830,16 @@ def _log_window(writer, window, seed, epoch, step, t0, config, progress, lr_at, 
     progress.update(1, loss=float(mean["loss"]))
   else:
     progress.update(0, loss=float(mean["loss"]))
+
+
+def format_summary(summary: dict) -> str:
+  """A short human-readable table of a run summary."""
+  lines = [
+    f"{summary['name']} ({summary['model']}, {summary['task']}), seeds {list(summary['seeds'])}:"
+  ]
+  for part in ("best_val", "test"):
+    ms = summary["mean_std"].get(part, {})
+    keys = [k for k in ("accuracy", "macro_f1", "micro_f1", "auroc", "exact_match") if k in ms]
+    cells = ", ".join(f"{k} {100 * ms[k]['mean']:.2f} +/- {100 * ms[k]['std']:.2f}" for k in keys)
+    lines.append(f"  {part:8s} {cells}")
+  return "\n".join(lines)

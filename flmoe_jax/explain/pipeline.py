@@ -47,6 +47,7 @@ from flmoe_jax.explain.results import (
   PairStats,
   PlantedHits,
 )
+from flmoe_jax.rundir import RunDir
 
 BASELINE_PREFIX = "baseline:"
 
@@ -445,7 +446,7 @@ def run_explain(
 
   from flmoe_jax import __version__
 
-  out_dir = workdir / "explain"
+  out_dir = RunDir(workdir).explain_dir
   out_dir.mkdir(parents=True, exist_ok=True)
   evidence = done["evidence"]
   report = ExplainReport(
@@ -469,7 +470,7 @@ def run_explain(
       report, out_dir, split=cfg.split, samples=done["figure_samples"] or [], weights=all_weights
     )
   report = dataclasses.replace(report, figures=tuple(fig_names))
-  path = report.save(out_dir / f"{cfg.split}.json")
+  path = report.save(RunDir(workdir).explain(cfg.split))
   say(f"wrote {path}")
   return report
 

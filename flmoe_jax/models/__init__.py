@@ -1,6 +1,7 @@
 """FL-I2MoE model layer: layers, experts, the reweighting gate, the full model and its losses."""
 
 from flmoe_jax.models.experts import EXPERT_AXIS, Expert, ExpertStack
+from flmoe_jax.models.factory import build_model
 from flmoe_jax.models.fl_i2moe import (
   DenseTransformer,
   ExpertOutput,
@@ -44,6 +45,7 @@ __all__ = [
   "MoEOutput",
   "Reweighting",
   "TrainOutput",
+  "build_model",
   "dropout",
   "fl_i2moe_loss",
   "interaction_loss",

@@ -403,6 +403,35 @@ class FLI2MoE(_Projections):
       absent_weights=absent_weights,
     )
 
+  def training_loss(
+    self,
+    xs: Sequence[Array],
+    masks: Sequence[Array],
+    labels: Array,
+    *,
+    task_type: str,
+    weights: dict[str, float | Array],
+    dropout_key: Array | None,
+    noise_key: Array | None,
+    fill_means: Sequence[Array] | None = None,
+  ) -> tuple[Array, dict[str, Array], TrainOutput]:
+    """The training objective: `losses.fl_i2moe_loss` on `train_outputs` (docs/method.md 2.2).
+
+    Args:
+      xs, masks, dropout_key, noise_key, fill_means: as `train_outputs`.
+      labels: the batch's labels.
+      task_type: multilabel | multiclass | binary.
+      weights: the `lambda_*` weights of `losses.fl_i2moe_loss` (floats or traced scalars).
+
+    Returns:
+      (loss, its terms {"task", "interaction", ...}, the TrainOutput).
+    """
+    out = self.train_outputs(
+      xs, masks, dropout_key=dropout_key, noise_key=noise_key, fill_means=fill_means
+    )
+    loss, aux = losses.fl_i2moe_loss(out, labels, task_type=task_type, **weights)
+    return loss, aux, out
+
 
 class I2MoE(FLI2MoE):
   """The original I2MoE: the same experts, gate and losses over ONE pooled vector per modality.
@@ -614,3 +643,35 @@ class DenseTransformer(_Projections):
       weights=out.weights,
       latents=jnp.moveaxis(out.latents, -2, 0)[:, None],
     )
+
+  def training_loss(
+    self,
+    xs: Sequence[Array],
+    masks: Sequence[Array],
+    labels: Array,
+    *,
+    task_type: str,
+    weights: dict[str, float | Array],
+    dropout_key: Array | None,
+    noise_key: Array | None = None,
+    fill_means: Sequence[Array] | None = None,
+  ) -> tuple[Array, dict[str, Array], TrainOutput]:
+    """The task loss alone (the baseline has no interaction terms); the other terms are zero.
+
+    Args: as `FLI2MoE.training_loss` (`weights`, `noise_key`, `fill_means` are unused).
+    """
+    del weights, noise_key, fill_means
+    out = self.train_outputs(xs, masks, dropout_key=dropout_key)
+    loss = losses.task_loss(out.logits, labels, task_type)
+    zero, zeros = jnp.zeros(()), jnp.zeros((1,))
+    aux = {
+      "task": loss,
+      "interaction": zero,
+      "int_terms": zeros,
+      "role": zero,
+      "role_terms": zeros,
+      "missing": zero,
+      "decor": zero,
+      "red_alone": zero,
+    }
+    return loss, aux, out

@@ -50,6 +50,7 @@ from flmoe_jax.probes.shapley import (
   mc_pair_statistics_batch,
   reference_se,
 )
+from flmoe_jax.rundir import RunDir
 
 ROLES = ("sii", "rg")  # synergy probe (SII on the synergy expert), redundancy probe (RG on red)
 SCALES = choices.SCORE_SCALES
@@ -279,8 +280,8 @@ def run_probe(cfg: ProbeConfig, workdir: str | pathlib.Path, *, log=print) -> di
     from flmoe_jax import runs
 
     report["stability"] = _stability(report, cfg, workdir, runs.finished_seeds(workdir), log)
-  out_dir = pathlib.Path(workdir) / "probe"
-  path = write_json_atomic(out_dir / f"{cfg.stem}.json", report)
+  out_dir = RunDir(workdir).probe_dir
+  path = write_json_atomic(RunDir(workdir).probe(cfg.split, cfg.tag), report)
   report["path"] = str(path)
   if cfg.figures:
     from flmoe_jax.probes import figures as figures_lib

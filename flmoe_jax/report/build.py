@@ -23,6 +23,7 @@ from flmoe_jax.errors import RunDirError
 from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.report.render import Figure, Section, Table, write_report
 from flmoe_jax.report.tables import pm, table_a
+from flmoe_jax.rundir import RunDir
 
 # Tag of a second probe file of a run (`probe/<split>_marginal.json`) whose planted-pair rows the
 # ground-truth table shows beside the main probe's: the demo scores the synergy expert's marginal game.
@@ -695,7 +696,7 @@ def pure_setting_results(
   out = []
   for setting, wd in runs:
     wd = pathlib.Path(wd)
-    summary, probe = _load(wd / "summary.json"), _load(wd / "probe" / f"{split}.json")
+    summary, probe = _load(RunDir(wd).summary), _load(RunDir(wd).probe(split))
     if summary is None or probe is None or "planted" not in probe:
       continue
     p = next((q for q in probe["planted"]["pairs"].values() if q["kind"] == setting), None)
@@ -823,7 +824,7 @@ def _run_summary(workdir: str | os.PathLike, role: str) -> dict:
     raise RunDirError(f"{role} directory {wd} does not exist (check {flag})")
   if not wd.is_dir():
     raise RunDirError(f"{role} directory {wd} is a file, not a run directory (check {flag})")
-  path = wd / "summary.json"
+  path = RunDir(wd).summary
   if not path.is_file():
     raise RunDirError(
       f"{role} directory {wd} has no summary.json: not a finished run (train it first, or check "
@@ -886,7 +887,7 @@ def build_report(
     fl = _run_summary(e.fl_workdir, "run")
     dense = _run_summary(e.dense_workdir, "baseline") if e.dense_workdir is not None else None
     i2moe = _run_summary(e.i2moe_workdir, "I2MoE run") if e.i2moe_workdir is not None else None
-    refs = (_load(pathlib.Path(e.fl_workdir) / "baselines" / f"{e.split}.json") or {}).get("models")
+    refs = (_load(RunDir(e.fl_workdir).baselines(e.split)) or {}).get("models")
     summaries[e.dataset] = {
       **(refs or {}),
       "Dense Transformer": dense,
@@ -900,11 +901,11 @@ def build_report(
   sections.append(Section("Table A: task performance", tables=[table_a(summaries)], id="table-a"))
 
   for e in entries:
-    wd = pathlib.Path(e.fl_workdir)
-    explain = _load(wd / "explain" / f"{e.split}.json")
-    probe = _load(wd / "probe" / f"{e.split}.json")
+    wd = RunDir(e.fl_workdir)
+    explain = _load(wd.explain(e.split))
+    probe = _load(wd.probe(e.split))
     sec = Section(f"{e.dataset}: explanations and probes", id=f"dataset-{e.dataset}")
-    sec.paragraphs.append(objective_line(e.dataset, _load(wd / "config.json") or {}))
+    sec.paragraphs.append(objective_line(e.dataset, _load(wd.config) or {}))
     if explain:
       tb = table_b(e.dataset, explain)
       if tb:
@@ -917,10 +918,10 @@ def build_report(
       pp = planted_positions_table(e.dataset, explain)
       if pp:
         sec.tables.append(pp)
-      sec.figures += _figures(wd, "explain", e.split)
+      sec.figures += _figures(wd.root, "explain", e.split)
     else:
       sec.paragraphs.append(
-        f"No explanations yet: run `flmoe explain --workdir {wd} --split {e.split}`."
+        f"No explanations yet: run `flmoe explain --workdir {wd.root} --split {e.split}`."
       )
     if probe:
       sec.tables.append(table_c(e.dataset, probe))
@@ -931,7 +932,7 @@ def build_report(
       verdicts.append(verdict)
       sec.paragraphs.append(verdict)
       # Probes of the same run with another fill (the demo's marginal SII game: `*_marginal.json`).
-      marginal = _load(wd / "probe" / f"{e.split}_{MARGINAL_TAG}.json")
+      marginal = _load(wd.probe(e.split, MARGINAL_TAG))
       gt = ground_truth_table(e.dataset, probe, [marginal] if marginal else [])
       if gt:
         sec.tables.append(gt)
@@ -939,9 +940,11 @@ def build_report(
       if so:
         sec.paragraphs.append(so[0])
         sec.tables.append(so[1])
-      sec.figures += _figures(wd, "probe", e.split)
+      sec.figures += _figures(wd.root, "probe", e.split)
     else:
-      sec.paragraphs.append(f"No probes yet: run `flmoe probe --workdir {wd} --split {e.split}`.")
+      sec.paragraphs.append(
+        f"No probes yet: run `flmoe probe --workdir {wd.root} --split {e.split}`."
+      )
     sections.append(sec)
     evidence = evidence_section(e.dataset, explain, probe)
     if evidence:
@@ -1004,7 +1007,7 @@ def _metadata_section(entries, summaries) -> Section:
       )
   sec.tables.append(Table("runs", "Runs", rows))
   for e in entries:
-    cfg = _load(pathlib.Path(e.fl_workdir) / "config.json") or {}
+    cfg = _load(RunDir(e.fl_workdir).config) or {}
     m = cfg.get("model", {})
     sec.paragraphs.append(
       f"META: {e.dataset} FL-I2MoE config: hidden {m.get('hidden_dim')}, heads {m.get('num_heads')}, layers "
