@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install demo test soak lint clean browser
+.PHONY: install demo test soak lint clean browser api
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ browser:
 	    ( apt-get install -y -q chromium >/dev/null 2>&1 || \
 	      ( apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1 ) ) ) || \
 	  echo "note: Chromium could not be installed; the report's browser test will be skipped"
+
+# The API reference from the docstrings (pdoc): docs/api/index.html. tests/api_docs_test.py builds it too.
+api: $(STAMP)
+	$(BIN)/python docs/api.py docs/api
 
 lint: $(STAMP)
 	$(BIN)/ruff check flmoe_jax tests configs train.py

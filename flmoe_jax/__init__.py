@@ -4,40 +4,66 @@ Interaction experts (one unique expert per modality, a synergy and a redundancy 
 over the token/patch sequences of frozen pretrained encoders, trained with perturbation-based interaction
 losses, with expert-wise explanations and Monte Carlo interaction probes.
 
-Public API:
-  FLI2MoE, DenseTransformer            the Flax NNX models (flmoe_jax.models)
-  open_store, write_store              the feature store (flmoe_jax.data.store)
-  train_and_evaluate                   training driver (flmoe_jax.train_lib)
-  load_config                          config files + overrides (flmoe_jax.config)
+Public API (the stages in pipeline order; heavy names load on first use, so `import flmoe_jax` is fast):
+
+  open_store, write_store, FeatureStore  the feature store (flmoe_jax.data.store)
+  load_config                            config files + overrides (flmoe_jax.config)
+  build_model, FLI2MoE, I2MoE, DenseTransformer
+                                         the Flax NNX models (flmoe_jax.models)
+  train_and_evaluate                     training driver (flmoe_jax.train_lib)
+  RunDir                                 a run directory's layout (flmoe_jax.rundir)
+  ExplainConfig, run_explain             expert-wise explanations (flmoe_jax.explain)
+  ProbeConfig, run_probe                 interaction probes (flmoe_jax.probes)
+  FlmoeError                             every error a user can cause (flmoe_jax.errors)
+
+`docs/api.py` builds the API reference from the docstrings (`make api`).
 """
+
+import importlib
 
 from flmoe_jax.config import load_config
 from flmoe_jax.data.store import FeatureStore, open_store, write_store
 from flmoe_jax.errors import FlmoeError
+from flmoe_jax.rundir import RunDir
 
 __version__ = "0.1.0"
+
+_LAZY = {
+  "FLI2MoE": "flmoe_jax.models",
+  "I2MoE": "flmoe_jax.models",
+  "DenseTransformer": "flmoe_jax.models",
+  "build_model": "flmoe_jax.models",
+  "train_and_evaluate": "flmoe_jax.train_lib",
+  "ExplainConfig": "flmoe_jax.explain.config",
+  "run_explain": "flmoe_jax.explain.pipeline",
+  "ProbeConfig": "flmoe_jax.probes.config",
+  "run_probe": "flmoe_jax.probes.pipeline",
+}
 
 
 def __getattr__(name):
   # Heavy modules (jax, flax) load on first use, so `import flmoe_jax` stays fast for the CLI and tools.
-  if name in ("FLI2MoE", "DenseTransformer"):
-    from flmoe_jax import models
-
-    return getattr(models, name)
-  if name == "train_and_evaluate":
-    from flmoe_jax.train_lib import train_and_evaluate
-
-    return train_and_evaluate
+  if name in _LAZY:
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # resolved once
+    return value
   raise AttributeError(f"module 'flmoe_jax' has no attribute {name!r}")
 
 
 __all__ = [
   "DenseTransformer",
+  "ExplainConfig",
   "FLI2MoE",
   "FeatureStore",
   "FlmoeError",
+  "I2MoE",
+  "ProbeConfig",
+  "RunDir",
+  "build_model",
   "load_config",
   "open_store",
+  "run_explain",
+  "run_probe",
   "train_and_evaluate",
   "write_store",
 ]

@@ -70,6 +70,14 @@ def flag_of(f: dataclasses.Field) -> str:
   return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
+def switch_of(f: dataclasses.Field) -> str:
+  """The flag as typed: a boolean option is a switch named after its non-default value."""
+  flag = flag_of(f)
+  if f.default is True:
+    return flag.replace("--", "--no-", 1)
+  return flag
+
+
 def _check_scalar(value, kind: type, f: dataclasses.Field, error: type[FlmoeError]):
   flag, meta = flag_of(f), f.metadata
   if kind is bool:
@@ -160,8 +168,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[StageConfig]) -> No
     kind, _, many = _unpack(hints[f.name])
     flag, doc = flag_of(f), meta.get("doc", "").replace("%", "%%")  # argparse formats help with %
     if kind is bool:
-      switch = flag if f.default is False else flag.replace("--", "--no-", 1)
-      parser.add_argument(switch, dest=f.name, action="store_const", const=not f.default, help=doc)
+      parser.add_argument(
+        switch_of(f), dest=f.name, action="store_const", const=not f.default, help=doc
+      )
       continue
     shown = ",".join(str(v) for v in f.default) if many else f.default
     kwargs = {"dest": f.name, "default": None, "help": doc}
@@ -187,6 +196,17 @@ def from_args(cls: type[StageConfig], args: argparse.Namespace, **fixed) -> Stag
     if f.metadata.get("cli", True) and getattr(args, f.name, None) is not None
   }
   return cls(**{**given, **fixed})
+
+
+def documented(cls: type[StageConfig]) -> type[StageConfig]:
+  """Class decorator (above `@dataclass`): appends the options' docs to the class docstring, so
+  `help()` and the API reference list every option with its flag and default."""
+  lines = [(cls.__doc__ or cls.__name__).rstrip(), "", "Attributes:"]
+  for f in dataclasses.fields(cls):
+    where = f"flag {switch_of(f)}" if f.metadata.get("cli", True) else "Python API only"
+    lines.append(f"  {f.name}: {f.metadata.get('doc', '')} ({where}; default {f.default!r}).")
+  cls.__doc__ = "\n".join(lines)
+  return cls
 
 
 def describe(cls: type[StageConfig]) -> list[tuple[str, str, Any, str]]:

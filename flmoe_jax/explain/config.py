@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from flmoe_jax import choices
 from flmoe_jax.errors import ExplainError
-from flmoe_jax.options import StageConfig, option
+from flmoe_jax.options import StageConfig, documented, option
 
 # Top-K% budgets of the masking curves, in percent of a modality's candidate tokens.
 DEFAULT_KS = (5.0, 10.0, 15.0, 20.0, 25.0)
@@ -37,9 +37,10 @@ def check_ks(ks: Sequence[float]) -> tuple[float, ...]:
   return out
 
 
+@documented
 @dataclasses.dataclass(frozen=True)
 class ExplainConfig(StageConfig):
-  """The options of the expert-wise explanations (`flmoe explain`); see the fields' docs."""
+  """The options of the expert-wise explanations (`flmoe explain`), each with its flag and default."""
 
   error = ExplainError
 

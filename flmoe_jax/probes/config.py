@@ -14,7 +14,7 @@ import math
 
 from flmoe_jax import choices
 from flmoe_jax.errors import ProbeError
-from flmoe_jax.options import StageConfig, option
+from flmoe_jax.options import StageConfig, documented, option
 
 # A pair "stands out" when it ranks first in significantly more than this share of the examples.
 DEFAULT_MIN_RATE = 0.1
@@ -26,9 +26,10 @@ DEFAULT_MIN_EFFECT = 0.25
 DEFAULT_SAMPLES = 200
 
 
+@documented
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig(StageConfig):
-  """The options of the interaction probes (`flmoe probe`); see the fields' docs."""
+  """The options of the interaction probes (`flmoe probe`), each with its flag and default."""
 
   error = ProbeError
 
