@@ -543,3 +543,31 @@ def test_write_synthetic_store(tmp_path, label_type):
   with pytest.raises(store.StoreError):
     synthetic.write_synthetic_store(cfg, path)  # Exists, no overwrite.
   synthetic.write_synthetic_store(cfg, path, overwrite=True)
+
+
+def test_the_store_keeps_every_examples_planted_bits_and_the_probes_read_them(
+  tmp_path, monkeypatch
+):
+  """Per-example bits travel with the store; the probes' sign analysis never regenerates the data."""
+  from flmoe_jax.data import store as store_lib
+  from flmoe_jax.probes import pipeline
+
+  cfg = PlantedConfig(setting="mixed", n_train=40, n_val=12, n_test=12)
+  data = synthetic.generate(cfg)
+  fs = store_lib.open_store(synthetic.write_synthetic_store(cfg, tmp_path / "store"))
+  for split in ("train", "val", "test"):
+    bits = fs.planted_bits(split)
+    assert bits.keys() == data[split]["bits"].keys()
+    for name, v in bits.items():
+      np.testing.assert_array_equal(v, data[split]["bits"][name])
+
+  def no_regeneration(*_, **__):
+    raise AssertionError("the probes regenerated the data set")
+
+  monkeypatch.setattr(synthetic, "generate", no_regeneration)
+  rows = np.arange(12)
+  planted = pipeline._planted_setup(fs.ground_truth(), fs, "test", rows)
+  syn = next(n for n, p in planted["pairs"].items() if p["kind"] == "synergy")
+  b = [data["test"]["bits"][x].astype(float) for x in planted["pairs"][syn]["bits"]]
+  want = np.sign(planted["pairs"][syn]["weight"] * b[0] * b[1])
+  np.testing.assert_array_equal(planted["term_sign"][syn], want)

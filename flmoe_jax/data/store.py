@@ -515,6 +515,22 @@ class FeatureStore:
     p = self.path / "ground_truth.json"
     return json.loads(p.read_text()) if p.is_file() else None
 
+  def planted_bits(self, split: str) -> dict[str, np.ndarray] | None:
+    """A synthetic store's planted bits of every example of `split` ({bit name: int8 ±1 [N]}), or
+    None (not a synthetic store, or one written before the bits were stored)."""
+    p = self.path / "planted_bits.json"
+    if not p.is_file():
+      return None
+    bits = json.loads(p.read_text()).get(split)
+    if bits is None:
+      return None
+    n = self.split(split).num_examples
+    out = {b: np.asarray(v, np.int8) for b, v in bits.items()}
+    bad = [b for b, v in out.items() if v.shape != (n,)]
+    if bad:
+      raise StoreError(f"{p}: bits {bad} of split {split!r} do not have {n} values")
+    return out
+
   def _load_mean(self, m: ModalitySpec) -> np.ndarray:
     p = self.path / "stats" / f"{m.name}_mean.npy"
     a = self._load(p, mmap=False)

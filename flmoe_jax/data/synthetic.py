@@ -922,6 +922,9 @@ def oracle_value(
   return v
 
 
+PLANTED_BITS_FILE = "planted_bits.json"
+
+
 def write_synthetic_store(
   cfg: PlantedConfig, out_dir: str | os.PathLike, *, overwrite: bool = False
 ) -> pathlib.Path:
@@ -975,7 +978,14 @@ def write_synthetic_store(
     splits=splits,
     dtype="float32",
     overwrite=overwrite,
-    extra_files={"ground_truth.json": gt},
+    extra_files={
+      "ground_truth.json": gt,
+      # Each example's planted bits (±1), so that readers (the probes' sign analysis) need not
+      # regenerate the data set to recover them.
+      PLANTED_BITS_FILE: {
+        name: {b: v.astype(int).tolist() for b, v in data[name]["bits"].items()} for name in _SPLITS
+      },
+    },
   )
 
 

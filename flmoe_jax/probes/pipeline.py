@@ -34,6 +34,7 @@ from flax import nnx
 
 from flmoe_jax import choices, significance
 from flmoe_jax import metrics as metrics_lib
+from flmoe_jax.errors import FlmoeError
 from flmoe_jax.explain import masking, targets
 from flmoe_jax.probes import pairs as pairs_lib
 from flmoe_jax.probes import standout as standout_lib
@@ -866,10 +867,24 @@ def _masking_summary(
 # --------------------------------------------------------------------------------------------------
 
 
-def _planted_setup(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
-  """Planted pairs (by modality position) and, when the store can be regenerated, per-sample bits."""
+def _planted_bits(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
+  """The examples' planted bits: stored with the synthetic store; a store written before they were
+  is regenerated from its ground truth (used only when the regenerated ids are the store's)."""
+  bits = fs.planted_bits(split)
+  if bits is not None:
+    return bits
   from flmoe_jax.data import synthetic
 
+  try:
+    data = synthetic.generate(synthetic.config_from_ground_truth(gt))[split]
+  except (FlmoeError, KeyError, TypeError, ValueError):  # not regenerable: no sign analysis
+    return None
+  same = [data["ids"][int(r)] for r in rows] == [fs.split(split).ids[int(r)] for r in rows]
+  return data["bits"] if same else None
+
+
+def _planted_setup(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
+  """Planted pairs (by modality position) and per-example signs of their terms (binary labels)."""
   names = fs.modality_names
   if tuple(gt.get("modality_names", ())) != tuple(names):
     return None
@@ -883,23 +898,18 @@ def _planted_setup(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
         "weight": m["weight"],
         "bits": m["bits"],
       }
+  bits = _planted_bits(gt, fs, split, rows)
   agree = None
-  try:
-    data = synthetic.generate(synthetic.config_from_ground_truth(gt))[split]
-    same = [data["ids"][int(r)] for r in rows] == [fs.split(split).ids[int(r)] for r in rows]
-    if same and gt.get("label_type") == "binary":
-      bits = data["bits"]
-      agree = {}
-      for name, p in pairs.items():
-        b = [np.asarray(bits[x], np.float64)[rows] for x in p["bits"]]
-        if p["kind"] == "synergy":
-          agree[name] = np.sign(p["weight"] * b[0] * b[1])
-        elif p["kind"] == "redundancy":
-          agree[name] = np.sign(p["weight"] * b[0])
-        else:
-          agree[name] = np.sign(p["weight"] * (b[0] + b[1]))
-  except Exception:  # regeneration is a convenience for the sign analysis only
-    agree = None
+  if bits is not None and gt.get("label_type") == "binary":
+    agree = {}
+    for name, p in pairs.items():
+      b = [np.asarray(bits[x], np.float64)[rows] for x in p["bits"]]
+      if p["kind"] == "synergy":
+        agree[name] = np.sign(p["weight"] * b[0] * b[1])
+      elif p["kind"] == "redundancy":
+        agree[name] = np.sign(p["weight"] * b[0])
+      else:
+        agree[name] = np.sign(p["weight"] * (b[0] + b[1]))
   return {
     "pairs": pairs,
     "term_sign": agree,
