@@ -48,8 +48,14 @@ def make_mesh(
     raise ConfigError(
       f"mesh shape {tuple(shape)} needs {math.prod(shape)} devices, have {len(devices)}"
     )
-  devs = np.asarray(devices[: math.prod(shape)]).reshape(shape)
-  return jax.sharding.Mesh(devs, tuple(axes), axis_types=(AxisType.Auto,) * len(axes))
+  # jax.make_mesh lays the devices out for the physical topology (TPU slices: contiguous ICI rings
+  # along each axis); the checks above give our one-line errors first.
+  return jax.make_mesh(
+    tuple(shape),
+    tuple(axes),
+    axis_types=(AxisType.Auto,) * len(axes),
+    devices=devices[: math.prod(shape)],
+  )
 
 
 def logical_to_spec(logical: Sequence[str | None], rules=DEFAULT_RULES) -> PartitionSpec:
