@@ -300,33 +300,56 @@ def load_reference_params(
       )
     return a.T if transpose else a
 
+  problems: list[ConversionError] = []  # every key problem, reported together at the end
+
   def put(path, value):
+    if value is None:  # its problem is recorded
+      return
     old = _get(pure, path)
     _set(pure, path, jnp.asarray(value, dtype=old.dtype))
+
+  def try_take(*args) -> np.ndarray | None:
+    try:
+      return take(*args)
+    except ConversionError as e:
+      problems.append(e)
+      return None
 
   num_e = model.num_experts
   sd_what = "the reference state dict"
   for suffix, path, transpose in _expert_entries(model.num_layers):
     keys = [_EXPERT_PREFIX.format(e=e) + suffix for e in range(num_e)]
     want = _get(pure, ("experts", "stacked", *path)).shape[1:]
-    arrays = [take(sd, k, sd_what, sd_hint, want, transpose) for k in keys]
+    arrays = [try_take(sd, k, sd_what, sd_hint, want, transpose) for k in keys]
     used.update(keys)
-    put(("experts", "stacked", *path), np.stack(arrays))
+    complete = all(a is not None for a in arrays)
+    put(("experts", "stacked", *path), np.stack(arrays) if complete else None)
   for key, path, transpose in _reweight_entries(len(model.reweight.layers)):
     used.add(key)
-    put(path, take(sd, key, sd_what, sd_hint, _get(pure, path).shape, transpose))
+    put(path, try_take(sd, key, sd_what, sd_hint, _get(pure, path).shape, transpose))
   enc_what = "the encoder projections"
   enc_hint = f"modality names {list(modality_names)}; keys there: {sorted(encoders)[:6]}"
   for m, name in enumerate(modality_names):
     for leaf, suffix, transpose in (("kernel", "weight", True), ("bias", "bias", False)):
       path = ("projections", m, leaf)
       key = f"{name}.proj.{suffix}"
-      put(path, take(encoders, key, enc_what, enc_hint, _get(pure, path).shape, transpose))
+      put(path, try_take(encoders, key, enc_what, enc_hint, _get(pure, path).shape, transpose))
   unexpected = sorted(set(sd) - used)
   if strict and unexpected:
-    raise ConversionError(
-      f"unexpected keys in the reference state dict: {unexpected[:10]} (not weights of an "
-      "InteractionMoE of these sizes; strict=False ignores them)"
+    problems.append(
+      ConversionError(
+        f"unexpected keys in the reference state dict: {unexpected[:10]} (not weights of an "
+        "InteractionMoE of these sizes; strict=False ignores them)"
+      )
+    )
+  if problems:
+    # All of them at once: one fix-and-rerun cycle, not one per key. A missing key keeps its type.
+    if len(problems) == 1:
+      raise problems[0]
+    all_missing = all(isinstance(e, MissingKeyError) for e in problems)
+    raise (MissingKeyError if all_missing else ConversionError)(
+      f"{len(problems)} problems with the reference weights: "
+      + "; ".join(" ".join(str(e).split()) for e in problems)
     )
   nnx.replace_by_pure_dict(state, pure)
   nnx.update(model, state)

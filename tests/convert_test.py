@@ -157,6 +157,29 @@ def test_conversion_errors(reference_dir, tmp_path):
     convert.load_state_dict(tmp_path / "weights.safetensors")
 
 
+def test_every_key_problem_is_reported_at_once(reference_dir):
+  """Missing keys of several experts, a wrong shape and an unexpected key: one error names them all."""
+  meta, sd, enc, _, _ = _load(reference_dir, "text_image")
+  names = meta["names"]
+  broken = {k: v for k, v in sd.items() if not k.endswith("attn.q.weight")}
+  wrong = "reweight.mlp.network.0.bias"
+  broken[wrong] = np.zeros(3, np.float32)
+  broken["foo.weight"] = np.zeros(3, np.float32)
+  model = convert.from_reference_state_dict(sd, enc, names)
+  with pytest.raises(convert.ConversionError) as e:
+    convert.load_reference_params(model, broken, enc, names)
+  msg = str(e.value)
+  n_missing = sum(k.endswith("attn.q.weight") for k in sd)
+  assert n_missing >= 4 and msg.startswith(f"{n_missing + 2} problems with the reference weights")
+  assert msg.count("attn.q.weight") == n_missing and wrong in msg and "foo.weight" in msg
+  assert "\n" not in msg and not isinstance(e.value, KeyError)  # not only missing keys
+  # Only missing keys: still a KeyError (MissingKeyError), as one missing key is.
+  with pytest.raises(convert.MissingKeyError, match=f"{n_missing} problems"):
+    convert.load_reference_params(
+      model, {k: v for k, v in sd.items() if not k.endswith("attn.q.weight")}, enc, names
+    )
+
+
 def test_torch_file_needs_torch(tmp_path):
   try:
     import torch  # noqa: F401
