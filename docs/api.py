@@ -30,6 +30,7 @@ MODULES = (
   "flmoe_jax.probes.config",
   "flmoe_jax.atomic",
   "flmoe_jax.convert",
+  "flmoe_jax.convert_run",
 )
 
 

@@ -12,6 +12,8 @@
   flmoe baselines --workdir W [--split test] [--modality text]   (majority class, one modality alone:
                                            W/baselines/<split>.json, beside the models in Table A)
   flmoe demo    [--workdir runs/demo]      (the whole pipeline on the embedded default)
+  flmoe convert --weights M.npz --encoders E.npz --store STORE --workdir W
+                                           (the authors' PyTorch weights as a run directory)
   flmoe probe   --workdir W --split test [--samples N --budget R --pairs topk|random|all --k 8 --seed S]
                                            (SII / redundancy-gap probes and pair masking -> W/probe/)
 
@@ -180,6 +182,19 @@ def _cmd_baselines(args, overrides) -> int:
   return 0
 
 
+def _cmd_convert(args, overrides) -> int:
+  del overrides
+  from flmoe_jax.convert_run import ConvertConfig, run_convert
+  from flmoe_jax.options import from_args
+
+  summary = run_convert(from_args(ConvertConfig, args), args.workdir)
+  from flmoe_jax.train_lib import format_summary
+
+  print(format_summary(summary))
+  print(f"run directory: {args.workdir} (flmoe explain / probe / report take it as --workdir)")
+  return 0
+
+
 def _cmd_demo(args, overrides) -> int:
   from flmoe_jax import demo
 
@@ -247,6 +262,7 @@ def _cmd_probe(args, overrides) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from flmoe_jax.convert_run import ConvertConfig
   from flmoe_jax.explain.config import ExplainConfig
   from flmoe_jax.options import add_arguments
   from flmoe_jax.probes.config import ProbeConfig
@@ -303,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     "--modality", default=None, help="the one-modality baseline's modality (default: the first)"
   )
   b.set_defaults(fn=_cmd_baselines)
+
+  cv = sub.add_parser(
+    "convert", help="reference PyTorch weights -> a run directory explain/probe/report use"
+  )
+  cv.add_argument("--workdir", required=True, help="the run directory to create (must not exist)")
+  add_arguments(cv, ConvertConfig)
+  cv.set_defaults(fn=_cmd_convert)
 
   d = sub.add_parser("demo", help="the whole pipeline on the embedded default, no download")
   d.add_argument("--workdir", default="runs/demo")
