@@ -273,6 +273,7 @@ _CHECKS = {
   "train.limit_train": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all)"),
   "train.limit_eval": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all)"),
   "train.progress": (lambda v: isinstance(v, bool), "true or false"),
+  "train.init_from": (lambda v: isinstance(v, str), "a run directory, or '' for none"),
   "train.prng_impl": (
     lambda v: v in ("threefry2x32", "rbg", "unsafe_rbg"),
     "'threefry2x32', 'rbg' or 'unsafe_rbg'",
@@ -428,6 +429,9 @@ def base_config() -> ml_collections.ConfigDict:
   )
   c.train.limit_train = 0  # > 0: use only the first N training examples (quick runs)
   c.train.limit_eval = 0
+  # Fine-tuning: a run directory whose best checkpoint (of its first finished seed) initialises the
+  # model's parameters (e.g. `flmoe convert` of the authors' weights); "" = a fresh initialisation.
+  c.train.init_from = ""
   c.train.progress = True
   # PRNG for dropout and perturbation noise. "rbg" is about 2x faster on CPU; "threefry2x32" (JAX's
   # default) gives the same numbers on every mesh layout.

@@ -8,7 +8,8 @@ input dims, classes), evaluated on its val and test splits, and written as seed 
 whose `best` and `latest` checkpoints hold the reference weights (`RunDir` layout: config.json,
 run.json, seed_0/checkpoints/, seed_0/result.json, summary.json, metrics.jsonl). Everything is checked
 and computed first and written into a hidden temporary folder renamed into place: a failed
-conversion writes nothing, and an existing folder is never touched.
+conversion writes nothing, and an existing folder is never touched. Fine-tuning starts from the
+converted weights with `train.init_from` (`flmoe train --config.train.init_from=W`).
 """
 
 from __future__ import annotations

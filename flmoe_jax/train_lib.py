@@ -379,6 +379,44 @@ def _atomic_write(path: pathlib.Path, text: str) -> None:
   atomic.write_text(path, text)
 
 
+def initial_params(config, fs: store_lib.FeatureStore) -> nnx.State | None:
+  """The parameters `train.init_from` names: its first finished seed's best checkpoint, or None.
+
+  Raises:
+    ConfigError: not a finished run, or its model's parameters differ from this config's (shapes).
+  """
+  if not config.train.init_from:
+    return None
+  src = RunDir(config.train.init_from)
+  where = f"train.init_from {src.root}"
+  if not src.config.is_file():
+    raise ConfigError(f"{where}: not a run directory (no config.json)")
+  seeds = src.finished_seeds()
+  if not seeds:
+    raise ConfigError(f"{where}: no finished seed (no seed_*/result.json)")
+  src_config = config_lib.with_defaults(config_lib.config_from_json(src.config.read_text()))
+  graphdef, target = init_state(src_config, fs, seed=seeds[0])
+  ck = checkpointing.Checkpointer(src.best_ckpt(seeds[0]), read_only=True)
+  try:
+    step = ck.latest_step()
+    if step is None:
+      raise ConfigError(f"{where}: seed {seeds[0]} has no best checkpoint")
+    state, _ = ck.restore(step, target)
+  finally:
+    ck.close()
+  params = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param)
+  want = nnx.state(nnx.eval_shape(lambda: build_model(config, fs, seed=0)), nnx.Param)
+  shapes = [jax.tree.map(lambda a: tuple(a.shape), nnx.to_pure_dict(s)) for s in (params, want)]
+  if shapes[0] != shapes[1]:
+    raise ConfigError(
+      f"{where}: its model ({src_config.model.kind}, hidden_dim {src_config.model.hidden_dim}, "
+      f"{src_config.model.num_layers} layer(s)) does not have this config's parameter shapes "
+      f"({config.model.kind}, hidden_dim {config.model.hidden_dim}, {config.model.num_layers} "
+      "layer(s)); set the model keys to the run's"
+    )
+  return params
+
+
 def check_store_against_config(config, fs: store_lib.FeatureStore) -> None:
   """Everything that would otherwise fail inside a compile, as one clear message."""
   for split in ("train", "val"):
@@ -526,13 +564,16 @@ def train_and_evaluate(
   rules = tuple(tuple(r) for r in config.mesh.rules)
   mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
   sharding.check_batch_size(config.train.batch_size, mesh, rules)
+  init_params = initial_params(config, fs)  # checked before anything is written
   paths = prepare_workdir(config, workdir, overwrite=overwrite, fs=fs)
   writer = metrics_lib.MetricWriter(paths.root)
   try:
     results = {}
     for seed in config.train.seeds:
       try:
-        results[int(seed)] = _train_one_seed(config, fs, paths, mesh, rules, int(seed), writer)
+        results[int(seed)] = _train_one_seed(
+          config, fs, paths, mesh, rules, int(seed), writer, init_params
+        )
       except metrics_lib.NonFiniteError as e:
         ckpt = paths.latest_ckpt(int(seed))
         steps = (
@@ -575,7 +616,9 @@ def summarize(results: dict[int, dict], *, config, fs) -> dict[str, Any]:
   }
 
 
-def _train_one_seed(config, fs, paths: RunDir, mesh, rules, seed: int, writer) -> dict:
+def _train_one_seed(
+  config, fs, paths: RunDir, mesh, rules, seed: int, writer, init_params=None
+) -> dict:
   if paths.result(seed).exists():  # finished earlier: nothing to redo
     return json.loads(paths.result(seed).read_text())
   task_type = fs.task.type
@@ -584,6 +627,10 @@ def _train_one_seed(config, fs, paths: RunDir, mesh, rules, seed: int, writer) -
 
   # --- State: built on the host, then laid out on the mesh (experts split on the `expert` axis). ---
   graphdef, state = init_state(config, fs, seed=seed)
+  if init_params is not None:  # fine-tuning: another run's weights, a fresh optimizer state
+    model, optimizer = nnx.merge(graphdef, state)
+    nnx.update(model, init_params)
+    graphdef, state = nnx.split((model, optimizer))
   shardings = sharding.state_shardings(state, mesh, rules)
   state = jax.device_put(state, shardings)
 

@@ -396,3 +396,36 @@ def test_best_checkpoint_is_chosen_once_the_whole_objective_applies(random_store
     tiny_config(random_store, *overrides, "loss.extra_start_fraction=0.33"), tmp_path / "edge"
   )
   assert edge["seeds"]["0"]["best_epoch"] == 2
+
+
+def test_init_from_starts_from_another_runs_weights(random_store, tmp_path):
+  """Fine-tuning: with a vanishing learning rate the new run ends where the source run's best
+  checkpoint is, and far from its own random start; a source of other sizes is refused up front."""
+  from flax import nnx
+
+  from flmoe_jax import runs
+
+  cfg = tiny_config(random_store, "train.epochs=1", "train.seeds=(0,)")
+  train_lib.train_and_evaluate(cfg, tmp_path / "source")
+  source = nnx.to_pure_dict(nnx.state(runs.load_run(tmp_path / "source").model, nnx.Param))
+
+  def params_after(name, *overrides):
+    c = tiny_config(
+      random_store, "train.epochs=1", "train.seeds=(5,)", "optim.learning_rate=1e-12", *overrides
+    )
+    train_lib.train_and_evaluate(c, tmp_path / name)
+    return nnx.to_pure_dict(nnx.state(runs.load_run(tmp_path / name).model, nnx.Param))
+
+  tuned = params_after("tuned", f"train.init_from={tmp_path / 'source'}")
+  fresh = params_after("fresh")
+  gaps = {
+    name: max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), p, source)))
+    for name, p in (("tuned", tuned), ("fresh", fresh))
+  }
+  assert gaps["tuned"] < 1e-6 < 1e-2 < gaps["fresh"], gaps
+  bigger = tiny_config(
+    random_store, f"train.init_from={tmp_path / 'source'}", "model.hidden_dim=32"
+  )
+  with pytest.raises(ConfigError, match="does not have this config's parameter shapes"):
+    train_lib.train_and_evaluate(bigger, tmp_path / "bigger")
+  assert not (tmp_path / "bigger").exists()
