@@ -17,6 +17,8 @@ MODULES = (
   "flmoe_jax.config",
   "flmoe_jax.data.store",
   "flmoe_jax.data.synthetic",
+  "flmoe_jax.features",
+  "flmoe_jax.features.config",
   "flmoe_jax.models",
   "flmoe_jax.train_lib",
   "flmoe_jax.sharding",

@@ -26,3 +26,9 @@ PAIR_MODES = ("topk", "random", "all")
 SCORE_SCALES = ("logit", "prob", "logodds", "logprob")
 # Which checkpoint of a training seed is restored.
 CHECKPOINTS = ("best", "latest")
+# Storage dtypes of a feature store's arrays.
+FEATURE_DTYPES = ("float16", "float32")
+# Encoders' compute dtypes during extraction.
+COMPUTE_DTYPES = ("float32", "bfloat16")
+# What extraction does with an image file that cannot be read: stop, or drop the example.
+ON_ERROR = ("fail", "skip")

@@ -195,6 +195,12 @@ def _cmd_convert(args, overrides) -> int:
   return 0
 
 
+def _cmd_features(args, overrides) -> int:
+  from flmoe_jax.features.extract import cli_features
+
+  return cli_features(args, overrides)
+
+
 def _cmd_demo(args, overrides) -> int:
   from flmoe_jax import demo
 
@@ -293,9 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
   add_arguments(e, ExplainConfig)
   e.set_defaults(fn=_cmd_explain)
 
-  from flmoe_jax.features.extract import add_cli as add_features_cli
+  from flmoe_jax.features.config import add_cli as add_features_cli
 
-  add_features_cli(sub)
+  add_features_cli(sub).set_defaults(fn=_cmd_features)
 
   r = sub.add_parser(
     "report", help="Tables A/B/C and C1/C2 verdicts of a run, as HTML and Markdown"

@@ -21,6 +21,8 @@ from flmoe_jax.errors import DatasetError, EncoderError, StoreError
 from flmoe_jax.features import extract
 from flmoe_jax.features.extract import extract_features, partial_dir
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
 WORDS = "the a red blue green circle square triangle is there what color shape of image".split()
 OPTS = dict(batch_size=4, chunk_size=8, text_buckets=(8, 16), progress=False)
 
@@ -436,3 +438,24 @@ def test_examples_sharing_an_image_file_encode_it_once(tmp_path):
   s = open_store(out).split("train")
   want, _ = image([e.inputs["image"] for e in examples])
   np.testing.assert_allclose(s.features[1], want, atol=1e-2)
+
+
+def test_a_configs_features_block_becomes_the_features_config(monkeypatch):
+  """configs/easyvqa.py's `features` block maps onto FeaturesConfig key by key; flags win; a
+  misspelt key is refused, never ignored."""
+  from flmoe_jax import config as config_lib
+  from flmoe_jax.features.config import FeaturesConfig
+
+  seen = {}
+  monkeypatch.setattr(extract, "run_extraction", lambda cfg, out: seen.update(cfg=cfg, out=out))
+  cfg = config_lib.load_config(str(ROOT / "configs" / "easyvqa.py"))
+  extract.features_from_config(cfg, batch_size=8, overwrite=True)
+  got = seen["cfg"]
+  assert isinstance(got, FeaturesConfig) and seen["out"] == cfg.store
+  assert (got.dataset, got.text_encoder, got.image_encoder) == ("easyvqa", "minilm", "hog:64/16")
+  assert got.text_buckets == (16, 32) and got.text_max_len == 32 and got.raw == ""
+  assert got.batch_size == 8 and got.overwrite  # the changes win over the block
+  with cfg.unlocked():
+    cfg.features.batchsize = 4
+  with pytest.raises(EncoderError, match=r"unknown key\(s\) \['batchsize'\]"):
+    extract.features_from_config(cfg)

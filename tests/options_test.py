@@ -11,10 +11,12 @@ import pytest
 from flmoe_jax import cli
 from flmoe_jax.errors import ExplainError, ProbeError
 from flmoe_jax.explain.config import ExplainConfig
+from flmoe_jax.features.config import FeaturesConfig
 from flmoe_jax.options import flag_of, from_args
 from flmoe_jax.probes.config import ProbeConfig
 
-STAGES = [("probe", ProbeConfig), ("explain", ExplainConfig)]
+STAGES = [("probe", ProbeConfig), ("explain", ExplainConfig), ("features", FeaturesConfig)]
+BASE = {"probe": ["--workdir", "w"], "explain": ["--workdir", "w"], "features": ["--out", "o"]}
 
 
 def _other_value(f: dataclasses.Field, hint: str):
@@ -54,7 +56,7 @@ def test_every_cli_option_round_trips_through_its_flag(command, cls):
     value = _other_value(f, hints[f.name])
     if f.name == "sii_expert" or f.name == "rg_expert":
       value = "mixture"
-    args = parser.parse_args([command, "--workdir", "w", *_argv(f, value)])
+    args = parser.parse_args([command, *BASE[command], *_argv(f, value)])
     cfg = from_args(cls, args)
     assert getattr(cfg, f.name) == value, f.name
     assert dataclasses.replace(cfg, **{f.name: getattr(default, f.name)}) == default, f.name
@@ -64,7 +66,7 @@ def test_every_cli_option_round_trips_through_its_flag(command, cls):
 
 @pytest.mark.parametrize("command, cls", STAGES)
 def test_no_flag_means_the_config_default(command, cls):
-  args = cli.build_parser().parse_args([command, "--workdir", "w"])
+  args = cli.build_parser().parse_args([command, *BASE[command]])
   assert from_args(cls, args) == cls()
 
 
@@ -131,17 +133,19 @@ def test_cli_option_errors_are_one_line_exit_2(capsys, argv, message):
 
 
 def test_stage_configs_import_without_jax():
-  """The CLI builds its parser from the configs: importing them must not load jax or flax."""
+  """The CLI builds its parser from the configs: neither that nor importing them loads jax or flax."""
   code = (
     "import sys\n"
-    "import flmoe_jax.explain.config, flmoe_jax.probes.config, flmoe_jax.options\n"
+    "import flmoe_jax.explain.config, flmoe_jax.probes.config, flmoe_jax.features.config\n"
+    "from flmoe_jax import cli\n"
+    "cli.build_parser()\n"
     "print(sorted(m for m in ('jax', 'flax') if m in sys.modules))\n"
   )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("package", ["flmoe_jax.explain", "flmoe_jax.probes"])
+@pytest.mark.parametrize("package", ["flmoe_jax.explain", "flmoe_jax.probes", "flmoe_jax.features"])
 def test_every_public_name_of_the_lazy_packages_resolves(package):
   """Names load on first use; none is shadowed by a submodule of the same name."""
   import importlib

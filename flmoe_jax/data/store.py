@@ -31,14 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from flmoe_jax import atomic
+from flmoe_jax import atomic, choices
 from flmoe_jax.errors import StoreError
 
 FORMAT_NAME = "flmoe-feature-store"
 FORMAT_VERSION = 1
 TASK_TYPES = ("multilabel", "multiclass", "binary")
 MODALITY_KINDS = ("tokens", "patches")
-FEATURE_DTYPES = ("float16", "float32")
+FEATURE_DTYPES = choices.FEATURE_DTYPES
 _CHUNK = (
   1024  # rows per chunk when scanning a split (mean, NaN check): bounded memory on big stores
 )

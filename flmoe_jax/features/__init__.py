@@ -2,41 +2,40 @@
 
   encoders.py   TextEncoder / ImageEncoder (HF Flax models, offline loading, jitted `encode`)
   extract.py    extract_features: batched, sharded over local devices, prefetched, resumable;
-                run_extraction, features_from_config, add_cli: by name, from a config, the CLI
+                run_extraction(FeaturesConfig, out), features_from_config: by name, from a config
+  config.py     FeaturesConfig (every option, declared once) and the `flmoe features` parser
 
 See docs/features.md.
 
-transformers loads lazily (inside the loaders), so importing this package is cheap.
+transformers loads lazily (inside the loaders), and the package's names on first use (PEP 562), so
+`flmoe_jax.features.config` (the options and the CLI parser) imports without jax.
 """
 
-from flmoe_jax.features.encoders import (
-  ImageEncoder,
-  TextEncoder,
-  UnreadableImageError,
-  easyvqa_demo_encoders,
-  load_encoder,
-  minilm_path,
-  save_random_image_encoder,
-)
-from flmoe_jax.features.extract import (
-  add_cli,
-  extract_features,
-  features_from_config,
-  partial_dir,
-  run_extraction,
-)
+import importlib
 
-__all__ = [
-  "ImageEncoder",
-  "add_cli",
-  "TextEncoder",
-  "UnreadableImageError",
-  "easyvqa_demo_encoders",
-  "extract_features",
-  "features_from_config",
-  "load_encoder",
-  "minilm_path",
-  "partial_dir",
-  "run_extraction",
-  "save_random_image_encoder",
-]
+_EXPORTS = {
+  "ImageEncoder": "encoders",
+  "TextEncoder": "encoders",
+  "UnreadableImageError": "encoders",
+  "easyvqa_demo_encoders": "encoders",
+  "load_encoder": "encoders",
+  "minilm_path": "encoders",
+  "save_random_image_encoder": "encoders",
+  "extract_features": "extract",
+  "features_from_config": "extract",
+  "partial_dir": "extract",
+  "run_extraction": "extract",
+  "FeaturesConfig": "config",
+  "add_cli": "extract",
+}
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # resolved once
+    return value
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -36,7 +36,6 @@ The extractor is single-process (it uses the local devices of one host).
 
 from __future__ import annotations
 
-import argparse
 import collections.abc
 import concurrent.futures
 import dataclasses
@@ -56,18 +55,18 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from flmoe_jax import atomic
+from flmoe_jax import atomic, choices
 from flmoe_jax.data.raw.base import RawDataset, RawExample
 from flmoe_jax.data.store import FEATURE_DTYPES, ModalitySpec, StoreWriter, check_store_target
 from flmoe_jax.errors import DatasetError, EncoderError, StoreError
+from flmoe_jax.features import config as config_lib
+from flmoe_jax.features.config import DEFAULT_CHUNK_SIZE, DEFAULT_TEXT_BUCKETS, FeaturesConfig
 from flmoe_jax.features.encoders import ImageEncoder, TextEncoder, UnreadableImageError, load_pil
 from flmoe_jax.metrics import Progress
 
 PARTIAL_FORMAT = "flmoe-extract-partial"
 PARTIAL_VERSION = 1
-DEFAULT_TEXT_BUCKETS = (32, 64, 128, 320)
-DEFAULT_CHUNK_SIZE = 512
-ON_ERROR = ("fail", "skip")
+ON_ERROR = choices.ON_ERROR
 # Encoder fields that define the features; a partial run or store that differs in any is refused.
 _IDENTITY_KEYS = (
   "kind",
@@ -870,76 +869,38 @@ def _assemble(
 
 
 def run_extraction(
-  dataset: str,
-  raw_dir: str | os.PathLike | None,
-  out: str | os.PathLike,
-  *,
-  text_encoder: str | None = None,
-  image_encoder: str | None = None,
-  text_max_len: int = 320,
-  text_buckets: Sequence[int] | None = DEFAULT_TEXT_BUCKETS,
-  batch_size: int = 32,
-  dtype: str = "float16",
-  compute_dtype: str = "float32",
-  on_error: str = "fail",
-  limit_per_split: int | None = None,
-  allow_download: bool = False,
-  resume: bool = True,
-  overwrite: bool = False,
-  progress: bool = True,
-  chunk_size: int = DEFAULT_CHUNK_SIZE,
-  reader_options: Mapping[str, Any] | None = None,
+  cfg: FeaturesConfig, out: str | os.PathLike, *, reader_options: Mapping[str, Any] | None = None
 ) -> pathlib.Path:
   """Reads a raw dataset, loads its encoders by name and extracts (what `flmoe features` runs).
 
   Args:
-    dataset: a reader name (`flmoe_jax.data.raw.available()`: mmimdb, enrico, mmhs150k, easyvqa,
-      tfds:*).
-    raw_dir: the hand-downloaded folder (None or "" for easyvqa's bundled data).
+    cfg: the options (`FeaturesConfig`: dataset, raw folder, encoders, dtypes, ...). A missing
+      `image_encoder` folder named `tiny-vit` is created with `easyvqa_demo_encoders` (a random ViT).
     out: the store folder.
-    text_encoder: folder, HF id or `minilm` (default roberta-base); loaded only if the data has
-      text.
-    image_encoder: folder or HF id (default openai/clip-vit-base-patch16), or a fixed patch
-      descriptor (`hog`, `pixels`, `hog:<S>/<p>`: `PatchEncoder`), shared by every image modality.
-      A missing folder named `tiny-vit` is created with `easyvqa_demo_encoders` (a random ViT).
-    text_max_len: tokens kept per text.
-    text_buckets, batch_size, dtype, on_error, limit_per_split, resume, overwrite, progress: as in
-      `extract_features` (and chunk_size).
-    compute_dtype: `float32` or `bfloat16`.
-    allow_download: let the encoders be fetched from the Hugging Face Hub.
     reader_options: extra reader keyword arguments (e.g. {"split_mode": "official"}).
 
   Returns:
     The store path.
 
   Raises:
-    EncoderError / StoreError / DatasetError: a bad flag, an `out` that is not a store, a raw folder
-      that cannot be read or (on_error="fail") an image file that cannot be opened; all raised
+    EncoderError / StoreError / DatasetError: a bad option, an `out` that is not a store, a raw
+      folder that cannot be read or (on_error="fail") an image file that cannot be opened; all raised
       before an encoder is loaded or anything is written.
   """
   from flmoe_jax.data.raw import RawDataset, load_raw, verify_images
   from flmoe_jax.features.encoders import easyvqa_demo_encoders, load_encoder
 
-  # Flags first, then the data: nothing is loaded (encoders) or written before the input checks out.
-  for flag, value in (
-    ("--batch-size", batch_size),
-    ("--max-len", text_max_len),
-    ("chunk_size", chunk_size),
-  ):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise EncoderError(f"{flag} must be an int >= 1, got {value!r}")
-  if dtype not in FEATURE_DTYPES:
-    raise StoreError(f"store dtype {dtype!r} not in {FEATURE_DTYPES}")
-  if on_error not in ON_ERROR:
-    raise EncoderError(f"on_error {on_error!r} not in {ON_ERROR}")
+  # The options were checked by the config; the data next: nothing is loaded or written before.
+  if not cfg.dataset:
+    raise EncoderError("--dataset must be given (a reader name, e.g. mmimdb)")
   _check_out(pathlib.Path(out))
   options = dict(reader_options or {})
-  options.setdefault("on_error", on_error)
-  raw = load_raw(dataset, raw_dir or None, **options)
-  if on_error == "fail" and not raw.info.get("images_verified"):
+  options.setdefault("on_error", cfg.on_error)
+  raw = load_raw(cfg.dataset, cfg.raw or None, **options)
+  limit = cfg.limit_per_split or None
+  if cfg.on_error == "fail" and not raw.info.get("images_verified"):
     # A file that is not an image at all fails here, before the encoders load and before
     # `<out>.partial/` exists; a damaged one (e.g. truncated) can still fail during encoding.
-    limit = limit_per_split if limit_per_split and limit_per_split > 0 else None
     todo = RawDataset(
       raw.name,
       raw.modalities,
@@ -949,144 +910,88 @@ def run_extraction(
     verify_images(todo, "fail", num_workers=min(8, os.cpu_count() or 1))
   kinds = {m.kind for m in raw.modalities}
   text = image = None
+  load = dict(allow_download=cfg.allow_download, dtype=cfg.compute_dtype)
   if "text" in kinds:
-    text = load_encoder(
-      "text", text_encoder, allow_download=allow_download, dtype=compute_dtype, max_len=text_max_len
-    )
+    text = load_encoder("text", cfg.text_encoder, max_len=cfg.text_max_len, **load)
   if "image" in kinds:
-    if (
-      image_encoder
-      and pathlib.Path(image_encoder).name == "tiny-vit"
-      and not pathlib.Path(image_encoder).exists()
-    ):
-      easyvqa_demo_encoders(pathlib.Path(image_encoder).parent)
-    image = load_encoder("image", image_encoder, allow_download=allow_download, dtype=compute_dtype)
+    name = cfg.image_encoder
+    if name and pathlib.Path(name).name == "tiny-vit" and not pathlib.Path(name).exists():
+      easyvqa_demo_encoders(pathlib.Path(name).parent)
+    image = load_encoder("image", name, **load)
   return extract_features(
     raw,
     out,
     text_encoder=text,
     image_encoder=image,
-    batch_size=batch_size,
-    dtype=dtype,
-    text_buckets=None if text_buckets is None else tuple(text_buckets),
-    on_error=on_error,
-    resume=resume,
-    overwrite=overwrite,
-    progress=progress,
-    limit_per_split=limit_per_split,
-    chunk_size=chunk_size,
+    batch_size=cfg.batch_size,
+    dtype=cfg.dtype,
+    text_buckets=cfg.text_buckets,
+    on_error=cfg.on_error,
+    resume=cfg.resume,
+    overwrite=cfg.overwrite,
+    progress=cfg.progress,
+    limit_per_split=limit,
+    chunk_size=cfg.chunk_size,
   )
 
 
-def features_from_config(cfg, **kwargs) -> pathlib.Path:
+def features_from_config(cfg, **changes) -> pathlib.Path:
   """Extracts the store of a run config: `cfg.store` from its `features` block (configs/easyvqa.py).
 
   Args:
-    cfg: a ConfigDict with `store` and `features` (dataset, raw, text_encoder, image_encoder, ...).
-    **kwargs: `run_extraction` options that win over the config (overwrite, allow_download, ...).
+    cfg: a ConfigDict with `store` and `features` (the keys of `FeaturesConfig`).
+    **changes: `FeaturesConfig` options that win over the block (overwrite, allow_download, ...).
+
+  Raises:
+    EncoderError: no `features` block, or a key `FeaturesConfig` does not know (a misspelt key is
+      never ignored).
   """
   if "features" not in cfg:
     raise EncoderError(
       f"config {cfg.get('name', '')!r} has no `features` block; use --dataset/--raw/--out"
     )
-  f = dict(cfg.features)
-  limit = f.pop("limit_per_split", 0) or None
-  opts = dict(
-    text_encoder=f.pop("text_encoder", None) or None,
-    image_encoder=f.pop("image_encoder", None) or None,
-    limit_per_split=limit,
-    **{
-      k: f.pop(k)
-      for k in list(f)
-      if k
-      in (
-        "text_max_len",
-        "text_buckets",
-        "batch_size",
-        "dtype",
-        "compute_dtype",
-        "on_error",
-        "chunk_size",
-      )
-    },
-  )
-  opts.update(kwargs)
-  return run_extraction(f.pop("dataset"), f.pop("raw", "") or None, cfg.store, **opts)
+  block = dict(cfg.features)
+  known = {f.name for f in dataclasses.fields(FeaturesConfig)}
+  unknown = sorted(set(block) - known)
+  if unknown:
+    raise EncoderError(
+      f"config.features has unknown key(s) {unknown}; valid: {', '.join(sorted(known))}"
+    )
+  if block.get("text_buckets") is not None:
+    block["text_buckets"] = tuple(block["text_buckets"])
+  block = {k: v for k, v in block.items() if v is not None and v != ""}
+  return run_extraction(FeaturesConfig(**{**block, **changes}), cfg.store)
 
 
-def add_cli(subparsers) -> argparse.ArgumentParser:
-  """Adds the `features` subcommand to argparse subparsers (handler: `args.fn(args, overrides)`).
-
-  flmoe features --config configs/easyvqa.py[:quick] [--config.features.limit_per_split=500]
-  flmoe features --dataset mmimdb --raw data/mmimdb --out runs/stores/mmimdb [--text-encoder DIR]
-  """
-  p = subparsers.add_parser("features", help="extract frozen-encoder features into a feature store")
-  p.add_argument(
-    "--config", help="a run config with a `features` block (its `store` is the output)"
-  )
-  p.add_argument("--dataset", help="reader name: mmimdb, enrico, mmhs150k, easyvqa, tfds:<name>")
-  p.add_argument("--raw", default=None, help="the hand-downloaded dataset folder")
-  p.add_argument("--out", default=None, help="the store folder to write")
-  p.add_argument(
-    "--text-encoder", default=None, help="folder, HF id or 'minilm' (default roberta-base)"
-  )
-  p.add_argument(
-    "--image-encoder",
-    default=None,
-    help="folder, HF id (default openai/clip-vit-base-patch16), or a fixed patch descriptor: hog, "
-    "pixels, hog:<size>/<patch>",
-  )
-  p.add_argument("--max-len", type=int, default=None, help="text tokens kept (default 320)")
-  p.add_argument("--batch-size", type=int, default=None)
-  p.add_argument("--bf16", action="store_true", help="bfloat16 compute")
-  p.add_argument(
-    "--dtype", choices=FEATURE_DTYPES, default=None, help="storage dtype (default float16)"
-  )
-  p.add_argument(
-    "--on-error", choices=ON_ERROR, default=None, help="unreadable images: fail or skip"
-  )
-  p.add_argument("--limit-per-split", type=int, default=None)
-  p.add_argument(
-    "--allow-download", action="store_true", help="fetch encoders from the Hugging Face Hub"
-  )
-  p.add_argument("--no-resume", action="store_true", help="discard a partial run and start over")
-  p.add_argument("--overwrite", action="store_true", help="replace a store made differently")
-  p.add_argument("--no-progress", action="store_true")
-  p.set_defaults(fn=_cmd_features)
-  return p
-
-
-def _cmd_features(args, overrides=()) -> int:
-  flags = {
-    "text_encoder": args.text_encoder,
-    "image_encoder": args.image_encoder,
-    "text_max_len": args.max_len,
-    "batch_size": args.batch_size,
-    "dtype": args.dtype,
-    "on_error": args.on_error,
-    "limit_per_split": args.limit_per_split,
-    "compute_dtype": "bfloat16" if args.bf16 else None,
+def cli_features(args, overrides=()) -> int:
+  """`flmoe features`: from a run config's `features` block, or from the flags alone."""
+  given = {
+    f.name: getattr(args, f.name)
+    for f in dataclasses.fields(FeaturesConfig)
+    if getattr(args, f.name, None) is not None
   }
-  flags = {k: v for k, v in flags.items() if v is not None}
-  common = dict(
-    allow_download=args.allow_download,
-    resume=not args.no_resume,
-    overwrite=args.overwrite,
-    progress=not args.no_progress,
-  )
+  if args.bf16:
+    given["compute_dtype"] = "bfloat16"
   if args.config:
-    from flmoe_jax import config as config_lib
+    from flmoe_jax.config import load_config
 
-    cfg = config_lib.load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
     if args.out:
       with cfg.unlocked():
         cfg.store = args.out
-    path = features_from_config(cfg, **flags, **common)
+    path = features_from_config(cfg, **given)
   else:
     if overrides:
       raise EncoderError("--config.* overrides need --config")
-    if not args.dataset or not args.out:
+    if not given.get("dataset") or not args.out:
       raise EncoderError("pass --config FILE, or --dataset NAME and --out DIR (and --raw DIR)")
-    path = run_extraction(args.dataset, args.raw, args.out, **flags, **common)
+    path = run_extraction(FeaturesConfig(**given), args.out)
   print(f"feature store: {path}")
   return 0
+
+
+def add_cli(subparsers):
+  """Adds the `features` subcommand with its handler (`cli_features`)."""
+  p = config_lib.add_cli(subparsers)
+  p.set_defaults(fn=cli_features)
+  return p
