@@ -19,12 +19,13 @@ Public API (the stages in pipeline order; heavy names load on first use, so `imp
 `docs/api.py` builds the API reference from the docstrings (`make api`).
 """
 
-import importlib
-
-from flmoe_jax.config import load_config
-from flmoe_jax.data.store import FeatureStore, open_store, write_store
-from flmoe_jax.errors import FlmoeError
-from flmoe_jax.rundir import RunDir
+from flmoe_jax import lazy
+from flmoe_jax.config import load_config as load_config
+from flmoe_jax.data.store import FeatureStore as FeatureStore
+from flmoe_jax.data.store import open_store as open_store
+from flmoe_jax.data.store import write_store as write_store
+from flmoe_jax.errors import FlmoeError as FlmoeError
+from flmoe_jax.rundir import RunDir as RunDir
 
 __version__ = "0.1.0"
 
@@ -41,29 +42,8 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-  # Heavy modules (jax, flax) load on first use, so `import flmoe_jax` stays fast for the CLI and tools.
-  if name in _LAZY:
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # resolved once
-    return value
-  raise AttributeError(f"module 'flmoe_jax' has no attribute {name!r}")
-
-
-__all__ = [
-  "DenseTransformer",
-  "ExplainConfig",
-  "FLI2MoE",
-  "FeatureStore",
-  "FlmoeError",
-  "I2MoE",
-  "ProbeConfig",
-  "RunDir",
-  "build_model",
-  "load_config",
-  "open_store",
-  "run_explain",
-  "run_probe",
-  "train_and_evaluate",
-  "write_store",
-]
+__getattr__, __all__ = lazy.exports(
+  __name__,
+  _LAZY,
+  eager=["FeatureStore", "FlmoeError", "RunDir", "load_config", "open_store", "write_store"],
+)

@@ -16,8 +16,7 @@ The masking operator (`masking.fill_vectors`, `apply_fill`, `candidate_masks`) a
 Names load on first use (PEP 562), so `flmoe_jax.explain.config` stays importable without jax.
 """
 
-import importlib
-
+from flmoe_jax import lazy
 from flmoe_jax.errors import ExplainError as ExplainError
 
 _EXPORTS = {
@@ -43,12 +42,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-  if name in _EXPORTS:
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # resolved once
-    return value
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(["ExplainError", *_EXPORTS])
+__getattr__, __all__ = lazy.exports(__name__, _EXPORTS, eager=["ExplainError"])

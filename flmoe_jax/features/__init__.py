@@ -11,7 +11,7 @@ transformers loads lazily (inside the loaders), and the package's names on first
 `flmoe_jax.features.config` (the options and the CLI parser) imports without jax.
 """
 
-import importlib
+from flmoe_jax import lazy
 
 _EXPORTS = {
   "ImageEncoder": "encoders",
@@ -30,12 +30,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-  if name in _EXPORTS:
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # resolved once
-    return value
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)
+__getattr__, __all__ = lazy.exports(__name__, _EXPORTS, eager=[])

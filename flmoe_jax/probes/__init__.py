@@ -12,8 +12,7 @@ Public API:
 Names load on first use (PEP 562), so `flmoe_jax.probes.config` stays importable without jax.
 """
 
-import importlib
-
+from flmoe_jax import lazy
 from flmoe_jax.errors import ProbeError as ProbeError
 
 _EXPORTS = {
@@ -46,12 +45,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-  if name in _EXPORTS:
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # resolved once
-    return value
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(["ProbeError", *_EXPORTS])
+__getattr__, __all__ = lazy.exports(__name__, _EXPORTS, eager=["ProbeError"])
