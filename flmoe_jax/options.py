@@ -136,10 +136,6 @@ class StageConfig:
     """A checked copy with some options changed."""
     return dataclasses.replace(self, **changes)
 
-  def to_dict(self) -> dict[str, Any]:
-    """The options as a JSON-ready dict (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
 
 def _parse_tuple(kind: type, flag: str):
   def parse(text: str) -> tuple:
@@ -207,10 +203,3 @@ def documented(cls: type[StageConfig]) -> type[StageConfig]:
     lines.append(f"  {f.name}: {f.metadata.get('doc', '')} ({where}; default {f.default!r}).")
   cls.__doc__ = "\n".join(lines)
   return cls
-
-
-def describe(cls: type[StageConfig]) -> list[tuple[str, str, Any, str]]:
-  """(name, flag, default, doc) of every option, for the API docs."""
-  return [
-    (f.name, flag_of(f), f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls)
-  ]
