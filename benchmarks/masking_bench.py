@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from flmoe_jax.explain import attribute, faithfulness  # noqa: E402
-from flmoe_jax.models import FLI2MoE  # noqa: E402
+from flmoe_jax.models import FLI2MoE, ModelConfig  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -55,12 +55,14 @@ def main(argv=None) -> None:
 
   dtype = jnp.bfloat16 if args.bf16 else jnp.float32
   model = FLI2MoE(
-    input_dims=(args.input_dim, args.input_dim),
-    num_classes=args.num_classes,
-    hidden_dim=args.hidden_dim,
-    num_heads=4,
-    num_layers=2,
-    dtype=dtype,
+    ModelConfig(
+      input_dims=(args.input_dim, args.input_dim),
+      num_classes=args.num_classes,
+      hidden_dim=args.hidden_dim,
+      num_heads=4,
+      num_layers=2,
+      dtype=dtype,
+    ),
     rngs=nnx.Rngs(0),
   )
   rng = np.random.default_rng(0)

@@ -39,7 +39,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from flmoe_jax.models import FLI2MoE  # noqa: E402
+from flmoe_jax.models import FLI2MoE, ModelConfig  # noqa: E402
 from flmoe_jax.probes import games, shapley  # noqa: E402
 
 
@@ -67,15 +67,17 @@ def main(argv=None) -> dict:
 
   dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
   model = FLI2MoE(
-    input_dims=(args.input_dim, args.input_dim),
-    num_classes=23,
-    hidden_dim=args.hidden,
-    num_heads=args.heads,
-    num_layers=args.layers,
-    rw_hidden=args.hidden,
-    dropout=0.0,
-    attention=args.attention,
-    dtype=dtype,
+    ModelConfig(
+      input_dims=(args.input_dim, args.input_dim),
+      num_classes=23,
+      hidden_dim=args.hidden,
+      num_heads=args.heads,
+      num_layers=args.layers,
+      rw_hidden=args.hidden,
+      dropout=0.0,
+      attention=args.attention,
+      dtype=dtype,
+    ),
     rngs=nnx.Rngs(0),
   )
   rng = np.random.default_rng(0)

@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 from flmoe_jax import train_lib
-from flmoe_jax.models import DenseTransformer, FLI2MoE
+from flmoe_jax.models import DenseTransformer, FLI2MoE, ModelConfig
 
 
 def _batch(args, rng):
@@ -64,17 +64,16 @@ _OBJECTIVES = {
 def bench(kind: str, dtype: str, objective: str, args) -> dict:
   rng = np.random.default_rng(0)
   batch = jax.device_put(_batch(args, rng))
-  common = dict(
-    input_dims=[args.dim, args.dim],
+  cfg = ModelConfig(
+    input_dims=(args.dim, args.dim),
     num_classes=args.classes,
     hidden_dim=args.hidden,
     num_heads=4,
     num_layers=2,
     dropout=0.5,
-    dtype=jnp.dtype(dtype),
-    rngs=nnx.Rngs(0),
+    dtype=dtype,
   )
-  model = FLI2MoE(**common) if kind == "fl_i2moe" else DenseTransformer(**common)
+  model = (FLI2MoE if kind == "fl_i2moe" else DenseTransformer)(cfg, rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   step = jax.jit(

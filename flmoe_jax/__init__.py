@@ -8,8 +8,8 @@ Public API (the stages in pipeline order; heavy names load on first use, so `imp
 
   open_store, write_store, FeatureStore  the feature store (flmoe_jax.data.store)
   load_config                            config files + overrides (flmoe_jax.config)
-  build_model, FLI2MoE, I2MoE, DenseTransformer
-                                         the Flax NNX models (flmoe_jax.models)
+  ModelConfig, build_model, FLI2MoE, I2MoE, DenseTransformer
+                                         the Flax NNX models and their architecture (flmoe_jax.models)
   train_and_evaluate                     training driver (flmoe_jax.train_lib)
   RunDir                                 a run directory's layout (flmoe_jax.rundir)
   ExplainConfig, run_explain             expert-wise explanations (flmoe_jax.explain)
@@ -30,6 +30,7 @@ from flmoe_jax.rundir import RunDir as RunDir
 __version__ = "0.1.0"
 
 _LAZY = {
+  "ModelConfig": "flmoe_jax.models.config",
   "FLI2MoE": "flmoe_jax.models",
   "I2MoE": "flmoe_jax.models",
   "DenseTransformer": "flmoe_jax.models",

@@ -9,6 +9,8 @@ its parser without loading jax.
 # Experts' attention: explicit einsum (gives the maps explanations read) or a fused
 # `jax.nn.dot_product_attention` backend (`xla`, or `cudnn`: GPU flash attention, bf16 runs).
 ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+# How position reaches the experts' layers: the fixed sinusoidal table (the paper's) or a learned one.
+POSITION_ENCODINGS = ("sinusoidal", "learned")
 # What a masked token is replaced with: the train-split mean of its position's features, or zeros.
 FILL_MODES = ("mean", "zero")
 # The probes' games also offer the marginal game: absent tokens from reference train examples.

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from flmoe_jax import choices
 from flmoe_jax.errors import ConfigError
 
 
@@ -300,18 +301,13 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
       node = node[part]
     if not ok(node):
       raise ConfigError(f"config key {key!r} is {node!r}; it must be {want}")
-  from flmoe_jax.models.experts import (  # the models own the choices
-    ATTENTION_IMPLEMENTATIONS,
-    POSITION_ENCODINGS,
-  )
-
-  for key, choices in (
-    ("attention", ATTENTION_IMPLEMENTATIONS),
-    ("position", POSITION_ENCODINGS),
+  for key, allowed in (
+    ("attention", choices.ATTENTION_IMPLEMENTATIONS),
+    ("position", choices.POSITION_ENCODINGS),
   ):
-    if cfg.model[key] not in choices:
+    if cfg.model[key] not in allowed:
       raise ConfigError(
-        f"config key 'model.{key}' is {cfg.model[key]!r}; it must be one of {', '.join(choices)}"
+        f"config key 'model.{key}' is {cfg.model[key]!r}; it must be one of {', '.join(allowed)}"
       )
   # Schedule points given either as a step count or as a share of the run, never both.
   for section, steps, share in (

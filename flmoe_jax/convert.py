@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from flmoe_jax.errors import FlmoeError
+from flmoe_jax.models.config import ModelConfig
 from flmoe_jax.models.fl_i2moe import FLI2MoE
 
 
@@ -393,7 +394,9 @@ def from_reference_state_dict(
   kwargs = {**model_kwargs, **cfg}
   # Abstract construction: every parameter is overwritten below, so no random init is computed.
   model = nnx.eval_shape(
-    lambda: FLI2MoE(num_heads=num_heads, temperature=temperature, rngs=nnx.Rngs(0), **kwargs)
+    lambda: FLI2MoE(
+      ModelConfig(num_heads=num_heads, temperature=temperature, **kwargs), rngs=nnx.Rngs(0)
+    )
   )
   model = load_reference_params(model, sd, encoders, modality_names, strict=strict)
   leftover = [

@@ -19,7 +19,7 @@ from flmoe_jax.explain import (
   targets,
   token_importance,
 )
-from flmoe_jax.models import DenseTransformer, FLI2MoE
+from flmoe_jax.models import DenseTransformer, FLI2MoE, ModelConfig
 
 KINDS = ("tokens", "patches")
 H = 8
@@ -83,10 +83,10 @@ def _token3_model(kind):
   of both pooled modalities into class 0 (with a +10 bias, so class 0 is always predicted)."""
   kw = dict(input_dims=(H, H), num_classes=2, hidden_dim=H, num_heads=1, num_layers=1, dropout=0.0)
   if kind == "dense":
-    model = DenseTransformer(**kw, rngs=nnx.Rngs(0))
+    model = DenseTransformer(ModelConfig(**kw), rngs=nnx.Rngs(0))
     root = model.expert
   else:
-    model = FLI2MoE(**kw, rw_hidden=8, rngs=nnx.Rngs(0))
+    model = FLI2MoE(ModelConfig(**kw, rw_hidden=8), rngs=nnx.Rngs(0))
     root = model.experts.stacked
   state = nnx.state(root, nnx.Param)
   nnx.update(root, jax.tree.map(jnp.zeros_like, state))
@@ -156,13 +156,15 @@ def test_candidates_exclude_special_token_and_padding():
 @pytest.fixture(scope="module")
 def random_model():
   return FLI2MoE(
-    input_dims=(5, 4),
-    num_classes=3,
-    hidden_dim=H,
-    num_heads=2,
-    num_layers=2,
-    rw_hidden=8,
-    identical_expert_init=False,
+    ModelConfig(
+      input_dims=(5, 4),
+      num_classes=3,
+      hidden_dim=H,
+      num_heads=2,
+      num_layers=2,
+      rw_hidden=8,
+      identical_expert_init=False,
+    ),
     rngs=nnx.Rngs(0),
   )
 

@@ -83,13 +83,13 @@ def make_random_store(
 def tiny_fli2moe(input_dims=(4, 4), *, num_classes=2, seed=0, **kwargs):
   """A one-layer FL-I2MoE of width 8 without dropout, for tests that need any small model.
 
-  Extra keyword arguments (e.g. `identical_expert_init`) go to `FLI2MoE`.
+  Extra keyword arguments (e.g. `identical_expert_init`) go to its `ModelConfig`.
   """
   from flax import nnx
 
-  from flmoe_jax.models import FLI2MoE
+  from flmoe_jax.models import FLI2MoE, ModelConfig
 
-  return FLI2MoE(
+  cfg = ModelConfig(
     input_dims=input_dims,
     num_classes=num_classes,
     hidden_dim=8,
@@ -97,9 +97,9 @@ def tiny_fli2moe(input_dims=(4, 4), *, num_classes=2, seed=0, **kwargs):
     num_layers=1,
     rw_hidden=8,
     dropout=0.0,
-    rngs=nnx.Rngs(seed),
     **kwargs,
   )
+  return FLI2MoE(cfg, rngs=nnx.Rngs(seed))
 
 
 def fill_random(model, seed=0):

@@ -14,7 +14,7 @@ from conftest import fill_random
 from flax import nnx
 
 from flmoe_jax import convert
-from flmoe_jax.models import FLI2MoE
+from flmoe_jax.models import FLI2MoE, ModelConfig
 
 VARIANTS = ("text_image", "image_image")
 OUTPUT_KEYS = ("expert_logits", "weights", "logits", "latents")
@@ -129,7 +129,7 @@ def test_random_model_round_trip_three_modalities():
     identical_expert_init=False,
   )
   # Abstract model filled with numpy random values: skips compiling a random init.
-  src = fill_random(nnx.eval_shape(lambda: FLI2MoE(**kw, rngs=nnx.Rngs(1))))
+  src = fill_random(nnx.eval_shape(lambda: FLI2MoE(ModelConfig(**kw), rngs=nnx.Rngs(1))))
   sd = convert.to_reference_state_dict(src)
   assert "reweight.mlp.network.6.weight" in sd
   assert "interaction_experts.4.fusion_model.network.2.fc.weight" in sd

@@ -19,7 +19,7 @@ from flmoe_jax.explain import (
   targets,
   topk_mask,
 )
-from flmoe_jax.models import DenseTransformer
+from flmoe_jax.models import DenseTransformer, ModelConfig
 
 KINDS = ("tokens", "patches")
 LENS = (6, 4)
@@ -125,7 +125,8 @@ def test_raw_maps_on_a_dense_model():
   # Raw maps: one-hot on text token 2; the image map is flat, so ties pick patch 0. At K = 20%
   # (5 text candidates, 4 patches: m = 1 each) comprehensiveness fills exactly those two tokens.
   dense = DenseTransformer(
-    input_dims=DIMS, num_classes=2, hidden_dim=8, num_heads=2, num_layers=1, rngs=nnx.Rngs(0)
+    ModelConfig(input_dims=DIMS, num_classes=2, hidden_dim=8, num_heads=2, num_layers=1),
+    rngs=nnx.Rngs(0),
   )
   hs = [jnp.asarray(np.random.default_rng(2).normal(size=(3, t, 8)), jnp.float32) for t in LENS]
   masks = [jnp.ones((3, t), bool) for t in LENS]

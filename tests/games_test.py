@@ -331,15 +331,12 @@ def test_model_games_of_many_examples_share_one_compile(tiny):
 
 
 def test_model_game_of_the_dense_baseline():
-  from flmoe_jax.models import DenseTransformer
+  from flmoe_jax.models import DenseTransformer, ModelConfig
 
   model = DenseTransformer(
-    input_dims=(4, 4),
-    num_classes=2,
-    hidden_dim=8,
-    num_heads=2,
-    num_layers=1,
-    dropout=0.0,
+    ModelConfig(
+      input_dims=(4, 4), num_classes=2, hidden_dim=8, num_heads=2, num_layers=1, dropout=0.0
+    ),
     rngs=nnx.Rngs(0),
   )
   rng = np.random.default_rng(0)
@@ -439,9 +436,9 @@ def test_log_probability_keeps_the_redundancy_gap_of_a_saturated_model():
   head, e = model.experts.stacked.head, model.expert_names.index("red")
   k = 5.0 / lo.std()  # the log-odds of two classes is linear in the head: k * lo + c
   c = 18.0 - k * lo.min()
-  kernel, bias = np.array(head.kernel.value), np.array(head.bias.value)
+  kernel, bias = np.array(head.kernel[...]), np.array(head.bias[...])
   kernel[e], bias[e] = k * kernel[e], k * bias[e] + np.array([c, 0.0])
-  head.kernel.value, head.bias.value = jnp.asarray(kernel), jnp.asarray(bias)
+  head.kernel[...], head.bias[...] = jnp.asarray(kernel), jnp.asarray(bias)
   v, players = values(model)
   assert v[:, 2].min() > 17.9 and (v[:, 0] == 1.0).all()  # every probability is 1.0 in float32
   truth_lo = v[:, 2]

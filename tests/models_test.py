@@ -18,6 +18,7 @@ from flmoe_jax.models import (
   DenseTransformer,
   FLI2MoE,
   I2MoE,
+  ModelConfig,
   dropout,
   fl_i2moe_loss,
   interaction_loss,
@@ -47,7 +48,7 @@ def _inputs(seed=0, lens=LENS):
 
 @pytest.fixture(scope="module")
 def model():
-  return FLI2MoE(**KW, identical_expert_init=False, rngs=nnx.Rngs(0))
+  return FLI2MoE(ModelConfig(**KW, identical_expert_init=False), rngs=nnx.Rngs(0))
 
 
 # One jitted function per entry point keeps the compile count small.
@@ -186,7 +187,7 @@ def test_stacked_experts_equal_single_experts(model):
 
 
 def test_identical_init_gives_identical_experts():
-  m = FLI2MoE(**KW, rngs=nnx.Rngs(0))  # identical_expert_init=True is the default
+  m = FLI2MoE(ModelConfig(**KW), rngs=nnx.Rngs(0))  # identical_expert_init=True is the default
   kernel = np.asarray(m.experts.stacked.layers[0].attn.q.kernel[...])
   assert kernel.shape[0] == 4 and all(np.array_equal(kernel[0], k) for k in kernel)
   xs, masks = _inputs()
@@ -319,7 +320,8 @@ def test_gradients_reach_every_parameter(model):
 def test_learned_positions():
   L_MAX = sum(LENS) + 3  # room for the padding appended below
   m = FLI2MoE(
-    **KW, identical_expert_init=False, position="learned", max_positions=L_MAX, rngs=nnx.Rngs(0)
+    ModelConfig(**KW, identical_expert_init=False, position="learned", max_positions=L_MAX),
+    rngs=nnx.Rngs(0),
   )
   table = np.asarray(m.experts.stacked.position_table[...])
   assert table.shape == (m.num_experts, L_MAX, H)
@@ -346,13 +348,13 @@ def test_learned_positions():
   with pytest.raises(ValueError, match="learned table has 12"):
     m(too_long, [jnp.concatenate([masks[0]] * 2, axis=1), masks[1]])
   with pytest.raises(ValueError, match="max_positions"):
-    FLI2MoE(**KW, position="learned", rngs=nnx.Rngs(0))
+    ModelConfig(**KW, position="learned")
   with pytest.raises(ValueError, match="position 'rope'"):
-    FLI2MoE(**KW, position="rope", max_positions=9, rngs=nnx.Rngs(0))
+    ModelConfig(**KW, position="rope", max_positions=9)
 
 
 def test_dense_transformer():
-  dense = DenseTransformer(**{k: v for k, v in KW.items() if k != "rw_hidden"}, rngs=nnx.Rngs(0))
+  dense = DenseTransformer(ModelConfig(**KW), rngs=nnx.Rngs(0))
   assert dense.num_experts == 1 and dense.expert_names == ("dense",)
   xs, masks = _inputs()
   labels = jnp.asarray([0, 2, 1])
@@ -730,10 +732,9 @@ def test_fused_attention_matches_einsum(kind):
   # latents as the explicit einsum attention, two layers deep. Calls that need attention maps, an
   # attention delta or dropout take the einsum path whatever the setting (identical outputs).
   cls = FLI2MoE if kind == "fl_i2moe" else DenseTransformer
-  kw = {k: v for k, v in KW.items() if kind == "fl_i2moe" or k != "rw_hidden"}
-  kw["num_layers"] = 2
-  ref = cls(**kw, rngs=nnx.Rngs(3))
-  fused = cls(**kw, attention="xla", rngs=nnx.Rngs(3))
+  cfg = ModelConfig(**{**KW, "num_layers": 2})
+  ref = cls(cfg, rngs=nnx.Rngs(3))
+  fused = cls(cfg.replace(attention="xla"), rngs=nnx.Rngs(3))
   xs, masks = _inputs(seed=4)
   a, b = _eval(ref, xs, masks), _eval(fused, xs, masks)
   np.testing.assert_allclose(np.asarray(b.logits), np.asarray(a.logits), rtol=1e-5, atol=1e-5)
@@ -746,13 +747,15 @@ def test_fused_attention_matches_einsum(kind):
   db = fused(xs, masks, dropout_key=key).logits
   np.testing.assert_array_equal(np.asarray(db), np.asarray(da))
   with pytest.raises(ValueError, match="attention 'flash' not in"):
-    cls(**kw, attention="flash", rngs=nnx.Rngs(3))
+    cfg.replace(attention="flash")
 
 
 def test_i2moe_is_fl_i2moe_over_one_pooled_token_per_modality(model):
   """The original I2MoE = the same weights run on each modality's masked mean as its only token:
   blind to token order within a modality, where FL-I2MoE is not."""
-  i2 = I2MoE(**KW, identical_expert_init=False, rngs=nnx.Rngs(0))  # the same init as `model`
+  i2 = I2MoE(
+    ModelConfig(**KW, identical_expert_init=False), rngs=nnx.Rngs(0)
+  )  # the same init as `model`
   xs, masks = _inputs()
   out = _eval(i2, xs, masks)
   hs = model.project(xs)

@@ -1,7 +1,8 @@
 """FL-I2MoE model layer: layers, experts, the reweighting gate, the full model and its losses."""
 
+from flmoe_jax.models.config import ModelConfig
 from flmoe_jax.models.experts import EXPERT_AXIS, Expert, ExpertStack
-from flmoe_jax.models.factory import build_model
+from flmoe_jax.models.factory import build_model, model_config
 from flmoe_jax.models.fl_i2moe import (
   DenseTransformer,
   ExpertOutput,
@@ -42,6 +43,7 @@ __all__ = [
   "ExpertStack",
   "FLI2MoE",
   "I2MoE",
+  "ModelConfig",
   "MoEOutput",
   "Reweighting",
   "TrainOutput",
@@ -53,6 +55,7 @@ __all__ = [
   "l2_normalize",
   "linear",
   "masked_mean",
+  "model_config",
   "perturb_variants",
   "sinusoidal_positions",
   "task_loss",

@@ -19,14 +19,13 @@ from flax import nnx
 
 from flmoe_jax import choices
 from flmoe_jax.models import layers
+from flmoe_jax.models.config import ModelConfig
 
 Array = jax.Array
 
 EXPERT_AXIS = "expert"
 # `einsum`: explicit attention (maps available); `xla` / `cudnn`: `jax.nn.dot_product_attention`.
 ATTENTION_IMPLEMENTATIONS = choices.ATTENTION_IMPLEMENTATIONS
-# How position reaches the layers: the fixed sinusoidal table (the paper's) or a learned table.
-POSITION_ENCODINGS = ("sinusoidal", "learned")
 
 
 class Expert(nnx.Module):
@@ -38,92 +37,53 @@ class Expert(nnx.Module):
   (padded) array lengths of the earlier modalities, exactly as in the reference.
   """
 
-  def __init__(
-    self,
-    *,
-    num_modalities: int,
-    num_classes: int,
-    hidden_dim: int = 256,
-    num_heads: int = 4,
-    num_layers: int = 2,
-    mlp_ratio: int = 2,
-    dropout: float = 0.5,
-    ln_eps: float = 1e-5,
-    torch_init: bool = True,
-    attention: str = "einsum",
-    position: str = "sinusoidal",
-    max_positions: int = 0,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-    rngs: nnx.Rngs,
-  ):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     """Creates the expert.
 
     Args:
-      num_modalities: M.
-      num_classes: C, width of the logits.
-      hidden_dim: model width H.
-      num_heads: attention heads.
-      num_layers: number of encoder layers.
-      mlp_ratio: MLP inner width = mlp_ratio * H.
-      dropout: rate of every dropout.
-      ln_eps: LayerNorm epsilon.
-      torch_init: PyTorch-style Linear init.
-      attention: `einsum` (explicit softmax(QK^T)V, the only path that returns attention maps) or
-        a fused `jax.nn.dot_product_attention` backend, `xla` or `cudnn`, used whenever no maps,
-        no attention delta and no dropout are asked for (inference: probes, masking curves).
-      position: `sinusoidal` (a fixed table added to the projected features, the paper's) or
-        `learned` (a trainable [max_positions, H] table drawn from N(0, 1), one row per position of
-        the concatenated sequence). Learned rows are nearly orthogonal from the start, which lets
-        the layers tell a feature at one position from the same feature elsewhere: with them a
-        planted cross-modal XOR at 48 tokens x 49 patches is learnt from 5,000 examples, with the
-        sinusoidal table it is not (docs/ground_truth.md section 5).
-      max_positions: rows of the learned table (>= the concatenated length L); unused otherwise.
-      dtype: computation dtype.
-      param_dtype: parameter dtype.
+      config: the architecture (M = `config.num_modalities`; `attention`, `position` and the sizes
+        are read from it, see `ModelConfig`).
       rngs: parameter RNG streams.
     """
-    if attention not in ATTENTION_IMPLEMENTATIONS:
-      raise ValueError(f"attention {attention!r} not in {ATTENTION_IMPLEMENTATIONS}")
-    if position not in POSITION_ENCODINGS:
-      raise ValueError(f"position {position!r} not in {POSITION_ENCODINGS}")
-    if position == "learned" and max_positions < 1:
-      raise ValueError("a learned position table needs max_positions >= 1")
-    self.position = position
+    self.config = config
+    self.num_modalities = config.num_modalities
+    self.attention = config.attention
+    self.dropout_rate = config.dropout
+    self.hidden_dim = config.hidden_dim
+    self.num_heads = config.num_heads
+    self.num_layers = config.num_layers
+    self.dtype = config.dtype
     self.position_table = (
-      nnx.Param(jax.random.normal(rngs.params(), (max_positions, hidden_dim), param_dtype))
-      if position == "learned"
+      nnx.Param(
+        jax.random.normal(
+          rngs.params(), (config.max_positions, config.hidden_dim), config.param_dtype
+        )
+      )
+      if config.position == "learned"
       else None
     )
-    self.num_modalities = num_modalities
-    self.attention = attention
-    self.dropout_rate = dropout
-    self.hidden_dim = hidden_dim
-    self.num_heads = num_heads
-    self.num_layers = num_layers
-    self.dtype = dtype
     self.layers = nnx.List(
       [
         layers.EncoderLayer(
-          hidden_dim,
-          num_heads,
-          mlp_ratio=mlp_ratio,
-          dropout=dropout,
-          ln_eps=ln_eps,
-          torch_init=torch_init,
-          dtype=dtype,
-          param_dtype=param_dtype,
+          config.hidden_dim,
+          config.num_heads,
+          mlp_ratio=config.mlp_ratio,
+          dropout=config.dropout,
+          ln_eps=config.ln_eps,
+          torch_init=config.torch_init,
+          dtype=config.dtype,
+          param_dtype=config.param_dtype,
           rngs=rngs,
         )
-        for _ in range(num_layers)
+        for _ in range(config.num_layers)
       ]
     )
     self.head = layers.linear(
-      num_modalities * hidden_dim,
-      num_classes,
-      torch_init=torch_init,
-      dtype=dtype,
-      param_dtype=param_dtype,
+      config.num_modalities * config.hidden_dim,
+      config.num_classes,
+      torch_init=config.torch_init,
+      dtype=config.dtype,
+      param_dtype=config.param_dtype,
       rngs=rngs,
     )
 
@@ -214,36 +174,28 @@ class ExpertStack(nnx.Module):
     num_experts: E.
   """
 
-  def __init__(
-    self,
-    num_experts: int,
-    *,
-    identical_init: bool = True,
-    rngs: nnx.Rngs,
-    **expert_kwargs,
-  ):
+  def __init__(self, config: ModelConfig, num_experts: int, *, rngs: nnx.Rngs):
     """Creates E experts.
 
     Args:
+      config: the architecture of each expert; `config.identical_expert_init` starts every expert
+        from the same weights (the reference deep-copies one initialised model, docs/method.md
+        1.4), otherwise each expert gets its own init key.
       num_experts: E.
-      identical_init: start every expert from the same weights (the reference deep-copies one
-        initialised model, docs/method.md 1.4); otherwise each expert gets its own init key.
       rngs: parameter RNG streams (one `params` key is drawn).
-      **expert_kwargs: keyword arguments of `Expert` (everything but `rngs`).
     """
     self.num_experts = num_experts
-    # A hashable static (sorted items, not a dict), so the model's GraphDef is hashable and serves
-    # as a static jit argument as it is.
-    self.expert_config = tuple(sorted(expert_kwargs.items()))
+    # Hashable static data, so the model's GraphDef is hashable and serves as a static jit argument.
+    self.config = config
     key = rngs.params()
-    if identical_init:
+    if config.identical_expert_init:
       keys = jnp.stack([key] * num_experts)  # same key per expert -> identical weights
     else:
       keys = jax.random.split(key, num_experts)
 
     @nnx.vmap(in_axes=0, out_axes=0, graph=False)
     def make(k):
-      return Expert(**expert_kwargs, rngs=nnx.Rngs(params=k))
+      return Expert(config, rngs=nnx.Rngs(params=k))
 
     # No eager sharding for these variables: the `out_sharding` set below is a logical annotation
     # for `nnx.get_partition_spec`; with eager sharding on, every Variable copied from these
@@ -300,9 +252,7 @@ class ExpertStack(nnx.Module):
     Returns:
       An `Expert` with per-expert parameter shapes (no expert axis).
     """
-    graphdef, abstract = nnx.split(
-      nnx.eval_shape(lambda: Expert(**dict(self.expert_config), rngs=nnx.Rngs(0)))
-    )
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Expert(self.config, rngs=nnx.Rngs(0))))
     pure = jax.tree.map(lambda a: a[index], nnx.to_pure_dict(nnx.state(self.stacked)))
     nnx.replace_by_pure_dict(abstract, pure)
     return nnx.merge(graphdef, abstract)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError
+from flmoe_jax.models.config import ModelConfig
 from flmoe_jax.models.fl_i2moe import DenseTransformer, FLI2MoE, I2MoE
 
-KINDS = ("fl_i2moe", "i2moe", "dense")
+MODEL_CLASSES = {"fl_i2moe": FLI2MoE, "i2moe": I2MoE, "dense": DenseTransformer}
+KINDS = tuple(MODEL_CLASSES)
 
 
 def build_model(
@@ -18,30 +19,16 @@ def build_model(
 ) -> nnx.Module:
   """Builds FL-I2MoE, the original I2MoE or the dense baseline for the store's modalities and task."""
   m = config.model
-  common = dict(
-    input_dims=[spec.dim for spec in fs.modalities],
+  if m.kind not in MODEL_CLASSES:
+    raise ConfigError(f"model.kind {m.kind!r} is not one of {', '.join(KINDS)}")
+  return MODEL_CLASSES[m.kind](model_config(config, fs), rngs=nnx.Rngs(params=seed))
+
+
+def model_config(config: ml_collections.ConfigDict, fs: store_lib.FeatureStore) -> ModelConfig:
+  """The `ModelConfig` of a run config's `model` section for the store's modalities and task."""
+  return ModelConfig.from_run_config(
+    config.model,
+    input_dims=tuple(spec.dim for spec in fs.modalities),
     num_classes=fs.task.num_classes,
-    hidden_dim=m.hidden_dim,
-    num_heads=m.num_heads,
-    num_layers=m.num_layers,
-    mlp_ratio=m.mlp_ratio,
-    dropout=m.dropout,
-    ln_eps=m.ln_eps,
-    torch_init=m.torch_init,
-    attention=m.attention,
-    position=m.position,
     max_positions=sum(spec.max_len for spec in fs.modalities),
-    dtype=jnp.dtype(m.dtype),
-    rngs=nnx.Rngs(params=seed),
   )
-  if m.kind == "dense":
-    return DenseTransformer(**common)
-  if m.kind in ("fl_i2moe", "i2moe"):
-    return (FLI2MoE if m.kind == "fl_i2moe" else I2MoE)(
-      **common,
-      rw_layers=m.rw_layers,
-      rw_hidden=m.rw_hidden,
-      temperature=m.temperature,
-      identical_expert_init=m.identical_expert_init,
-    )
-  raise ConfigError(f"model.kind {m.kind!r} is not one of 'fl_i2moe', 'i2moe', 'dense'")

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from flmoe_jax.models import layers, losses
+from flmoe_jax.models.config import ModelConfig
 from flmoe_jax.models.experts import Expert, ExpertStack
 from flmoe_jax.models.reweighting import Reweighting
 
@@ -106,17 +107,33 @@ def _mix(weights: Array, expert_logits: Array) -> Array:
 
 
 class _Projections(nnx.Module):
-  """Shared `project` implementation: one trainable Linear D_m -> H per modality."""
+  """What every model here shares: its `ModelConfig` and one trainable Linear D_m -> H per modality.
 
-  def _init_projections(self, input_dims, hidden_dim, torch_init, dtype, param_dtype, rngs):
-    self.input_dims = tuple(int(d) for d in input_dims)
-    self.num_modalities = len(self.input_dims)
+  Attributes:
+    config: the architecture.
+    input_dims, num_modalities, num_classes, hidden_dim, num_heads, num_layers: read from `config`.
+    projections: M `nnx.Linear` D_m -> H.
+  """
+
+  def _init_common(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.config = config
+    self.input_dims = config.input_dims
+    self.num_modalities = config.num_modalities
+    self.num_classes = config.num_classes
+    self.hidden_dim = config.hidden_dim
+    self.num_heads = config.num_heads
+    self.num_layers = config.num_layers
     self.projections = nnx.List(
       [
         layers.linear(
-          d, hidden_dim, torch_init=torch_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+          d,
+          config.hidden_dim,
+          torch_init=config.torch_init,
+          dtype=config.dtype,
+          param_dtype=config.param_dtype,
+          rngs=rngs,
         )
-        for d in self.input_dims
+        for d in config.input_dims
       ]
     )
 
@@ -150,7 +167,10 @@ class _Projections(nnx.Module):
 class FLI2MoE(_Projections):
   """Feature-level interaction MoE: M+2 Transformer experts mixed by a reweighting MLP.
 
+  `FLI2MoE(ModelConfig(input_dims=(768, 768), num_classes=23), rngs=nnx.Rngs(0))`.
+
   Attributes:
+    config: the `ModelConfig`.
     num_experts: E = M + 2.
     expert_names: ("uni_0", ..., "uni_{M-1}", "syn", "red").
     projections: M `nnx.Linear` D_m -> H.
@@ -158,95 +178,21 @@ class FLI2MoE(_Projections):
     reweight: `Reweighting` gate.
   """
 
-  def __init__(
-    self,
-    *,
-    input_dims: Sequence[int],
-    num_classes: int,
-    hidden_dim: int = 256,
-    num_heads: int = 4,
-    num_layers: int = 2,
-    mlp_ratio: int = 2,
-    dropout: float = 0.5,
-    rw_layers: int = 2,
-    rw_hidden: int = 256,
-    temperature: float = 2.0,
-    ln_eps: float = 1e-5,
-    torch_init: bool = True,
-    identical_expert_init: bool = True,
-    attention: str = "einsum",
-    position: str = "sinusoidal",
-    max_positions: int = 0,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-    rngs: nnx.Rngs,
-  ):
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     """Creates the model.
 
     Args:
-      input_dims: D_m of each modality's raw features (M >= 2 entries).
-      num_classes: C.
-      hidden_dim: H.
-      num_heads: attention heads per expert layer.
-      num_layers: encoder layers per expert.
-      mlp_ratio: expert MLP width = mlp_ratio * H.
-      dropout: rate of every dropout (experts and gate).
-      rw_layers: Linear layers in the gate.
-      rw_hidden: gate hidden width.
-      temperature: gate softmax temperature.
-      ln_eps: LayerNorm epsilon.
-      torch_init: PyTorch-style Linear init (else Flax defaults).
-      identical_expert_init: all experts start from the same weights (reference behaviour).
-      attention: experts' attention implementation (`Expert`): `einsum`, or fused `xla` / `cudnn`
-        for inference calls that need no attention maps.
-      position: `sinusoidal` or `learned` positions in the experts (`Expert`).
-      max_positions: rows of a learned position table (the concatenated length sum T_m).
-      dtype: computation dtype.
-      param_dtype: parameter dtype.
+      config: the architecture (`ModelConfig`; M = len(config.input_dims) >= 2).
       rngs: parameter RNG streams.
     """
-    if len(input_dims) < 2:
+    if config.num_modalities < 2:
       raise ValueError("FL-I2MoE needs at least two modalities")
-    self._init_projections(input_dims, hidden_dim, torch_init, dtype, param_dtype, rngs)
+    self._init_common(config, rngs)
     m = self.num_modalities
     self.num_experts = m + 2
     self.expert_names = tuple(f"uni_{i}" for i in range(m)) + ("syn", "red")
-    self.num_classes = num_classes
-    self.hidden_dim = hidden_dim
-    self.num_heads = num_heads
-    self.num_layers = num_layers
-    self.experts = ExpertStack(
-      self.num_experts,
-      identical_init=identical_expert_init,
-      rngs=rngs,
-      num_modalities=m,
-      num_classes=num_classes,
-      hidden_dim=hidden_dim,
-      num_heads=num_heads,
-      num_layers=num_layers,
-      mlp_ratio=mlp_ratio,
-      dropout=dropout,
-      ln_eps=ln_eps,
-      torch_init=torch_init,
-      attention=attention,
-      position=position,
-      max_positions=max_positions,
-      dtype=dtype,
-      param_dtype=param_dtype,
-    )
-    self.reweight = Reweighting(
-      num_modalities=m,
-      hidden_dim=hidden_dim,
-      num_experts=self.num_experts,
-      rw_layers=rw_layers,
-      rw_hidden=rw_hidden,
-      temperature=temperature,
-      dropout=dropout,
-      torch_init=torch_init,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      rngs=rngs,
-    )
+    self.experts = ExpertStack(config, self.num_experts, rngs=rngs)
+    self.reweight = Reweighting(config, self.num_experts, rngs=rngs)
 
   def run_experts(
     self,
@@ -486,50 +432,13 @@ class DenseTransformer(_Projections):
     expert: the single `Expert` (no stacked axis).
   """
 
-  def __init__(
-    self,
-    *,
-    input_dims: Sequence[int],
-    num_classes: int,
-    hidden_dim: int = 256,
-    num_heads: int = 4,
-    num_layers: int = 2,
-    mlp_ratio: int = 2,
-    dropout: float = 0.5,
-    ln_eps: float = 1e-5,
-    torch_init: bool = True,
-    attention: str = "einsum",
-    position: str = "sinusoidal",
-    max_positions: int = 0,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-    rngs: nnx.Rngs,
-  ):
-    """Creates the baseline; arguments as in `FLI2MoE` (M >= 1 modalities)."""
-    self._init_projections(input_dims, hidden_dim, torch_init, dtype, param_dtype, rngs)
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    """Creates the baseline from the same `ModelConfig` as `FLI2MoE` (M >= 1 modalities; the gate
+    and expert-init fields are unused)."""
+    self._init_common(config, rngs)
     self.num_experts = 1
     self.expert_names = ("dense",)
-    self.num_classes = num_classes
-    self.hidden_dim = hidden_dim
-    self.num_heads = num_heads
-    self.num_layers = num_layers
-    self.expert = Expert(
-      num_modalities=self.num_modalities,
-      num_classes=num_classes,
-      hidden_dim=hidden_dim,
-      num_heads=num_heads,
-      num_layers=num_layers,
-      mlp_ratio=mlp_ratio,
-      dropout=dropout,
-      ln_eps=ln_eps,
-      torch_init=torch_init,
-      attention=attention,
-      position=position,
-      max_positions=max_positions,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      rngs=rngs,
-    )
+    self.expert = Expert(config, rngs=rngs)
 
   def run_experts(
     self,

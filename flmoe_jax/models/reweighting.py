@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flmoe_jax.models import layers
+from flmoe_jax.models.config import ModelConfig
 
 Array = jax.Array
 
@@ -25,46 +26,32 @@ class Reweighting(nnx.Module):
   between are ReLU and Dropout).
   """
 
-  def __init__(
-    self,
-    *,
-    num_modalities: int,
-    hidden_dim: int,
-    num_experts: int,
-    rw_layers: int = 2,
-    rw_hidden: int = 256,
-    temperature: float = 2.0,
-    dropout: float = 0.5,
-    torch_init: bool = True,
-    dtype=jnp.float32,
-    param_dtype=jnp.float32,
-    rngs: nnx.Rngs,
-  ):
+  def __init__(self, config: ModelConfig, num_experts: int, *, rngs: nnx.Rngs):
     """Creates the gate.
 
     Args:
-      num_modalities: M; the input width is M * hidden_dim.
-      hidden_dim: width H of each projected modality.
+      config: the architecture; the gate reads M, H (input width M * H), `rw_layers`, `rw_hidden`,
+        `temperature`, `dropout` (after each hidden ReLU), `torch_init` and the dtypes.
       num_experts: E, the output width.
-      rw_layers: number of Linear layers (>= 1).
-      rw_hidden: width of the hidden layers.
-      temperature: softmax temperature T.
-      dropout: dropout rate after each hidden ReLU.
-      torch_init: PyTorch-style Linear init.
-      dtype: computation dtype.
-      param_dtype: parameter dtype.
       rngs: parameter RNG streams.
     """
-    if rw_layers < 1:
-      raise ValueError(f"rw_layers must be >= 1, got {rw_layers}")
-    self.temperature = float(temperature)
-    self.rate = dropout
-    self.dtype = dtype
-    widths = [num_modalities * hidden_dim] + [rw_hidden] * (rw_layers - 1) + [num_experts]
+    self.temperature = float(config.temperature)
+    self.rate = config.dropout
+    self.dtype = config.dtype
+    widths = (
+      [config.num_modalities * config.hidden_dim]
+      + [config.rw_hidden] * (config.rw_layers - 1)
+      + [num_experts]
+    )
     self.layers = nnx.List(
       [
         layers.linear(
-          d_in, d_out, torch_init=torch_init, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+          d_in,
+          d_out,
+          torch_init=config.torch_init,
+          dtype=config.dtype,
+          param_dtype=config.param_dtype,
+          rngs=rngs,
         )
         for d_in, d_out in zip(widths[:-1], widths[1:], strict=True)
       ]

@@ -677,14 +677,16 @@ def _reference_files(out: pathlib.Path) -> None:
   from flax import nnx
 
   from flmoe_jax import convert
-  from flmoe_jax.models import FLI2MoE
+  from flmoe_jax.models import FLI2MoE, ModelConfig
 
   model = nnx.eval_shape(
     lambda: FLI2MoE(
-      input_dims=(4, 4), num_classes=2, hidden_dim=8, num_heads=2, num_layers=1, rw_hidden=8,
+      ModelConfig(
+        input_dims=(4, 4), num_classes=2, hidden_dim=8, num_heads=2, num_layers=1, rw_hidden=8
+      ),
       rngs=nnx.Rngs(0),
     )
-  )  # fmt: skip
+  )
   fill_random(model)
   out.mkdir()
   np.savez(out / "model.npz", **convert.to_reference_state_dict(model))
