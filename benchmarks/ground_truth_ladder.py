@@ -84,13 +84,13 @@ def train_transformer(args, store, model: str, seed: int, tag: str) -> dict:
   workdir = args.root / "runs" / f"{tag}_{model}_s{seed}"
   t0 = time.perf_counter()
   summary = train_lib.train_and_evaluate(cfg, workdir, overwrite=True)
-  res = summary["seeds"][str(seed)]
+  res = summary.seeds[seed]
   return {
     "workdir": str(workdir),
-    "steps": res["steps"],
-    "best_epoch": res["best_epoch"],
-    "val_accuracy": res["best_val"]["accuracy"],
-    "test_accuracy": res["test"]["accuracy"],
+    "steps": res.steps,
+    "best_epoch": res.best_epoch,
+    "val_accuracy": res.best_val["accuracy"],
+    "test_accuracy": res.test["accuracy"],
     "seconds": round(time.perf_counter() - t0, 1),
   }
 
@@ -103,9 +103,9 @@ def probe_hit(workdir: str, setting: str, args) -> dict:
   cfg = ProbeConfig(samples=args.probe_samples, pairs=args.pairs, draws=16, figures=False)
   report = run_probe(cfg, workdir, log=None)
   out = {"n_examples": args.probe_samples}
-  for name, p in report.get("planted", {}).get("pairs", {}).items():
+  for name, p in (report.planted or {}).get("pairs", {}).items():
     if p["kind"] == setting or (setting == "mixed" and p["kind"] in ("synergy", "redundancy")):
-      scale = report["settings"]["sii_rank_score" if p["kind"] == "synergy" else "rg_rank_score"]
+      scale = report.settings["sii_rank_score" if p["kind"] == "synergy" else "rg_rank_score"]
       out[name] = {
         "probe": p["probe"],
         "scale": scale,
@@ -116,7 +116,7 @@ def probe_hit(workdir: str, setting: str, args) -> dict:
       }
       if "cross_talk" in p:
         out[name]["cross_talk"] = p["cross_talk"]
-  for index, res in report["standout"].items():
+  for index, res in report.standout.items():
     for by, key in (
       ("dataset", "standouts"),
       ("dataset_signed", "signed"),

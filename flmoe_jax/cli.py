@@ -216,21 +216,19 @@ def _cmd_probe(args, overrides) -> int:
   from flmoe_jax.probes.standout import describe as describe_standouts
 
   report = run_probe(from_args(ProbeConfig, args), args.workdir)
-  pm = report["pair_masking"]
+  pm = report.pair_masking
   for name in ("SII", "RG"):
-    d = pm[name]
+    d = pm.index(name)
     cells = ", ".join(
       f"b={b}: {r:.3f} vs {q:.3f} (p {p:.2g})"
-      for b, r, q, p in zip(
-        pm["budgets"], d["ranked"]["prob_drop"], d["random"]["prob_drop"], d["random"]["p_holm"]
-      )
+      for b, r, q, p in zip(pm.budgets, d.ranked.prob_drop, d.random.prob_drop, d.random.p_holm)
     )
     print(
       f"{name}-ranked vs random pair masking (prob drop; random tokens of the candidates; "
-      f"paired t-test over {pm['n']} examples, Holm): {cells}"
+      f"paired t-test over {pm.n} examples, Holm): {cells}"
     )
-  settings = report["settings"]
-  for name, p in report.get("planted", {}).get("pairs", {}).items():
+  settings = report.settings
+  for name, p in (report.planted or {}).get("pairs", {}).items():
     scale = settings["sii_rank_score" if p["kind"] == "synergy" else "rg_rank_score"]
     ct = p.get("cross_talk")
     cross = (
@@ -244,7 +242,7 @@ def _cmd_probe(args, overrides) -> int:
       f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}, called (log-odds >= "
       f"{settings['min_effect']:g}) {p['logodds']['called@1']:.3f}{cross}"
     )
-  for role, e in (report.get("evidence") or {}).items():
+  for role, e in (report.evidence or {}).items():
     if role == "rule" or not e.get("n"):
       continue
     print(
@@ -253,8 +251,8 @@ def _cmd_probe(args, overrides) -> int:
       f"{100 * e['chance_candidates']:.1f}% among the candidates, "
       f"{100 * e['chance_all_pairs']:.1f}% among all pairs; z {e['z']:.2f}, p {e['p_value']:.2g})"
     )
-  mods = report["settings"]["modalities"]
-  for name, blk in report["standout"].items():
+  mods = report.settings["modalities"]
+  for name, blk in report.standout.items():
     ds = blk["dataset"]
     signed = describe_standouts(blk["dataset_signed"], mods) if "dataset_signed" in blk else "-"
     called = describe_standouts(blk["dataset_called"], mods) if "dataset_called" in blk else "-"
@@ -262,7 +260,7 @@ def _cmd_probe(args, overrides) -> int:
       f"{name} pairs standing out across {ds['n_examples']} examples (first in > "
       f"{100 * ds['min_rate']:.0f}%): {describe_standouts(ds, mods)}; by sign "
       f"(most positive first): {signed}; called (log-odds >= "
-      f"{report['settings']['min_effect']:g}): {called}"
+      f"{report.settings['min_effect']:g}): {called}"
     )
   return 0
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any
 
 from flmoe_jax.errors import ConfigError, RunDirError
 from flmoe_jax.options import StageConfig, documented, option
+from flmoe_jax.train_summary import TrainSummary
 
 
 @documented
@@ -54,7 +54,7 @@ class ConvertConfig(StageConfig):
       raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
 
 
-def run_convert(cfg: ConvertConfig, workdir, *, log=print) -> dict[str, Any]:
+def run_convert(cfg: ConvertConfig, workdir, *, log=print) -> TrainSummary:
   """Converts reference weights into a new run directory; returns its summary.
 
   Args:
@@ -63,7 +63,7 @@ def run_convert(cfg: ConvertConfig, workdir, *, log=print) -> dict[str, Any]:
     log: progress printer (None = silent).
 
   Returns:
-    The run's summary (also `workdir/summary.json`): val and test metrics of the reference weights.
+    The run's `TrainSummary` (also `workdir/summary.json`): val and test metrics of the reference weights.
 
   Raises:
     ConversionError: unreadable weights, or weights that do not fit (every key problem at once).
@@ -83,7 +83,8 @@ def run_convert(cfg: ConvertConfig, workdir, *, log=print) -> dict[str, Any]:
   config, model = _model_for_store(cfg, fs)
   with atomic.replacing(root) as tmp:
     summary = _write_run(config, model, fs, tmp)
-  say(f"converted {cfg.weights} -> {root}: test {summary['mean_std']['test']}")
+  test = {k: round(v.mean, 4) for k, v in summary.mean_std["test"].items()}
+  say(f"converted {cfg.weights} -> {root}: test {test}")
   return summary
 
 
@@ -133,7 +134,7 @@ def _model_for_store(cfg: ConvertConfig, fs):
   return config, model
 
 
-def _write_run(config, model, fs, root: pathlib.Path) -> dict[str, Any]:
+def _write_run(config, model, fs, root: pathlib.Path) -> TrainSummary:
   """Evaluates the weights and writes seed 0 of a run (checkpoints, result, summary) into `root`."""
   import jax
   import jax.numpy as jnp
@@ -141,7 +142,9 @@ def _write_run(config, model, fs, root: pathlib.Path) -> dict[str, Any]:
 
   from flmoe_jax import atomic, checkpointing, sharding, train_lib
   from flmoe_jax import metrics as metrics_lib
+  from flmoe_jax.artifact import to_plain
   from flmoe_jax.rundir import RunDir
+  from flmoe_jax.train_summary import SeedResult
 
   paths = train_lib.prepare_workdir(config, root, fs=fs)  # config.json, run.json
   graphdef, state = train_lib.init_state(config, fs, seed=0)
@@ -179,17 +182,17 @@ def _write_run(config, model, fs, root: pathlib.Path) -> dict[str, Any]:
     writer.write(0, seed=0, **{f"test/{k}": v for k, v in test.items()})
   finally:
     writer.close()
-  result = {
-    "seed": 0,
-    "best_epoch": 0,
-    "selection_metric": sel,
-    "best_val": val,
-    "test": test,
-    "steps": 0,
-    "num_parameters": train_lib.count_parameters(graphdef, state),
-    "converted_from_reference": True,
-  }
-  atomic.write_json(RunDir(root).result(0), result, indent=1)
+  result = SeedResult(
+    seed=0,
+    best_epoch=0,
+    selection_metric=sel,
+    best_val={k: float(v) for k, v in val.items()},
+    test={k: float(v) for k, v in test.items()},
+    steps=0,
+    num_parameters=train_lib.count_parameters(graphdef, state),
+    converted_from_reference=True,
+  )
+  atomic.write_json(RunDir(root).result(0), to_plain(result), indent=1)
   summary = train_lib.summarize({0: result}, config=config, fs=fs)
-  atomic.write_json(paths.summary, summary, indent=1)
+  summary.save(paths.summary)
   return summary

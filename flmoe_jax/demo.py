@@ -53,7 +53,7 @@ def _stage(title: str):
   print(f"\n== {title} ==", flush=True)
 
 
-def _train(cfg, workdir) -> dict:
+def _train(cfg, workdir):
   """Trains (or resumes, or finds finished) one run and prints its summary."""
   from flmoe_jax import train_lib
 
@@ -176,10 +176,8 @@ def run(workdir: str = "runs/demo", *, overrides: Sequence[str] = (), quick: boo
     f"\nBayes-optimal accuracy of the planted label rule: {100 * gt['bayes_optimal_accuracy']:.2f}"
   )
   for key, s in summaries.items():
-    m = s["mean_std"]["test"]
-    print(
-      f"{key:24s} test accuracy {100 * m['accuracy']['mean']:.2f} ± {100 * m['accuracy']['std']:.2f}"
-    )
+    acc = s.metric("accuracy")
+    print(f"{key:24s} test accuracy {100 * acc.mean:.2f} ± {100 * acc.std:.2f}")
   for r in pure_setting_results(pure):
     if r["ranked_by"]:  # the scale the probe ranks pairs by (the target's log-odds by default)
       print(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -20,6 +19,7 @@ from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, RunDirError
 from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS
 from flmoe_jax.rundir import RunDir
+from flmoe_jax.train_summary import TrainSummary
 
 
 @dataclasses.dataclass
@@ -77,7 +77,7 @@ def run_store(workdir: str | os.PathLike, config=None) -> store_lib.FeatureStore
   store_path = config_lib.resolve_path(config.store)
   if not store_path.is_dir() and RunDir(root).summary.is_file():
     # Relative store paths are relative to where training ran; the summary keeps the absolute one.
-    store_path = pathlib.Path(load_summary(root)["store"])
+    store_path = pathlib.Path(load_summary(root).store)
   return store_lib.open_store(store_path)
 
 
@@ -174,9 +174,9 @@ def _orbax_read_only_notes_hidden():
     logger.setLevel(level)
 
 
-def load_summary(workdir: str | os.PathLike) -> dict:
-  """The run's summary.json."""
+def load_summary(workdir: str | os.PathLike) -> TrainSummary:
+  """The run's `TrainSummary` (summary.json)."""
   p = RunDir(workdir).summary
   if not p.is_file():
     raise RunDirError(f"{workdir}: no summary.json (training has not finished)")
-  return json.loads(p.read_text())
+  return TrainSummary.load(p)

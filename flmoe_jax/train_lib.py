@@ -35,10 +35,12 @@ from flax import nnx
 from flmoe_jax import atomic, checkpointing, provenance, sharding
 from flmoe_jax import config as config_lib
 from flmoe_jax import metrics as metrics_lib
+from flmoe_jax.artifact import to_plain
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, FlmoeError, RunDirError
 from flmoe_jax.models.factory import build_model
 from flmoe_jax.rundir import RunDir
+from flmoe_jax.train_summary import SeedResult, TrainSummary
 
 
 class TrainingDivergedError(FlmoeError):
@@ -540,7 +542,7 @@ def train_and_evaluate(
   *,
   overwrite: bool = False,
   build_store: bool = True,
-) -> dict[str, Any]:
+) -> TrainSummary:
   """Trains every seed of `config.train.seeds` and writes the run directory.
 
   Every check (config ranges, store, mesh, workdir) runs before anything is written, so a start that
@@ -553,7 +555,7 @@ def train_and_evaluate(
     build_store: whether a synthetic config may build its missing store (see `ensure_store`).
 
   Returns:
-    The summary dict (also written to `workdir/summary.json`).
+    The `TrainSummary` (also written to `workdir/summary.json`).
   """
   config_lib.validate_config(config)
   root = pathlib.Path(workdir)
@@ -589,38 +591,27 @@ def train_and_evaluate(
   finally:
     writer.close()
   summary = summarize(results, config=config, fs=fs)
-  _atomic_write(paths.summary, json.dumps(summary, indent=1))
+  _atomic_write(paths.summary, summary.to_json())
   return summary
 
 
-def summarize(results: dict[int, dict], *, config, fs) -> dict[str, Any]:
-  """Mean and population std (np.std, as the reference) over seeds of every val/test metric."""
-  agg = {}
-  for part in ("best_val", "test"):
-    keys = sorted(set.intersection(*(set(r[part]) for r in results.values())))
-    agg[part] = {
-      k: {
-        "mean": float(np.mean([r[part][k] for r in results.values()])),
-        "std": float(np.std([r[part][k] for r in results.values()])),
-      }
-      for k in keys
-    }
-  return {
-    "name": config.name,
-    "model": config.model.kind,
-    "store": str(fs.path.resolve()),
-    "task": fs.task.type,
-    "selection_metric": selection_metric(config, fs),
-    "seeds": {str(s): r for s, r in results.items()},
-    "mean_std": agg,
-  }
+def summarize(results: dict[int, SeedResult], *, config, fs) -> TrainSummary:
+  """The run's `TrainSummary`: mean and population std (as the reference) over its seeds."""
+  return TrainSummary.of(
+    results,
+    name=config.name,
+    model=config.model.kind,
+    store=str(fs.path.resolve()),
+    task=fs.task.type,
+    selection_metric=selection_metric(config, fs),
+  )
 
 
 def _train_one_seed(
   config, fs, paths: RunDir, mesh, rules, seed: int, writer, init_params=None
-) -> dict:
+) -> SeedResult:
   if paths.result(seed).exists():  # finished earlier: nothing to redo
-    return json.loads(paths.result(seed).read_text())
+    return SeedResult.from_dict(json.loads(paths.result(seed).read_text()))
   task_type = fs.task.type
   dtype = jnp.dtype(config.model.dtype)
   sel = selection_metric(config, fs)
@@ -759,16 +750,16 @@ def _train_one_seed(
   writer.write(step, seed=seed, **{f"test/{k}": v for k, v in test.items()})
   latest.close()
   best.close()
-  result = {
-    "seed": seed,
-    "best_epoch": meta["best_epoch"],
-    "selection_metric": sel,
-    "best_val": meta["best_val"],
-    "test": test,
-    "steps": step,
-    "num_parameters": count_parameters(graphdef, state),
-  }
-  _atomic_write(paths.result(seed), json.dumps(result, indent=1))
+  result = SeedResult(
+    seed=seed,
+    best_epoch=int(meta["best_epoch"]),
+    selection_metric=sel,
+    best_val={k: float(v) for k, v in meta["best_val"].items()},
+    test={k: float(v) for k, v in test.items()},
+    steps=int(step),
+    num_parameters=count_parameters(graphdef, state),
+  )
+  _atomic_write(paths.result(seed), json.dumps(to_plain(result), indent=1))
   return result
 
 
@@ -879,14 +870,12 @@ def _log_window(writer, window, seed, epoch, step, t0, config, progress, lr_at, 
     progress.update(0, loss=float(mean["loss"]))
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: TrainSummary) -> str:
   """A short human-readable table of a run summary."""
-  lines = [
-    f"{summary['name']} ({summary['model']}, {summary['task']}), seeds {list(summary['seeds'])}:"
-  ]
+  lines = [f"{summary.name} ({summary.model}, {summary.task}), seeds {list(summary.seeds)}:"]
   for part in ("best_val", "test"):
-    ms = summary["mean_std"].get(part, {})
+    ms = summary.mean_std.get(part, {})
     keys = [k for k in ("accuracy", "macro_f1", "micro_f1", "auroc", "exact_match") if k in ms]
-    cells = ", ".join(f"{k} {100 * ms[k]['mean']:.2f} +/- {100 * ms[k]['std']:.2f}" for k in keys)
+    cells = ", ".join(f"{k} {100 * ms[k].mean:.2f} +/- {100 * ms[k].std:.2f}" for k in keys)
     lines.append(f"  {part:8s} {cells}")
   return "\n".join(lines)

@@ -66,7 +66,7 @@ def _train_and_probe(root: pathlib.Path, setting: str) -> tuple[dict, dict]:
   summary = train_lib.train_and_evaluate(cfg, root / "run")
   cfg = ProbeConfig(samples=SAMPLES, pairs="all", draws=8, figures=False)
   report = run_probe(cfg, root / "run", log=None)
-  return summary["seeds"]["0"], report["planted"]["pairs"]
+  return summary.seeds[0], report.planted["pairs"]
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_tiny_model_learns_the_planted_pair_and_the_probe_ranks_it_first(
 ):
   result, pairs = _train_and_probe(tmp_path, setting)
   # The interaction is learnt (Bayes accuracy is ~100% on these stores)...
-  assert result["test"]["accuracy"] >= 0.9, result["test"]
+  assert result.test["accuracy"] >= 0.9, result.test
   planted = pairs[pair]
   assert planted["n"] == SAMPLES
   hit, chance = planted[scale]["hit@1"], planted[scale]["chance_hit@1"]

@@ -350,7 +350,7 @@ def _probe_edited(monkeypatch, run, tag, edit):
   cfg = pipeline.ProbeConfig(
     samples=3, draws=4, pairs="all", mask_budgets=(1, 2), mask_repeats=2, figures=False, tag=tag
   )
-  return pipeline.run_probe(cfg, run, log=None)
+  return pipeline.run_probe(cfg, run, log=None).to_dict()
 
 
 def _default_scale_values(d: dict) -> dict[str, np.ndarray]:
@@ -367,10 +367,10 @@ def _default_scale_values(d: dict) -> dict[str, np.ndarray]:
 def _edit_heads(model, fn):
   """Applies fn(kernel [H, C], bias [C]) -> (kernel, bias) to the syn and red experts' heads."""
   head = model.experts.stacked.head
-  kernel, bias = np.array(head.kernel.value), np.array(head.bias.value)
+  kernel, bias = np.array(head.kernel[...]), np.array(head.bias[...])
   for e in (model.expert_names.index("syn"), model.expert_names.index("red")):
     kernel[e], bias[e] = fn(kernel[e], bias[e])
-  head.kernel.value, head.bias.value = jnp.asarray(kernel), jnp.asarray(bias)
+  head.kernel[...], head.bias[...] = jnp.asarray(kernel), jnp.asarray(bias)
 
 
 def test_default_ranking_ignores_a_shift_common_to_every_class(tiny_run, monkeypatch):
@@ -407,7 +407,7 @@ def test_pipeline_sii_of_each_example_equals_the_exact_index_of_its_game(tiny_ru
     samples=3, draws=512, pairs="all", mask_budgets=(1,), mask_repeats=1, figures=False,
     tag="exactcheck",
   )  # fmt: skip
-  d = pipeline.run_probe(cfg, tiny_run, log=None)
+  d = pipeline.run_probe(cfg, tiny_run, log=None).to_dict()
   run = runs.load_run(tiny_run)
   scale = d["settings"]["sii_rank_score"]
   for rec in d["samples"]:

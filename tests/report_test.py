@@ -30,6 +30,14 @@ def _ms(mean, std=0.0):
   return {"mean": mean, "std": std, "values": [mean]}
 
 
+def _seed(seed, **test):
+  """A seed's result: its test metrics `test` (accuracy 0.9 by default)."""
+  test = {"accuracy": 0.9} | test
+  return dict(
+    seed=seed, best_epoch=1, selection_metric="accuracy", best_val=test, test=test
+  ) | dict(steps=10, num_parameters=100)
+
+
 def _summary(task="binary", acc=0.9):
   return {
     "name": "x",
@@ -37,7 +45,7 @@ def _summary(task="binary", acc=0.9):
     "store": "/s",
     "task": task,
     "selection_metric": "accuracy",
-    "seeds": {"0": {}, "1": {}},
+    "seeds": {"0": _seed(0), "1": _seed(1)},
     "mean_std": {
       "test": {"accuracy": _ms(acc, 0.01), "macro_f1": _ms(acc), "auroc": _ms(0.95)},
       "best_val": {"accuracy": _ms(acc)},
@@ -67,8 +75,45 @@ def _faith(view, output, comp, rnd):
     "comp_random": blk(rnd),
     "suff": blk(rnd),
     "suff_random": blk(comp),
+    "comp_gap": blk(comp - rnd),
+    "suff_gap": blk(comp - rnd),
     "aopc": aopc,
   }
+
+
+def _model(kind="fl_i2moe", **sections):
+  """An explain file's model block: `sections` (faithfulness, concentration, ...) over defaults."""
+  return {
+    "workdir": "w",
+    "name": "x",
+    "kind": kind,
+    "seeds": [0, 1, 2],
+    "expert_names": ["uni_0", "uni_1", "syn", "red"] if kind == "fl_i2moe" else ["dense"],
+    "num_examples": 100,
+    "faithfulness": [],
+    "concentration": [],
+    "specificity": [],
+    "expert_weights": [],
+    **sections,
+  }
+
+
+def _explain_doc(model, baseline):
+  """A complete `flmoe-explain` document (the report reads typed artifacts only)."""
+  settings = {"split": "test", "method": "attnxgrad", "fill": "mean", "ks": [5.0, 25.0]}
+  settings |= dict(target="pred", samples=100, seeds="all", repeats=5, random_seed=0)
+  settings |= dict(batch_size=8, steps_per_call=None, ig_steps=16, ig_baseline="mean")
+  doc = {"format": "flmoe-explain", "version": 3, "settings": settings, "store": "/s"}
+  return doc | {"model": model, "baseline": baseline}
+
+
+def _probe_doc(**sections):
+  """A complete `flmoe-probe` document: `sections` over minimal defaults."""
+  run = dict(workdir="w", seed=0, which="best", checkpoint={}, config_name="x", store="/s")
+  timing = dict(total_s=1.0, mc_s=0.5, expert_evaluations=10, expert_evaluations_per_s=20)
+  doc = {"format": "flmoe-probe", "version": 2, "run": run | {"model": "FLI2MoE"}}
+  doc |= {"split": "test", "settings": {}, "samples": [], "standout": {}, "timing": timing}
+  return doc | sections
 
 
 def _seeds(mean, spread=0.01):
@@ -83,6 +128,7 @@ def _conc(view, ent, gini, raw=True, spread=0.01):
   for m in ("text", "image"):
     e = ent[m] if isinstance(ent, dict) else ent
     row = {"view": view, "modality": m, "entropy": _seeds(e, spread), "gini": _seeds(gini, spread)}
+    row |= {"top_mass": [], "mass_share": _seeds(0.5, spread)}
     if raw:
       row |= {"entropy_raw": _seeds(e + 0.1, spread), "gini_raw": _seeds(gini - 0.1, spread)}
     out.append(row)
@@ -106,11 +152,18 @@ def pair_masking(n: int, gaps, seed: int = 0) -> dict:
   control = rng.uniform(0.0, 0.2, size=(n, 2, 2))
   ranked = control + np.asarray(gaps, float)[None] + rng.normal(0.0, 0.05, size=(n, 2, 2))
   tests = significance.beats_control(ranked, control)
-  block = lambda x: {"prob_drop": x.mean(0).tolist(), "metric_drop": (x.mean(0) / 2).tolist()}  # noqa: E731
+  block = lambda x: {  # noqa: E731
+    "prob_drop": x.mean(0).tolist(),
+    "prob_drop_se": (x.std(0) / np.sqrt(n)).tolist(),
+    "metric": (0.9 - x.mean(0) / 2).tolist(),
+    "metric_drop": (x.mean(0) / 2).tolist(),
+  }
   out = {
     "budgets": [1, 2],
     "repeats": 10,
     "metric": "accuracy",
+    "clean_metric": 0.9,
+    "clean_prob": 0.8,
     "n": n,
     "alpha": significance.DEFAULT_ALPHA,
     "min_examples": significance.MIN_EXAMPLES,
@@ -119,6 +172,9 @@ def pair_masking(n: int, gaps, seed: int = 0) -> dict:
   }
   for i, idx in enumerate(("SII", "RG")):
     out[idx] = {
+      "expert": "syn" if idx == "SII" else "red",
+      "rank_score": "logodds",
+      "mean_unique_tokens": [[1.0, 1.0], [2.0, 2.0]],
       "ranked": block(ranked[:, i]),
       "random": {**block(control[:, i]), **tests[i]},
       "random_all": block(control[:, i] / 2),
@@ -147,23 +203,23 @@ def make_run(root: pathlib.Path, *, n_examples: int = 100, gaps=((0.1, 0.1), (0.
      "hit_rate": [hit(0.5), hit(v)], "chance": [0.2, 0.3]}
     for view, v in (("syn", 0.81), ("mixture", 0.56))
   ]  # fmt: skip
-  explain = {
-    "settings": {"split": "test", "method": "attnxgrad", "fill": "mean", "ks": [5.0, 25.0]},
-    "model": {
-      "faithfulness": [_faith("mixture", "mixture", 40.0, 10.0), _faith("syn", "own", 20.0, 8.0)],
-      "concentration": _conc("mixture", 0.6, 0.5) + _conc("syn", 0.5, 0.6),
-      "specificity": [_spec("syn", "red", 0.2)],
-      "planted": planted,
-    },
-    "baseline": {
-      "faithfulness": [_faith("dense", "own", 30.0, 10.0)],
-      "concentration": _conc("dense", 0.7, 0.4),
-    },
-  }
+  explain = _explain_doc(
+    _model(
+      faithfulness=[_faith("mixture", "mixture", 40.0, 10.0), _faith("syn", "own", 20.0, 8.0)],
+      concentration=_conc("mixture", 0.6, 0.5) + _conc("syn", 0.5, 0.6),
+      specificity=[_spec("syn", "red", 0.2)],
+      planted=planted,
+    ),
+    _model(
+      "dense",
+      faithfulness=[_faith("dense", "own", 30.0, 10.0)],
+      concentration=_conc("dense", 0.7, 0.4),
+    ),
+  )
   (fl / "explain" / "test.json").write_text(json.dumps(explain))
-  probe = {
-    "pair_masking": pair_masking(n_examples, gaps),
-    "planted": {
+  probe = _probe_doc(
+    pair_masking=pair_masking(n_examples, gaps),
+    planted={
       "pairs": {
         "syn0": {
           "kind": "synergy",
@@ -180,7 +236,7 @@ def make_run(root: pathlib.Path, *, n_examples: int = 100, gaps=((0.1, 0.1), (0.
         "n_redundancy": 100,
       },
     },
-  }
+  )
   probe["settings"] = {"modalities": ["text", "image"], "experts": {"sii": "syn", "rg": "red"}}
 
   def dataset_test(pairs):
@@ -352,7 +408,8 @@ def test_c1_ignores_a_negligible_difference_of_two_flat_maps(tmp_path):
     {
       "view": view,
       "modality": m,
-      **{k: flat(v) for k in ("entropy", "gini", "entropy_raw", "gini_raw")},
+      **{k: flat(v) for k in ("entropy", "gini", "entropy_raw", "gini_raw", "mass_share")},
+      "top_mass": [],
     }
     for m in ("text", "image")
   ]
@@ -371,7 +428,7 @@ def test_c1_is_not_shown_when_the_seeds_disagree_or_are_too_few(tmp_path):
       **{
         k: {"mean": r[k]["mean"], "std": None, "values": [r[k]["mean"]]}
         for k in r
-        if k not in ("view", "modality")
+        if k not in ("view", "modality", "top_mass")
       },
     }
     for r in _conc("dense", 0.7, 0.4)
@@ -413,7 +470,8 @@ def test_c2_of_a_probe_file_without_the_paired_test_asks_for_a_rerun(tmp_path):
   fl, dense = make_run(tmp_path)
   probe = json.loads((fl / "probe" / "test.json").read_text())
   for idx in ("SII", "RG"):
-    probe["pair_masking"][idx]["random"] = {"prob_drop": [0.0, 0.0], "metric_drop": [0.0, 0.0]}
+    untested = {k: [0.0, 0.0] for k in ("prob_drop", "prob_drop_se", "metric", "metric_drop")}
+    probe["pair_masking"][idx]["random"] = untested
   (fl / "probe" / "test.json").write_text(json.dumps(probe))
   out = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")
   assert out["verdicts"][1].startswith(
@@ -488,19 +546,18 @@ def test_pure_settings_section(tmp_path):
   wd = tmp_path / "pure_syn"
   (wd / "probe").mkdir(parents=True)
   summary = _summary(acc=0.99)
-  summary["seeds"] = {
-    "0": {"test": {"weight_0": 0.2, "weight_1": 0.2, "weight_2": 0.55, "weight_3": 0.05}}
-  }
+  summary["seeds"] = {"0": _seed(0, weight_0=0.2, weight_1=0.2, weight_2=0.55, weight_3=0.05)}
   (wd / "summary.json").write_text(json.dumps(summary))
   stats = {"hit@1": 0.99, "abs_hit@1": 0.98, "mrr": 0.99, "chance_hit@1": 0.014}
-  probe = {
-    "settings": {"experts": {"sii": "syn", "rg": "red"}},
-    "planted": {
+  probe = _probe_doc(
+    settings={"experts": {"sii": "syn", "rg": "red"}, "sii_rank_score": "logit"},
+    pair_masking=pair_masking(100, ((0.1, 0.1), (0.1, 0.1))),
+    planted={
       "pairs": {
         "syn0": {"kind": "synergy", "probe": "SII of the syn game", "expert": "syn", "logit": stats}
       }
     },
-  }
+  )
   (wd / "probe" / "test.json").write_text(json.dumps(probe))
   out = build_report(
     [ReportEntry("synthetic", fl, dense)], tmp_path / "report", pure_settings=[("synergy", wd)]

@@ -16,6 +16,7 @@ from flmoe_jax import checkpointing, sharding, train_lib
 from flmoe_jax import config as config_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, RunDirError
+from flmoe_jax.train_summary import TrainSummary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,9 +33,10 @@ def test_end_to_end_run_directory(random_store, tmp_path):
   cfg = tiny_config(random_store, "train.seeds=(0,1)")
   summary = train_lib.train_and_evaluate(cfg, tmp_path / "run")
   run = tmp_path / "run"
-  assert json.loads((run / "summary.json").read_text()) == summary
-  assert set(summary["seeds"]) == {"0", "1"}
-  assert {"accuracy", "macro_f1", "auroc"} <= set(summary["mean_std"]["test"])
+  assert TrainSummary.load(run / "summary.json") == summary
+  assert json.loads((run / "summary.json").read_text())["format"] == "flmoe-train-summary"
+  assert set(summary.seeds) == {0, 1}
+  assert {"accuracy", "macro_f1", "auroc"} <= set(summary.mean_std["test"])
   for s in (0, 1):
     assert (run / f"seed_{s}" / "result.json").exists()
     assert checkpointing.Checkpointer(run / f"seed_{s}/checkpoints/best").latest_step() is not None
@@ -387,15 +389,15 @@ def test_best_checkpoint_is_chosen_once_the_whole_objective_applies(random_store
   late = train_lib.train_and_evaluate(
     tiny_config(random_store, *overrides, "loss.extra_start_fraction=0.8"), tmp_path / "late"
   )
-  assert late["seeds"]["0"]["best_epoch"] == 3
+  assert late.seeds[0].best_epoch == 3
   early = train_lib.train_and_evaluate(tiny_config(random_store, *overrides), tmp_path / "early")
-  assert early["seeds"]["0"]["best_epoch"] == 1
+  assert early.seeds[0].best_epoch == 1
   # Terms starting exactly where epoch 1 ends (round(0.33 x 9) = step 3): epoch 1 had them for zero
   # steps, so the first eligible epoch is 2.
   edge = train_lib.train_and_evaluate(
     tiny_config(random_store, *overrides, "loss.extra_start_fraction=0.33"), tmp_path / "edge"
   )
-  assert edge["seeds"]["0"]["best_epoch"] == 2
+  assert edge.seeds[0].best_epoch == 2
 
 
 def test_init_from_starts_from_another_runs_weights(random_store, tmp_path):

@@ -5,25 +5,20 @@ mean and their sample std (ddof=1; null for a single seed). Faithfulness numbers
 (percentage points of target probability), as in the paper's tables. Gaps are computed per seed and
 then averaged, so the std of a gap is the std of the per-seed gaps.
 
-`ExplainReport.to_json()` / `ExplainReport.from_json()` round-trip exactly; the reader refuses other
-formats and unknown versions instead of guessing.
+`ExplainReport.to_json()` / `ExplainReport.from_json()` (the package's one codec, `flmoe_jax.artifact`)
+round-trip exactly; the reader refuses other formats and unknown versions instead of guessing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import pathlib
-import types
-import typing
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from flmoe_jax import atomic
+from flmoe_jax.artifact import Artifact
 from flmoe_jax.explain.attribution import ExplainError
 
 FORMAT = "flmoe-explain"
@@ -264,8 +259,8 @@ class ExplainSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExplainReport:
-  """The document written to `W/explain/<split>.json`.
+class ExplainReport(Artifact):
+  """The document written to `W/explain/<split>.json` (`save`, `load`: the `Artifact` codec).
 
   Attributes:
     settings: how it was computed.
@@ -292,89 +287,8 @@ class ExplainReport:
   flmoe_version: str = ""
   evidence_rule: str = ""
 
-  def to_dict(self) -> dict[str, Any]:
-    """JSON-able dict, with the format header first."""
-    return {"format": FORMAT, "version": VERSION, **_to_plain(self)}
-
-  def to_json(self) -> str:
-    """The versioned JSON document."""
-    return json.dumps(self.to_dict(), indent=1)
-
-  @classmethod
-  def from_json(cls, text: str) -> ExplainReport:
-    """Parses a document written by `to_json` (refuses other formats and versions)."""
-    try:
-      d = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise ExplainError(f"not a JSON document ({e})") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-      raise ExplainError(f"not a {FORMAT!r} document (format {d.get('format')!r})")
-    if d.get("version") not in READS:
-      raise ExplainError(f"{FORMAT} version {d.get('version')!r}; this reader knows {READS}")
-    body = {k: v for k, v in d.items() if k not in ("format", "version")}
-    return _from_plain(cls, body)
-
-  def save(self, path: str | os.PathLike) -> pathlib.Path:
-    """Writes the JSON atomically (temporary file, then rename)."""
-    return atomic.write_text(path, self.to_json())
-
-  @classmethod
-  def load(cls, path: str | os.PathLike) -> ExplainReport:
-    """Reads a report file."""
-    p = pathlib.Path(path)
-    if not p.is_file():
-      raise ExplainError(f"{p}: no such explain report")
-    return cls.from_json(p.read_text())
-
-
-# --------------------------------------------------------------------------------------------------
-# Generic (de)serialisation of the frozen dataclasses above.
-# --------------------------------------------------------------------------------------------------
-
-
-def _to_plain(obj):
-  if dataclasses.is_dataclass(obj):
-    return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-  if isinstance(obj, Mapping):
-    return {str(k): _to_plain(v) for k, v in obj.items()}
-  if isinstance(obj, (tuple, list)):
-    return [_to_plain(v) for v in obj]
-  if isinstance(obj, np.generic):
-    obj = obj.item()
-  if isinstance(obj, float) and not math.isfinite(obj):
-    return None  # strict JSON has no NaN/Inf
-  return obj
-
-
-def _from_plain(tp, value):
-  """Rebuilds a value of type `tp` (dataclass, tuple[...], dict[str, ...], X | None, scalar)."""
-  origin = typing.get_origin(tp)
-  if origin in (typing.Union, types.UnionType):
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if value is None:
-      return None
-    return _from_plain(args[0], value)
-  if dataclasses.is_dataclass(tp):
-    if not isinstance(value, Mapping):
-      raise ExplainError(f"malformed report: expected an object for {tp.__name__}")
-    hints = typing.get_type_hints(tp)
-    kw = {}
-    for f in dataclasses.fields(tp):
-      if f.name in value:
-        kw[f.name] = _from_plain(hints[f.name], value[f.name])
-      elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-        raise ExplainError(f"malformed report: {tp.__name__} lacks {f.name!r}")
-    return tp(**kw)
-  if origin is tuple:
-    args = typing.get_args(tp)
-    if len(args) == 2 and args[1] is Ellipsis:
-      return tuple(_from_plain(args[0], v) for v in value)
-    return tuple(_from_plain(a, v) for a, v in zip(args, value, strict=True))
-  if origin is dict:
-    _, vt = typing.get_args(tp)
-    return {k: _from_plain(vt, v) for k, v in value.items()}
-  if tp is float:
-    return float(value) if value is not None else math.nan
-  if tp is int:
-    return int(value)
-  return value
+  FORMAT: ClassVar[str] = FORMAT
+  VERSION: ClassVar[int] = VERSION
+  READS: ClassVar[tuple[int, ...]] = READS
+  ERROR: ClassVar[type[Exception]] = ExplainError
+  REMEDY: ClassVar[str] = "rerun `flmoe explain`"

@@ -4,7 +4,7 @@ Public API:
   Game, PlayerMap, game_from_value_fn, game_from_numpy, soum_game, model_game   games (games.py)
   exact_interactions, shapley_values, exact_values, moebius_transform          exact (shapley.py)
   pair_scores, sii, redundancy_gap, mc_pair_statistics(_batch)                  Monte Carlo
-  InteractionValues, PairScores, read_probe                                     results
+  ProbeReport, InteractionValues, PairScores, read_probe                        results
   cross_modal_pairs, topk_pairs, random_pairs                                   candidate pairs
   top_pair_test, per_example_separation                                         standout (standout.py)
   ProbeConfig, run_probe(cfg, workdir)                                          `flmoe probe`
@@ -28,6 +28,7 @@ _EXPORTS = {
   "topk_pairs": "pairs",
   "InteractionValues": "results",
   "PairScores": "results",
+  "ProbeReport": "results",
   "read_probe": "results",
   "exact_interactions": "shapley",
   "exact_values": "shapley",

@@ -40,7 +40,7 @@ from flmoe_jax.probes import pairs as pairs_lib
 from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.probes.config import DEFAULT_SAMPLES, ProbeConfig
 from flmoe_jax.probes.games import ModelValueFn, PlayerMap, ProbeError, split_expert
-from flmoe_jax.probes.results import PROBE_FORMAT, PROBE_VERSION, write_json_atomic
+from flmoe_jax.probes.results import PROBE_FORMAT, PROBE_VERSION, ProbeReport
 from flmoe_jax.probes.shapley import (
   PAIR_INDICES,
   check_memory_knob,
@@ -247,7 +247,7 @@ class _Setup:
     return self.run.store
 
 
-def run_probe(cfg: ProbeConfig, workdir: str | pathlib.Path, *, log=print) -> dict:
+def run_probe(cfg: ProbeConfig, workdir: str | pathlib.Path, *, log=print) -> ProbeReport:
   """Runs the interaction probes of a trained run and writes `W/probe/<split>[_<tag>].json`.
 
   Args:
@@ -256,7 +256,8 @@ def run_probe(cfg: ProbeConfig, workdir: str | pathlib.Path, *, log=print) -> di
     log: progress printer (None = silent).
 
   Returns:
-    The report dict that was written (plus `path` and, with figures, `figures`).
+    The `ProbeReport` written to `RunDir(workdir).probe(cfg.split, cfg.tag)` (figures, when asked
+    for, are PNGs beside it).
 
   Raises:
     ProbeError / RunDirError / StoreError: bad options or run, before anything is computed or
@@ -276,21 +277,21 @@ def run_probe(cfg: ProbeConfig, workdir: str | pathlib.Path, *, log=print) -> di
   done = [
     _probe_batch(s, cfg, start, programs, log, t0) for start in range(0, len(s.rows), s.batch_size)
   ]
-  report = _report(s, cfg, workdir, [b for batch in done for b in batch], t0)
+  doc = _report(s, cfg, workdir, [b for batch in done for b in batch], t0)
   if cfg.stability:
     from flmoe_jax import runs
 
-    report["stability"] = _stability(report, cfg, workdir, runs.finished_seeds(workdir), log)
-  out_dir = RunDir(workdir).probe_dir
-  path = write_json_atomic(RunDir(workdir).probe(cfg.split, cfg.tag), report)
-  report["path"] = str(path)
+    doc["stability"] = _stability(doc, cfg, workdir, runs.finished_seeds(workdir), log)
+  # The typed artifact checks the document's structure before a byte of it is written.
+  report = ProbeReport.from_dict({"format": PROBE_FORMAT, "version": PROBE_VERSION, **doc})
+  path = report.save(RunDir(workdir).probe(cfg.split, cfg.tag))
   if cfg.figures:
     from flmoe_jax.probes import figures as figures_lib
 
-    report["figures"] = [
-      str(p)
-      for p in figures_lib.write_figures(report, out_dir, cfg.stem, s.fs, n_heatmaps=cfg.n_heatmaps)
-    ]
+    written = figures_lib.write_figures(
+      doc, RunDir(workdir).probe_dir, cfg.stem, s.fs, n_heatmaps=cfg.n_heatmaps
+    )
+    log(f"figures: {', '.join(p.name for p in written)}")
   log(f"wrote {path} ({time.time() - t0:.0f}s)")
   return report
 
@@ -728,7 +729,7 @@ def _stability(report: dict, cfg: ProbeConfig, workdir, seeds: Sequence[int], lo
       figures=False,
       stability=False,
     )
-    out[name] = stability_lib.compare(report, run_probe(again_cfg, workdir, log=log))
+    out[name] = stability_lib.compare(report, run_probe(again_cfg, workdir, log=log).to_dict())
   return out
 
 

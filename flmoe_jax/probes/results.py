@@ -2,7 +2,7 @@
 
 * `InteractionValues`: exact interaction indices of every coalition up to `max_order` (SV, SII, Möbius).
 * `PairScores`: per-pair scores (SII, redundancy gap) with standard errors, exact or Monte Carlo.
-* `write_json_atomic` / `write_bytes_atomic`: a file is either the old one or the complete new one.
+* `ProbeReport`: the probe stage's artifact (`flmoe probe`), the typed form of `W/probe/<split>.json`.
 
 Array-valued fields are float arrays with the game's trailing output shape (`()` for a scalar game);
 JSON stores them as nested lists.
@@ -14,12 +14,12 @@ import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from flmoe_jax import atomic
+from flmoe_jax import artifact, atomic
+from flmoe_jax.errors import ProbeError
 
 PROBE_FORMAT = "flmoe-probe"
 # 2: pairs ranked on the target's log-odds by default; pair masking's `random` control draws from the
@@ -33,67 +33,24 @@ def _tolist(a: Any) -> Any:
   return a.item() if a.ndim == 0 else a.tolist()
 
 
-# --------------------------------------------------------------------------------------------------
-# JSON form shared by the result classes.
-# --------------------------------------------------------------------------------------------------
-
-
-def _same(v: Any) -> Any:
-  return v
-
-
-@dataclasses.dataclass(frozen=True)
-class _Codec:
-  """How one result field is written to and read back from its JSON dict.
-
-  Attributes:
-    encode: field value -> JSON value.
-    decode: JSON value -> field value.
-    optional: a missing key reads as the field's default (else it is a KeyError).
-  """
-
-  encode: Callable[[Any], Any] = _same
-  decode: Callable[[Any], Any] = _same
-  optional: bool = False
-
-
-_PLAIN = _Codec()
-_ARRAY = _Codec(_tolist, np.asarray)
-_FLOATS = _Codec(_tolist, lambda v: np.asarray(v, np.float64))
-_FLOATS_BY_NAME = _Codec(
-  lambda d: {k: _tolist(v) for k, v in d.items()},
-  lambda d: {k: np.asarray(v, np.float64) for k, v in d.items()},
-)
-_OUTPUTS = _Codec(list, tuple, optional=True)
-
-
 class _JsonResult:
-  """Base of the result dataclasses: their dict / JSON form, one key per field.
+  """Base of the result dataclasses: their dict / JSON form (`flmoe_jax.artifact`'s codec).
 
-  A subclass sets `_KIND` (the dict's `kind`) and `_CODECS` ({field name: `_Codec`}; a field not
-  named there is written and read as it is). The dict holds `kind`, then the fields in declaration
-  order.
+  A subclass sets `_KIND`, the dict's `kind`; the dict holds `kind`, then the fields in declaration
+  order. A missing field without a default is a `MissingFieldError` (a KeyError).
   """
 
   _KIND: ClassVar[str]
-  _CODECS: ClassVar[dict[str, _Codec]]
 
   def to_dict(self) -> dict:
-    d = {"kind": self._KIND}
-    for f in dataclasses.fields(self):
-      d[f.name] = self._CODECS.get(f.name, _PLAIN).encode(getattr(self, f.name))
-    return d
+    return {"kind": self._KIND, **artifact.to_plain(self)}
 
   @classmethod
   def from_dict(cls, d: dict) -> Self:
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-      codec = cls._CODECS.get(f.name, _PLAIN)
-      kwargs[f.name] = codec.decode(d.get(f.name, f.default) if codec.optional else d[f.name])
-    return cls(**kwargs)
+    return artifact.from_plain(cls, {k: v for k, v in d.items() if k != "kind"})
 
   def to_json(self) -> str:
-    return json.dumps(self.to_dict())
+    return json.dumps(self.to_dict(), allow_nan=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,15 +88,6 @@ class InteractionValues(_JsonResult):
   outputs: tuple[str, ...] = ()
 
   _KIND = "interaction_values"
-  _CODECS = {
-    "interactions": _Codec(
-      lambda ts: [list(t) for t in ts], lambda ts: tuple(tuple(t) for t in ts)
-    ),
-    "values": _FLOATS,
-    "baseline_value": _ARRAY,
-    "grand_value": _ARRAY,
-    "outputs": _OUTPUTS,
-  }
 
   @property
   def dict_values(self) -> dict[tuple[int, ...], Any]:
@@ -171,7 +119,7 @@ class PairScores(_JsonResult):
     outputs: names of the trailing output axis, if any.
   """
 
-  pairs: np.ndarray
+  pairs: np.ndarray = dataclasses.field(metadata={"dtype": np.int64, "shape": (-1, 2)})
   values: dict[str, np.ndarray]
   std_errors: dict[str, np.ndarray]
   baseline_value: np.ndarray
@@ -185,16 +133,6 @@ class PairScores(_JsonResult):
   outputs: tuple[str, ...] = ()
 
   _KIND = "pair_scores"
-  _CODECS = {
-    "pairs": _Codec(
-      lambda p: np.asarray(p).tolist(), lambda p: np.asarray(p, np.int64).reshape(-1, 2)
-    ),
-    "values": _FLOATS_BY_NAME,
-    "std_errors": _FLOATS_BY_NAME,
-    "baseline_value": _ARRAY,
-    "grand_value": _ARRAY,
-    "outputs": _OUTPUTS,
-  }
 
   @property
   def index(self) -> tuple[str, ...]:
@@ -218,31 +156,205 @@ class PairScores(_JsonResult):
 
 
 # --------------------------------------------------------------------------------------------------
-# Atomic files.
+# The probe stage's artifact: W/probe/<split>[_<tag>].json.
 # --------------------------------------------------------------------------------------------------
 
 
-# One atomic writer for the package (`flmoe_jax.atomic`); the names the probes have used.
+@dataclasses.dataclass(frozen=True)
+class ProbeRun:
+  """Which model was probed.
+
+  Attributes:
+    workdir: the run directory.
+    seed: the training seed probed.
+    which: `best` or `latest` checkpoint.
+    checkpoint: the checkpoint's scalar metadata (epoch, step, best metric, ...).
+    config_name: the run config's name.
+    store: the feature store's path.
+    model: the model class.
+  """
+
+  workdir: str
+  seed: int
+  which: str
+  checkpoint: dict[str, Any]
+  config_name: str
+  store: str
+  model: str
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingCurve:
+  """One pair-masking curve, per budget: what masking the ranked pairs' tokens does.
+
+  Probabilities and metrics are on their own 0-1 scale (the report shows them x100).
+
+  Attributes:
+    prob_drop: mean drop of the target probability over the examples.
+    prob_drop_se: its standard error over the examples.
+    metric: the task metric with the tokens masked.
+    metric_drop: clean metric minus `metric`.
+  """
+
+  prob_drop: tuple[float, ...]
+  prob_drop_se: tuple[float, ...]
+  metric: tuple[float, ...]
+  metric_drop: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlCurve(MaskingCurve):
+  """A random control's curve (means over its repeats) and the paired test of the ranked pairs
+  against it, per budget (the test fields are None in a file without the test).
+
+  Attributes:
+    metric_std: std of the metric over the repeats.
+    gap: mean per-example drop of the ranked pairs minus this control's.
+    gap_se: its standard error.
+    t: the paired t statistic.
+    p: one-sided p-value (ranked drop > control drop).
+    p_holm: `p` Holm-adjusted over the budgets.
+    p_less_holm: Holm-adjusted p-value of the opposite side (ranked drop < control drop).
+    beats: `p_holm` < alpha.
+  """
+
+  metric_std: tuple[float, ...] | None = None
+  gap: tuple[float, ...] | None = None
+  gap_se: tuple[float, ...] | None = None
+  t: tuple[float, ...] | None = None
+  p: tuple[float, ...] | None = None
+  p_holm: tuple[float, ...] | None = None
+  p_less_holm: tuple[float, ...] | None = None
+  beats: tuple[bool, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexMasking:
+  """Pair masking of the pairs one index ranks first (docs/method.md 6).
+
+  Attributes:
+    expert: the expert whose game ranked the pairs.
+    rank_score: the scale the pairs were ranked on (e.g. `logodds`).
+    ranked: the top-ranked pairs' curve.
+    random: random tokens of the candidate pairs, matched in count per modality (the paired test's
+      control).
+    random_all: random tokens of all tokens, matched in count.
+    mean_unique_tokens: per budget and modality, the mean number of distinct tokens masked.
+  """
+
+  expert: str
+  rank_score: str
+  ranked: MaskingCurve
+  random: ControlCurve
+  random_all: ControlCurve
+  mean_unique_tokens: tuple[tuple[float, ...], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PairMasking:
+  """Pair-level masking faithfulness against random pairs (the C2 claim), per index.
+
+  Attributes:
+    budgets: numbers of top pairs masked.
+    repeats: random draws per control and budget.
+    metric: the task metric reported beside the probability drop.
+    clean_metric: the metric on the unmasked examples.
+    clean_prob: mean target probability on the unmasked examples.
+    n: examples.
+    controls: what each control draws.
+    test: the paired test, in words.
+    alpha: its level.
+    min_examples: the fewest examples the test is read on.
+    SII: pairs ranked by the synergy expert's Shapley interaction index.
+    RG: pairs ranked by the redundancy expert's redundancy gap.
+  """
+
+  budgets: tuple[int, ...]
+  repeats: int
+  metric: str
+  clean_metric: float
+  clean_prob: float
+  n: int
+  controls: dict[str, str]
+  test: str
+  alpha: float
+  min_examples: int
+  SII: IndexMasking
+  RG: IndexMasking
+
+  def index(self, name: str) -> IndexMasking:
+    """The block of index `name` (`SII` or `RG`)."""
+    return {"SII": self.SII, "RG": self.RG}[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeTiming:
+  """Wall time and throughput of the probe.
+
+  Attributes:
+    total_s: the whole probe, compilation included, in seconds.
+    mc_s: the Monte Carlo games, in seconds.
+    expert_evaluations: model passes over coalitions.
+    expert_evaluations_per_s: steady-state passes per second (compilation excluded).
+  """
+
+  total_s: float
+  mc_s: float
+  expert_evaluations: int
+  expert_evaluations_per_s: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeReport(artifact.Artifact):
+  """The probe stage's artifact, `W/probe/<split>[_<tag>].json` (`save`, `load`: `flmoe_jax.artifact`).
+
+  The sections the report's verdicts and tables read are typed (`run`, `pair_masking`, `timing`);
+  the per-example records, the settings, the across-example standout tests, the planted and
+  evidence scores and the stability blocks are JSON objects whose keys docs/probes.md lists.
+
+  Attributes:
+    run: the probed model.
+    split: the store split.
+    settings: the options as resolved for this probe.
+    samples: one record per example: its games' pair scores with standard errors on every scale.
+    pair_masking: pair-level masking against random pairs.
+    standout: per index, whether any pair ranks first across examples more than chance allows.
+    timing: wall time and throughput.
+    planted: synthetic stores: how the planted pairs rank (else None).
+    evidence: stores with an evidence rule: top pairs against the evidence positions (else None).
+    stability: `--stability`: the rankings under a new Monte Carlo seed and training seed.
+  """
+
+  run: ProbeRun
+  split: str
+  settings: dict[str, Any]
+  samples: tuple[dict[str, Any], ...]
+  pair_masking: PairMasking
+  standout: dict[str, dict[str, Any]]
+  timing: ProbeTiming
+  planted: dict[str, Any] | None = None
+  evidence: dict[str, Any] | None = None
+  stability: dict[str, Any] | None = None
+
+  FORMAT: ClassVar[str] = PROBE_FORMAT
+  VERSION: ClassVar[int] = PROBE_VERSION
+  READS: ClassVar[tuple[int, ...]] = (PROBE_VERSION,)
+  ERROR: ClassVar[type[Exception]] = ProbeError
+  INDENT: ClassVar[int | None] = None  # one example record per probed example: no indentation
+  REMEDY: ClassVar[str] = "rerun `flmoe probe`"
+
+
+# One atomic writer for the package (`flmoe_jax.atomic`); the name the probe figures use.
 write_bytes_atomic = atomic.write_bytes
-write_json_atomic = atomic.write_json
 
 
 def read_probe(path: str | os.PathLike) -> dict:
-  """Reads a `W/probe/<split>.json` file, checking format and version.
+  """Reads a `W/probe/<split>.json` file as its document dict, checked against `ProbeReport`.
 
   Raises:
-    ProbeError: not a probe file, or an unknown version.
+    ProbeError: no such file, not a probe file, an unknown version or a malformed document.
   """
-  from flmoe_jax.probes.games import ProbeError
-
   p = pathlib.Path(path)
   if not p.is_file():
     raise ProbeError(f"{p}: no probe results (run `flmoe probe` first)")
-  d = json.loads(p.read_text())
-  if d.get("format") != PROBE_FORMAT:
-    raise ProbeError(f"{p}: format {d.get('format')!r}, want {PROBE_FORMAT!r}")
-  if d.get("version") != PROBE_VERSION:
-    raise ProbeError(
-      f"{p}: version {d.get('version')!r}, this reader knows {PROBE_VERSION}; rerun flmoe probe"
-    )
-  return d
+  return ProbeReport.load(p).to_dict()

@@ -20,10 +20,13 @@ import numpy as np
 
 from flmoe_jax import significance
 from flmoe_jax.errors import RunDirError
+from flmoe_jax.explain.results import ExplainReport, FaithCurve, MapStats, MeanStd, ModelReport
 from flmoe_jax.probes import standout as standout_lib
+from flmoe_jax.probes.results import ProbeReport
 from flmoe_jax.report.render import Figure, Section, Table, write_report
 from flmoe_jax.report.tables import pm, table_a
 from flmoe_jax.rundir import RunDir
+from flmoe_jax.train_summary import TrainSummary
 
 # Tag of a second probe file of a run (`probe/<split>_marginal.json`) whose planted-pair rows the
 # ground-truth table shows beside the main probe's: the demo scores the synergy expert's marginal game.
@@ -53,21 +56,34 @@ def _load(path: pathlib.Path) -> dict | None:
   return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _load_explain(path: pathlib.Path) -> ExplainReport | None:
+  """The explain artifact at `path`, or None when there is none (ExplainError when it is not one)."""
+  return ExplainReport.load(path) if path.is_file() else None
+
+
+def _load_probe(path: pathlib.Path) -> ProbeReport | None:
+  """The probe artifact at `path`, or None when there is none (ProbeError when it is not one)."""
+  return ProbeReport.load(path) if path.is_file() else None
+
+
 def _f(x: float, digits: int = 2) -> str:
   return f"{x:.{digits}f}"
 
 
-def _faith(block: dict, view: str, output: str) -> dict | None:
-  for f in block.get("faithfulness", []):
-    if f["view"] == view and f["output"] == output:
+def _faith(block: ModelReport | None, view: str, output: str) -> FaithCurve | None:
+  for f in block.faithfulness if block else ():
+    if f.view == view and f.output == output:
       return f
   return None
 
 
-def table_b(dataset: str, explain: dict) -> Table | None:
+_AOPC_KEYS = ("comp", "comp_random", "suff", "suff_random")
+
+
+def table_b(dataset: str, explain: ExplainReport) -> Table | None:
   """Table B: comprehensiveness / sufficiency per K, identified vs random, AOPC and gaps (x100)."""
-  fl = _faith(explain["model"], "mixture", "mixture")
-  dense = _faith(explain["baseline"], "dense", "own") if explain.get("baseline") else None
+  fl = _faith(explain.model, "mixture", "mixture")
+  dense = _faith(explain.baseline, "dense", "own")
   if fl is None:
     return None
   models = [("FL-I2MoE", fl)] + ([("Dense", dense)] if dense else [])
@@ -75,59 +91,50 @@ def table_b(dataset: str, explain: dict) -> Table | None:
   for name, _ in models:
     header += [f"{name} comp id", f"{name} comp rnd", f"{name} suff id", f"{name} suff rnd"]
   rows = [header]
-  for i, k in enumerate(fl["ks"]):
+  for i, k in enumerate(fl.ks):
     row = [f"{k:g}"]
     for _, f in models:
-      row += [
-        pm(f[key][i]["mean"], f[key][i]["std"], 1)
-        for key in ("comp", "comp_random", "suff", "suff_random")
-      ]
+      row += [_pm(getattr(f, key)[i]) for key in _AOPC_KEYS]
     rows.append(row)
   row = ["AOPC"]
   for _, f in models:
-    a = f["aopc"]
-    row += [
-      pm(a[key]["mean"], a[key]["std"], 1) for key in ("comp", "comp_random", "suff", "suff_random")
-    ]
+    row += [_pm(f.aopc[key]) for key in _AOPC_KEYS]
   rows.append(row)
   row = ["gap (comp: id-rnd, suff: rnd-id)"]
   for _, f in models:
-    a = f["aopc"]
-    row += [
-      pm(a["comp_gap"]["mean"], a["comp_gap"]["std"], 1),
-      "",
-      pm(a["suff_gap"]["mean"], a["suff_gap"]["std"], 1),
-      "",
-    ]
+    row += [_pm(f.aopc["comp_gap"]), "", _pm(f.aopc["suff_gap"]), ""]
   rows.append(row)
+  st = explain.settings
   return Table(
     f"table-b-{dataset}",
-    f"Table B ({dataset}, {explain['settings']['split']} split, {explain['settings']['method']}, "
-    f"{explain['settings']['fill']} fill): masking faithfulness x100, mean ± std over seeds",
+    f"Table B ({dataset}, {st.split} split, {st.method}, {st.fill} fill): masking faithfulness "
+    "x100, mean ± std over seeds",
     rows,
   )
 
 
-def table_b_experts(dataset: str, explain: dict) -> Table:
+def _pm(ms: MeanStd, digits: int = 2) -> str:
+  """`mean ± std` of a number over seeds, on its own scale."""
+  return pm(ms.mean, ms.std, 1.0, digits)
+
+
+def table_b_experts(dataset: str, explain: ExplainReport) -> Table:
   """Expert-wise faithfulness: each expert's own map, drop of its own output and of the mixture."""
   rows = [["map", "output", "comp AOPC", "comp gap", "suff AOPC", "suff gap"]]
-  for f in explain["model"]["faithfulness"]:
-    a = f["aopc"]
+  for f in explain.model.faithfulness:
+    a = f.aopc
     rows.append(
       [
-        f["view"],
-        f["output"],
-        pm(a["comp"]["mean"], a["comp"]["std"], 1),
-        pm(a["comp_gap"]["mean"], a["comp_gap"]["std"], 1),
-        pm(a["suff"]["mean"], a["suff"]["std"], 1),
-        pm(a["suff_gap"]["mean"], a["suff_gap"]["std"], 1),
+        f.view,
+        f.output,
+        *(_pm(a[k]) for k in ("comp", "comp_gap", "suff", "suff_gap")),
       ]
     )
   return Table(f"table-b-experts-{dataset}", f"Expert-wise faithfulness ({dataset}), x100", rows)
 
 
-def _conc(block: dict, view: str) -> dict[str, dict]:
-  return {c["modality"]: c for c in block.get("concentration", []) if c["view"] == view}
+def _conc(block: ModelReport | None, view: str) -> dict[str, MapStats]:
+  return {c.modality: c for c in (block.concentration if block else ()) if c.view == view}
 
 
 C1_STAT = "normalised entropy of a map over its candidate tokens (0 = one token, 1 = flat)"
@@ -138,8 +145,8 @@ C1_MIN_EFFECT = 0.01
 _MAP_KINDS = (("normalised", "entropy", "gini"), ("raw", "entropy_raw", "gini_raw"))
 
 
-def _seed_values(ms: dict | None) -> list[float]:
-  return [] if ms is None else [v for v in ms.get("values", []) if v is not None]
+def _seed_values(ms: MeanStd | None) -> list[float]:
+  return [] if ms is None else [v for v in ms.values if v is not None and np.isfinite(v)]
 
 
 def _ci_text(ci, digits: int = 3) -> str:
@@ -150,12 +157,12 @@ def _ci_text(ci, digits: int = 3) -> str:
   )
 
 
-def _specificity(explain: dict) -> str:
+def _specificity(explain: ExplainReport) -> str:
   """Cross-expert specificity: the mean top-K Jaccard overlap of the experts' maps, seed interval."""
-  spec = explain["model"].get("specificity", [])
+  spec = explain.model.specificity
   if not spec:
     return ""
-  per_seed = np.array([[_seed_values(j) for j in s["jaccard"]] for s in spec], dtype=float)
+  per_seed = np.array([[_seed_values(j) for j in s.jaccard] for s in spec], dtype=float)
   seeds = per_seed.mean((0, 1))  # [seeds]: over expert pairs, modalities and K
   ci = significance.mean_ci(seeds)
   value = f"{seeds.mean():.2f}" if ci is None else f"{ci[0]:.2f} [{ci[1]:.2f}, {ci[2]:.2f}]"
@@ -165,7 +172,7 @@ def _specificity(explain: dict) -> str:
   )
 
 
-def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
+def c1_verdict(dataset: str, explain: ExplainReport) -> tuple[str, Table]:
   """C1: FL-I2MoE's maps are more concentrated than the dense transformer's.
 
   Every view of FL-I2MoE (each expert and the mixture) against the dense map, per modality, on the
@@ -178,9 +185,8 @@ def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
   beside it.
   """
   head = f"C1 ({dataset})"
-  dense = _conc(explain.get("baseline") or {}, "dense")
-  fl = explain["model"].get("concentration", [])
-  views = list(dict.fromkeys(c["view"] for c in fl))
+  dense = _conc(explain.baseline, "dense")
+  views = list(dict.fromkeys(c.view for c in explain.model.concentration))
   rows = [
     [
       "view",
@@ -206,21 +212,21 @@ def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
   # One family of cells: each interval at 1 - 0.05 / cells (Bonferroni), so that one verdict over
   # 20 cells is not a FAIL by chance (an unadjusted 95% interval misses 1 cell in 20).
   n_cells = sum(
-    1 for v in views for mod in _conc(explain["model"], v) if mod in dense for _ in _MAP_KINDS
+    1 for v in views for mod in _conc(explain.model, v) if mod in dense for _ in _MAP_KINDS
   )
   level = 1 - 0.05 / max(n_cells, 1)
   by_view, missing, n_seeds = {}, False, set()
   for view in views:
-    mine = _conc(explain["model"], view)
+    mine = _conc(explain.model, view)
     for mod, c in mine.items():
       d = dense.get(mod)
       if d is None:
         continue
       for kind, ent, gin in _MAP_KINDS:
-        if c.get(ent) is None or d.get(ent) is None:
+        if getattr(c, ent) is None or getattr(d, ent) is None:
           missing = True
           continue
-        a, b = _seed_values(c[ent]), _seed_values(d[ent])
+        a, b = _seed_values(getattr(c, ent)), _seed_values(getattr(d, ent))
         n_seeds.add((len(a), len(b)))
         ci = significance.diff_ci(a, b, level)
         state = (
@@ -239,11 +245,11 @@ def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
             view,
             mod,
             kind,
-            pm(c[ent]["mean"], c[ent].get("std"), 1.0, 3),
-            pm(d[ent]["mean"], d[ent].get("std"), 1.0, 3),
+            _pm(getattr(c, ent), 3),
+            _pm(getattr(d, ent), 3),
             _ci_text(ci),
-            pm(c[gin]["mean"], c[gin].get("std"), 1.0, 3),
-            pm(d[gin]["mean"], d[gin].get("std"), 1.0, 3),
+            _pm(getattr(c, gin), 3),
+            _pm(getattr(d, gin), 3),
           ]
         )
   if missing:
@@ -283,51 +289,42 @@ def c1_verdict(dataset: str, explain: dict) -> tuple[str, Table]:
   )
 
 
-def table_c(dataset: str, probe: dict) -> Table:
+def table_c(dataset: str, probe: ProbeReport) -> Table:
   """Table C: pair masking, drop in target probability (x100) and in the metric vs budget, the ranked
   pairs against two random controls, with the paired test against the matched one."""
-  pmk = probe["pair_masking"]
-  controls = [c for c in ("random", "random_all") if c in pmk["SII"]]
+  pmk = probe.pair_masking
   head = {"random": "random (candidates)", "random_all": "random (all tokens)"}
-  paired = "p_holm" in pmk["SII"]["random"]
+  paired = pmk.SII.random.p_holm is not None and pmk.RG.random.p_holm is not None
+  tested = ["gap +/- SE", "p (Holm)"] if paired else []
   rows = [
     ["budget (pairs)"]
-    + [
-      f"{idx} {k}"
-      for idx in ("SII", "RG")
-      for k in [
-        "ranked",
-        *(head[c] for c in controls),
-        *(["gap +/- SE", "p (Holm)"] if paired else []),
-      ]
-    ]
+    + [f"{idx} {k}" for idx in ("SII", "RG") for k in ["ranked", *head.values(), *tested]]
   ]
-  for i, b in enumerate(pmk["budgets"]):
+  for i, b in enumerate(pmk.budgets):
     row = [str(b)]
     for idx in ("SII", "RG"):
-      blk = pmk[idx]
+      blk = pmk.index(idx)
       row += [
-        f"{100 * blk[k]['prob_drop'][i]:.1f} ({100 * blk[k]['metric_drop'][i]:.1f})"
-        for k in ("ranked", *controls)
+        f"{100 * c.prob_drop[i]:.1f} ({100 * c.metric_drop[i]:.1f})"
+        for c in (blk.ranked, blk.random, blk.random_all)
       ]
+      r = blk.random
       if paired:
-        r = blk["random"]
-        row += [f"{100 * r['gap'][i]:+.1f} +/- {100 * r['gap_se'][i]:.1f}", f"{r['p_holm'][i]:.2g}"]
+        row += [f"{100 * r.gap[i]:+.1f} +/- {100 * r.gap_se[i]:.1f}", f"{r.p_holm[i]:.2g}"]
     rows.append(row)
-  control = pmk.get("controls", {}).get("random", "matched unique-token counts")
   return Table(
     f"table-c-{dataset}",
-    f"Table C ({dataset}): pair masking in the full model over {pmk['n']} examples, drop of the "
-    f"target probability x100 (drop of {pmk['metric']} x100 in brackets); random = {control}, "
-    f"{pmk['repeats']} repeats; gap = ranked - matched random drop x100, p = "
-    f"{pmk.get('test', 'paired test')}",
+    f"Table C ({dataset}): pair masking in the full model over {pmk.n} examples, drop of the "
+    f"target probability x100 (drop of {pmk.metric} x100 in brackets); random = "
+    f"{pmk.controls['random']}, {pmk.repeats} repeats; gap = ranked - matched random drop x100, "
+    f"p = {pmk.test}",
     rows,
   )
 
 
-def stability_table(dataset: str, probe: dict) -> Table | None:
+def stability_table(dataset: str, probe: ProbeReport) -> Table | None:
   """How much the pair rankings move under a new MC seed and a new training seed (`--stability`)."""
-  blocks = probe.get("stability")
+  blocks = probe.stability
   if not blocks:
     return None
 
@@ -367,32 +364,32 @@ def stability_table(dataset: str, probe: dict) -> Table | None:
   )
 
 
-def c2_verdict(dataset: str, probe: dict) -> str:
+def c2_verdict(dataset: str, probe: ProbeReport) -> str:
   """C2: pairs ranked by SII / RG hurt the model more when masked than matched random pairs.
 
   PASS only when the paired test (ranked vs random tokens from the same candidates, per example) is
   significant at every budget of both indices after Holm; FAIL when the ranking is significantly
   worse than the control somewhere; otherwise NOT SHOWN, naming what is missing.
   """
-  pmk = probe["pair_masking"]
+  pmk = probe.pair_masking
   head = f"C2 ({dataset})"
-  if "p_holm" not in pmk["SII"]["random"]:
+  if pmk.SII.random.p_holm is None or pmk.RG.random.p_holm is None:
     return (
-      f"NOT SHOWN: {head}: the probe file has no paired test of ranked vs matched random pairs "
-      "(written by an older flmoe_jax); rerun `flmoe probe`."
+      f"NOT SHOWN: {head}: the probe file has no paired test of ranked vs matched random pairs; "
+      "rerun `flmoe probe`."
     )
-  n, need, alpha = pmk["n"], pmk["min_examples"], pmk["alpha"]
-  stat = f"{pmk['test']}, n = {n} examples, {2 * len(pmk['budgets'])} budgets x indices"
+  n, need, alpha = pmk.n, pmk.min_examples, pmk.alpha
+  stat = f"{pmk.test}, n = {n} examples, {2 * len(pmk.budgets)} budgets x indices"
   parts, shown, worse = [], True, False
   for idx in ("SII", "RG"):
-    r = pmk[idx]["random"]
+    r = pmk.index(idx).random
     cells = ", ".join(
       f"b={b}: {100 * g:+.1f} +/- {100 * se:.1f} (p {p:.2g})"
-      for b, g, se, p in zip(pmk["budgets"], r["gap"], r["gap_se"], r["p_holm"])
+      for b, g, se, p in zip(pmk.budgets, r.gap, r.gap_se, r.p_holm, strict=True)
     )
     parts.append(f"{idx}: {cells}")
-    shown &= all(p < alpha for p in r["p_holm"])
-    worse |= any(p < alpha for p in r["p_less_holm"])
+    shown &= all(p < alpha for p in r.p_holm)
+    worse |= any(p < alpha for p in r.p_less_holm)
   numbers = (
     f"drop of the target probability x100, ranked minus random tokens of the same candidates, "
     f"mean +/- SE: {'; '.join(parts)}; {stat}"
@@ -409,17 +406,19 @@ def c2_verdict(dataset: str, probe: dict) -> str:
   return f"NOT SHOWN: {head}: ranked pairs do not beat random pairs significantly at every budget ({numbers})."
 
 
-def _game_fill(probe: dict, pair: dict) -> str:
-  """The fill of the game that scored a planted pair (files before per-game fills: `fill`)."""
-  settings = probe.get("settings", {})
+def _game_fill(probe: ProbeReport, pair: dict) -> str:
+  """The fill of the game that scored a planted pair."""
+  settings = probe.settings
   index = "SII" if str(pair.get("probe", "")).startswith("SII") else "RG"
   return settings.get("fills", {}).get(index) or settings.get("fill", "mean")
 
 
-def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -> Table | None:
+def ground_truth_table(
+  dataset: str, probe: ProbeReport, others: Sequence[ProbeReport] = ()
+) -> Table | None:
   """Planted pairs recovered, per probe and scale; `others` are probes of the same run with other
   fills (e.g. the demo's marginal SII game), of which only the rows with another fill are shown."""
-  planted = probe.get("planted")
+  planted = probe.planted
   if not planted:
     return None
   rows = [
@@ -440,7 +439,7 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
   ]
   main_fill = {name: _game_fill(probe, p) for name, p in planted["pairs"].items()}
   for q in (probe, *others):
-    for name, p in q.get("planted", {}).get("pairs", {}).items():
+    for name, p in (q.planted or {}).get("pairs", {}).items():
       fill = _game_fill(q, p)
       if q is not probe and fill == main_fill.get(name):
         continue
@@ -485,17 +484,17 @@ def ground_truth_table(dataset: str, probe: dict, others: Sequence[dict] = ()) -
 
 
 def standout_table(
-  dataset: str, probe: dict, *, rows_per_index: int = 3
+  dataset: str, probe: ProbeReport, *, rows_per_index: int = 3
 ) -> tuple[str, Table] | None:
   """Pairs that rank first across examples in a material share of them (the across-example null test).
 
   Returns a one-line summary and a table of the most frequent first places per index, or None for
   probe files written before the test existed.
   """
-  so = probe.get("standout", {})
+  so = probe.standout
   if not all("dataset" in so.get(i, {}) for i in ("SII", "RG")):
     return None
-  names = probe["settings"].get("modalities") or []
+  names = probe.settings.get("modalities") or []
   label = functools.partial(standout_lib.pair_label, modality_names=names)
   rows = [
     [
@@ -514,7 +513,7 @@ def standout_table(
   for idx in ("SII", "RG"):
     blk = so[idx]
     ds = blk["dataset"]
-    expert = probe["settings"]["experts"]["sii" if idx == "SII" else "rg"]
+    expert = probe.settings["experts"]["sii" if idx == "SII" else "rg"]
     parts.append(f"{idx} on {expert}: {standout_lib.describe(ds, names)}")
     for p in ds["pairs"][:rows_per_index]:
       rows.append(
@@ -554,20 +553,20 @@ def standout_table(
 _RELEVANT = {"synergy": "syn", "redundancy": "red", "uniq_text": "uni_0", "uniq_image": "uni_1"}
 
 
-def planted_positions_table(dataset: str, explain: dict) -> Table | None:
+def planted_positions_table(dataset: str, explain: ExplainReport) -> Table | None:
   """Synthetic stores: how often each planted token/patch is in each map's top-K% (largest K)."""
-  planted = explain.get("model", {}).get("planted") or []
+  planted = explain.model.planted
   if not planted:
     return None
-  ks = explain.get("settings", {}).get("ks") or [None]
+  ks = explain.settings.ks
   views: list[str] = []
   rows_by_pos: dict[tuple, dict] = {}
   for p in planted:
-    if p["view"] not in views:
-      views.append(p["view"])
-    key = (p["mechanism"], p["kind"], p["modality"], p["position"])
-    entry = rows_by_pos.setdefault(key, {"chance": p["chance"][-1]})
-    entry[p["view"]] = p["hit_rate"][-1]["mean"]
+    if p.view not in views:
+      views.append(p.view)
+    key = (p.mechanism, p.kind, p.modality, p.position)
+    entry = rows_by_pos.setdefault(key, {"chance": p.chance[-1]})
+    entry[p.view] = p.hit_rate[-1].mean
   rows = [["planted", "kind", "modality", "position", "relevant map", *views, "chance"]]
   for (mech, kind, modality, pos), e in rows_by_pos.items():
     relevant = _RELEVANT.get(kind, "-")
@@ -581,7 +580,9 @@ def planted_positions_table(dataset: str, explain: dict) -> Table | None:
   )
 
 
-def evidence_section(dataset: str, explain: dict | None, probe: dict | None) -> Section | None:
+def evidence_section(
+  dataset: str, explain: ExplainReport | None, probe: ProbeReport | None
+) -> Section | None:
   """Stores with a label-free evidence rule (easy-vqa): maps and top pairs against the pixels.
 
   Returns:
@@ -591,8 +592,8 @@ def evidence_section(dataset: str, explain: dict | None, probe: dict | None) -> 
     neither file has evidence scores.
   """
   rows_e = []
-  if explain and (explain.get("model") or {}).get("evidence"):
-    ks = explain["settings"]["ks"]
+  if explain and explain.model.evidence:
+    ks = explain.settings.ks
     rows_e.append(
       [
         "model",
@@ -604,23 +605,23 @@ def evidence_section(dataset: str, explain: dict | None, probe: dict | None) -> 
         "n",
       ]
     )
-    for label, block in (("FL-I2MoE", explain["model"]), ("dense", explain.get("baseline"))):
-      for e in (block or {}).get("evidence") or []:
+    for label, block in (("FL-I2MoE", explain.model), ("dense", explain.baseline)):
+      for e in block.evidence if block else ():
         rows_e.append(
           [
             label,
-            e["view"],
-            e["modality"],
-            pm(e["mass_share"]["mean"], e["mass_share"]["std"], 1.0, 3),
-            *[pm(p["mean"], p["std"], 1.0, 3) for p in e["precision"]],
-            _f(e["chance"], 3),
-            str(e["num_examples"]),
+            e.view,
+            e.modality,
+            _pm(e.mass_share, 3),
+            *[_pm(p, 3) for p in e.precision],
+            _f(e.chance, 3),
+            str(e.num_examples),
           ]
         )
-  ev = (probe or {}).get("evidence")
+  ev = probe.evidence if probe else None
   if not rows_e and not ev:
     return None
-  rule = (explain or {}).get("evidence_rule") or (ev or {}).get("rule", "")
+  rule = (explain.evidence_rule if explain else "") or (ev or {}).get("rule", "")
   sec = Section(f"{dataset}: explanations against the pixels", id=f"evidence-{dataset}")
   sec.paragraphs.append(
     f"Evidence positions known without labels ({rule}). A map scores its share of attribution mass "
@@ -696,31 +697,29 @@ def pure_setting_results(
   out = []
   for setting, wd in runs:
     wd = pathlib.Path(wd)
-    summary, probe = _load(RunDir(wd).summary), _load(RunDir(wd).probe(split))
-    if summary is None or probe is None or "planted" not in probe:
+    path = RunDir(wd).summary
+    summary = TrainSummary.load(path) if path.is_file() else None
+    probe = _load_probe(RunDir(wd).probe(split))
+    if summary is None or probe is None or not probe.planted:
       continue
-    p = next((q for q in probe["planted"]["pairs"].values() if q["kind"] == setting), None)
+    p = next((q for q in probe.planted["pairs"].values() if q["kind"] == setting), None)
     if p is None:
       continue
-    test = next(iter(summary["seeds"].values()))["test"]
+    test = next(iter(summary.seeds.values())).test
     # The expert order of FL-I2MoE: uni_0..uni_{M-1}, syn, red (weight_i follows it).
     n_experts = sum(k.startswith("weight_") for k in test)
     names = [f"uni_{i}" for i in range(n_experts - 2)] + ["syn", "red"]
     expert = p.get("expert")
     weight = test.get(f"weight_{names.index(expert)}") if expert in names else None
-    settings = probe.get("settings", {})
-    # The scale the probe ranked this index by (files of older builds: logits for SII, probabilities
-    # for the redundancy gap).
+    # The scale the probe ranked this index by.
     sii = str(p.get("probe", "")).startswith("SII")
-    ranked_by = settings.get(
-      "sii_rank_score" if sii else "rg_rank_score", "logit" if sii else "prob"
-    )
+    ranked_by = probe.settings["sii_rank_score" if sii else "rg_rank_score"]
     for scale in ("logodds", "logprob", "logit", "prob"):
       if scale in p:
         out.append(
           {
             "setting": setting,
-            "accuracy": 100 * summary["mean_std"]["test"]["accuracy"]["mean"],
+            "accuracy": 100 * summary.metric("accuracy").mean,
             "expert": expert,
             "weight": weight,
             "probe": p["probe"],
@@ -811,7 +810,7 @@ def _extra_start_text(loss: dict) -> str:
   )
 
 
-def _run_summary(workdir: str | os.PathLike, role: str) -> dict:
+def _run_summary(workdir: str | os.PathLike, role: str) -> TrainSummary:
   """The summary.json of a finished run; RunDirError naming the directory when there is none.
 
   Args:
@@ -830,13 +829,7 @@ def _run_summary(workdir: str | os.PathLike, role: str) -> dict:
       f"{role} directory {wd} has no summary.json: not a finished run (train it first, or check "
       f"{flag})"
     )
-  try:
-    summary = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise RunDirError(f"{path}: not valid JSON ({e}); rerun the training to rewrite it") from None
-  if not isinstance(summary, dict):
-    raise RunDirError(f"{path}: not a run summary (a JSON object); rerun the training")
-  return summary
+  return TrainSummary.load(path)
 
 
 def _check_out_dir(out: pathlib.Path) -> None:
@@ -902,8 +895,8 @@ def build_report(
 
   for e in entries:
     wd = RunDir(e.fl_workdir)
-    explain = _load(wd.explain(e.split))
-    probe = _load(wd.probe(e.split))
+    explain = _load_explain(wd.explain(e.split))
+    probe = _load_probe(wd.probe(e.split))
     sec = Section(f"{e.dataset}: explanations and probes", id=f"dataset-{e.dataset}")
     sec.paragraphs.append(objective_line(e.dataset, _load(wd.config) or {}))
     if explain:
@@ -932,7 +925,7 @@ def build_report(
       verdicts.append(verdict)
       sec.paragraphs.append(verdict)
       # Probes of the same run with another fill (the demo's marginal SII game: `*_marginal.json`).
-      marginal = _load(wd.probe(e.split, MARGINAL_TAG))
+      marginal = _load_probe(wd.probe(e.split, MARGINAL_TAG))
       gt = ground_truth_table(e.dataset, probe, [marginal] if marginal else [])
       if gt:
         sec.tables.append(gt)
@@ -991,7 +984,7 @@ def _metadata_section(entries, summaries) -> Section:
   rows = [["dataset", "model", "run directory", "seeds", "store", "encoders", "selection metric"]]
   for e in entries:
     for name, s in summaries[e.dataset].items():
-      if s is None or "selection_metric" not in s:
+      if not isinstance(s, TrainSummary):
         continue  # reference points (majority class, one modality) are not runs
       wd = {"FL-I2MoE": e.fl_workdir, "I2MoE": e.i2moe_workdir}.get(name, e.dense_workdir)
       rows.append(
@@ -999,10 +992,10 @@ def _metadata_section(entries, summaries) -> Section:
           e.dataset,
           name,
           str(wd),
-          ", ".join(s["seeds"]),
-          pathlib.Path(s["store"]).name,
-          _encoders(s["store"]),
-          s["selection_metric"],
+          ", ".join(map(str, s.seeds)),
+          pathlib.Path(s.store).name,
+          _encoders(s.store),
+          s.selection_metric,
         ]
       )
   sec.tables.append(Table("runs", "Runs", rows))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flmoe_jax.report.render import Table
+from flmoe_jax.train_summary import TrainSummary
 
 # Metrics per task, in the paper's order (docs/method.md section 6.1).
 TASK_METRICS = {
@@ -29,13 +30,24 @@ def pm(mean: float, std: float | None, scale: float = 100.0, digits: int = 2) ->
   return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
-def table_a(entries: Mapping[str, Mapping[str, dict]], *, split: str = "test") -> Table:
+def _scores(summary: TrainSummary | Mapping, split: str) -> tuple[str, dict, str]:
+  """(task, {metric: (mean, std)}, seeds column) of a run's summary or a reference point's dict."""
+  if isinstance(summary, TrainSummary):
+    ms = summary.mean_std.get(split, {})
+    return summary.task, {k: (m.mean, m.std) for k, m in ms.items()}, str(len(summary.seeds))
+  ms = summary["mean_std"][split]
+  return summary["task"], {k: (v["mean"], v["std"]) for k, v in ms.items()}, "-"
+
+
+def table_a(
+  entries: Mapping[str, Mapping[str, TrainSummary | dict]], *, split: str = "test"
+) -> Table:
   """Table A: task performance of the dense transformer, the original I2MoE and FL-I2MoE per dataset.
 
   Args:
     entries: {dataset: {"Dense Transformer": summary, "I2MoE": summary, "FL-I2MoE": summary}}
-      (summary.json contents; a missing model is skipped), optionally with reference points first
-      (`flmoe_jax.baselines`: the majority class, one modality alone; seeds `["-"]`, shown as "-").
+      (`TrainSummary`s; a missing model is None and skipped), optionally with reference points
+      first (`flmoe_jax.baselines` dicts: the majority class, one modality alone; seeds shown as "-").
     split: `test` (evaluated once with the best-validation checkpoint) or `best_val`.
 
   Returns:
@@ -46,16 +58,8 @@ def table_a(entries: Mapping[str, Mapping[str, dict]], *, split: str = "test") -
     for model_name, summary in models.items():
       if summary is None:
         continue
-      ms = summary["mean_std"][split]
-      for k in TASK_METRICS[summary["task"]]:
+      task, ms, seeds = _scores(summary, split)
+      for k in TASK_METRICS[task]:
         if k in ms:
-          rows.append(
-            [
-              dataset,
-              model_name,
-              _LABEL[k],
-              pm(ms[k]["mean"], ms[k]["std"]),
-              "-" if summary["seeds"] == ["-"] else str(len(summary["seeds"])),
-            ]
-          )
+          rows.append([dataset, model_name, _LABEL[k], pm(*ms[k]), seeds])
   return Table("table-a", f"Table A: task performance ({split} split, mean ± std over seeds)", rows)
