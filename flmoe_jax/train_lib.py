@@ -612,8 +612,6 @@ def _train_one_seed(
 ) -> SeedResult:
   if paths.result(seed).exists():  # finished earlier: nothing to redo
     return SeedResult.from_dict(json.loads(paths.result(seed).read_text()))
-  task_type = fs.task.type
-  dtype = jnp.dtype(config.model.dtype)
   sel = selection_metric(config, fs)
 
   # --- State: built on the host, then laid out on the mesh (experts split on the `expert` axis). ---
@@ -625,61 +623,12 @@ def _train_one_seed(
   shardings = sharding.state_shardings(state, mesh, rules)
   state = jax.device_put(state, shardings)
 
-  # Statics bound once; `state` donated so the update happens in place on device.
   total = training_steps(config, fs)
-  extra_from = extra_start_step(config, total)
-  # The best checkpoint is chosen among the epochs that ended at least a whole epoch after the
-  # missing-modality and decorrelation terms started: a model selected earlier never had them (an
-  # epoch ending at the very step they start had them for zero steps). The last epoch always counts.
-  select_from = (
-    min(extra_from + total // config.train.epochs, total)
-    if (config.loss.lambda_missing or config.loss.lambda_decor)
-    else 0
-  )
-  step_fn = jax.jit(
-    functools.partial(
-      train_step,
-      graphdef=graphdef,
-      task_type=task_type,
-      lambda_int=config.loss.lambda_int,
-      lambda_role=config.loss.lambda_role,
-      lambda_missing=config.loss.lambda_missing,
-      lambda_decor=config.loss.lambda_decor,
-      extra_start_step=extra_from,
-      lambda_red_alone=config.loss.lambda_red_alone,
-      dtype=dtype,
-    ),
-    donate_argnums=(0,),
-    out_shardings=(shardings, None),
-  )
-  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
-
   steps_per_epoch = total // config.train.epochs
+  step_fn, eval_fn, select_from = _compiled_steps(config, fs, graphdef, shardings, total)
   lr_schedule = learning_rate_schedule(config, total)
   lr_at = lambda s: float(lr_schedule(max(s - 1, 0)))  # the rate the step's update used
-
-  # --- Checkpoints: `latest` every epoch, `best` when validation improved. ---
-  # The commit order makes every kill recoverable: an epoch's `latest` step is committed (and waited
-  # for) before its `best` step, and `latest` is the truth on resume. Its metadata names the best step;
-  # if `best` lacks it, the kill came between the two commits and the best state *is* the restored
-  # latest state, so it is saved again; `best` steps beyond the restored step (a run of an earlier
-  # version, or a fallback past a damaged step) are redone by the replay and removed first.
-  latest = checkpointing.Checkpointer(
-    paths.latest_ckpt(seed), max_to_keep=config.train.keep_checkpoints
-  )
-  best = checkpointing.Checkpointer(paths.best_ckpt(seed), max_to_keep=1)
-  meta = {"epoch": 0, "step": 0, "best_metric": -np.inf, "best_epoch": -1, "best_val": {}}
-  had_steps = bool(latest.all_steps())
-  resumed = latest.restore_newest(state)
-  if resumed is not None:
-    # Resume: same config (checked), same data order (seeded per epoch), same per-step keys.
-    _, state, meta = resumed
-    print(f"seed {seed}: resumed from epoch {meta['epoch']} (step {meta['step']})", flush=True)
-  elif had_steps:
-    print(f"seed {seed}: no checkpoint restores; training from the start", flush=True)
-  _reconcile_best(best, state, meta, steps_per_epoch)
-  # Lines written after the restored step are written again by the replay: drop them first.
-  writer.rewind(seed=seed, step=int(meta["step"]))
+  latest, best, state, meta = _resume(config, paths, seed, state, writer, steps_per_epoch)
 
   # The role-consistency and missing-modality losses fill absent modalities with the store's
   # train-split means: put on the device once here, not per step (train_step ignores them when
@@ -723,7 +672,7 @@ def _train_one_seed(
         )
         window, t_window = [], time.perf_counter()
 
-      # --- End of epoch: validate, checkpoint latest (and best when improved). ---
+      # --- End of epoch: validate, checkpoint latest (and best when improved, see `_resume`). ---
       val = evaluate(state, fs, "val", graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
       writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
       improved = step >= select_from and val[sel] > meta["best_metric"]
@@ -742,11 +691,10 @@ def _train_one_seed(
 
   # --- Test once, with the best-validation state. ---
   state = _restore_best(best, latest, state, meta, steps_per_epoch)
-  test = (
-    evaluate(state, fs, "test", graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
-    if ("test" in fs.counts)
-    else {}
+  evaluate_on = functools.partial(
+    evaluate, state, fs, graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn
   )
+  test = evaluate_on("test") if "test" in fs.counts else {}
   writer.write(step, seed=seed, **{f"test/{k}": v for k, v in test.items()})
   latest.close()
   best.close()
@@ -761,6 +709,76 @@ def _train_one_seed(
   )
   _atomic_write(paths.result(seed), json.dumps(to_plain(result), indent=1))
   return result
+
+
+def _compiled_steps(config, fs, graphdef, shardings, total: int):
+  """The jitted train and eval steps of a seed, and the first step whose epoch may be selected.
+
+  Returns:
+    (step_fn(state, batch, key, fill_means) -> (state, metrics), eval_fn, select_from).
+  """
+  dtype = jnp.dtype(config.model.dtype)
+  extra_from = extra_start_step(config, total)
+  # The best checkpoint is chosen among the epochs that ended at least a whole epoch after the
+  # missing-modality and decorrelation terms started: a model selected earlier never had them (an
+  # epoch ending at the very step they start had them for zero steps). The last epoch always counts.
+  select_from = (
+    min(extra_from + total // config.train.epochs, total)
+    if (config.loss.lambda_missing or config.loss.lambda_decor)
+    else 0
+  )
+  # Statics bound once; `state` donated so the update happens in place on device.
+  step_fn = jax.jit(
+    functools.partial(
+      train_step,
+      graphdef=graphdef,
+      task_type=fs.task.type,
+      lambda_int=config.loss.lambda_int,
+      lambda_role=config.loss.lambda_role,
+      lambda_missing=config.loss.lambda_missing,
+      lambda_decor=config.loss.lambda_decor,
+      extra_start_step=extra_from,
+      lambda_red_alone=config.loss.lambda_red_alone,
+      dtype=dtype,
+    ),
+    donate_argnums=(0,),
+    out_shardings=(shardings, None),
+  )
+  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
+  return step_fn, eval_fn, select_from
+
+
+def _resume(config, paths: RunDir, seed: int, state, writer, steps_per_epoch: int):
+  """Opens a seed's checkpoints and restores its newest committed step, if any.
+
+  Checkpoints: `latest` every epoch, `best` when validation improved. The commit order makes every
+  kill recoverable: an epoch's `latest` step is committed (and waited for) before its `best` step,
+  and `latest` is the truth on resume. Its metadata names the best step; if `best` lacks it, the
+  kill came between the two commits and the best state *is* the restored latest state, so it is
+  saved again; `best` steps beyond the restored step (a run of an earlier version, or a fallback
+  past a damaged step) are redone by the replay and removed first.
+
+  Returns:
+    (latest, best, state, meta): the two checkpointers, the state to continue from and its
+    metadata (epoch, step, best metric / epoch / step / validation metrics).
+  """
+  latest = checkpointing.Checkpointer(
+    paths.latest_ckpt(seed), max_to_keep=config.train.keep_checkpoints
+  )
+  best = checkpointing.Checkpointer(paths.best_ckpt(seed), max_to_keep=1)
+  meta = {"epoch": 0, "step": 0, "best_metric": -np.inf, "best_epoch": -1, "best_val": {}}
+  had_steps = bool(latest.all_steps())
+  resumed = latest.restore_newest(state)
+  if resumed is not None:
+    # Resume: same config (checked), same data order (seeded per epoch), same per-step keys.
+    _, state, meta = resumed
+    print(f"seed {seed}: resumed from epoch {meta['epoch']} (step {meta['step']})", flush=True)
+  elif had_steps:
+    print(f"seed {seed}: no checkpoint restores; training from the start", flush=True)
+  _reconcile_best(best, state, meta, steps_per_epoch)
+  # Lines written after the restored step are written again by the replay: drop them first.
+  writer.rewind(seed=seed, step=int(meta["step"]))
+  return latest, best, state, meta
 
 
 def _best_step(meta, steps_per_epoch: int) -> int | None:
