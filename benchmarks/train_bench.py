@@ -80,9 +80,8 @@ def bench(kind: str, dtype: str, objective: str, args) -> dict:
     functools.partial(
       train_lib.train_step,
       graphdef=graphdef,
-      task_type="multilabel",
+      objective=train_lib.Objective(task_type="multilabel", **_OBJECTIVES[objective]),
       dtype=jnp.dtype(dtype),
-      **_OBJECTIVES[objective],
     ),
     donate_argnums=(0,),
   )

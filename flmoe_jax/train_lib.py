@@ -147,47 +147,72 @@ def _inputs(batch, dtype):
   return [x.astype(dtype) for x in batch["x"]], list(batch["mask"])
 
 
-def train_step(
-  state,
-  batch,
-  key,
-  fill_means=None,
-  *,
-  graphdef,
-  task_type: str,
-  lambda_int: float,
-  dtype,
-  lambda_role: float = 0.0,
-  lambda_missing: float = 0.0,
-  lambda_decor: float = 0.0,
-  extra_start_step: int = 0,
-  lambda_red_alone: float = 0.0,
-):
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What one training step minimises: the task and the weights of the loss terms (docs/method.md 2).
+
+  Frozen and hashable: a static argument of the jitted step. Terms beyond the paper are 0 (off, no
+  extra forward passes) unless set.
+
+  Attributes:
+    task_type: multilabel | multiclass | binary.
+    lambda_int: interaction-loss weight (ignored by the dense baseline).
+    lambda_role: role-consistency weight.
+    lambda_missing: missing-modality task weight.
+    lambda_decor: uniqueness-decorrelation weight.
+    lambda_red_alone: weight of the redundancy expert's own task loss with one modality absent. It
+      applies from the first step: it trains the redundancy expert alone and does not compete with
+      the mixture.
+    extra_start_step: optimizer step from which lambda_missing and lambda_decor apply (their terms
+      are still computed and logged before it, with weight 0).
+  """
+
+  task_type: str
+  lambda_int: float
+  lambda_role: float = 0.0
+  lambda_missing: float = 0.0
+  lambda_decor: float = 0.0
+  lambda_red_alone: float = 0.0
+  extra_start_step: int = 0
+
+  @property
+  def uses_fill(self) -> bool:
+    """Whether a term reads the mean-filled (one modality absent) variants."""
+    return self.lambda_role > 0 or self.lambda_missing > 0 or self.lambda_red_alone > 0
+
+  @classmethod
+  def of(cls, config: ml_collections.ConfigDict, fs, total_steps: int) -> Objective:
+    """The objective of a run config's `loss` section for a store's task."""
+    loss = config.loss
+    return cls(
+      task_type=fs.task.type,
+      lambda_int=loss.lambda_int,
+      lambda_role=loss.lambda_role,
+      lambda_missing=loss.lambda_missing,
+      lambda_decor=loss.lambda_decor,
+      lambda_red_alone=loss.lambda_red_alone,
+      extra_start_step=extra_start_step(config, total_steps),
+    )
+
+
+def train_step(state, batch, key, fill_means=None, *, graphdef, objective: Objective, dtype):
   """One optimisation step.
 
   Args:
     state: the (model, optimizer) state pytree (donated).
     batch: {"x": tuple [B, T_m, D_m], "mask": tuple bool [B, T_m], "label": ..., "weight": [B]}.
     key: this step's PRNG key (the run key folded with the step).
-    fill_means: M raw train-split means [D_m] (the store's `stats/`), needed when lambda_role or
-      lambda_missing > 0.
+    fill_means: M raw train-split means [D_m] (the store's `stats/`), needed when the objective
+      reads mean-filled variants (`Objective.uses_fill`).
     graphdef: static graph of (model, optimizer).
-    task_type: multilabel | multiclass | binary.
-    lambda_int: interaction-loss weight (ignored by the dense baseline).
+    objective: the task and loss weights (static).
     dtype: compute dtype.
-    lambda_role: role-consistency weight (beyond the paper; 0 = off, no extra forward passes).
-    lambda_missing: missing-modality task weight (beyond the paper; 0 = off).
-    lambda_decor: uniqueness-decorrelation weight (beyond the paper; 0 = off).
-    extra_start_step: optimizer step from which lambda_missing and lambda_decor apply (their terms
-      are still computed and logged before it, with weight 0).
-    lambda_red_alone: weight of the redundancy expert's own task loss with one modality absent
-      (beyond the paper; 0 = off). It applies from the first step: it trains the redundancy expert
-      alone and does not compete with the mixture.
 
   Returns:
     (new state, metrics dict of scalars / small arrays, all on device).
   """
-  use_fill = lambda_role > 0 or lambda_missing > 0 or lambda_red_alone > 0
+  obj = objective
+  use_fill = obj.uses_fill
   if use_fill and fill_means is None:
     raise ValueError(
       "lambda_role, lambda_missing or lambda_red_alone > 0 needs fill_means (the store's"
@@ -196,15 +221,15 @@ def train_step(
   model, optimizer = nnx.merge(graphdef, state)
   xs, masks = _inputs(batch, dtype)
   # A traced 0/1 switch, not a Python branch: one compiled step serves the whole run.
-  extra_on = (optimizer.step[...] >= extra_start_step).astype(jnp.float32)
+  extra_on = (optimizer.step[...] >= obj.extra_start_step).astype(jnp.float32)
   dropout_key, noise_key = jax.random.split(key)
 
   weights = {
-    "lambda_int": lambda_int,
-    "lambda_role": lambda_role,
-    "lambda_missing": lambda_missing * extra_on,
-    "lambda_decor": lambda_decor * extra_on,
-    "lambda_red_alone": lambda_red_alone,
+    "lambda_int": obj.lambda_int,
+    "lambda_role": obj.lambda_role,
+    "lambda_missing": obj.lambda_missing * extra_on,
+    "lambda_decor": obj.lambda_decor * extra_on,
+    "lambda_red_alone": obj.lambda_red_alone,
   }
 
   def loss_fn(model):
@@ -213,11 +238,11 @@ def train_step(
       xs,
       masks,
       batch["label"],
-      task_type=task_type,
+      task_type=obj.task_type,
       weights=weights,
       dropout_key=dropout_key,
       # The noise variants only run when the interaction loss reads them (a static choice).
-      noise_key=noise_key if lambda_int else None,
+      noise_key=noise_key if obj.lambda_int else None,
       # The mean-filled variants only run when a term reads them (a static choice).
       fill_means=fill_means if use_fill else None,
     )
@@ -718,7 +743,8 @@ def _compiled_steps(config, fs, graphdef, shardings, total: int):
     (step_fn(state, batch, key, fill_means) -> (state, metrics), eval_fn, select_from).
   """
   dtype = jnp.dtype(config.model.dtype)
-  extra_from = extra_start_step(config, total)
+  objective = Objective.of(config, fs, total)
+  extra_from = objective.extra_start_step
   # The best checkpoint is chosen among the epochs that ended at least a whole epoch after the
   # missing-modality and decorrelation terms started: a model selected earlier never had them (an
   # epoch ending at the very step they start had them for zero steps). The last epoch always counts.
@@ -732,13 +758,7 @@ def _compiled_steps(config, fs, graphdef, shardings, total: int):
     functools.partial(
       train_step,
       graphdef=graphdef,
-      task_type=fs.task.type,
-      lambda_int=config.loss.lambda_int,
-      lambda_role=config.loss.lambda_role,
-      lambda_missing=config.loss.lambda_missing,
-      lambda_decor=config.loss.lambda_decor,
-      extra_start_step=extra_from,
-      lambda_red_alone=config.loss.lambda_red_alone,
+      objective=objective,
       dtype=dtype,
     ),
     donate_argnums=(0,),

@@ -103,15 +103,11 @@ def test_run_of_an_earlier_version_resumes(random_store, tmp_path):
 
 
 def _jit_step(cfg, fs, graphdef, out_shardings=None, **loss_kw):
-  """The jitted train step of `cfg` (state donated), with optional extra loss keywords."""
+  """The jitted train step of `cfg` (state donated), with optional extra loss weights."""
+  objective = train_lib.Objective(task_type=fs.task.type, lambda_int=cfg.loss.lambda_int, **loss_kw)
   return jax.jit(
     functools.partial(
-      train_lib.train_step,
-      graphdef=graphdef,
-      task_type=fs.task.type,
-      lambda_int=cfg.loss.lambda_int,
-      dtype=jnp.float32,
-      **loss_kw,
+      train_lib.train_step, graphdef=graphdef, objective=objective, dtype=jnp.float32
     ),
     donate_argnums=(0,),
     out_shardings=out_shardings,

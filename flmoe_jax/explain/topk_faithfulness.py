@@ -341,6 +341,46 @@ def faithfulness(
   inp = attr_lib.resolve_inputs(model, batch)
   task_type = attr_lib.resolve_task_type(task_type, inp.labels)
   b = inp.hs[0].shape[0]
+  names, view_experts, kinds, mp, tgt = _resolve_maps(
+    model, inp, maps, target=target, kinds=kinds, views=views, task_type=task_type
+  )
+  cand = masking.candidate_masks(inp.masks, kinds)
+  fills = masking.fill_vectors(model, means if means is not None else _zero_means(model), fill)
+  out = _faithfulness_jit(
+    model,
+    inp.hs,
+    inp.masks,
+    cand,
+    mp,
+    jnp.asarray(tgt, jnp.float32),
+    fills,
+    key,
+    view_experts=tuple(view_experts),
+    ks=ks,
+    repeats=int(repeats),
+    task_type=task_type,
+    chunk=None if steps_per_call is None else int(steps_per_call),
+  )
+  out = jax.device_get(out)
+  valid = np.ones(b, bool) if inp.weight is None else np.asarray(inp.weight) > 0
+  return FaithfulnessResult(
+    ks=ks,
+    fill=fill,
+    repeats=int(repeats),
+    views=tuple(names),
+    view_experts=tuple(view_experts),
+    valid=valid,
+    **{k: np.asarray(v, np.float32) for k, v in out.items()},
+  )
+
+
+def _resolve_maps(model, inp, maps, *, target, kinds, views, task_type):
+  """The views, kinds, maps [B, V, T_m] and target mask [B, C] of `faithfulness`'s arguments.
+
+  An `Attribution` brings its own views, kinds and target; raw maps need `views` (unless there is
+  one map per sample: the mixture's), `kinds`, and a target (`pred`/`true`: the clean mixture's).
+  """
+  b = inp.hs[0].shape[0]
   if isinstance(maps, Attribution):
     names, view_experts = maps.views, maps.view_experts
     kinds = maps.kinds if kinds is None else attr_lib.resolve_kinds(kinds, model.num_modalities)
@@ -376,34 +416,7 @@ def faithfulness(
   if tgt is None:  # raw maps with target 'pred'/'true': the clean mixture's target
     logits = _clean_logits(model, inp.hs, inp.masks)
     tgt = targets.target_mask(logits, task_type, source=source, labels=inp.labels)
-  cand = masking.candidate_masks(inp.masks, kinds)
-  fills = masking.fill_vectors(model, means if means is not None else _zero_means(model), fill)
-  out = _faithfulness_jit(
-    model,
-    inp.hs,
-    inp.masks,
-    cand,
-    mp,
-    jnp.asarray(tgt, jnp.float32),
-    fills,
-    key,
-    view_experts=tuple(view_experts),
-    ks=ks,
-    repeats=int(repeats),
-    task_type=task_type,
-    chunk=None if steps_per_call is None else int(steps_per_call),
-  )
-  out = jax.device_get(out)
-  valid = np.ones(b, bool) if inp.weight is None else np.asarray(inp.weight) > 0
-  return FaithfulnessResult(
-    ks=ks,
-    fill=fill,
-    repeats=int(repeats),
-    views=tuple(names),
-    view_experts=tuple(view_experts),
-    valid=valid,
-    **{k: np.asarray(v, np.float32) for k, v in out.items()},
-  )
+  return names, view_experts, kinds, mp, tgt
 
 
 @nnx.jit

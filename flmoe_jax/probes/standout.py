@@ -25,6 +25,7 @@ loosely meaningful for text, whose positions hold different words in different e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable, Sequence
 
@@ -99,31 +100,9 @@ def top_pair_test(
     raise ValueError(f"min_rate must be in [0, 1), got {min_rate}")
   if len(pair_keys) != len(values):
     raise ValueError(f"{len(pair_keys)} key lists for {len(values)} value arrays")
-  firsts: dict[Hashable, float] = {}
-  n: dict[Hashable, int] = {}
-  chance: dict[Hashable, float] = {}
-  abs_sum: dict[Hashable, float] = {}
-  n_examples = n_skipped = n_no_call = 0
-  for keys, v in zip(pair_keys, values):
-    v = np.asarray(v, np.float64)
-    keys = [tuple(k) if isinstance(k, list) else k for k in keys]
-    if v.shape != (len(keys),):
-      raise ValueError(f"values of shape {v.shape} for {len(keys)} pairs")
-    if not len(keys):
-      continue
-    if not np.isfinite(v).all():  # a NaN score has no rank; the run reports NaN coalitions itself
-      n_skipped += 1
-      continue
-    n_examples += 1
-    credit = _first_place_credit(v, by, rtol)
-    if min_value is not None and v.max() < min_value:
-      credit = np.zeros_like(credit)
-      n_no_call += 1
-    for k, c, x in zip(keys, credit, np.abs(v)):
-      firsts[k] = firsts.get(k, 0.0) + float(c)
-      abs_sum[k] = abs_sum.get(k, 0.0) + float(x)
-      n[k] = n.get(k, 0) + 1
-      chance[k] = chance.get(k, 0.0) + 1.0 / len(keys)
+  t = _tally_first_places(pair_keys, values, by=by, rtol=rtol, min_value=min_value)
+  firsts, n, chance, abs_sum = t.firsts, t.n, t.chance, t.abs_sum
+  n_examples = t.n_examples
   ks = list(n)
   counts = np.array([firsts[k] for k in ks])
   ns = np.array([n[k] for k in ks])
@@ -162,15 +141,54 @@ def top_pair_test(
     "min_rate": min_rate,
     "test": "one-sided binomial of first places vs chance / vs max(chance, min_rate), Holm",
     "n_examples": n_examples,
-    "n_skipped_non_finite": n_skipped,
+    "n_skipped_non_finite": t.n_skipped,
     "n_pairs": len(ks),
     "n_preferred": int(prefers.sum()),
     "n_standouts": int(stand.sum()),
     "min_detectable_rate": _min_detectable_rate(n_examples, p_typical, len(ks), alpha),
     "min_value": min_value,
-    "n_no_call": n_no_call,
+    "n_no_call": t.n_no_call,
     "pairs": pairs,
   }
+
+
+@dataclasses.dataclass
+class _Tally:
+  """Per pair key: first-place credit, examples it is a candidate in, summed chance and |score|."""
+
+  firsts: dict[Hashable, float] = dataclasses.field(default_factory=dict)
+  n: dict[Hashable, int] = dataclasses.field(default_factory=dict)
+  chance: dict[Hashable, float] = dataclasses.field(default_factory=dict)
+  abs_sum: dict[Hashable, float] = dataclasses.field(default_factory=dict)
+  n_examples: int = 0
+  n_skipped: int = 0
+  n_no_call: int = 0
+
+
+def _tally_first_places(pair_keys, values, *, by: str, rtol: float, min_value) -> _Tally:
+  """Counts, over the examples, which pair ranks first (`top_pair_test`'s arguments)."""
+  t = _Tally()
+  for keys, v in zip(pair_keys, values):
+    v = np.asarray(v, np.float64)
+    keys = [tuple(k) if isinstance(k, list) else k for k in keys]
+    if v.shape != (len(keys),):
+      raise ValueError(f"values of shape {v.shape} for {len(keys)} pairs")
+    if not len(keys):
+      continue
+    if not np.isfinite(v).all():  # a NaN score has no rank; the run reports NaN coalitions itself
+      t.n_skipped += 1
+      continue
+    t.n_examples += 1
+    credit = _first_place_credit(v, by, rtol)
+    if min_value is not None and v.max() < min_value:
+      credit = np.zeros_like(credit)
+      t.n_no_call += 1
+    for k, c, x in zip(keys, credit, np.abs(v)):
+      t.firsts[k] = t.firsts.get(k, 0.0) + float(c)
+      t.abs_sum[k] = t.abs_sum.get(k, 0.0) + float(x)
+      t.n[k] = t.n.get(k, 0) + 1
+      t.chance[k] = t.chance.get(k, 0.0) + 1.0 / len(keys)
+  return t
 
 
 def _binomial_tail(counts: np.ndarray, n: np.ndarray, p0: np.ndarray) -> np.ndarray:
