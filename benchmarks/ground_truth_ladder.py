@@ -105,7 +105,7 @@ def probe_hit(workdir: str, setting: str, args) -> dict:
   out = {"n_examples": args.probe_samples}
   for name, p in (report.planted or {}).get("pairs", {}).items():
     if p["kind"] == setting or (setting == "mixed" and p["kind"] in ("synergy", "redundancy")):
-      scale = report.settings["sii_rank_score" if p["kind"] == "synergy" else "rg_rank_score"]
+      scale = report.settings.rank_score("SII" if p["kind"] == "synergy" else "RG")
       out[name] = {
         "probe": p["probe"],
         "scale": scale,

@@ -229,7 +229,7 @@ def _cmd_probe(args, overrides) -> int:
     )
   settings = report.settings
   for name, p in (report.planted or {}).get("pairs", {}).items():
-    scale = settings["sii_rank_score" if p["kind"] == "synergy" else "rg_rank_score"]
+    scale = settings.rank_score("SII" if p["kind"] == "synergy" else "RG")
     ct = p.get("cross_talk")
     cross = (
       f"; cross-talk, first by {ct['probe']}: {ct['hit@1']:.3f}, |.| {ct['abs_hit@1']:.3f}, "
@@ -240,7 +240,7 @@ def _cmd_probe(args, overrides) -> int:
     print(
       f"planted {name} ({p['probe']}, {scale}): hit@1 {p[scale]['hit@1']:.3f}, "
       f"|.| hit@1 {p[scale]['abs_hit@1']:.3f}, called (log-odds >= "
-      f"{settings['min_effect']:g}) {p['logodds']['called@1']:.3f}{cross}"
+      f"{settings.min_effect:g}) {p['logodds']['called@1']:.3f}{cross}"
     )
   for role, e in (report.evidence or {}).items():
     if role == "rule" or not e.get("n"):
@@ -251,7 +251,7 @@ def _cmd_probe(args, overrides) -> int:
       f"{100 * e['chance_candidates']:.1f}% among the candidates, "
       f"{100 * e['chance_all_pairs']:.1f}% among all pairs; z {e['z']:.2f}, p {e['p_value']:.2g})"
     )
-  mods = report.settings["modalities"]
+  mods = report.settings.modalities
   for name, blk in report.standout.items():
     ds = blk["dataset"]
     signed = describe_standouts(blk["dataset_signed"], mods) if "dataset_signed" in blk else "-"
@@ -260,7 +260,7 @@ def _cmd_probe(args, overrides) -> int:
       f"{name} pairs standing out across {ds['n_examples']} examples (first in > "
       f"{100 * ds['min_rate']:.0f}%): {describe_standouts(ds, mods)}; by sign "
       f"(most positive first): {signed}; called (log-odds >= "
-      f"{report.settings['min_effect']:g}): {called}"
+      f"{report.settings.min_effect:g}): {called}"
     )
   return 0
 

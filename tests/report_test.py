@@ -107,12 +107,26 @@ def _explain_doc(model, baseline):
   return doc | {"model": model, "baseline": baseline}
 
 
-def _probe_doc(**sections):
-  """A complete `flmoe-probe` document: `sections` over minimal defaults."""
+_PROBE_SETTINGS = dict(
+  samples=100, budget=5184, n_draws=16, pairs="all", k=8, n_random_pairs=64, n_pairs_padded=81,
+  seed=0, antithetic=True, estimator="monte-carlo-antithetic", exact=False,
+  max_coalitions_per_call=4096, fill="mean", fills={"SII": "mean", "RG": "mean", "pair_masking": "mean"},
+  se_includes_references={"SII": [], "RG": []}, references=None, reference_rows=None,
+  target_source="pred", attribution=None, mask_budgets=[1, 2], mask_repeats=10,
+  sii_rank_score="logodds", rg_rank_score="logodds", standout_min_rate=0.1, min_effect=0.25,
+  attention="einsum", indices=["SII", "RG", "RG-additive", "RG-full"],
+  scales=["logit", "prob", "logodds", "logprob"], experts={"sii": "syn", "rg": "red"},
+  modalities=["text", "image"], kinds=["tokens", "patches"],
+)  # fmt: skip
+
+
+def _probe_doc(settings=None, **sections):
+  """A complete `flmoe-probe` document: `sections` and `settings` over minimal defaults."""
   run = dict(workdir="w", seed=0, which="best", checkpoint={}, config_name="x", store="/s")
   timing = dict(total_s=1.0, mc_s=0.5, expert_evaluations=10, expert_evaluations_per_s=20)
   doc = {"format": "flmoe-probe", "version": 2, "run": run | {"model": "FLI2MoE"}}
-  doc |= {"split": "test", "settings": {}, "samples": [], "standout": {}, "timing": timing}
+  doc |= {"split": "test", "settings": _PROBE_SETTINGS | (settings or {}), "samples": []}
+  doc |= {"standout": {}, "timing": timing}
   return doc | sections
 
 
@@ -237,7 +251,6 @@ def make_run(root: pathlib.Path, *, n_examples: int = 100, gaps=((0.1, 0.1), (0.
       },
     },
   )
-  probe["settings"] = {"modalities": ["text", "image"], "experts": {"sii": "syn", "rg": "red"}}
 
   def dataset_test(pairs):
     n_pref = sum(p["prefers"] for p in pairs)
@@ -350,7 +363,7 @@ def test_ground_truth_table_shows_a_second_fill(tmp_path):
   main["planted"]["pairs"]["red0"] = probe["planted"]["pairs"]["red0"]
   (fl / "probe" / "test.json").write_text(json.dumps(main))
   md = build_report([ReportEntry("synthetic", fl, dense)], tmp_path / "report")["md"].read_text()
-  assert "| syn0 | synergy | SII | mean | logit | 0.950 |" in md  # the main probe (no `fills`)
+  assert "| syn0 | synergy | SII | mean | logit | 0.950 |" in md  # the main probe (mean fills)
   assert "| syn0 | synergy | SII | marginal | logit | 0.770 | 0.970 | 0.980 | - |" in md
   # The log-odds row carries the calls (first by sign and at least min_effect nats).
   assert "| syn0 | synergy | SII | marginal | logodds | 0.770 | 0.970 | 0.980 | 0.750 |" in md
@@ -550,7 +563,7 @@ def test_pure_settings_section(tmp_path):
   (wd / "summary.json").write_text(json.dumps(summary))
   stats = {"hit@1": 0.99, "abs_hit@1": 0.98, "mrr": 0.99, "chance_hit@1": 0.014}
   probe = _probe_doc(
-    settings={"experts": {"sii": "syn", "rg": "red"}, "sii_rank_score": "logit"},
+    settings={"sii_rank_score": "logit"},
     pair_masking=pair_masking(100, ((0.1, 0.1), (0.1, 0.1))),
     planted={
       "pairs": {

@@ -184,6 +184,87 @@ class ProbeRun:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+  """How a probe was computed: its options as resolved for the run (everything to rerun it).
+
+  Attributes:
+    samples: examples probed.
+    budget: coalitions evaluated per example and expert.
+    n_draws: Monte Carlo draws per pair.
+    pairs: `all` cross-modal pairs or the `topk` x `topk` tokens of an attribution map.
+    k: tokens per modality of `topk`.
+    n_random_pairs: random pairs added to the candidates.
+    n_pairs_padded: candidate pairs per example, padded to one shape.
+    seed: the Monte Carlo seed.
+    antithetic: antithetic draws.
+    estimator: `monte-carlo` or `monte-carlo-antithetic`.
+    exact: whether the scores are exact.
+    max_coalitions_per_call: the memory knob as resolved.
+    fill: the `--fill` option.
+    fills: what "absent" means in each game: {`SII` | `RG` | `pair_masking`: `mean` | `zero` |
+      `marginal`}.
+    se_includes_references: per index, the indices whose standard errors include the draw of the
+      marginal game's reference examples.
+    references: reference examples of the marginal game (None without it).
+    reference_rows: their train-split rows.
+    target_source: `pred` or `true`.
+    attribution: the map that picks `topk` tokens (None for `all`).
+    mask_budgets: pair-masking budgets.
+    mask_repeats: random draws per control.
+    sii_rank_score: the scale SII ranks pairs on.
+    rg_rank_score: the scale the redundancy gap ranks pairs on.
+    standout_min_rate: the first-place rate a pair must exceed to stand out.
+    min_effect: the smallest signed score (nats of log-odds) that calls a pair.
+    attention: the experts' attention implementation.
+    indices: the pair indices recorded per example.
+    scales: the score scales recorded per example.
+    experts: the expert of each game: {`sii`: name, `rg`: name}.
+    modalities: the store's modality names.
+    kinds: per modality `tokens` | `patches`.
+  """
+
+  samples: int
+  budget: int
+  n_draws: int
+  pairs: str
+  k: int
+  n_random_pairs: int
+  n_pairs_padded: int
+  seed: int
+  antithetic: bool
+  estimator: str
+  exact: bool
+  max_coalitions_per_call: int
+  fill: str
+  fills: dict[str, str]
+  se_includes_references: dict[str, tuple[str, ...]]
+  references: int | None
+  reference_rows: tuple[int, ...] | None
+  target_source: str
+  attribution: str | None
+  mask_budgets: tuple[int, ...]
+  mask_repeats: int
+  sii_rank_score: str
+  rg_rank_score: str
+  standout_min_rate: float
+  min_effect: float
+  attention: str
+  indices: tuple[str, ...]
+  scales: tuple[str, ...]
+  experts: dict[str, str]
+  modalities: tuple[str, ...]
+  kinds: tuple[str, ...]
+
+  def rank_score(self, index: str) -> str:
+    """The scale pairs are ranked on by `SII` or `RG`."""
+    return self.sii_rank_score if index == "SII" else self.rg_rank_score
+
+  def expert(self, index: str) -> str:
+    """The expert whose game `SII` or `RG` scores."""
+    return self.experts["sii" if index == "SII" else "rg"]
+
+
+@dataclasses.dataclass(frozen=True)
 class MaskingCurve:
   """One pair-masking curve, per budget: what masking the ranked pairs' tokens does.
 
@@ -308,9 +389,9 @@ class ProbeTiming:
 class ProbeReport(artifact.Artifact):
   """The probe stage's artifact, `W/probe/<split>[_<tag>].json` (`save`, `load`: `flmoe_jax.artifact`).
 
-  The sections the report's verdicts and tables read are typed (`run`, `pair_masking`, `timing`);
-  the per-example records, the settings, the across-example standout tests, the planted and
-  evidence scores and the stability blocks are JSON objects whose keys docs/probes.md lists.
+  The sections the report's verdicts and tables read are typed (`run`, `settings`, `pair_masking`,
+  `timing`); the per-example records, the across-example standout tests, the planted and evidence
+  scores and the stability blocks are JSON objects whose keys docs/probes.md lists.
 
   Attributes:
     run: the probed model.
@@ -327,7 +408,7 @@ class ProbeReport(artifact.Artifact):
 
   run: ProbeRun
   split: str
-  settings: dict[str, Any]
+  settings: ProbeSettings
   samples: tuple[dict[str, Any], ...]
   pair_masking: PairMasking
   standout: dict[str, dict[str, Any]]

@@ -408,9 +408,8 @@ def c2_verdict(dataset: str, probe: ProbeReport) -> str:
 
 def _game_fill(probe: ProbeReport, pair: dict) -> str:
   """The fill of the game that scored a planted pair."""
-  settings = probe.settings
   index = "SII" if str(pair.get("probe", "")).startswith("SII") else "RG"
-  return settings.get("fills", {}).get(index) or settings.get("fill", "mean")
+  return probe.settings.fills[index]
 
 
 def ground_truth_table(
@@ -494,7 +493,7 @@ def standout_table(
   so = probe.standout
   if not all("dataset" in so.get(i, {}) for i in ("SII", "RG")):
     return None
-  names = probe.settings.get("modalities") or []
+  names = probe.settings.modalities
   label = functools.partial(standout_lib.pair_label, modality_names=names)
   rows = [
     [
@@ -513,7 +512,7 @@ def standout_table(
   for idx in ("SII", "RG"):
     blk = so[idx]
     ds = blk["dataset"]
-    expert = probe.settings["experts"]["sii" if idx == "SII" else "rg"]
+    expert = probe.settings.expert(idx)
     parts.append(f"{idx} on {expert}: {standout_lib.describe(ds, names)}")
     for p in ds["pairs"][:rows_per_index]:
       rows.append(
@@ -713,7 +712,7 @@ def pure_setting_results(
     weight = test.get(f"weight_{names.index(expert)}") if expert in names else None
     # The scale the probe ranked this index by.
     sii = str(p.get("probe", "")).startswith("SII")
-    ranked_by = probe.settings["sii_rank_score" if sii else "rg_rank_score"]
+    ranked_by = probe.settings.rank_score("SII" if sii else "RG")
     for scale in ("logodds", "logprob", "logit", "prob"):
       if scale in p:
         out.append(
