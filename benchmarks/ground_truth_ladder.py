@@ -117,13 +117,13 @@ def probe_hit(workdir: str, setting: str, args) -> dict:
       if "cross_talk" in p:
         out[name]["cross_talk"] = p["cross_talk"]
   for index, res in report.standout.items():
-    for by, key in (
-      ("dataset", "standouts"),
-      ("dataset_signed", "signed"),
-      ("dataset_called", "called"),
+    for test, key in (
+      (res.dataset, "standouts"),
+      (res.dataset_signed, "signed"),
+      (res.dataset_called, "called"),
     ):
       out[f"{index}_{key}"] = [
-        f"{q['pair']} ({q['rate']:.2f})" for q in res[by]["pairs"] if q["stands_out"]
+        f"{list(q.pair)} ({q.rate:.2f})" for q in (test.pairs if test else ()) if q.stands_out
       ]
   return out
 

@@ -253,12 +253,12 @@ def _cmd_probe(args, overrides) -> int:
     )
   mods = report.settings.modalities
   for name, blk in report.standout.items():
-    ds = blk["dataset"]
-    signed = describe_standouts(blk["dataset_signed"], mods) if "dataset_signed" in blk else "-"
-    called = describe_standouts(blk["dataset_called"], mods) if "dataset_called" in blk else "-"
+    ds = blk.dataset
+    signed = describe_standouts(blk.dataset_signed, mods)
+    called = describe_standouts(blk.dataset_called, mods) if blk.dataset_called else "-"
     print(
-      f"{name} pairs standing out across {ds['n_examples']} examples (first in > "
-      f"{100 * ds['min_rate']:.0f}%): {describe_standouts(ds, mods)}; by sign "
+      f"{name} pairs standing out across {ds.n_examples} examples (first in > "
+      f"{100 * ds.min_rate:.0f}%): {describe_standouts(ds, mods)}; by sign "
       f"(most positive first): {signed}; called (log-odds >= "
       f"{report.settings.min_effect:g}): {called}"
     )

@@ -252,38 +252,62 @@ def make_run(root: pathlib.Path, *, n_examples: int = 100, gaps=((0.1, 0.1), (0.
     },
   )
 
-  def dataset_test(pairs):
+  def dataset_test(pairs, by="abs"):
     n_pref = sum(p["prefers"] for p in pairs)
     return {
-      "n_examples": 100,
+      "by": by,
       "alpha": 0.05,
       "min_rate": 0.1,
-      "min_detectable_rate": 0.22,
+      "test": "one-sided binomial",
+      "n_examples": 100,
+      "n_skipped_non_finite": 0,
+      "n_pairs": 81,
       "n_preferred": n_pref,
+      "n_standouts": sum(p["stands_out"] for p in pairs),
+      "min_detectable_rate": 0.22,
+      "min_value": None,
+      "n_no_call": 0,
       "pairs": pairs,
     }
 
   hit = {
     "pair": [0, 2, 1, 0],
     "n": 100,
+    "firsts": 92.0,
     "rate": 0.92,
     "se": 0.027,
     "chance": 0.0123,
     "mean_abs": 4.9,
+    "p_chance": 1e-152,
+    "p": 1e-40,
+    "p_holm": 1e-38,
   }
+
+  def index_standout(scale, pairs):
+    per_example = dict(
+      frac_top_separated=0.8, frac_pairs_significant=0.3, median_top_z=10.0, mean_abs_top=5.0
+    )
+    test = dataset_test(pairs)
+    signed = dataset_test(pairs, by="signed")
+    return {"scale": scale, **per_example, "dataset": test, "dataset_signed": signed}
+
   probe["standout"] = {
-    "SII": {
-      "scale": "logit",
-      "dataset": dataset_test(
-        [{**hit, "p_chance_holm": 1e-150, "prefers": True, "stands_out": True}]
-      ),
-    },
-    "RG": {
-      "scale": "prob",
-      "dataset": dataset_test(
-        [{**hit, "rate": 0.08, "p_chance_holm": 0.001, "prefers": True, "stands_out": False}]
-      ),
-    },
+    "SII": index_standout(
+      "logit", [{**hit, "p_chance_holm": 1e-150, "prefers": True, "stands_out": True}]
+    ),
+    "RG": index_standout(
+      "prob",
+      [
+        {
+          **hit,
+          "rate": 0.08,
+          "p_chance_holm": 0.001,
+          "p_holm": 0.4,
+          "prefers": True,
+          "stands_out": False,
+        }
+      ],
+    ),
   }
   (fl / "probe" / "test.json").write_text(json.dumps(probe))
   _png(fl / "explain" / "test_masking.png")

@@ -369,6 +369,102 @@ class PairMasking:
 
 
 @dataclasses.dataclass(frozen=True)
+class StandoutPair:
+  """One pair of an across-example first-place test (`standout.top_pair_test`).
+
+  Attributes:
+    pair: its members (modality, position, modality, position).
+    n: examples in which it is a candidate.
+    firsts: its first places (ties share the credit).
+    rate: firsts / n, 0-1.
+    se: binomial standard error of `rate`.
+    chance: the rate a pair ranked at random would have (mean of 1 / candidates).
+    mean_abs: its mean absolute score over those examples (its size beside the rank).
+    p_chance: one-sided binomial p-value against `chance`.
+    p_chance_holm: Holm-adjusted over the pairs.
+    prefers: `p_chance_holm` < alpha (first more often than chance).
+    p: one-sided binomial p-value against max(chance, min_rate).
+    p_holm: Holm-adjusted over the pairs.
+    stands_out: `p_holm` < alpha (first in a material share of the examples).
+  """
+
+  pair: tuple[int, ...]
+  n: int
+  firsts: float
+  rate: float
+  se: float
+  chance: float
+  mean_abs: float
+  p_chance: float
+  p_chance_holm: float
+  prefers: bool
+  p: float
+  p_holm: float
+  stands_out: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class StandoutTest:
+  """Which pairs rank first across examples more often than chance, and which stand out.
+
+  Attributes:
+    by: `abs` (magnitude) or `signed` ranking.
+    alpha: family-wise error rate of each Holm procedure.
+    min_rate: the first-place rate a pair must exceed to stand out.
+    test: the test, in words.
+    n_examples: examples tested.
+    n_skipped_non_finite: examples left out for a NaN or infinite score.
+    n_pairs: distinct pairs.
+    n_preferred: pairs first more often than chance.
+    n_standouts: pairs that stand out.
+    min_detectable_rate: the smallest rate a pair present in every example would stand out with.
+    min_value: `dataset_called`: the smallest top score that calls a pair (None: every example).
+    n_no_call: examples whose top score is below `min_value`.
+    pairs: the preferred pairs, then the most frequent first places, by rate.
+  """
+
+  by: str
+  alpha: float
+  min_rate: float
+  test: str
+  n_examples: int
+  n_skipped_non_finite: int
+  n_pairs: int
+  n_preferred: int
+  n_standouts: int
+  min_detectable_rate: float | None
+  min_value: float | None
+  n_no_call: int
+  pairs: tuple[StandoutPair, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexStandout:
+  """The standout statistics of one index (`standout.probe_standout`).
+
+  Attributes:
+    scale: the scale the index ranks pairs on.
+    frac_top_separated: share of examples whose top pair beats the runner-up by 2 SE (None: no
+      example with two pairs).
+    frac_pairs_significant: mean share of pairs with |score| > 3 SE.
+    median_top_z: median of the top score over its SE.
+    mean_abs_top: mean |top score|.
+    dataset: the first-place test by magnitude.
+    dataset_signed: by the signed score (the index's own kind first).
+    dataset_called: by the signed log-odds score, calls only (None without log-odds values).
+  """
+
+  scale: str
+  frac_top_separated: float | None
+  frac_pairs_significant: float | None
+  median_top_z: float | None
+  mean_abs_top: float | None
+  dataset: StandoutTest
+  dataset_signed: StandoutTest
+  dataset_called: StandoutTest | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ProbeTiming:
   """Wall time and throughput of the probe.
 
@@ -390,8 +486,8 @@ class ProbeReport(artifact.Artifact):
   """The probe stage's artifact, `W/probe/<split>[_<tag>].json` (`save`, `load`: `flmoe_jax.artifact`).
 
   The sections the report's verdicts and tables read are typed (`run`, `settings`, `pair_masking`,
-  `timing`); the per-example records, the across-example standout tests, the planted and evidence
-  scores and the stability blocks are JSON objects whose keys docs/probes.md lists.
+  `standout`, `timing`); the per-example records, the planted and evidence scores and the stability
+  blocks are JSON objects whose keys docs/probes.md lists.
 
   Attributes:
     run: the probed model.
@@ -411,7 +507,7 @@ class ProbeReport(artifact.Artifact):
   settings: ProbeSettings
   samples: tuple[dict[str, Any], ...]
   pair_masking: PairMasking
-  standout: dict[str, dict[str, Any]]
+  standout: dict[str, IndexStandout]
   timing: ProbeTiming
   planted: dict[str, Any] | None = None
   evidence: dict[str, Any] | None = None

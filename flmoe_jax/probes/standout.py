@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 
-from flmoe_jax import significance
+from flmoe_jax import artifact, significance
 from flmoe_jax.probes.config import DEFAULT_MIN_EFFECT, DEFAULT_MIN_RATE  # noqa: F401 (re-exported)
 
 DEFAULT_ALPHA = 0.05
@@ -220,12 +220,19 @@ def pair_label(pair: Sequence[int], modality_names: Sequence[str]) -> str:
   return f"{name(ma)} {pa} x {name(mb)} {pb}"
 
 
-def describe(result: dict, modality_names: Sequence[str], *, max_named: int = 3) -> str:
+def describe(result, modality_names: Sequence[str], *, max_named: int = 3) -> str:
   """One phrase for a `top_pair_test` result, as the CLI and the report print it.
 
   E.g. "1 (text 2 x image 0 (92%))", or "none (a pair first in 22% of examples would)", followed by
   ", and 3 other pair(s) first more often than chance only" when there are such pairs.
+
+  Args:
+    result: a `top_pair_test` dict, or its typed form in a probe report (`results.StandoutTest`).
+    modality_names: the store's modality names.
+    max_named: standouts named before "and N more".
   """
+  if not isinstance(result, Mapping):
+    result = artifact.to_plain(result)
   standouts = [p for p in result["pairs"] if p["stands_out"]]
   if standouts:
     named = ", ".join(

@@ -491,7 +491,7 @@ def standout_table(
   probe files written before the test existed.
   """
   so = probe.standout
-  if not all("dataset" in so.get(i, {}) for i in ("SII", "RG")):
+  if not all(i in so for i in ("SII", "RG")):
     return None
   names = probe.settings.modalities
   label = functools.partial(standout_lib.pair_label, modality_names=names)
@@ -511,28 +511,28 @@ def standout_table(
   parts = []
   for idx in ("SII", "RG"):
     blk = so[idx]
-    ds = blk["dataset"]
+    ds = blk.dataset
     expert = probe.settings.expert(idx)
     parts.append(f"{idx} on {expert}: {standout_lib.describe(ds, names)}")
-    for p in ds["pairs"][:rows_per_index]:
+    for p in ds.pairs[:rows_per_index]:
       rows.append(
         [
           idx,
           expert,
-          blk["scale"],
-          label(p["pair"]),
-          f"{100 * p['rate']:.1f}% +/- {100 * p['se']:.1f} (n={p['n']})",
-          f"{100 * p['chance']:.1f}%",
-          f"{p['mean_abs']:.3g}" if "mean_abs" in p else "-",
-          f"{p['p_chance_holm']:.2g}",
-          "yes" if p["stands_out"] else "no",
+          blk.scale,
+          label(p.pair),
+          f"{100 * p.rate:.1f}% +/- {100 * p.se:.1f} (n={p.n})",
+          f"{100 * p.chance:.1f}%",
+          f"{p.mean_abs:.3g}",
+          f"{p.p_chance_holm:.2g}",
+          "yes" if p.stands_out else "no",
         ]
       )
-  first = so["SII"]["dataset"]
+  first = so["SII"].dataset
   summary = (
-    f"Pairs that stand out across examples ({dataset}, {first['n_examples']} examples, ranked by "
-    f"magnitude): first in significantly more than {100 * first['min_rate']:.0f}% of the examples "
-    f"and more than chance (one-sided binomial, Holm, alpha {first['alpha']:g}): "
+    f"Pairs that stand out across examples ({dataset}, {first.n_examples} examples, ranked by "
+    f"magnitude): first in significantly more than {100 * first.min_rate:.0f}% of the examples "
+    f"and more than chance (one-sided binomial, Holm, alpha {first.alpha:g}): "
     + "; ".join(parts)
     + "."
   )
@@ -542,7 +542,7 @@ def standout_table(
     "first (+/- binomial SE), the chance rate (1 / candidate pairs), the pair's mean absolute score "
     "(its size beside the rank), the Holm-adjusted p-value "
     "against chance, and whether the pair stands out (first in significantly more than "
-    f"{100 * first['min_rate']:.0f}% of the examples)",
+    f"{100 * first.min_rate:.0f}% of the examples)",
     rows,
   )
   return summary, table
