@@ -558,23 +558,9 @@ def extract_features(
 
   # An existing store: return it when it is this extraction; refuse (or replace) anything else.
   _check_out(out)
-  if (out / "manifest.json").is_file():
-    try:
-      manifest = json.loads((out / "manifest.json").read_text())
-    except json.JSONDecodeError:
-      manifest = {}
-    old = manifest.get("extraction", {}).get("fingerprint")
-    why = (
-      "it was not made by extract_features" if old is None else _difference(old, plan.fingerprint)
-    )
-    if why is None and not overwrite:
-      _log(progress, f"{out}: already extracted with these encoders; nothing to do")
-      return out
-    if why is not None and not overwrite:
-      raise StoreError(
-        f"{out} already holds a different feature store ({why}); pass overwrite=True "
-        "(--overwrite) to replace it"
-      )
+  if _already_extracted(out, plan, overwrite=overwrite):
+    _log(progress, f"{out}: already extracted with these encoders; nothing to do")
+    return out
 
   _open_partial(partial, plan, resume)
   t0 = time.monotonic()
@@ -609,6 +595,30 @@ def extract_features(
       f"samples/s); wrote {path}",
     )
   return path
+
+
+def _already_extracted(out: pathlib.Path, plan: _Plan, *, overwrite: bool) -> bool:
+  """Whether `out` holds the store of this exact extraction (and no `overwrite` was asked for).
+
+  Raises:
+    StoreError: `out` holds a store made differently and `overwrite` is off.
+  """
+  if not (out / "manifest.json").is_file():
+    return False
+  try:
+    manifest = json.loads((out / "manifest.json").read_text())
+  except json.JSONDecodeError:
+    manifest = {}
+  old = manifest.get("extraction", {}).get("fingerprint")
+  why = "it was not made by extract_features" if old is None else _difference(old, plan.fingerprint)
+  if why is None and not overwrite:
+    return True
+  if why is not None and not overwrite:
+    raise StoreError(
+      f"{out} already holds a different feature store ({why}); pass overwrite=True "
+      "(--overwrite) to replace it"
+    )
+  return False
 
 
 def _check_out(out: pathlib.Path) -> None:
