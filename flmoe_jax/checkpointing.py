@@ -171,6 +171,24 @@ class Checkpointer:
     self._mngr.close()
 
 
+def read_latest(path, target: Any) -> tuple[Any, dict[str, Any]] | None:
+  """Restores the latest step of a finished checkpoint folder, read-only (nothing is written).
+
+  Args:
+    path: a checkpoint folder (e.g. `RunDir.best_ckpt(seed)`).
+    target: the state pytree (arrays or `jax.ShapeDtypeStruct`s) to restore into.
+
+  Returns:
+    (state, meta), or None when the folder holds no finished step.
+  """
+  ck = Checkpointer(path, read_only=True)
+  try:
+    step = ck.latest_step()
+    return None if step is None else ck.restore(step, target)
+  finally:
+    ck.close()
+
+
 def _abstract(x):
   if isinstance(x, jax.ShapeDtypeStruct):
     return x

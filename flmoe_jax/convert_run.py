@@ -15,7 +15,6 @@ converted weights with `train.init_from` (`flmoe train --config.train.init_from=
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 
 from flmoe_jax.errors import ConfigError, RunDirError
@@ -137,7 +136,6 @@ def _model_for_store(cfg: ConvertConfig, fs):
 def _write_run(config, model, fs, root: pathlib.Path) -> TrainSummary:
   """Evaluates the weights and writes seed 0 of a run (checkpoints, result, summary) into `root`."""
   import jax
-  import jax.numpy as jnp
   from flax import nnx
 
   from flmoe_jax import atomic, checkpointing, sharding, train_lib
@@ -154,12 +152,7 @@ def _write_run(config, model, fs, root: pathlib.Path) -> TrainSummary:
   rules = tuple(tuple(r) for r in config.mesh.rules)
   mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
   state = jax.device_put(state, sharding.state_shardings(state, mesh, rules))
-  eval_fn = jax.jit(
-    functools.partial(train_lib.eval_step, graphdef=graphdef, dtype=jnp.dtype(config.model.dtype))
-  )
-  run = functools.partial(
-    train_lib.evaluate, graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn
-  )
+  run = train_lib.evaluator(config, graphdef, mesh)
   val = run(state, fs, "val")
   test = run(state, fs, "test") if "test" in fs.counts else {}
   sel = train_lib.selection_metric(config, fs)

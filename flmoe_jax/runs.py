@@ -144,16 +144,12 @@ def load_run(
   if not ckdir.is_dir():
     raise RunDirError(f"{ckdir}: no checkpoint")
   fs = run_store(root, config)
+  graphdef, target = train_lib.init_state(config, fs, seed=seed)
   with _orbax_read_only_notes_hidden():
-    ck = checkpointing.Checkpointer(ckdir, read_only=True)
-  try:
-    step = ck.latest_step()
-    if step is None:
-      raise RunDirError(f"{ckdir}: no finished checkpoint")
-    graphdef, target = train_lib.init_state(config, fs, seed=seed)
-    state, meta = ck.restore(step, target)
-  finally:
-    ck.close()
+    restored = checkpointing.read_latest(ckdir, target)
+  if restored is None:
+    raise RunDirError(f"{ckdir}: no finished checkpoint")
+  state, meta = restored
   model, _ = nnx.merge(graphdef, state)
   return LoadedRun(model=model, config=config, store=fs, seed=seed, workdir=root, meta=meta)
 

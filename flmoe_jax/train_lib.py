@@ -423,15 +423,10 @@ def initial_params(config, fs: store_lib.FeatureStore) -> nnx.State | None:
     raise ConfigError(f"{where}: no finished seed (no seed_*/result.json)")
   src_config = config_lib.with_defaults(config_lib.config_from_json(src.config.read_text()))
   graphdef, target = init_state(src_config, fs, seed=seeds[0])
-  ck = checkpointing.Checkpointer(src.best_ckpt(seeds[0]), read_only=True)
-  try:
-    step = ck.latest_step()
-    if step is None:
-      raise ConfigError(f"{where}: seed {seeds[0]} has no best checkpoint")
-    state, _ = ck.restore(step, target)
-  finally:
-    ck.close()
-  params = nnx.state(nnx.merge(graphdef, state)[0], nnx.Param)
+  restored = checkpointing.read_latest(src.best_ckpt(seeds[0]), target)
+  if restored is None:
+    raise ConfigError(f"{where}: seed {seeds[0]} has no best checkpoint")
+  params = nnx.state(nnx.merge(graphdef, restored[0])[0], nnx.Param)
   want = nnx.state(nnx.eval_shape(lambda: build_model(config, fs, seed=0)), nnx.Param)
   shapes = [jax.tree.map(lambda a: tuple(a.shape), nnx.to_pure_dict(s)) for s in (params, want)]
   if shapes[0] != shapes[1]:
@@ -465,6 +460,17 @@ def check_store_against_config(config, fs: store_lib.FeatureStore) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Evaluation over a split.
 # ----------------------------------------------------------------------------------------------------
+
+
+def evaluator(config, graphdef, mesh):
+  """`evaluate` of a (model, optimizer) graph with its eval step compiled once.
+
+  Returns:
+    fn(state, fs, split) -> {metric: value} (the metrics of `evaluate`).
+  """
+  dtype = jnp.dtype(config.model.dtype)
+  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
+  return functools.partial(evaluate, graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
 
 
 def evaluate(state, fs, split, *, graphdef, config, mesh, eval_fn) -> dict[str, float]:
@@ -650,7 +656,8 @@ def _train_one_seed(
 
   total = training_steps(config, fs)
   steps_per_epoch = total // config.train.epochs
-  step_fn, eval_fn, select_from = _compiled_steps(config, fs, graphdef, shardings, total)
+  step_fn, select_from = _compiled_steps(config, fs, graphdef, shardings, total)
+  evaluate_on = evaluator(config, graphdef, mesh)
   lr_schedule = learning_rate_schedule(config, total)
   lr_at = lambda s: float(lr_schedule(max(s - 1, 0)))  # the rate the step's update used
   latest, best, state, meta = _resume(config, paths, seed, state, writer, steps_per_epoch)
@@ -698,7 +705,7 @@ def _train_one_seed(
         window, t_window = [], time.perf_counter()
 
       # --- End of epoch: validate, checkpoint latest (and best when improved, see `_resume`). ---
-      val = evaluate(state, fs, "val", graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
+      val = evaluate_on(state, fs, "val")
       writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
       improved = step >= select_from and val[sel] > meta["best_metric"]
       if improved:
@@ -716,10 +723,7 @@ def _train_one_seed(
 
   # --- Test once, with the best-validation state. ---
   state = _restore_best(best, latest, state, meta, steps_per_epoch)
-  evaluate_on = functools.partial(
-    evaluate, state, fs, graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn
-  )
-  test = evaluate_on("test") if "test" in fs.counts else {}
+  test = evaluate_on(state, fs, "test") if "test" in fs.counts else {}
   writer.write(step, seed=seed, **{f"test/{k}": v for k, v in test.items()})
   latest.close()
   best.close()
@@ -737,10 +741,10 @@ def _train_one_seed(
 
 
 def _compiled_steps(config, fs, graphdef, shardings, total: int):
-  """The jitted train and eval steps of a seed, and the first step whose epoch may be selected.
+  """The jitted train step of a seed, and the first step whose epoch may be selected.
 
   Returns:
-    (step_fn(state, batch, key, fill_means) -> (state, metrics), eval_fn, select_from).
+    (step_fn(state, batch, key, fill_means) -> (state, metrics), select_from).
   """
   dtype = jnp.dtype(config.model.dtype)
   objective = Objective.of(config, fs, total)
@@ -764,8 +768,7 @@ def _compiled_steps(config, fs, graphdef, shardings, total: int):
     donate_argnums=(0,),
     out_shardings=(shardings, None),
   )
-  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
-  return step_fn, eval_fn, select_from
+  return step_fn, select_from
 
 
 def _resume(config, paths: RunDir, seed: int, state, writer, steps_per_epoch: int):
