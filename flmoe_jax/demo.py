@@ -215,7 +215,6 @@ def _pure_settings(plan: _Plan, summaries: dict) -> list[tuple[str, pathlib.Path
 
 def _print_results(root: pathlib.Path, report: dict, summaries: dict, pure) -> None:
   """The verdicts, accuracies and planted-pair rates, on the console."""
-  from flmoe_jax.probes.results import ProbeReport
   from flmoe_jax.report.build import MARGINAL_TAG, pure_setting_results
 
   for v in report["verdicts"]:
@@ -235,7 +234,7 @@ def _print_results(root: pathlib.Path, report: dict, summaries: dict, pure) -> N
       )
   rates = []
   for fill, tag in (("mean", ""), ("marginal", MARGINAL_TAG)):
-    probe = ProbeReport.load(RunDir(root / "synthetic" / "fl").probe("test", tag))
+    probe = RunDir(root / "synthetic" / "fl").load_probe("test", tag)
     syn = (probe.planted or {}).get("pairs", {}).get("syn0")
     if syn:
       rates.append(f"{100 * syn['logodds']['abs_hit@1']:.0f}% ({fill} fill)")

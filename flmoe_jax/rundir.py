@@ -8,7 +8,8 @@
     probe/<split>[_<tag>].json (+ PNGs)                       `flmoe probe`
     report/report.{html,md}                                   `flmoe report`
 
-Every stage asks a `RunDir` for its paths; no other module spells a file name of the layout.
+Every stage asks a `RunDir` for its paths; no other module spells a file name of the layout. The typed
+artifacts load through it too (`load_summary`, `load_explain`, `load_probe`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+  from flmoe_jax.explain.results import ExplainReport
+  from flmoe_jax.probes.results import ProbeReport
+  from flmoe_jax.train_summary import TrainSummary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,3 +100,23 @@ class RunDir:
   @property
   def report_dir(self) -> pathlib.Path:
     return self.root / "report"
+
+  # The stages' typed artifacts (imported on use: the layout itself needs nothing but pathlib).
+
+  def load_summary(self) -> TrainSummary:
+    """The training stage's `TrainSummary` (RunDirError when missing or not one)."""
+    from flmoe_jax.train_summary import TrainSummary
+
+    return TrainSummary.load(self.summary)
+
+  def load_explain(self, split: str) -> ExplainReport:
+    """The explain stage's `ExplainReport` of `split` (ExplainError when missing or not one)."""
+    from flmoe_jax.explain.results import ExplainReport
+
+    return ExplainReport.load(self.explain(split))
+
+  def load_probe(self, split: str, tag: str = "") -> ProbeReport:
+    """The probe stage's `ProbeReport` of `split` (ProbeError when missing or not one)."""
+    from flmoe_jax.probes.results import ProbeReport
+
+    return ProbeReport.load(self.probe(split, tag))

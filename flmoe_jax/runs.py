@@ -172,7 +172,7 @@ def _orbax_read_only_notes_hidden():
 
 def load_summary(workdir: str | os.PathLike) -> TrainSummary:
   """The run's `TrainSummary` (summary.json)."""
-  p = RunDir(workdir).summary
-  if not p.is_file():
+  run = RunDir(workdir)
+  if not run.summary.is_file():
     raise RunDirError(f"{workdir}: no summary.json (training has not finished)")
-  return TrainSummary.load(p)
+  return run.load_summary()

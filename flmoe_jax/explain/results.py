@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from flmoe_jax.artifact import Artifact
-from flmoe_jax.explain.attribution import ExplainError
+from flmoe_jax.errors import ExplainError
 
 FORMAT = "flmoe-explain"
 # Version 2 adds the concentration of the unnormalised maps (`MapStats.entropy_raw`, `gini_raw`) and

@@ -56,14 +56,14 @@ def _load(path: pathlib.Path) -> dict | None:
   return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _load_explain(path: pathlib.Path) -> ExplainReport | None:
-  """The explain artifact at `path`, or None when there is none (ExplainError when it is not one)."""
-  return ExplainReport.load(path) if path.is_file() else None
+def _load_explain(wd: RunDir, split: str) -> ExplainReport | None:
+  """The run's explain artifact, or None when there is none (ExplainError when it is not one)."""
+  return wd.load_explain(split) if wd.explain(split).is_file() else None
 
 
-def _load_probe(path: pathlib.Path) -> ProbeReport | None:
-  """The probe artifact at `path`, or None when there is none (ProbeError when it is not one)."""
-  return ProbeReport.load(path) if path.is_file() else None
+def _load_probe(wd: RunDir, split: str, tag: str = "") -> ProbeReport | None:
+  """The run's probe artifact, or None when there is none (ProbeError when it is not one)."""
+  return wd.load_probe(split, tag) if wd.probe(split, tag).is_file() else None
 
 
 def _f(x: float, digits: int = 2) -> str:
@@ -696,9 +696,9 @@ def pure_setting_results(
   out = []
   for setting, wd in runs:
     wd = pathlib.Path(wd)
-    path = RunDir(wd).summary
-    summary = TrainSummary.load(path) if path.is_file() else None
-    probe = _load_probe(RunDir(wd).probe(split))
+    run = RunDir(wd)
+    summary = run.load_summary() if run.summary.is_file() else None
+    probe = _load_probe(run, split)
     if summary is None or probe is None or not probe.planted:
       continue
     p = next((q for q in probe.planted["pairs"].values() if q["kind"] == setting), None)
@@ -822,13 +822,13 @@ def _run_summary(workdir: str | os.PathLike, role: str) -> TrainSummary:
     raise RunDirError(f"{role} directory {wd} does not exist (check {flag})")
   if not wd.is_dir():
     raise RunDirError(f"{role} directory {wd} is a file, not a run directory (check {flag})")
-  path = RunDir(wd).summary
-  if not path.is_file():
+  run = RunDir(wd)
+  if not run.summary.is_file():
     raise RunDirError(
       f"{role} directory {wd} has no summary.json: not a finished run (train it first, or check "
       f"{flag})"
     )
-  return TrainSummary.load(path)
+  return run.load_summary()
 
 
 def _check_out_dir(out: pathlib.Path) -> None:
@@ -894,8 +894,8 @@ def build_report(
 
   for e in entries:
     wd = RunDir(e.fl_workdir)
-    explain = _load_explain(wd.explain(e.split))
-    probe = _load_probe(wd.probe(e.split))
+    explain = _load_explain(wd, e.split)
+    probe = _load_probe(wd, e.split)
     sec = Section(f"{e.dataset}: explanations and probes", id=f"dataset-{e.dataset}")
     sec.paragraphs.append(objective_line(e.dataset, _load(wd.config) or {}))
     if explain:
@@ -924,7 +924,7 @@ def build_report(
       verdicts.append(verdict)
       sec.paragraphs.append(verdict)
       # Probes of the same run with another fill (the demo's marginal SII game: `*_marginal.json`).
-      marginal = _load_probe(wd.probe(e.split, MARGINAL_TAG))
+      marginal = _load_probe(wd, e.split, MARGINAL_TAG)
       gt = ground_truth_table(e.dataset, probe, [marginal] if marginal else [])
       if gt:
         sec.tables.append(gt)
