@@ -2,7 +2,7 @@
 
   python train.py --config configs/synthetic.py --workdir runs/synthetic [--config.train.epochs=5]
 
-The whole story lives in `flmoe_jax/train_lib.py` (`train_and_evaluate`); this file only parses flags.
+The whole story lives in `flmoe_jax/train/loop.py` (`train_and_evaluate`); this file only parses flags.
 """
 
 import sys

@@ -70,7 +70,7 @@ def train_transformer(args, store, model: str, seed: int, tag: str) -> dict:
   import ml_collections
 
   from flmoe_jax import config as config_lib
-  from flmoe_jax import train_lib
+  from flmoe_jax import train
 
   parts = [p for p in (args.objective, "dense" if model == "dense" else "") if p]
   cfg = config_lib.load_config(
@@ -83,7 +83,7 @@ def train_transformer(args, store, model: str, seed: int, tag: str) -> dict:
     cfg.store = str(store)
   workdir = args.root / "runs" / f"{tag}_{model}_s{seed}"
   t0 = time.perf_counter()
-  summary = train_lib.train_and_evaluate(cfg, workdir, overwrite=True)
+  summary = train.train_and_evaluate(cfg, workdir, overwrite=True)
   res = summary.seeds[seed]
   return {
     "workdir": str(workdir),

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flmoe_jax import train_lib
+from flmoe_jax import train
 from flmoe_jax.models import DenseTransformer, FLI2MoE, ModelConfig
 
 
@@ -78,9 +78,9 @@ def bench(kind: str, dtype: str, objective: str, args) -> dict:
   graphdef, state = nnx.split((model, optimizer))
   step = jax.jit(
     functools.partial(
-      train_lib.train_step,
+      train.train_step,
       graphdef=graphdef,
-      objective=train_lib.Objective(task_type="multilabel", **_OBJECTIVES[objective]),
+      objective=train.Objective(task_type="multilabel", **_OBJECTIVES[objective]),
       dtype=jnp.dtype(dtype),
     ),
     donate_argnums=(0,),
@@ -94,7 +94,7 @@ def bench(kind: str, dtype: str, objective: str, args) -> dict:
     return m["loss"]
 
   t_train = _time(one_step, args.steps)
-  infer = jax.jit(functools.partial(train_lib.eval_step, graphdef=graphdef, dtype=jnp.dtype(dtype)))
+  infer = jax.jit(functools.partial(train.eval_step, graphdef=graphdef, dtype=jnp.dtype(dtype)))
   t_inf = _time(lambda: infer(holder["state"], batch)[0], args.steps)
   return {
     "model": kind,

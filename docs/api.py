@@ -20,7 +20,7 @@ MODULES = (
   "flmoe_jax.features",
   "flmoe_jax.features.config",
   "flmoe_jax.models",
-  "flmoe_jax.train_lib",
+  "flmoe_jax.train",
   "flmoe_jax.sharding",
   "flmoe_jax.rundir",
   "flmoe_jax.runs",

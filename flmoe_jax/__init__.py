@@ -10,7 +10,7 @@ Public API (the stages in pipeline order; heavy names load on first use, so `imp
   load_config                            config files + overrides (flmoe_jax.config)
   ModelConfig, build_model, FLI2MoE, I2MoE, DenseTransformer
                                          the Flax NNX models and their architecture (flmoe_jax.models)
-  train_and_evaluate, TrainSummary       training driver and its artifact (flmoe_jax.train_lib)
+  train_and_evaluate, TrainSummary       training driver and its artifact (flmoe_jax.train)
   ExplainReport, ProbeReport             the explain and probe artifacts (typed, versioned JSON)
   RunDir                                 a run directory's layout (flmoe_jax.rundir)
   ExplainConfig, run_explain             expert-wise explanations (flmoe_jax.explain)
@@ -36,7 +36,7 @@ _LAZY = {
   "I2MoE": "flmoe_jax.models",
   "DenseTransformer": "flmoe_jax.models",
   "build_model": "flmoe_jax.models",
-  "train_and_evaluate": "flmoe_jax.train_lib",
+  "train_and_evaluate": "flmoe_jax.train.loop",
   "TrainSummary": "flmoe_jax.train_summary",
   "ExplainReport": "flmoe_jax.explain.results",
   "ProbeReport": "flmoe_jax.probes.results",

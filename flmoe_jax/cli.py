@@ -70,12 +70,12 @@ def _cmd_train(args, overrides) -> int:
   cfg = config_lib.load_config(args.config, overrides)
   # A store path named on the command line must hold a store: a typo never becomes a new store.
   named = any(o.partition("=")[0].strip() == "store" for o in overrides)
-  from flmoe_jax import train_lib
+  from flmoe_jax import train
 
-  summary = train_lib.train_and_evaluate(
+  summary = train.train_and_evaluate(
     cfg, args.workdir, overwrite=args.overwrite, build_store=not named
   )
-  print(train_lib.format_summary(summary))
+  print(train.format_summary(summary))
   print(f"run directory: {args.workdir}")
   return 0
 
@@ -188,7 +188,7 @@ def _cmd_convert(args, overrides) -> int:
   from flmoe_jax.options import from_args
 
   summary = run_convert(from_args(ConvertConfig, args), args.workdir)
-  from flmoe_jax.train_lib import format_summary
+  from flmoe_jax.train import format_summary
 
   print(format_summary(summary))
   print(f"run directory: {args.workdir} (flmoe explain / probe / report take it as --workdir)")

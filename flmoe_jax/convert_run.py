@@ -90,7 +90,7 @@ def run_convert(cfg: ConvertConfig, workdir, *, log=print) -> TrainSummary:
 def _model_for_store(cfg: ConvertConfig, fs):
   """The run config and the FLI2MoE holding the reference weights, both checked against the store."""
   from flmoe_jax import config as config_lib
-  from flmoe_jax import convert, train_lib
+  from flmoe_jax import convert, train
 
   names = [n.strip() for n in cfg.names.split(",")] if cfg.names else list(fs.modality_names)
   if len(names) != len(fs.modalities):
@@ -129,7 +129,7 @@ def _model_for_store(cfg: ConvertConfig, fs):
   for key in ("hidden_dim", "num_layers", "mlp_ratio", "rw_layers", "rw_hidden"):
     m[key] = int(sizes[key])
   config_lib.validate_config(config)
-  train_lib.check_store_against_config(config, fs)
+  train.check_store_against_config(config, fs)
   return config, model
 
 
@@ -138,24 +138,24 @@ def _write_run(config, model, fs, root: pathlib.Path) -> TrainSummary:
   import jax
   from flax import nnx
 
-  from flmoe_jax import atomic, checkpointing, sharding, train_lib
+  from flmoe_jax import atomic, checkpointing, sharding, train
   from flmoe_jax import metrics as metrics_lib
   from flmoe_jax.artifact import to_plain
   from flmoe_jax.rundir import RunDir
   from flmoe_jax.train_summary import SeedResult
 
-  paths = train_lib.prepare_workdir(config, root, fs=fs)  # config.json, run.json
-  graphdef, state = train_lib.init_state(config, fs, seed=0)
+  paths = train.prepare_workdir(config, root, fs=fs)  # config.json, run.json
+  graphdef, state = train.init_state(config, fs, seed=0)
   target, optimizer = nnx.merge(graphdef, state)
   nnx.update(target, nnx.state(model, nnx.Param))  # the reference weights, fresh optimizer state
   graphdef, state = nnx.split((target, optimizer))
   rules = tuple(tuple(r) for r in config.mesh.rules)
   mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
   state = jax.device_put(state, sharding.state_shardings(state, mesh, rules))
-  run = train_lib.evaluator(config, graphdef, mesh)
+  run = train.evaluator(config, graphdef, mesh)
   val = run(state, fs, "val")
   test = run(state, fs, "test") if "test" in fs.counts else {}
-  sel = train_lib.selection_metric(config, fs)
+  sel = train.selection_metric(config, fs)
   meta = {
     "epoch": 0,
     "step": 0,
@@ -182,10 +182,10 @@ def _write_run(config, model, fs, root: pathlib.Path) -> TrainSummary:
     best_val={k: float(v) for k, v in val.items()},
     test={k: float(v) for k, v in test.items()},
     steps=0,
-    num_parameters=train_lib.count_parameters(graphdef, state),
+    num_parameters=train.count_parameters(graphdef, state),
     converted_from_reference=True,
   )
   atomic.write_json(RunDir(root).result(0), to_plain(result), indent=1)
-  summary = train_lib.summarize({0: result}, config=config, fs=fs)
+  summary = train.summarize({0: result}, config=config, fs=fs)
   summary.save(paths.summary)
   return summary

@@ -56,10 +56,10 @@ def _stage(title: str):
 
 def _train(cfg, workdir):
   """Trains (or resumes, or finds finished) one run and prints its summary."""
-  from flmoe_jax import train_lib
+  from flmoe_jax import train
 
-  summary = train_lib.train_and_evaluate(cfg, workdir)
-  print(train_lib.format_summary(summary))
+  summary = train.train_and_evaluate(cfg, workdir)
+  print(train.format_summary(summary))
   print(f"run directory: {workdir}")
   return summary
 

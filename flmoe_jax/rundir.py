@@ -1,7 +1,7 @@
 """`RunDir`: the one owner of a run directory's layout.
 
   W/
-    config.json  run.json  metrics.jsonl  summary.json        training (`train_lib`)
+    config.json  run.json  metrics.jsonl  summary.json        training (`train/`)
     seed_<s>/checkpoints/{latest,best}/  seed_<s>/result.json  one training seed
     baselines/<split>.json                                    `flmoe baselines`
     explain/<split>.json (+ PNGs)                             `flmoe explain`

@@ -122,7 +122,7 @@ def load_run(
   Raises:
     RunDirError: no such run, seed or finished checkpoint.
   """
-  from flmoe_jax import train_lib  # the model builders live with the training code
+  from flmoe_jax import train  # the state builder lives with the training code
 
   root = pathlib.Path(workdir)
   config = run_config(root)
@@ -144,7 +144,7 @@ def load_run(
   if not ckdir.is_dir():
     raise RunDirError(f"{ckdir}: no checkpoint")
   fs = run_store(root, config)
-  graphdef, target = train_lib.init_state(config, fs, seed=seed)
+  graphdef, target = train.init_state(config, fs, seed=seed)
   with _orbax_read_only_notes_hidden():
     restored = checkpointing.read_latest(ckdir, target)
   if restored is None:

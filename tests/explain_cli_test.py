@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import make_random_store
 
-from flmoe_jax import checkpointing, cli, train_lib
+from flmoe_jax import checkpointing, cli, train
 from flmoe_jax import config as config_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.explain import ExplainReport
@@ -28,9 +28,9 @@ def _fake_run(path, store_path, *, kind="fl_i2moe", seeds=(0,), finished=True):
     cfg.store = str(store_path)
     cfg.synthetic = {}
   fs = store_lib.open_store(store_path)
-  paths = train_lib.prepare_workdir(cfg, path)
+  paths = train.prepare_workdir(cfg, path)
   for seed in seeds:
-    _, state = train_lib.init_state(cfg, fs, seed=seed)
+    _, state = train.init_state(cfg, fs, seed=seed)
     ck = checkpointing.Checkpointer(paths.best_ckpt(seed), max_to_keep=1)
     ck.save(1, state, {"epoch": 1, "step": 1})
     ck.close()

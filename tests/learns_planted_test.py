@@ -20,7 +20,7 @@ import pathlib
 import pytest
 
 from flmoe_jax import config as config_lib
-from flmoe_jax import train_lib
+from flmoe_jax import train
 from flmoe_jax.data import synthetic
 from flmoe_jax.probes.config import ProbeConfig
 from flmoe_jax.probes.pipeline import run_probe
@@ -63,7 +63,7 @@ def _train_and_probe(root: pathlib.Path, setting: str) -> tuple[dict, dict]:
   with cfg.unlocked():
     cfg.store = str(store)
     cfg.synthetic = {}
-  summary = train_lib.train_and_evaluate(cfg, root / "run")
+  summary = train.train_and_evaluate(cfg, root / "run")
   cfg = ProbeConfig(samples=SAMPLES, pairs="all", draws=8, figures=False)
   report = run_probe(cfg, root / "run", log=None)
   return summary.seeds[0], report.planted["pairs"]

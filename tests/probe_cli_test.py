@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flmoe_jax import cli, train_lib
+from flmoe_jax import cli, train
 from flmoe_jax import config as config_lib
 from flmoe_jax.data import synthetic
 from flmoe_jax.probes import games, results, shapley
@@ -40,7 +40,7 @@ def tiny_run(tmp_path_factory):
     cfg.store = str(store)
     cfg.synthetic = {}
     cfg.train.progress = False
-  train_lib.train_and_evaluate(cfg, root / "run")
+  train.train_and_evaluate(cfg, root / "run")
   return root / "run"
 
 
@@ -497,7 +497,7 @@ def test_i2moe_trains_fills_table_a_and_is_refused_by_the_token_probes(tiny_run,
     cfg.store = str(tiny_run.parent / "store")
     cfg.synthetic = {}
     cfg.train.progress = False
-  train_lib.train_and_evaluate(cfg, tmp_path / "i2moe")
+  train.train_and_evaluate(cfg, tmp_path / "i2moe")
   summary = json.loads((tmp_path / "i2moe" / "summary.json").read_text())
   assert summary["model"] == "i2moe"
   for cmd in (["probe"], ["explain", "--split", "test"]):

@@ -12,10 +12,11 @@ import pytest
 from conftest import make_random_store
 from jax.sharding import PartitionSpec
 
-from flmoe_jax import checkpointing, sharding, train_lib
+from flmoe_jax import checkpointing, sharding, train
 from flmoe_jax import config as config_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, RunDirError
+from flmoe_jax.models import build_model
 from flmoe_jax.train_summary import TrainSummary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def tiny_config(store_path, *overrides):
 
 def test_end_to_end_run_directory(random_store, tmp_path):
   cfg = tiny_config(random_store, "train.seeds=(0,1)")
-  summary = train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  summary = train.train_and_evaluate(cfg, tmp_path / "run")
   run = tmp_path / "run"
   assert TrainSummary.load(run / "summary.json") == summary
   assert json.loads((run / "summary.json").read_text())["format"] == "flmoe-train-summary"
@@ -76,39 +77,37 @@ def test_end_to_end_run_directory(random_store, tmp_path):
 
 def test_rerun_finished_is_noop_and_other_config_refused(random_store, tmp_path):
   cfg = tiny_config(random_store, "train.epochs=1")
-  first = train_lib.train_and_evaluate(cfg, tmp_path / "run")
-  again = train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  first = train.train_and_evaluate(cfg, tmp_path / "run")
+  again = train.train_and_evaluate(cfg, tmp_path / "run")
   assert first == again
   other = tiny_config(random_store, "train.epochs=1", "model.hidden_dim=8")
   with pytest.raises(RunDirError, match="different config"):
-    train_lib.train_and_evaluate(other, tmp_path / "run")
-  train_lib.train_and_evaluate(other, tmp_path / "run", overwrite=True)
+    train.train_and_evaluate(other, tmp_path / "run")
+  train.train_and_evaluate(other, tmp_path / "run", overwrite=True)
 
 
 def test_run_of_an_earlier_version_resumes(random_store, tmp_path):
   # A run dir written before `model.attention` and `loss.lambda_role` existed holds a config without
   # them; it was trained with their defaults, so the same config today resumes it (here: a no-op).
   cfg = tiny_config(random_store, "train.epochs=1")
-  first = train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  first = train.train_and_evaluate(cfg, tmp_path / "run")
   path = tmp_path / "run" / "config.json"
   saved = json.loads(path.read_text())
   del saved["model"]["attention"], saved["loss"]["lambda_role"]
   path.write_text(json.dumps(saved))
-  assert train_lib.train_and_evaluate(cfg, tmp_path / "run") == first
+  assert train.train_and_evaluate(cfg, tmp_path / "run") == first
   # A key the old run had at another value than today's default is still a different config.
   saved["model"]["num_layers"] = cfg.model.num_layers + 1
   path.write_text(json.dumps(saved))
   with pytest.raises(RunDirError, match="different config"):
-    train_lib.train_and_evaluate(cfg, tmp_path / "run")
+    train.train_and_evaluate(cfg, tmp_path / "run")
 
 
 def _jit_step(cfg, fs, graphdef, out_shardings=None, **loss_kw):
   """The jitted train step of `cfg` (state donated), with optional extra loss weights."""
-  objective = train_lib.Objective(task_type=fs.task.type, lambda_int=cfg.loss.lambda_int, **loss_kw)
+  objective = train.Objective(task_type=fs.task.type, lambda_int=cfg.loss.lambda_int, **loss_kw)
   return jax.jit(
-    functools.partial(
-      train_lib.train_step, graphdef=graphdef, objective=objective, dtype=jnp.float32
-    ),
+    functools.partial(train.train_step, graphdef=graphdef, objective=objective, dtype=jnp.float32),
     donate_argnums=(0,),
     out_shardings=out_shardings,
   )
@@ -118,7 +117,7 @@ def _steps(cfg, fs, mesh_shape, n_steps=3):
   """Runs n train steps on a mesh; returns losses and the jitted function."""
   mesh = sharding.make_mesh(mesh_shape)
   rules = tuple(tuple(r) for r in cfg.mesh.rules)
-  graphdef, state = train_lib.init_state(cfg, fs, seed=0)
+  graphdef, state = train.init_state(cfg, fs, seed=0)
   shardings = sharding.state_shardings(state, mesh, rules)
   state = jax.device_put(state, shardings)
   step = _jit_step(cfg, fs, graphdef, out_shardings=(shardings, None))
@@ -160,7 +159,7 @@ def test_state_shardings_follow_the_variables_logical_names_and_the_rules(random
 
   cfg = tiny_config(random_store)
   fs = store_lib.open_store(random_store)
-  model = train_lib.build_model(cfg, fs, seed=0)
+  model = build_model(cfg, fs, seed=0)
   # A variable outside the expert stack that names its leading axis "expert" is split too (the
   # gate's first kernel, [M * H, H]: 32 rows split over 2); the stack's own leaves as before.
   gate = model.reweight.layers[0].kernel
@@ -193,7 +192,7 @@ def test_state_shardings_follow_the_variables_logical_names_and_the_rules(random
 
 def test_kill_and_resume_matches_uninterrupted(random_store, tmp_path, monkeypatch):
   cfg = tiny_config(random_store, "train.epochs=3")
-  train_lib.train_and_evaluate(cfg, tmp_path / "full")
+  train.train_and_evaluate(cfg, tmp_path / "full")
 
   # Interrupt the second run right after its first epoch's checkpoint is on disk.
   real_save = checkpointing.Checkpointer.save
@@ -209,15 +208,15 @@ def test_kill_and_resume_matches_uninterrupted(random_store, tmp_path, monkeypat
 
   monkeypatch.setattr(checkpointing.Checkpointer, "save", save_then_die)
   with pytest.raises(KeyboardInterrupt):
-    train_lib.train_and_evaluate(cfg, tmp_path / "killed")
+    train.train_and_evaluate(cfg, tmp_path / "killed")
   monkeypatch.setattr(checkpointing.Checkpointer, "save", real_save)
   assert not (tmp_path / "killed" / "seed_0" / "result.json").exists()
-  train_lib.train_and_evaluate(cfg, tmp_path / "killed")
+  train.train_and_evaluate(cfg, tmp_path / "killed")
 
   def final(run):
     ck = checkpointing.Checkpointer(run / "seed_0" / "checkpoints" / "latest")
     fs = store_lib.open_store(random_store)
-    _, target = train_lib.init_state(cfg, fs, seed=0)
+    _, target = train.init_state(cfg, fs, seed=0)
     state, meta = ck.restore(ck.latest_step(), target)
     return state, meta
 
@@ -232,9 +231,9 @@ def test_kill_and_resume_matches_uninterrupted(random_store, tmp_path, monkeypat
 
 def test_restore_onto_other_device_count(random_store, tmp_path):
   cfg = tiny_config(random_store, "train.epochs=1", "mesh.shape=(4,2)")
-  train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  train.train_and_evaluate(cfg, tmp_path / "run")
   fs = store_lib.open_store(random_store)
-  _, target = train_lib.init_state(cfg, fs, seed=0)
+  _, target = train.init_state(cfg, fs, seed=0)
   one = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
   target = jax.device_put(target, sharding.state_shardings(target, one))
   ck = checkpointing.Checkpointer(tmp_path / "run" / "seed_0" / "checkpoints" / "latest")
@@ -244,13 +243,13 @@ def test_restore_onto_other_device_count(random_store, tmp_path):
 
 def test_store_config_mismatch_before_compile(random_store, tmp_path):
   with pytest.raises(ConfigError, match="config key 'model.attention' is 'flash'; it must be"):
-    train_lib.train_and_evaluate(tiny_config(random_store, "model.attention=flash"), tmp_path / "d")
+    train.train_and_evaluate(tiny_config(random_store, "model.attention=flash"), tmp_path / "d")
   with pytest.raises(ConfigError, match="not divisible by model.num_heads"):
-    train_lib.train_and_evaluate(tiny_config(random_store, "model.hidden_dim=15"), tmp_path / "a")
+    train.train_and_evaluate(tiny_config(random_store, "model.hidden_dim=15"), tmp_path / "a")
   with pytest.raises(ConfigError, match="exceeds the 48 training examples"):
-    train_lib.train_and_evaluate(tiny_config(random_store, "train.batch_size=64"), tmp_path / "b")
+    train.train_and_evaluate(tiny_config(random_store, "train.batch_size=64"), tmp_path / "b")
   with pytest.raises(ConfigError, match="not divisible by the 8-way data axis"):
-    train_lib.train_and_evaluate(tiny_config(random_store, "train.batch_size=12"), tmp_path / "c")
+    train.train_and_evaluate(tiny_config(random_store, "train.batch_size=12"), tmp_path / "c")
 
 
 def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
@@ -260,9 +259,9 @@ def test_nan_loss_stops_with_step_and_checkpoint(tmp_path):
   np.save(path / "train" / "image.npy", x)
   cfg = tiny_config(path)
   with pytest.raises(
-    train_lib.TrainingDivergedError, match=r"non-finite at step 1 .*last good checkpoint: none"
+    train.TrainingDivergedError, match=r"non-finite at step 1 .*last good checkpoint: none"
   ):
-    train_lib.train_and_evaluate(cfg, tmp_path / "run")
+    train.train_and_evaluate(cfg, tmp_path / "run")
   assert not (tmp_path / "run" / "seed_0" / "result.json").exists()
 
 
@@ -270,13 +269,13 @@ def test_stale_synthetic_store_refused(tmp_path):
   cfg = config_lib.load_config(str(ROOT / "configs/tiny.py"))
   with cfg.unlocked():
     cfg.store = str(tmp_path / "st")
-  train_lib.ensure_store(cfg)
+  train.ensure_store(cfg)
   with cfg.unlocked():
     cfg.synthetic.n_train = 65
   with pytest.raises(
     ConfigError, match="other synthetic settings \\(n_train: 64 there, 65 in the config\\)"
   ):
-    train_lib.ensure_store(cfg)
+    train.ensure_store(cfg)
 
 
 def test_role_loss_and_gate_warmup(random_store, tmp_path):
@@ -292,7 +291,7 @@ def test_role_loss_and_gate_warmup(random_store, tmp_path):
     "loss.lambda_missing=1.0",
     "optim.gate_warmup_steps=1000",
   )
-  train_lib.train_and_evaluate(cfg, tmp_path / "run")
+  train.train_and_evaluate(cfg, tmp_path / "run")
   lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   train_lines = [x for x in lines if "train/loss" in x]
   assert {"train/loss_role", "train/loss_role_expert_3", "train/loss_missing"} <= set(
@@ -304,7 +303,7 @@ def test_role_loss_and_gate_warmup(random_store, tmp_path):
   )
   trained = runs.load_run(tmp_path / "run", which="latest").model
   fs = store_lib.open_store(random_store)
-  init = train_lib.build_model(cfg, fs, seed=0)
+  init = build_model(cfg, fs, seed=0)
   for part, frozen in (("reweight", True), ("experts", False)):
     a = jax.tree.leaves(nnx.state(getattr(trained, part), nnx.Param))
     b = jax.tree.leaves(nnx.state(getattr(init, part), nnx.Param))
@@ -317,7 +316,7 @@ def test_extra_terms_start_at_their_step(random_store):
   # terms are computed (and logged) throughout, and one compiled step serves both phases.
   cfg = tiny_config(random_store)
   fs = store_lib.open_store(random_store)
-  graphdef, state = train_lib.init_state(cfg, fs, seed=0)
+  graphdef, state = train.init_state(cfg, fs, seed=0)
   step = _jit_step(cfg, fs, graphdef, lambda_missing=1.0, lambda_decor=2.0, extra_start_step=2)
   means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
   batches = fs.batches("train", cfg.train.batch_size, shuffle=True, seed=0, drop_remainder=True)
@@ -340,18 +339,18 @@ def test_schedule_and_gate_warmup_fraction(random_store, tmp_path):
     "optim.warmup_fraction=0.1",
     "optim.gate_warmup_fraction=0.25",
   )
-  total = train_lib.training_steps(cfg, fs)
+  total = train.training_steps(cfg, fs)
   assert total == (48 // 16) * 10
-  lr = train_lib.learning_rate_schedule(cfg, total)
+  lr = train.learning_rate_schedule(cfg, total)
   peak = cfg.optim.learning_rate
   assert float(lr(0)) == 0.0 and float(lr(3)) == pytest.approx(peak)  # 3 = 10% of 30 steps
   assert float(lr(15)) < peak and float(lr(total)) == pytest.approx(0.0, abs=1e-9)
   # The gate warm-up as a fraction of the run: 25% of 30 steps; an explicit step count wins.
-  assert train_lib.gate_warmup_steps(cfg, total) == 8
+  assert train.gate_warmup_steps(cfg, total) == 8
   with cfg.unlocked():
     cfg.optim.gate_warmup_fraction = 0.0
     cfg.optim.gate_warmup_steps = 5
-  assert train_lib.gate_warmup_steps(cfg, total) == 5
+  assert train.gate_warmup_steps(cfg, total) == 5
   with cfg.unlocked():
     cfg.optim.gate_warmup_fraction = 0.5
   with pytest.raises(ConfigError, match="gate_warmup_steps and optim.gate_warmup_fraction"):
@@ -359,21 +358,21 @@ def test_schedule_and_gate_warmup_fraction(random_store, tmp_path):
   # The same for the start of the missing-modality / decorrelation terms: 60% of 30 steps.
   with cfg.unlocked():
     cfg.loss.extra_start_fraction = 0.6
-  assert train_lib.extra_start_step(cfg, total) == 18
+  assert train.extra_start_step(cfg, total) == 18
   with cfg.unlocked():
     cfg.optim.gate_warmup_fraction = 0.0
     cfg.loss.extra_start_step = 4
-  assert train_lib.extra_start_step(cfg, total) == 4
+  assert train.extra_start_step(cfg, total) == 4
   with pytest.raises(ConfigError, match="extra_start_step and loss.extra_start_fraction"):
     config_lib.validate_config(cfg)
   # The logged learning rate is the rate of the step's update.
   cfg2 = tiny_config(
     random_store, "train.epochs=2", "optim.schedule=warmup_cosine", "optim.warmup_fraction=0.5"
   )
-  train_lib.train_and_evaluate(cfg2, tmp_path / "run")
+  train.train_and_evaluate(cfg2, tmp_path / "run")
   lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
   logged = {x["step"]: x["train/learning_rate"] for x in lines if "train/learning_rate" in x}
-  sched = train_lib.learning_rate_schedule(cfg2, 6)
+  sched = train.learning_rate_schedule(cfg2, 6)
   assert logged and all(v == pytest.approx(float(sched(s - 1))) for s, v in logged.items())
 
 
@@ -382,15 +381,15 @@ def test_best_checkpoint_is_chosen_once_the_whole_objective_applies(random_store
   # rule the first epoch would stay best. With the missing-modality term starting in the last epoch
   # (fraction 0.8 of 3 x 3 steps = step 7), only that epoch may be selected.
   overrides = ("train.epochs=3", "optim.learning_rate=1e-12", "loss.lambda_missing=1.0")
-  late = train_lib.train_and_evaluate(
+  late = train.train_and_evaluate(
     tiny_config(random_store, *overrides, "loss.extra_start_fraction=0.8"), tmp_path / "late"
   )
   assert late.seeds[0].best_epoch == 3
-  early = train_lib.train_and_evaluate(tiny_config(random_store, *overrides), tmp_path / "early")
+  early = train.train_and_evaluate(tiny_config(random_store, *overrides), tmp_path / "early")
   assert early.seeds[0].best_epoch == 1
   # Terms starting exactly where epoch 1 ends (round(0.33 x 9) = step 3): epoch 1 had them for zero
   # steps, so the first eligible epoch is 2.
-  edge = train_lib.train_and_evaluate(
+  edge = train.train_and_evaluate(
     tiny_config(random_store, *overrides, "loss.extra_start_fraction=0.33"), tmp_path / "edge"
   )
   assert edge.seeds[0].best_epoch == 2
@@ -404,14 +403,14 @@ def test_init_from_starts_from_another_runs_weights(random_store, tmp_path):
   from flmoe_jax import runs
 
   cfg = tiny_config(random_store, "train.epochs=1", "train.seeds=(0,)")
-  train_lib.train_and_evaluate(cfg, tmp_path / "source")
+  train.train_and_evaluate(cfg, tmp_path / "source")
   source = nnx.to_pure_dict(nnx.state(runs.load_run(tmp_path / "source").model, nnx.Param))
 
   def params_after(name, *overrides):
     c = tiny_config(
       random_store, "train.epochs=1", "train.seeds=(5,)", "optim.learning_rate=1e-12", *overrides
     )
-    train_lib.train_and_evaluate(c, tmp_path / name)
+    train.train_and_evaluate(c, tmp_path / name)
     return nnx.to_pure_dict(nnx.state(runs.load_run(tmp_path / name).model, nnx.Param))
 
   tuned = params_after("tuned", f"train.init_from={tmp_path / 'source'}")
@@ -425,5 +424,5 @@ def test_init_from_starts_from_another_runs_weights(random_store, tmp_path):
     random_store, f"train.init_from={tmp_path / 'source'}", "model.hidden_dim=32"
   )
   with pytest.raises(ConfigError, match="does not have this config's parameter shapes"):
-    train_lib.train_and_evaluate(bigger, tmp_path / "bigger")
+    train.train_and_evaluate(bigger, tmp_path / "bigger")
   assert not (tmp_path / "bigger").exists()

@@ -38,9 +38,9 @@ def install(point: str, n: int) -> None:
   name, _, arg = point.partition(":")
   if name == "batch":
     # The N-th training batch handed to the step: the previous step is still in flight (async dispatch).
-    from flmoe_jax import train_lib
+    from flmoe_jax.train import loop
 
-    real = train_lib.prefetch
+    real = loop.prefetch
 
     def prefetch(iterator, size=2):
       for item in real(iterator, size):
@@ -48,7 +48,7 @@ def install(point: str, n: int) -> None:
           _die()
         yield item
 
-    train_lib.prefetch = prefetch
+    loop.prefetch = prefetch
   elif name in ("commit_before", "commit_after"):
     # Orbax commits a checkpoint step by renaming its finished temporary folder: kill just before that
     # rename (all written, nothing committed) or just after it (committed, before `wait` returns).
@@ -87,19 +87,21 @@ def install(point: str, n: int) -> None:
     metrics.MetricWriter.write = write
   elif name in ("write_before", "write_after"):
     # The run's JSON files are written to a temporary name and renamed: kill between the two, or after.
-    from flmoe_jax import atomic, train_lib
+    from flmoe_jax import atomic
 
-    real = train_lib._atomic_write
+    real = atomic.write_text
 
     def atomic_write(path, text):
+      path = pathlib.Path(path)
       if path.name == arg and name == "write_before" and c.hit():
         atomic.temporary(path).write_text(text)  # the real temporary's name
         _die()
-      real(path, text)
+      out = real(path, text)
       if path.name == arg and name == "write_after" and c.hit():
         _die()
+      return out
 
-    train_lib._atomic_write = atomic_write
+    atomic.write_text = atomic_write
   elif name in ("chunk_before", "chunk_after", "store_before"):
     # Feature extraction: inside a chunk's write (temporary file complete, not renamed), after a
     # chunk, or inside the final store's swap into place.

@@ -79,13 +79,13 @@ def _train(point, workdir, store, *, cwd):
 
 def _checkpoint_arrays(run):
   """Every array file byte of the committed `latest` and `best` steps, by step and item path."""
-  from flmoe_jax import checkpointing, train_lib
+  from flmoe_jax import checkpointing, train
   from flmoe_jax import config as config_lib
   from flmoe_jax.data import store as store_lib
 
   cfg = config_lib.with_defaults(config_lib.config_from_json((run / "config.json").read_text()))
   fs = store_lib.open_store(cfg.store)
-  _, target = train_lib.init_state(cfg, fs, seed=0)
+  _, target = train.init_state(cfg, fs, seed=0)
   out = {}
   for which in ("latest", "best"):
     ck = checkpointing.Checkpointer(run / "seed_0" / "checkpoints" / which)

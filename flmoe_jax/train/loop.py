@@ -1,0 +1,459 @@
+"""The training loop: every seed of a run, evaluation, checkpoints, resumption and the summary.
+
+The story of one run, top to bottom:
+  1. `train_and_evaluate(config, workdir)` checks the workdir (same config or refuse), opens the store and
+     checks it against the config before anything compiles.
+  2. For each seed: build the model and optimizer, split them into a pure state, shard it on the mesh,
+     resume from the seed's latest checkpoint if there is one.
+  3. Epochs: fixed-shape batches -> `train_step` (one compile) -> periodic metrics -> validation ->
+     checkpoint (latest every epoch, best by the selection metric).
+  4. Test is evaluated once with the best checkpoint; the seed's result is written; finally the summary
+     (mean and std over seeds).
+Every stage leaves files in the run directory, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import queue
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from flmoe_jax import atomic, checkpointing, sharding
+from flmoe_jax import config as config_lib
+from flmoe_jax import metrics as metrics_lib
+from flmoe_jax.artifact import to_plain
+from flmoe_jax.data import store as store_lib
+from flmoe_jax.errors import FlmoeError, RunDirError
+from flmoe_jax.rundir import RunDir
+from flmoe_jax.train.step import (
+  Objective,
+  eval_step,
+  init_state,
+  learning_rate_schedule,
+  train_step,
+  training_steps,
+)
+from flmoe_jax.train.workdir import (
+  check_store_against_config,
+  ensure_store,
+  initial_params,
+  prepare_workdir,
+)
+from flmoe_jax.train_summary import SeedResult, TrainSummary
+
+
+class TrainingDivergedError(FlmoeError):
+  """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
+
+
+def evaluator(config, graphdef, mesh):
+  """`evaluate` of a (model, optimizer) graph with its eval step compiled once.
+
+  Returns:
+    fn(state, fs, split) -> {metric: value} (the metrics of `evaluate`).
+  """
+  dtype = jnp.dtype(config.model.dtype)
+  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
+  return functools.partial(evaluate, graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
+
+
+def evaluate(state, fs, split, *, graphdef, config, mesh, eval_fn) -> dict[str, float]:
+  """Task metrics of the mixture on one split, plus the mean expert weights."""
+  rules = tuple(tuple(r) for r in config.mesh.rules)
+  bs = config.train.eval_batch_size
+  bs = bs + (-bs) % mesh.shape[dict(rules)["batch"]]
+  logits, weights, labels, valid = [], [], [], []
+  limit = config.train.limit_eval or None
+  for batch in fs.batches(split, bs, limit=limit):
+    lg, w = eval_fn(state, sharding.shard_batch(_device_batch(batch), mesh, rules))
+    logits.append(lg)
+    weights.append(w)
+    labels.append(batch["label"])
+    valid.append(batch["weight"])
+  # One host transfer per split, after all batches were dispatched.
+  logits, weights = jax.device_get((logits, weights))
+  logits, weights = np.concatenate(logits), np.concatenate(weights)
+  labels, valid = np.concatenate(labels), np.concatenate(valid)
+  out = metrics_lib.compute_metrics(fs.task.type, logits, labels, valid)
+  w = weights[valid > 0].mean(0)
+  out.update({f"weight_{i}": float(v) for i, v in enumerate(w)})
+  return out
+
+
+def _device_batch(batch):
+  # Only what the jitted steps read (ids and row indices stay on the host).
+  return {
+    "x": batch["x"],
+    "mask": batch["mask"],
+    "label": batch["label"],
+    "weight": batch["weight"],
+  }
+
+
+def selection_metric(config, fs) -> str:
+  return config.train.selection_metric or metrics_lib.default_selection_metric(fs.task.type)
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str | os.PathLike,
+  *,
+  overwrite: bool = False,
+  build_store: bool = True,
+) -> TrainSummary:
+  """Trains every seed of `config.train.seeds` and writes the run directory.
+
+  Every check (config ranges, store, mesh, workdir) runs before anything is written, so a start that
+  fails on bad input leaves nothing behind.
+
+  Args:
+    config: a run config (see `flmoe_jax.config.base_config`).
+    workdir: the run directory; an existing run of the same config resumes.
+    overwrite: replace a run of a different config instead of refusing.
+    build_store: whether a synthetic config may build its missing store (see `ensure_store`).
+
+  Returns:
+    The `TrainSummary` (also written to `workdir/summary.json`).
+  """
+  config_lib.validate_config(config)
+  root = pathlib.Path(workdir)
+  if root.exists() and not root.is_dir():
+    raise RunDirError(f"--workdir {root} is a file, not a folder; choose another --workdir")
+  fs = store_lib.open_store(ensure_store(config, build=build_store))
+  check_store_against_config(config, fs)
+  rules = tuple(tuple(r) for r in config.mesh.rules)
+  mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
+  sharding.check_batch_size(config.train.batch_size, mesh, rules)
+  init_params = initial_params(config, fs)  # checked before anything is written
+  paths = prepare_workdir(config, workdir, overwrite=overwrite, fs=fs)
+  writer = metrics_lib.MetricWriter(paths.root)
+  try:
+    results = {}
+    for seed in config.train.seeds:
+      try:
+        results[int(seed)] = _train_one_seed(
+          config, fs, paths, mesh, rules, int(seed), writer, init_params
+        )
+      except metrics_lib.NonFiniteError as e:
+        ckpt = paths.latest_ckpt(int(seed))
+        steps = (
+          checkpointing.Checkpointer(ckpt, read_only=True).all_steps() if ckpt.exists() else []
+        )
+        last = (
+          f"{ckpt} (step {steps[-1]}, kept intact)" if steps else "none (no epoch had finished)"
+        )
+        raise TrainingDivergedError(
+          f"seed {seed}: the loss became non-finite at step {e.step} ({', '.join(e.names)}); "
+          f"last good checkpoint: {last}"
+        ) from None
+  finally:
+    writer.close()
+  summary = summarize(results, config=config, fs=fs)
+  atomic.write_text(paths.summary, summary.to_json())
+  return summary
+
+
+def summarize(results: dict[int, SeedResult], *, config, fs) -> TrainSummary:
+  """The run's `TrainSummary`: mean and population std (as the reference) over its seeds."""
+  return TrainSummary.of(
+    results,
+    name=config.name,
+    model=config.model.kind,
+    store=str(fs.path.resolve()),
+    task=fs.task.type,
+    selection_metric=selection_metric(config, fs),
+  )
+
+
+def _train_one_seed(
+  config, fs, paths: RunDir, mesh, rules, seed: int, writer, init_params=None
+) -> SeedResult:
+  if paths.result(seed).exists():  # finished earlier: nothing to redo
+    return SeedResult.from_dict(json.loads(paths.result(seed).read_text()))
+  sel = selection_metric(config, fs)
+
+  # --- State: built on the host, then laid out on the mesh (experts split on the `expert` axis). ---
+  graphdef, state = init_state(config, fs, seed=seed)
+  if init_params is not None:  # fine-tuning: another run's weights, a fresh optimizer state
+    model, optimizer = nnx.merge(graphdef, state)
+    nnx.update(model, init_params)
+    graphdef, state = nnx.split((model, optimizer))
+  shardings = sharding.state_shardings(state, mesh, rules)
+  state = jax.device_put(state, shardings)
+
+  total = training_steps(config, fs)
+  steps_per_epoch = total // config.train.epochs
+  step_fn, select_from = _compiled_steps(config, fs, graphdef, shardings, total)
+  evaluate_on = evaluator(config, graphdef, mesh)
+  lr_schedule = learning_rate_schedule(config, total)
+  lr_at = lambda s: float(lr_schedule(max(s - 1, 0)))  # the rate the step's update used
+  latest, best, state, meta = _resume(config, paths, seed, state, writer, steps_per_epoch)
+
+  # The role-consistency and missing-modality losses fill absent modalities with the store's
+  # train-split means: put on the device once here, not per step (train_step ignores them when
+  # both losses are off).
+  fill_means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
+  base_key = jax.random.key(seed, impl=config.train.prng_impl)
+  progress = metrics_lib.Progress(
+    total, f"seed {seed}", log_every=config.train.log_every_steps, enabled=config.train.progress
+  )
+  progress.update(meta["step"])
+  step = int(meta["step"])
+  window, t_window = [], time.perf_counter()
+  try:
+    for epoch in range(int(meta["epoch"]), config.train.epochs):
+      host_batches = fs.batches(
+        "train",
+        config.train.batch_size,
+        shuffle=True,
+        seed=seed,
+        epoch=epoch,
+        drop_remainder=True,  # fixed shapes and unweighted losses: one compile, no padding rows
+        limit=config.train.limit_train or None,
+      )
+      # A background thread reads and places the next batches while the device runs this step.
+      device_batches = prefetch(
+        (sharding.shard_batch(_device_batch(b), mesh, rules) for b in host_batches), size=2
+      )
+      for batch in device_batches:
+        key = jax.random.fold_in(base_key, step)
+        state, m = step_fn(state, batch, key, fill_means)
+        step += 1
+        window.append(m)
+        if step % config.train.log_every_steps == 0:
+          _log_window(writer, window, seed, epoch, step, t_window, config, progress, lr_at)
+          window, t_window = [], time.perf_counter()
+        else:
+          progress.update(1)
+      if window:
+        _log_window(
+          writer, window, seed, epoch, step, t_window, config, progress, lr_at, bump=False
+        )
+        window, t_window = [], time.perf_counter()
+
+      # --- End of epoch: validate, checkpoint latest (and best when improved, see `_resume`). ---
+      val = evaluate_on(state, fs, "val")
+      writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
+      improved = step >= select_from and val[sel] > meta["best_metric"]
+      if improved:
+        meta.update(best_metric=float(val[sel]), best_epoch=epoch + 1, best_val=val, best_step=step)
+      meta.update(epoch=epoch + 1, step=step)
+      latest.save(step, state, meta)
+      latest.wait()  # committed before `best`: see the commit order above
+      if improved:
+        best.save(step, state, meta)
+        best.wait()
+  finally:
+    progress.close()
+    latest.wait()
+    best.wait()
+
+  # --- Test once, with the best-validation state. ---
+  state = _restore_best(best, latest, state, meta, steps_per_epoch)
+  test = evaluate_on(state, fs, "test") if "test" in fs.counts else {}
+  writer.write(step, seed=seed, **{f"test/{k}": v for k, v in test.items()})
+  latest.close()
+  best.close()
+  result = SeedResult(
+    seed=seed,
+    best_epoch=int(meta["best_epoch"]),
+    selection_metric=sel,
+    best_val={k: float(v) for k, v in meta["best_val"].items()},
+    test={k: float(v) for k, v in test.items()},
+    steps=int(step),
+    num_parameters=count_parameters(graphdef, state),
+  )
+  atomic.write_text(paths.result(seed), json.dumps(to_plain(result), indent=1))
+  return result
+
+
+def _compiled_steps(config, fs, graphdef, shardings, total: int):
+  """The jitted train step of a seed, and the first step whose epoch may be selected.
+
+  Returns:
+    (step_fn(state, batch, key, fill_means) -> (state, metrics), select_from).
+  """
+  dtype = jnp.dtype(config.model.dtype)
+  objective = Objective.of(config, fs, total)
+  extra_from = objective.extra_start_step
+  # The best checkpoint is chosen among the epochs that ended at least a whole epoch after the
+  # missing-modality and decorrelation terms started: a model selected earlier never had them (an
+  # epoch ending at the very step they start had them for zero steps). The last epoch always counts.
+  select_from = (
+    min(extra_from + total // config.train.epochs, total)
+    if (config.loss.lambda_missing or config.loss.lambda_decor)
+    else 0
+  )
+  # Statics bound once; `state` donated so the update happens in place on device.
+  step_fn = jax.jit(
+    functools.partial(
+      train_step,
+      graphdef=graphdef,
+      objective=objective,
+      dtype=dtype,
+    ),
+    donate_argnums=(0,),
+    out_shardings=(shardings, None),
+  )
+  return step_fn, select_from
+
+
+def _resume(config, paths: RunDir, seed: int, state, writer, steps_per_epoch: int):
+  """Opens a seed's checkpoints and restores its newest committed step, if any.
+
+  Checkpoints: `latest` every epoch, `best` when validation improved. The commit order makes every
+  kill recoverable: an epoch's `latest` step is committed (and waited for) before its `best` step,
+  and `latest` is the truth on resume. Its metadata names the best step; if `best` lacks it, the
+  kill came between the two commits and the best state *is* the restored latest state, so it is
+  saved again; `best` steps beyond the restored step (a run of an earlier version, or a fallback
+  past a damaged step) are redone by the replay and removed first.
+
+  Returns:
+    (latest, best, state, meta): the two checkpointers, the state to continue from and its
+    metadata (epoch, step, best metric / epoch / step / validation metrics).
+  """
+  latest = checkpointing.Checkpointer(
+    paths.latest_ckpt(seed), max_to_keep=config.train.keep_checkpoints
+  )
+  best = checkpointing.Checkpointer(paths.best_ckpt(seed), max_to_keep=1)
+  meta = {"epoch": 0, "step": 0, "best_metric": -np.inf, "best_epoch": -1, "best_val": {}}
+  had_steps = bool(latest.all_steps())
+  resumed = latest.restore_newest(state)
+  if resumed is not None:
+    # Resume: same config (checked), same data order (seeded per epoch), same per-step keys.
+    _, state, meta = resumed
+    print(f"seed {seed}: resumed from epoch {meta['epoch']} (step {meta['step']})", flush=True)
+  elif had_steps:
+    print(f"seed {seed}: no checkpoint restores; training from the start", flush=True)
+  _reconcile_best(best, state, meta, steps_per_epoch)
+  # Lines written after the restored step are written again by the replay: drop them first.
+  writer.rewind(seed=seed, step=int(meta["step"]))
+  return latest, best, state, meta
+
+
+def _best_step(meta, steps_per_epoch: int) -> int | None:
+  """The step of the best checkpoint named by a `latest` step's metadata (None before any epoch)."""
+  if meta.get("best_epoch", -1) < 1:
+    return None
+  # Runs of an earlier version did not record the step; their epochs all had steps_per_epoch steps.
+  return int(meta.get("best_step", meta["best_epoch"] * steps_per_epoch))
+
+
+def _reconcile_best(best, state, meta, steps_per_epoch: int) -> None:
+  """Makes `best` agree with the restored `latest` step (see the commit order in the driver)."""
+  for s in best.all_steps():
+    if s > int(meta["step"]):
+      best.delete(s)
+  want = _best_step(meta, steps_per_epoch)
+  if want is None or want in best.all_steps():
+    return
+  if want != int(meta["step"]):
+    raise RunDirError(
+      f"{best.directory}: the best checkpoint (step {want}) is missing and the resumed step "
+      f"{meta['step']} is not it; remove the seed's folder {best.directory.parent.parent} to retrain it"
+    )
+  best.save(want, state, meta)
+  best.wait()
+
+
+def _restore_best(best, latest, state, meta, steps_per_epoch: int):
+  """The best-validation state; from `latest` when the `best` step is damaged but kept there."""
+  want = _best_step(meta, steps_per_epoch)
+  got = best.restore_newest(state)
+  if got is not None and (want is None or got[0] == want):
+    return got[1]
+  if want in latest.all_steps():
+    print(f"restoring the best state (step {want}) from {latest.directory}", flush=True)
+    return latest.restore(want, state)[0]
+  raise RunDirError(
+    f"{best.directory}: the best checkpoint (step {want}) is damaged or missing; remove the seed's "
+    f"folder {best.directory.parent.parent} to retrain it"
+  )
+
+
+def prefetch(iterator, size: int = 2):
+  """Runs `iterator` in a background thread, `size` items ahead; re-raises its errors here."""
+  q: queue.Queue = queue.Queue(maxsize=size)
+  done = object()
+
+  def work():
+    try:
+      for item in iterator:
+        q.put(item)
+      q.put(done)
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer
+      q.put(e)
+
+  threading.Thread(target=work, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is done:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item
+
+
+def count_parameters(graphdef, state) -> int:
+  """Number of trainable parameters of the model in a (model, optimizer) state."""
+  model, _ = nnx.merge(graphdef, state)
+  return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def _log_window(writer, window, seed, epoch, step, t0, config, progress, lr_at, bump=True):
+  """Host side of logging: one device_get for the whole window, NaN guard, JSONL line, progress."""
+  host = jax.device_get(window)
+  dt = time.perf_counter() - t0
+  mean = {k: np.mean([h[k] for h in host], axis=0) for k in host[0]}
+  for i, h in enumerate(host):
+    bad = [k for k in ("loss", "loss_task", "loss_interaction") if not np.isfinite(h[k])]
+    if bad:
+      raise metrics_lib.NonFiniteError(step - len(host) + i + 1, bad)
+  scalars = {
+    "train/loss": mean["loss"],
+    "train/loss_task": mean["loss_task"],
+    "train/loss_interaction": mean["loss_interaction"],
+    "train/grad_norm": mean["grad_norm"],
+    "train/examples_per_s": len(host) * config.train.batch_size / max(dt, 1e-9),
+    "train/learning_rate": lr_at(step),
+  }
+  for i, v in enumerate(np.atleast_1d(mean["loss_int_terms"])):
+    scalars[f"train/loss_int_expert_{i}"] = v
+  if config.loss.lambda_missing > 0:
+    scalars["train/loss_missing"] = mean["loss_missing"]
+  if config.loss.lambda_decor > 0:
+    scalars["train/loss_decor"] = mean["loss_decor"]
+  if config.loss.lambda_red_alone > 0:
+    scalars["train/loss_red_alone"] = mean["loss_red_alone"]
+  if config.loss.lambda_role > 0:
+    scalars["train/loss_role"] = mean["loss_role"]
+    for i, v in enumerate(np.atleast_1d(mean["loss_role_terms"])):
+      scalars[f"train/loss_role_expert_{i}"] = v
+  for i, v in enumerate(np.atleast_1d(mean["expert_weights"])):
+    scalars[f"train/weight_expert_{i}"] = v
+  writer.write(step, seed=seed, epoch=epoch + 1, **scalars)
+  if bump:
+    progress.update(1, loss=float(mean["loss"]))
+  else:
+    progress.update(0, loss=float(mean["loss"]))
+
+
+def format_summary(summary: TrainSummary) -> str:
+  """A short human-readable table of a run summary."""
+  lines = [f"{summary.name} ({summary.model}, {summary.task}), seeds {list(summary.seeds)}:"]
+  for part in ("best_val", "test"):
+    ms = summary.mean_std.get(part, {})
+    keys = [k for k in ("accuracy", "macro_f1", "micro_f1", "auroc", "exact_match") if k in ms]
+    cells = ", ".join(f"{k} {100 * ms[k].mean:.2f} +/- {100 * ms[k].std:.2f}" for k in keys)
+    lines.append(f"  {part:8s} {cells}")
+  return "\n".join(lines)
