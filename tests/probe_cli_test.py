@@ -13,6 +13,7 @@ from flmoe_jax import cli, train
 from flmoe_jax import config as config_lib
 from flmoe_jax.data import synthetic
 from flmoe_jax.probes import games, results, shapley
+from flmoe_jax.probes import planted as planted_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -288,7 +289,6 @@ def test_probe_missing_run_is_one_line(tmp_path, capsys):
 def test_planted_summary_counts_cross_talk_under_the_other_role():
   """A redundant pair first by SII in the synergy game in 2 of 4 examples (by |SII| in 2): 0.5/0.5;
   called (first and >= 0.25 nats) in 1."""
-  from flmoe_jax.probes import pipeline
 
   def entry(rank, abs_rank, value):
     res = {
@@ -313,7 +313,7 @@ def test_planted_summary_counts_cross_talk_under_the_other_role():
     for s in sii
   ]
   experts = {"sii": "syn", "rg": "red"}
-  out = pipeline._planted_summary(planted, records, experts, 0.25)["pairs"]["red0"]
+  out = planted_lib.planted_summary(planted, records, experts, 0.25)["pairs"]["red0"]
   assert out["prob"]["hit@1"] == 1.0  # the meant probe (RG of red) finds it every time
   # ...but calls it only where the gap reaches 0.25 nats: never (0.2).
   assert out["logodds"]["hit@1"] == 1.0 and out["logodds"]["called@1"] == 0.0
@@ -325,12 +325,12 @@ def test_planted_summary_counts_cross_talk_under_the_other_role():
   assert ct["mean_value"] == pytest.approx(np.mean([s[2] for s in sii]), abs=1e-6)
   # With a lower floor the 0.1 example is still not called: the redundancy game's gap on the same
   # pair (0.2) is larger, so the pair goes to that expert.
-  low = pipeline._planted_summary(planted, records, experts, 0.05)["pairs"]["red0"]
+  low = planted_lib.planted_summary(planted, records, experts, 0.05)["pairs"]["red0"]
   assert low["cross_talk"]["called@1"] == 0.25
   assert low["logodds"]["called@1"] == 0.75  # RG 0.2 beats every SII of the pair but 0.3
   for r in records:  # without the redundancy game's score there is no rival
     del r["planted"]["red0"]["rg"]
-  alone = pipeline._planted_summary(planted, records, experts, 0.05)["pairs"]["red0"]
+  alone = planted_lib.planted_summary(planted, records, experts, 0.05)["pairs"]["red0"]
   assert alone["cross_talk"]["called@1"] == 0.5
 
 
@@ -462,11 +462,11 @@ def test_type_auroc_separates_planted_synergy_from_redundancy():
     {"planted": {"syn0": entry(s, 0.0), "red0": entry(r, g)}}
     for s, r, g in ((1.0, 0.0, 1.0), (2.0, -1.0, 2.0), (3.0, 2.5, 3.0))
   ]
-  out = pipeline._type_auroc(planted, records)
+  out = planted_lib.type_auroc(planted, records)
   assert out["SII"]["logodds"] == pytest.approx(7 / 9)
   assert out["RG"]["logodds"] == 1.0  # every redundant pair's RG above every synergy pair's 0
   assert out["n_synergy"] == out["n_redundancy"] == 3
-  assert pipeline._type_auroc({"pairs": {"syn0": {"kind": "synergy"}}}, records) is None
+  assert planted_lib.type_auroc({"pairs": {"syn0": {"kind": "synergy"}}}, records) is None
 
 
 def test_stability_probes_again_and_records_the_agreement(tiny_run, capsys):

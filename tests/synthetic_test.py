@@ -550,7 +550,7 @@ def test_the_store_keeps_every_examples_planted_bits_and_the_probes_read_them(
 ):
   """Per-example bits travel with the store; the probes' sign analysis never regenerates the data."""
   from flmoe_jax.data import store as store_lib
-  from flmoe_jax.probes import pipeline
+  from flmoe_jax.probes import planted as planted_lib
 
   cfg = PlantedConfig(setting="mixed", n_train=40, n_val=12, n_test=12)
   data = synthetic.generate(cfg)
@@ -566,7 +566,7 @@ def test_the_store_keeps_every_examples_planted_bits_and_the_probes_read_them(
 
   monkeypatch.setattr(synthetic, "generate", no_regeneration)
   rows = np.arange(12)
-  planted = pipeline._planted_setup(fs.ground_truth(), fs, "test", rows)
+  planted = planted_lib.planted_setup(fs.ground_truth(), fs, "test", rows)
   syn = next(n for n, p in planted["pairs"].items() if p["kind"] == "synergy")
   b = [data["test"]["bits"][x].astype(float) for x in planted["pairs"][syn]["bits"]]
   want = np.sign(planted["pairs"][syn]["weight"] * b[0] * b[1])

@@ -7,6 +7,7 @@ Public API:
   ProbeReport, InteractionValues, PairScores, read_probe                        results
   cross_modal_pairs, topk_pairs, random_pairs                                   candidate pairs
   top_pair_test, per_example_separation                                         standout (standout.py)
+  planted_setup, planted_summary, type_auroc                                    planted pairs (planted.py)
   ProbeConfig, run_probe(cfg, workdir)                                          `flmoe probe`
 
 Names load on first use (PEP 562), so `flmoe_jax.probes.config` stays importable without jax.
@@ -28,6 +29,9 @@ _EXPORTS = {
   "topk_pairs": "pairs",
   "InteractionValues": "results",
   "PairScores": "results",
+  "planted_setup": "planted",
+  "planted_summary": "planted",
+  "type_auroc": "planted",
   "ProbeReport": "results",
   "read_probe": "results",
   "exact_interactions": "shapley",

@@ -34,13 +34,19 @@ from flax import nnx
 
 from flmoe_jax import choices, significance
 from flmoe_jax import metrics as metrics_lib
-from flmoe_jax.errors import FlmoeError
 from flmoe_jax.explain import masking, targets
 from flmoe_jax.probes import pairs as pairs_lib
+from flmoe_jax.probes import planted as planted_lib
 from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.probes.config import DEFAULT_SAMPLES, ProbeConfig
 from flmoe_jax.probes.games import ModelValueFn, PlayerMap, ProbeError, split_expert
-from flmoe_jax.probes.results import PROBE_FORMAT, PROBE_VERSION, ProbeReport
+from flmoe_jax.probes.results import (
+  PROBE_FORMAT,
+  PROBE_VERSION,
+  ProbeReport,
+  round_sig,
+  round_tree,
+)
 from flmoe_jax.probes.shapley import (
   PAIR_INDICES,
   check_memory_knob,
@@ -61,23 +67,6 @@ _CONTROLS = {
   "random_all": "random tokens of all tokens, as many per modality as the ranked pairs mask",
 }
 MAX_BATCH = 64  # examples per batched call (their coalitions still obey the memory knob)
-
-
-def _r(x: Any, digits: int = 6) -> Any:
-  """Rounds floats (nested lists) to `digits` significant digits: smaller JSON, same information."""
-  a = np.asarray(x, np.float64)
-  if a.ndim == 0:
-    return float(f"{float(a):.{digits}g}")
-  return np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(a).tolist()
-
-
-def _r_tree(x: Any) -> Any:
-  """`_r` on every float of a nested dict / list (ints, bools, strings and None pass through)."""
-  if isinstance(x, dict):
-    return {k: _r_tree(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_r_tree(v) for v in x]
-  return _r(x) if isinstance(x, float) else x
 
 
 @functools.partial(jax.jit, static_argnames=("graph", "task_type", "source"))
@@ -185,11 +174,6 @@ def _probe_experts(model, sii_expert: str | None, rg_expert: str | None) -> dict
     if e != "mixture" and e not in names:
       raise ProbeError(f"--{role}-expert {e!r} not in {names + ('mixture',)}")
   return out
-
-
-def _rank(scores: np.ndarray, q: int) -> int:
-  """1-based rank of entry q under descending order; ties count against q (a tie is no hit)."""
-  return int(np.sum(scores > scores[q]) + np.sum(scores == scores[q]))
 
 
 @dataclasses.dataclass
@@ -429,7 +413,7 @@ def _setup(cfg: ProbeConfig, workdir) -> _Setup:
     role_chunk=role_chunk,
     passes=passes,
     **_games(cfg, run.model, fs),
-    planted=_planted_setup(gt, fs, cfg.split, rows) if gt else None,
+    planted=planted_lib.planted_setup(gt, fs, cfg.split, rows) if gt else None,
     batch_size=-(-len(rows) // n_batches),
   )
 
@@ -555,7 +539,7 @@ def _example_record(s: _Setup, cfg: ProbeConfig, g: dict, out: dict, bi: int, ro
     "row": row,
     "id": s.split.ids[row],
     "target": np.flatnonzero(g["target"][bi] > 0).tolist(),
-    "p_clean": _r(g["p_clean"][bi]),
+    "p_clean": round_sig(g["p_clean"][bi]),
     "n_players": s.n_per_mod[ci].tolist(),
   }
   scores = {}
@@ -574,13 +558,15 @@ def _example_record(s: _Setup, cfg: ProbeConfig, g: dict, out: dict, bi: int, ro
         for i, j in cp
       ],
       "players": cp.tolist(),
-      "baseline_value": dict(zip(SCALES, _r(ends[0]))),
-      "grand_value": dict(zip(SCALES, _r(ends[1]))),
+      "baseline_value": dict(zip(SCALES, round_sig(ends[0]))),
+      "grand_value": dict(zip(SCALES, round_sig(ends[1]))),
       "values": {
-        name: {sc: _r(mu[:, si]) for si, sc in enumerate(SCALES)} for name, (mu, _) in stats.items()
+        name: {sc: round_sig(mu[:, si]) for si, sc in enumerate(SCALES)}
+        for name, (mu, _) in stats.items()
       },
       "std_errors": {
-        name: {sc: _r(se[:, si]) for si, sc in enumerate(SCALES)} for name, (_, se) in stats.items()
+        name: {sc: round_sig(se[:, si]) for si, sc in enumerate(SCALES)}
+        for name, (_, se) in stats.items()
       },
     }
   coal, counts_all = _masking_coalitions(
@@ -596,7 +582,7 @@ def _example_record(s: _Setup, cfg: ProbeConfig, g: dict, out: dict, bi: int, ro
   )
   rec["masking_unique_tokens"] = {name: c.tolist() for name, c in zip(("SII", "RG"), counts_all)}
   if s.planted is not None:
-    rec["planted"] = _planted_sample(s.planted, ci, pm, scores)
+    rec["planted"] = planted_lib.planted_sample(s.planted, ci, pm, scores)
   return rec, coal
 
 
@@ -641,7 +627,7 @@ def _report(s: _Setup, cfg: ProbeConfig, workdir, done: list[dict], t0: float) -
     "settings": _settings(s, cfg),
     "samples": records,
     "pair_masking": masking_report,
-    "standout": _r_tree(
+    "standout": round_tree(
       standout_lib.probe_standout(
         records,
         sii_scale=cfg.sii_rank_score,
@@ -659,14 +645,14 @@ def _report(s: _Setup, cfg: ProbeConfig, workdir, done: list[dict], t0: float) -
     },
   }
   if s.planted is not None:
-    report["planted"] = _planted_summary(s.planted, records, s.experts, cfg.min_effect)
+    report["planted"] = planted_lib.planted_summary(s.planted, records, s.experts, cfg.min_effect)
   from flmoe_jax.data.evidence import evidence_for_store
 
   evidence = evidence_for_store(s.fs, cfg.split)
   if evidence is not None:
     from flmoe_jax.probes.evidence import pair_evidence
 
-    report["evidence"] = _r_tree(pair_evidence(report, evidence))
+    report["evidence"] = round_tree(pair_evidence(report, evidence))
   return report
 
 
@@ -829,7 +815,7 @@ def _masking_summary(
 
   def drops(d):  # [N, n_b] per-example drops -> mean and SE per budget
     se = d.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(d.shape[1])
-    return {"prob_drop": _r(d.mean(0)), "prob_drop_se": _r(se)}
+    return {"prob_drop": round_sig(d.mean(0)), "prob_drop_se": round_sig(se)}
 
   ranked_drop = drop[:, :, :, 0]  # [N, 2, n_b]
   # Per-example mean over a control's repeats first (docs/method.md 4.2).
@@ -843,8 +829,8 @@ def _masking_summary(
       "rank_score": rank_scores[ri],
       "ranked": {
         **drops(ranked_drop[:, ri]),
-        "metric": _r(m_ranked),
-        "metric_drop": _r(clean_metric - np.asarray(m_ranked)),
+        "metric": round_sig(m_ranked),
+        "metric_drop": round_sig(clean_metric - np.asarray(m_ranked)),
       },
     }
     for c, sl in control_slices.items():
@@ -852,265 +838,12 @@ def _masking_summary(
       m_rand = np.array([[metric(masked[:, ri, b, r]) for r in reps] for b in range(len(budgets))])
       block[c] = {
         **drops(control_drop[c][:, ri]),
-        "metric": _r(m_rand.mean(1)),
-        "metric_std": _r(m_rand.std(1)),
-        "metric_drop": _r(clean_metric - m_rand.mean(1)),
-        **{k: _r(v) if k != "beats" else v for k, v in tests[c][ri].items()},
+        "metric": round_sig(m_rand.mean(1)),
+        "metric_std": round_sig(m_rand.std(1)),
+        "metric_drop": round_sig(clean_metric - m_rand.mean(1)),
+        **{k: round_sig(v) if k != "beats" else v for k, v in tests[c][ri].items()},
       }
     tokens = np.array([r["masking_unique_tokens"][name] for r in records])  # [N, n_b, M]
-    block["mean_unique_tokens"] = _r(tokens.mean(0))
+    block["mean_unique_tokens"] = round_sig(tokens.mean(0))
     out[name] = block
-  return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Planted ground truth (synthetic stores).
-# --------------------------------------------------------------------------------------------------
-
-
-def _planted_bits(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
-  """The examples' planted bits: stored with the synthetic store; a store written before they were
-  is regenerated from its ground truth (used only when the regenerated ids are the store's)."""
-  bits = fs.planted_bits(split)
-  if bits is not None:
-    return bits
-  from flmoe_jax.data import synthetic
-
-  try:
-    data = synthetic.generate(synthetic.config_from_ground_truth(gt))[split]
-  except (FlmoeError, KeyError, TypeError, ValueError):  # not regenerable: no sign analysis
-    return None
-  same = [data["ids"][int(r)] for r in rows] == [fs.split(split).ids[int(r)] for r in rows]
-  return data["bits"] if same else None
-
-
-def _planted_setup(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
-  """Planted pairs (by modality position) and per-example signs of their terms (binary labels)."""
-  names = fs.modality_names
-  if tuple(gt.get("modality_names", ())) != tuple(names):
-    return None
-  pairs = {}
-  for m in gt["mechanisms"]:
-    if m["kind"] in ("synergy", "redundancy", "complement"):
-      pairs[m["name"]] = {
-        "kind": m["kind"],
-        "text_pos": m["text_pos"],
-        "image_pos": m["image_pos"],
-        "weight": m["weight"],
-        "bits": m["bits"],
-      }
-  bits = _planted_bits(gt, fs, split, rows)
-  agree = None
-  if bits is not None and gt.get("label_type") == "binary":
-    agree = {}
-    for name, p in pairs.items():
-      b = [np.asarray(bits[x], np.float64)[rows] for x in p["bits"]]
-      if p["kind"] == "synergy":
-        agree[name] = np.sign(p["weight"] * b[0] * b[1])
-      elif p["kind"] == "redundancy":
-        agree[name] = np.sign(p["weight"] * b[0])
-      else:
-        agree[name] = np.sign(p["weight"] * (b[0] + b[1]))
-  return {
-    "pairs": pairs,
-    "term_sign": agree,
-    "setting": gt.get("setting"),
-    "label_type": gt.get("label_type"),
-  }
-
-
-_PLANTED_PROBES = {  # (role, index) whose ranking should find each planted kind
-  "synergy": ("sii", "SII"),
-  "redundancy": ("rg", "RG"),
-  "complement": ("rg", "RG"),
-}
-# Cross-talk: the probe of the OTHER role, which should not find the pair (a redundant pair that is
-# first by |SII| in the synergy expert's game would be read as a synergy).
-# Read on the log-odds scale: shift-invariant (unlike the logit) and unsaturated (unlike the
-# probability), so a pair is called there only for an effect of at least `min_effect` nats.
-_CROSS_TALK_PROBES = {"synergy": ("rg", "RG", "logodds"), "redundancy": ("sii", "SII", "logodds")}
-
-
-def _called(entry: dict, role: str, min_effect: float) -> bool:
-  """Whether one example's probe of `role` calls the planted pair (`standout.is_call`)."""
-  own = entry[role][f"{standout_lib.ROLE_INDEX[role]}_logodds"]
-  rival_role = standout_lib.other_role(role)
-  other = entry.get(rival_role)
-  rival = other[f"{standout_lib.ROLE_INDEX[rival_role]}_logodds"]["value"] if other else -math.inf
-  return standout_lib.is_call(own["rank"] == 1, own["value"], rival, min_effect)
-
-
-def _planted_sample(planted: dict, ci: int, pm: PlayerMap, scores: dict) -> dict:
-  """Ranks of the planted pairs among one example's candidate pairs."""
-  out = {}
-  for name, p in planted["pairs"].items():
-    try:
-      pi, pj = pm.player("text", p["text_pos"]), pm.player("image", p["image_pos"])
-    except ProbeError:
-      continue
-    entry = {"kind": p["kind"]}
-    for role in ROLES:
-      cp, stats = scores[role]
-      hit = np.flatnonzero((cp[:, 0] == pi) & (cp[:, 1] == pj))
-      if hit.size == 0:
-        entry[role] = None
-        continue
-      q = int(hit[0])
-      res = {}
-      for index in ("SII", "RG"):
-        for si, scale in enumerate(SCALES):
-          v = stats[index][0][:, si]
-          res[f"{index}_{scale}"] = {
-            "value": _r(v[q]),
-            "se": _r(stats[index][1][q, si]),
-            "rank": _rank(v, q),
-            "abs_rank": _rank(np.abs(v), q),
-          }
-      res["n_pairs"] = len(cp)
-      entry[role] = res
-    if planted["term_sign"] is not None and planted["term_sign"].get(name) is not None:
-      entry["term_sign"] = float(planted["term_sign"][name][ci])
-    out[name] = entry
-  return out
-
-
-def _planted_summary(
-  planted: dict, records: list[dict], experts: dict[str, str], min_effect: float
-) -> dict:
-  """hit@1 / MRR of each planted pair under the probe meant to find it, and its cross-talk.
-
-  On the log-odds scale also `called@1`: the share of examples in which the pair is first by its
-  signed score and that score is at least `min_effect` nats (the probe calls it).
-  """
-  summary = {"setting": planted["setting"], "label_type": planted["label_type"], "pairs": {}}
-  for name, p in planted["pairs"].items():
-    role, index = _PLANTED_PROBES[p["kind"]]
-    res = {
-      "kind": p["kind"],
-      "probe": f"{index} of the {experts[role]} game",
-      "expert": experts[role],
-      "text_pos": p["text_pos"],
-      "image_pos": p["image_pos"],
-    }
-    entries = [r["planted"].get(name) for r in records if "planted" in r]
-    present = [e for e in entries if e and e.get(role)]
-    res["n"] = len(entries)
-    res["in_candidates"] = _r(len(present) / max(len(entries), 1))
-    for scale in SCALES:
-      key = f"{index}_{scale}"
-      ranks = np.array([e[role][key]["rank"] if e and e.get(role) else np.inf for e in entries])
-      abs_ranks = np.array(
-        [e[role][key]["abs_rank"] if e and e.get(role) else np.inf for e in entries]
-      )
-      vals = np.array([e[role][key]["value"] for e in present])
-      n_pairs = np.array([e[role]["n_pairs"] for e in present], np.float64)
-      pct = (ranks[np.isfinite(ranks)] - 1) / np.maximum(n_pairs - 1, 1)
-      res[scale] = {
-        "hit@1": _r(np.mean(ranks == 1)),
-        "mrr": _r(np.mean(1.0 / ranks)),
-        "abs_hit@1": _r(np.mean(abs_ranks == 1)),
-        "abs_mrr": _r(np.mean(1.0 / abs_ranks)),
-        # Chance levels of a detector that ranks at random, and the mean rank percentile
-        # (0 = always first, 0.5 = chance): the null control's numbers.
-        "chance_hit@1": _r(np.mean(1.0 / n_pairs)) if n_pairs.size else None,
-        "mean_rank_percentile": _r(pct.mean()) if pct.size else None,
-        # Detector scores, planted pair = the one positive among the example's candidates, mean
-        # over the examples where it is a candidate: the pair AUROC (share of the other pairs
-        # ranked below it, 1 - the rank percentile) and the average precision (1 / rank).
-        "pair_auroc": _r(1.0 - pct.mean()) if pct.size else None,
-        "pair_ap": _r(np.mean(1.0 / ranks[np.isfinite(ranks)])) if pct.size else None,
-        "mean_value": _r(vals.mean()) if vals.size else None,
-      }
-      if scale == "logodds":
-        res[scale]["called@1"] = _r(
-          np.mean([bool(e and e.get(role) and _called(e, role, min_effect)) for e in entries])
-        )
-      signs = np.array([e.get("term_sign", np.nan) for e in entries], np.float64)
-      if np.isfinite(signs).any():
-        # Samples where the planted term pushes towards the predicted class: there the signed
-        # ranking is the right test (DATA 3.4: signs depend on agreement with the prediction).
-        pred_pos = np.array([r["target"] == [1] for r in records if "planted" in r])
-        agree = (signs > 0) == pred_pos
-        res[scale]["agree_fraction"] = _r(agree.mean())
-        res[scale]["hit@1_when_term_agrees"] = (
-          _r(np.mean(ranks[agree] == 1)) if agree.any() else None
-        )
-    if p["kind"] == "redundancy":
-      comp = [n for n, q in planted["pairs"].items() if q["kind"] == "complement"]
-      if comp:
-        for scale in SCALES:
-          both = [
-            (
-              r["planted"][name]["rg"][f"RG_{scale}"]["value"],
-              r["planted"][comp[0]]["rg"][f"RG_{scale}"]["value"],
-            )
-            for r in records
-            if r.get("planted", {}).get(name, {}).get("rg")
-            and r.get("planted", {}).get(comp[0], {}).get("rg")
-          ]
-          if both:
-            a = np.array(both)
-            res[scale]["beats_complement"] = _r(np.mean(a[:, 0] > a[:, 1]))
-            res[scale]["mean_complement_value"] = _r(a[:, 1].mean())
-    if p["kind"] in _CROSS_TALK_PROBES:
-      role, index, scale = _CROSS_TALK_PROBES[p["kind"]]
-      key = f"{index}_{scale}"
-      ranked = [e[role][key] for e in entries if e and e.get(role)]
-      res["cross_talk"] = {
-        "probe": f"{index} ({scale} scale) of the {experts[role]} game",
-        "expert": experts[role],
-        "n": len(ranked),
-        # Share of examples in which the pair is the first of all candidates under that probe.
-        "hit@1": _r(np.mean([r["rank"] == 1 for r in ranked])) if ranked else None,
-        "abs_hit@1": _r(np.mean([r["abs_rank"] == 1 for r in ranked])) if ranked else None,
-        # What the other role's probe would call (first, at least min_effect nats, above the
-        # meant probe's score of the pair).
-        "called@1": (
-          _r(np.mean([_called(e, role, min_effect) for e in entries if e and e.get(role)]))
-          if ranked
-          else None
-        ),
-        "min_effect": min_effect,
-        "mean_value": _r(np.mean([r["value"] for r in ranked])) if ranked else None,
-      }
-    summary["pairs"][name] = res
-  summary["type_auroc"] = _type_auroc(planted, records)
-  return summary
-
-
-def _type_auroc(planted: dict, records: list[dict]) -> dict | None:
-  """Each probe as a classifier of the pair's type: SII of the synergy game, planted synergy vs
-  planted redundant pairs (and RG of the redundancy game, the other way round), over examples.
-
-  Returns:
-    {"SII": {scale: AUROC}, "RG": {scale: AUROC}, "n_synergy", "n_redundancy"} (0.5 = no
-    separation, 1 = every synergy pair above every redundant one), or None without both kinds.
-  """
-  names = {
-    k: [n for n, q in planted["pairs"].items() if q["kind"] == k] for k in ("synergy", "redundancy")
-  }
-  if not (names["synergy"] and names["redundancy"]):
-    return None
-  out = {}
-  for role, index, positive in (("sii", "SII", "synergy"), ("rg", "RG", "redundancy")):
-    out[index] = {}
-    for scale in SCALES:
-      vals = {
-        k: [
-          r["planted"][n][role][f"{index}_{scale}"]["value"]
-          for r in records
-          for n in names[k]
-          if r.get("planted", {}).get(n, {}).get(role)
-        ]
-        for k in names
-      }
-      y = [k == positive for k in names for _ in vals[k]]
-      x = [v for k in names for v in vals[k]]
-      auroc = metrics_lib.binary_auroc(np.asarray(y, bool), np.asarray(x, np.float64))
-      out[index][scale] = None if math.isnan(auroc) else _r(auroc)
-  # Examples scored by the SII game, per kind (not the last loop's leftovers).
-  for k in names:
-    out[f"n_{k}"] = sum(
-      bool(r.get("planted", {}).get(n, {}).get("sii")) for r in records for n in names[k]
-    )
   return out

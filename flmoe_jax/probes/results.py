@@ -33,6 +33,23 @@ def _tolist(a: Any) -> Any:
   return a.item() if a.ndim == 0 else a.tolist()
 
 
+def round_sig(x: Any, digits: int = 6) -> Any:
+  """Rounds floats (nested lists) to `digits` significant digits: smaller JSON, same information."""
+  a = np.asarray(x, np.float64)
+  if a.ndim == 0:
+    return float(f"{float(a):.{digits}g}")
+  return np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(a).tolist()
+
+
+def round_tree(x: Any) -> Any:
+  """`round_sig` on every float of a nested dict / list (ints, bools, strings and None pass through)."""
+  if isinstance(x, dict):
+    return {k: round_tree(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [round_tree(v) for v in x]
+  return round_sig(x) if isinstance(x, float) else x
+
+
 class _JsonResult:
   """Base of the result dataclasses: their dict / JSON form (`flmoe_jax.artifact`'s codec).
 
