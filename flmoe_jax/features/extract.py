@@ -36,19 +36,14 @@ The extractor is single-process (it uses the local devices of one host).
 
 from __future__ import annotations
 
-import collections.abc
-import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
-import queue
 import shutil
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -56,29 +51,20 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flmoe_jax import atomic, choices
-from flmoe_jax.data.raw.base import RawDataset, RawExample
+from flmoe_jax.data.raw.base import RawDataset
 from flmoe_jax.data.store import FEATURE_DTYPES, ModalitySpec, StoreWriter, check_store_target
 from flmoe_jax.errors import DatasetError, EncoderError, StoreError
 from flmoe_jax.features import config as config_lib
+from flmoe_jax.features.chunks import ChunkAccumulator, chunk_path, read_chunk_meta
 from flmoe_jax.features.config import DEFAULT_CHUNK_SIZE, DEFAULT_TEXT_BUCKETS, FeaturesConfig
-from flmoe_jax.features.encoders import ImageEncoder, TextEncoder, UnreadableImageError, load_pil
+from flmoe_jax.features.encoders import ImageEncoder, TextEncoder
+from flmoe_jax.features.host_batches import HostBatch, Producer
+from flmoe_jax.features.plan import Plan, assign_encoders, difference, fingerprint, limited
 from flmoe_jax.metrics import Progress
 
 PARTIAL_FORMAT = "flmoe-extract-partial"
 PARTIAL_VERSION = 1
 ON_ERROR = choices.ON_ERROR
-# Encoder fields that define the features; a partial run or store that differs in any is refused.
-_IDENTITY_KEYS = (
-  "kind",
-  "model_type",
-  "hidden_size",
-  "seq_len",
-  "compute_dtype",
-  "image_size",
-  "patch_size",
-  "params_digest",
-)
-_PREFETCH = 2  # host batches prepared ahead of the device
 
 # Fault-injection hook for tests: called as hook(split, chunk_index) after each chunk file is
 # written.
@@ -96,388 +82,14 @@ def partial_dir(out: str | os.PathLike) -> pathlib.Path:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _Plan:
-  raw: RawDataset
-  encoders: dict[
-    str, TextEncoder | ImageEncoder
-  ]  # modality name -> encoder (image encoders may be shared)
-  splits: dict[str, Sequence[RawExample]]  # lists, or lazy sequences (TFDS) read batch by batch
-  fingerprint: dict[str, Any]
-  chunk_size: int
-
-  def num_chunks(self, split: str) -> int:
-    return -(-len(self.splits[split]) // self.chunk_size)
-
-
-def _assign_encoders(raw: RawDataset, text_encoder, image_encoder) -> dict[str, Any]:
-  encoders = {}
-  for m in raw.modalities:
-    given = text_encoder if m.kind == "text" else image_encoder
-    enc = given.get(m.name) if isinstance(given, Mapping) else given
-    if enc is None:
-      flag = "text_encoder" if m.kind == "text" else "image_encoder"
-      raise EncoderError(f"modality {m.name!r} ({m.kind}) needs an encoder: pass {flag}")
-    if enc.kind != m.kind:
-      raise EncoderError(
-        f"modality {m.name!r} is {m.kind} but was given a {enc.kind} encoder ({enc.name})"
-      )
-    encoders[m.name] = enc
-  return encoders
-
-
-class _Head(collections.abc.Sequence):
-  """The first `n` examples of a (possibly lazy) sequence, read only on access."""
-
-  def __init__(self, seq: Sequence[RawExample], n: int):
-    self._seq, self._n = seq, n
-
-  def __len__(self) -> int:
-    return self._n
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      return self._seq[slice(*index.indices(self._n))]
-    if not -self._n <= index < self._n:
-      raise IndexError(index)
-    return self._seq[index % self._n]
-
-
-def _limited(seq: Sequence[RawExample], limit: int | None) -> Sequence[RawExample]:
-  if limit is None or limit >= len(seq):
-    return seq
-  return seq[:limit] if isinstance(seq, list) else _Head(seq, limit)
-
-
-def _ids_hash(examples: Sequence[RawExample]) -> str:
-  """A hash of a split's ids (lazy TFDS splits decode on access: only a few ids are sampled)."""
-  if isinstance(examples, list):
-    ids = [str(e.id) for e in examples]
-  else:
-    n = len(examples)
-    ids = ["lazy", str(n)] + [
-      str(examples[i].id) for i in sorted({0, 1, n // 2, n - 2, n - 1}) if 0 <= i < n
-    ]
-  return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-
-
-def _fingerprint(raw, encoders, splits, dtype, chunk_size) -> dict[str, Any]:
-  return {
-    "dataset": raw.name,
-    "modalities": [
-      {"name": m.name, "kind": m.kind, "encoder": encoders[m.name].info()} for m in raw.modalities
-    ],
-    "task": {"type": raw.task.type, "num_classes": raw.task.num_classes},
-    "dtype": dtype,
-    "chunk_size": chunk_size,
-    "splits": {s: {"n": len(ex), "ids": _ids_hash(ex)} for s, ex in splits.items()},
-  }
-
-
-def _describe(enc_info: Mapping[str, Any]) -> str:
-  size = f"{enc_info.get('seq_len')} {'tokens' if enc_info.get('kind') == 'text' else 'patches'}"
-  return (
-    f"{enc_info.get('name')} ({enc_info.get('model_type')}, dim {enc_info.get('hidden_size')}, "
-    f"{size}, "
-    f"{enc_info.get('compute_dtype')}, weights {str(enc_info.get('params_digest'))[:8]})"
-  )
-
-
-def _difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-  """A one-line reason why two fingerprints describe different extractions, or None."""
-  old_mods = [(m["name"], m["kind"]) for m in old.get("modalities", [])]
-  new_mods = [(m["name"], m["kind"]) for m in new["modalities"]]
-  if old_mods != new_mods:
-    return f"modalities {old_mods} vs {new_mods}"
-  for om, nm in zip(old["modalities"], new["modalities"]):
-    oe, ne = om["encoder"], nm["encoder"]
-    if any(oe.get(k) != ne.get(k) for k in _IDENTITY_KEYS):
-      return (
-        f"modality {nm['name']!r} was encoded with {_describe(oe)}, this run uses {_describe(ne)}"
-      )
-  for key in ("dataset", "task", "dtype", "chunk_size"):
-    if old.get(key) != new.get(key):
-      return f"{key} {old.get(key)!r} vs {new.get(key)!r}"
-  if old.get("splits") != new.get("splits"):
-    return (
-      f"the examples differ (splits {_split_sizes(old)} vs {_split_sizes(new)}, or other ids: a "
-      "changed dataset or limit_per_split)"
-    )
-  return None
-
-
-def _split_sizes(fp) -> dict[str, int]:
-  return {k: v["n"] for k, v in fp.get("splits", {}).items()}
-
-
 # --------------------------------------------------------------------------------------------------
 # Host batches (prepared in the prefetch thread).
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _HostBatch:
-  split: str
-  chunk: int
-  last_in_chunk: bool
-  ids: list[str]  # kept examples only
-  labels: np.ndarray  # [n_kept] or [n_kept, C]
-  inputs: dict[str, dict[str, np.ndarray]]  # modality -> encoder inputs, padded to the global batch
-  truncated: dict[str, int]  # modality -> texts cut in this batch
-  failures: list[dict[str, str]]  # {"split", "id", "modality", "reason"}
-  size: int  # examples looked at (kept + dropped)
-  # Image modality -> int [n_kept]: the row of each kept example among the batch's distinct images
-  # (examples that share an image file, e.g. VQA questions, are encoded once).
-  gather: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-
-
-def _label_array(ex: RawExample, task) -> np.ndarray:
-  y = np.asarray(ex.label)
-  if task.type == "multilabel":
-    if y.shape != (task.num_classes,) or not np.isin(y, (0, 1)).all():
-      raise DatasetError(
-        f"example {ex.id!r}: multilabel label must be 0/1 of shape ({task.num_classes},)"
-      )
-    return y.astype(np.uint8)
-  if y.ndim != 0 or not np.issubdtype(y.dtype, np.integer) or not 0 <= int(y) < task.num_classes:
-    raise DatasetError(
-      f"example {ex.id!r}: label {ex.label!r} is not a class in [0, {task.num_classes})"
-    )
-  return y.astype(np.int32)
-
-
-def _check_image(image) -> None:
-  load_pil(image)  # raises UnreadableImageError
-
-
-class _Producer:
-  """Prepares host batches of the pending chunks in a background thread (bounded queue)."""
-
-  def __init__(
-    self,
-    plan: _Plan,
-    work: list[tuple[str, int]],
-    *,
-    batch_size: int,
-    global_batch: int,
-    text_buckets,
-    on_error: str,
-    num_workers: int,
-    num_devices: int = 1,
-  ):
-    self.plan = plan
-    self.work = work
-    self.batch_size = batch_size
-    self.global_batch = global_batch
-    self.num_devices = num_devices
-    self.text_buckets = text_buckets
-    self.on_error = on_error
-    self.queue: queue.Queue = queue.Queue(maxsize=_PREFETCH)
-    self.stop = threading.Event()
-    # Set by the consumer after the first unreadable image in fail mode: from then on only decode
-    # images (to list every bad one) and skip tokenising / preprocessing.
-    self.scan_only = threading.Event()
-    self.pool = concurrent.futures.ThreadPoolExecutor(
-      max(1, num_workers), thread_name_prefix="flmoe-img"
-    )
-    self.thread = threading.Thread(target=self._run, name="flmoe-extract-prefetch", daemon=True)
-
-  def start(self) -> _Producer:
-    self.thread.start()
-    return self
-
-  def close(self) -> None:
-    self.stop.set()
-    # Drain so a producer blocked on put() sees the stop flag.
-    while self.thread.is_alive():
-      try:
-        self.queue.get(timeout=0.05)
-      except queue.Empty:
-        pass
-    self.pool.shutdown(wait=True, cancel_futures=True)
-
-  def __iter__(self) -> Iterator[_HostBatch]:
-    while True:
-      item = self.queue.get()
-      if item is None:
-        return
-      if isinstance(item, BaseException):
-        raise item
-      yield item
-
-  def _put(self, item) -> bool:
-    while not self.stop.is_set():
-      try:
-        self.queue.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        pass
-    return False
-
-  def _run(self) -> None:
-    try:
-      for split, k in self.work:
-        examples = self.plan.splits[split]
-        start, stop = k * self.plan.chunk_size, min((k + 1) * self.plan.chunk_size, len(examples))
-        for b in range(start, stop, self.batch_size):
-          batch = self._prepare(split, k, examples[b : min(b + self.batch_size, stop)])
-          batch.last_in_chunk = b + self.batch_size >= stop
-          if not self._put(batch):
-            return
-      self._put(None)
-    except BaseException as e:  # noqa: BLE001 - re-raised in the consumer thread
-      self._put(e)
-
-  def _prepare(self, split: str, k: int, exs: list[RawExample]) -> _HostBatch:
-    plan, scan = self.plan, self.scan_only.is_set()
-    failures: list[dict[str, str]] = []
-    bad: set[int] = set()
-    pixels: dict[str, list] = {}
-    sources: dict[str, list] = {}  # modality -> per example, the index of its distinct image
-    for m in plan.raw.modalities:
-      if m.kind != "image":
-        continue
-      enc = plan.encoders[m.name]
-      fn = _check_image if scan else enc.preprocess
-      # Examples naming the same image file share one decode (and one encoding, see `gather`).
-      first: dict[str, int] = {}
-      sources[m.name] = []
-      for i, ex in enumerate(exs):
-        image = ex.inputs.get(m.name)
-        key = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
-        sources[m.name].append(first.setdefault(key, i) if key is not None else i)
-      futures = {
-        i: self.pool.submit(fn, exs[i].inputs.get(m.name)) for i in sorted(set(sources[m.name]))
-      }
-      pixels[m.name] = []
-      for i, ex in enumerate(exs):
-        try:
-          pixels[m.name].append(futures[sources[m.name][i]].result())
-        except UnreadableImageError as e:
-          failures.append({"split": split, "id": str(ex.id), "modality": m.name, "reason": str(e)})
-          bad.add(i)
-          pixels[m.name].append(None)
-    keep = [i for i in range(len(exs)) if i not in bad]
-    batch = _HostBatch(
-      split, k, False, [str(exs[i].id) for i in keep], np.zeros(0), {}, {}, failures, len(exs)
-    )
-    if scan or (failures and self.on_error == "fail"):
-      return batch  # nothing will be encoded
-    if not keep:
-      return batch  # every example of the batch was dropped (skip mode)
-    batch.labels = np.stack([_label_array(exs[i], plan.raw.task) for i in keep])
-    pad = self.global_batch - len(keep)
-    for m in plan.raw.modalities:
-      enc = plan.encoders[m.name]
-      if m.kind == "text":
-        texts = []
-        for i in keep:
-          t = exs[i].inputs.get(m.name)
-          if t is not None and not isinstance(t, str):
-            raise DatasetError(f"example {exs[i].id!r}: modality {m.name!r} is not a string")
-          texts.append(t)
-        tok = enc.tokenize(texts, buckets=self.text_buckets)
-        batch.truncated[m.name] = int(tok["truncated"].sum())
-        ids = np.pad(tok["input_ids"], ((0, pad), (0, 0)), constant_values=enc.pad_id)
-        mask = np.pad(tok["attention_mask"], ((0, pad), (0, 0)))
-        batch.inputs[m.name] = {"input_ids": ids, "attention_mask": mask}
-      else:
-        distinct = sorted({sources[m.name][i] for i in keep})
-        row = {src: j for j, src in enumerate(distinct)}
-        batch.gather[m.name] = np.array([row[sources[m.name][i]] for i in keep], np.int64)
-        s = enc.image_size
-        px = np.zeros((self._image_rows(len(distinct)), 3, s, s), np.float32)
-        for j, src in enumerate(distinct):
-          px[j] = pixels[m.name][src]
-        batch.inputs[m.name] = {"pixel_values": px}
-    return batch
-
-  def _image_rows(self, n: int) -> int:
-    """Rows of an image batch holding n distinct images: the global batch or a half, quarter or
-    eighth of it (a multiple of the device count), so at most four shapes are ever compiled."""
-    rows = self.global_batch
-    for _ in range(3):
-      half = rows // 2
-      if rows % 2 or half < n or half % self.num_devices:
-        break
-      rows = half
-    return rows
-
-
 # --------------------------------------------------------------------------------------------------
 # Chunk files.
 # --------------------------------------------------------------------------------------------------
-
-
-def _chunk_path(partial: pathlib.Path, split: str, k: int) -> pathlib.Path:
-  return partial / split / f"chunk_{k:05d}.npz"
-
-
-class _ChunkAccumulator:
-  """Collects the device results of one chunk and writes them atomically."""
-
-  def __init__(self, plan: _Plan, split: str, k: int, dtype: str):
-    self.plan, self.split, self.k, self.dtype = plan, split, k, dtype
-    self.x: dict[str, list[np.ndarray]] = {m.name: [] for m in plan.raw.modalities}
-    self.mask: dict[str, list[np.ndarray]] = {m.name: [] for m in plan.raw.modalities}
-    self.labels: list[np.ndarray] = []
-    self.ids: list[str] = []
-    self.truncated = {m.name: 0 for m in plan.raw.modalities if m.kind == "text"}
-    self.skipped: list[dict[str, str]] = []
-
-  def add(self, batch: _HostBatch, outs: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    n = len(batch.ids)
-    for name, (x, mask) in outs.items():
-      self.x[name].append(x[:n])
-      self.mask[name].append(mask[:n])
-    if n:
-      self.labels.append(batch.labels)
-    self.ids += batch.ids
-    for name, c in batch.truncated.items():
-      self.truncated[name] += c
-    self.skipped += batch.failures
-
-  def write(self, partial: pathlib.Path) -> None:
-    arrays = {}
-    for m in self.plan.raw.modalities:
-      enc = self.plan.encoders[m.name]
-      xs, ms = self.x[m.name], self.mask[m.name]
-      # Text batches have different bucket lengths: pad within the chunk to its longest (zeros, mask
-      # False).
-      t = max([a.shape[1] for a in xs], default=1)
-      x = np.zeros((len(self.ids), t, enc.hidden_size), self.dtype)
-      mask = np.zeros((len(self.ids), t), bool)
-      row = 0
-      for a, b in zip(xs, ms):
-        x[row : row + len(a), : a.shape[1]] = a
-        mask[row : row + len(a), : b.shape[1]] = b
-        row += len(a)
-      arrays[f"x_{m.name}"], arrays[f"mask_{m.name}"] = x, mask
-    task = self.plan.raw.task
-    empty = np.zeros((0, task.num_classes) if task.type == "multilabel" else (0,))
-    arrays["labels"] = np.concatenate(self.labels) if self.labels else empty
-    arrays["ids"] = np.array(self.ids, dtype=str)
-    meta = {
-      "split": self.split,
-      "chunk": self.k,
-      "rows": len(self.ids),
-      "truncated": self.truncated,
-      "skipped": self.skipped,
-    }
-    arrays["meta"] = np.array(json.dumps(meta))
-    path = _chunk_path(partial, self.split, self.k)
-    with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-
-
-def _read_chunk_meta(path: pathlib.Path) -> dict[str, Any]:
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      return json.loads(str(z["meta"]))
-  except (OSError, ValueError, KeyError) as e:
-    raise StoreError(f"{path}: unreadable chunk ({e}); delete it to recompute it") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -544,16 +156,16 @@ def extract_features(
     raise EncoderError("batch_size and chunk_size must be positive")
   if jax.process_count() > 1:
     raise EncoderError("feature extraction runs as a single process (it uses the local devices)")
-  encoders = _assign_encoders(raw, text_encoder, image_encoder)
+  encoders = assign_encoders(raw, text_encoder, image_encoder)
   limit = limit_per_split if limit_per_split and limit_per_split > 0 else None
-  splits = {s: _limited(ex, limit) for s, ex in raw.splits.items()}
+  splits = {s: limited(ex, limit) for s, ex in raw.splits.items()}
   for s, ex in splits.items():
     # (Lazy splits are checked when the store is written: reading their ids here would decode
     # images.)
     if isinstance(ex, list) and len({str(e.id) for e in ex}) != len(ex):
       raise DatasetError(f"split {s!r}: sample ids are not unique")
-  plan = _Plan(
-    raw, encoders, splits, _fingerprint(raw, encoders, splits, dtype, chunk_size), chunk_size
+  plan = Plan(
+    raw, encoders, splits, fingerprint(raw, encoders, splits, dtype, chunk_size), chunk_size
   )
 
   # An existing store: return it when it is this extraction; refuse (or replace) anything else.
@@ -597,7 +209,7 @@ def extract_features(
   return path
 
 
-def _already_extracted(out: pathlib.Path, plan: _Plan, *, overwrite: bool) -> bool:
+def _already_extracted(out: pathlib.Path, plan: Plan, *, overwrite: bool) -> bool:
   """Whether `out` holds the store of this exact extraction (and no `overwrite` was asked for).
 
   Raises:
@@ -610,7 +222,7 @@ def _already_extracted(out: pathlib.Path, plan: _Plan, *, overwrite: bool) -> bo
   except json.JSONDecodeError:
     manifest = {}
   old = manifest.get("extraction", {}).get("fingerprint")
-  why = "it was not made by extract_features" if old is None else _difference(old, plan.fingerprint)
+  why = "it was not made by extract_features" if old is None else difference(old, plan.fingerprint)
   if why is None and not overwrite:
     return True
   if why is not None and not overwrite:
@@ -639,7 +251,7 @@ def _log(enabled: bool, msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _open_partial(partial: pathlib.Path, plan: _Plan, resume: bool) -> None:
+def _open_partial(partial: pathlib.Path, plan: Plan, resume: bool) -> None:
   """Creates the work folder, or checks that an existing one belongs to this extraction."""
   pj = partial / "progress.json"
   if partial.exists() and not resume:
@@ -654,7 +266,7 @@ def _open_partial(partial: pathlib.Path, plan: _Plan, resume: bool) -> None:
         f"{partial} is not a partial extraction of this version; delete it or pass "
         "resume=False (--no-resume)"
       )
-    why = _difference(state["fingerprint"], plan.fingerprint)
+    why = difference(state["fingerprint"], plan.fingerprint)
     if why is not None:
       raise EncoderError(
         f"{partial} holds a partial extraction made differently ({why}); delete it or pass "
@@ -665,7 +277,7 @@ def _open_partial(partial: pathlib.Path, plan: _Plan, resume: bool) -> None:
   _write_progress(partial, plan, done={})
 
 
-def _write_progress(partial: pathlib.Path, plan: _Plan, done: Mapping[str, list[int]]) -> None:
+def _write_progress(partial: pathlib.Path, plan: Plan, done: Mapping[str, list[int]]) -> None:
   state = {
     "format": PARTIAL_FORMAT,
     "version": PARTIAL_VERSION,
@@ -677,15 +289,15 @@ def _write_progress(partial: pathlib.Path, plan: _Plan, done: Mapping[str, list[
   atomic.write_text(partial / "progress.json", json.dumps(state, indent=1))
 
 
-def _done_chunks(partial: pathlib.Path, plan: _Plan) -> dict[str, list[int]]:
+def _done_chunks(partial: pathlib.Path, plan: Plan) -> dict[str, list[int]]:
   return {
-    s: [k for k in range(plan.num_chunks(s)) if _chunk_path(partial, s, k).is_file()]
+    s: [k for k in range(plan.num_chunks(s)) if chunk_path(partial, s, k).is_file()]
     for s in plan.splits
   }
 
 
 def _encode_pending(
-  plan: _Plan,
+  plan: Plan,
   partial: pathlib.Path,
   *,
   batch_size,
@@ -714,7 +326,7 @@ def _encode_pending(
     return jax.device_put(a, NamedSharding(mesh, PartitionSpec("data", *([None] * (a.ndim - 1)))))
 
   workers = num_workers or min(8, os.cpu_count() or 1)
-  producer = _Producer(
+  producer = Producer(
     plan,
     work,
     batch_size=batch_size,
@@ -725,12 +337,12 @@ def _encode_pending(
     num_devices=len(devices),
   ).start()
   failures: list[dict[str, str]] = []
-  acc: _ChunkAccumulator | None = None
+  acc: ChunkAccumulator | None = None
   pending = None  # (batch, device outputs): fetched after the next batch is dispatched
   bars: dict[str, Progress] = {}
   n_done = 0
 
-  def finish(batch: _HostBatch, outs) -> None:
+  def finish(batch: HostBatch, outs) -> None:
     nonlocal acc, n_done
     host = {}
     for name, (x, m) in outs.items():
@@ -738,7 +350,7 @@ def _encode_pending(
       g = batch.gather.get(name)
       host[name] = (x, m) if g is None else (x[g], m[g])  # distinct images -> their examples
     if acc is None or (acc.split, acc.k) != (batch.split, batch.chunk):
-      acc = _ChunkAccumulator(plan, batch.split, batch.chunk, dtype)
+      acc = ChunkAccumulator(plan, batch.split, batch.chunk, dtype)
     acc.add(batch, host)
     n_done += batch.size
     bars[batch.split].update(batch.size)
@@ -798,7 +410,7 @@ def _encode_pending(
 
 
 def _assemble(
-  plan: _Plan,
+  plan: Plan,
   partial: pathlib.Path,
   out: pathlib.Path,
   *,
@@ -825,8 +437,8 @@ def _assemble(
   skipped: list[dict[str, str]] = []
   try:
     for split in plan.splits:
-      paths = [_chunk_path(partial, split, k) for k in range(plan.num_chunks(split))]
-      metas = [_read_chunk_meta(p) for p in paths]
+      paths = [chunk_path(partial, split, k) for k in range(plan.num_chunks(split))]
+      metas = [read_chunk_meta(p) for p in paths]
       n = sum(m["rows"] for m in metas)
       mm = writer.allocate_split(split, n)
       ids: list[str] = []
@@ -915,7 +527,7 @@ def run_extraction(
       raw.name,
       raw.modalities,
       raw.task,
-      {s: list(_limited(ex, limit)) for s, ex in raw.splits.items() if isinstance(ex, list)},
+      {s: list(limited(ex, limit)) for s, ex in raw.splits.items() if isinstance(ex, list)},
     )
     verify_images(todo, "fail", num_workers=min(8, os.cpu_count() or 1))
   kinds = {m.kind for m in raw.modalities}
