@@ -117,12 +117,6 @@ class _Projections(nnx.Module):
 
   def _init_common(self, config: ModelConfig, rngs: nnx.Rngs):
     self.config = config
-    self.input_dims = config.input_dims
-    self.num_modalities = config.num_modalities
-    self.num_classes = config.num_classes
-    self.hidden_dim = config.hidden_dim
-    self.num_heads = config.num_heads
-    self.num_layers = config.num_layers
     self.projections = nnx.List(
       [
         layers.linear(
@@ -136,6 +130,14 @@ class _Projections(nnx.Module):
         for d in config.input_dims
       ]
     )
+
+  # Read from the config, not copied: one source for every size.
+  input_dims = property(lambda self: self.config.input_dims)
+  num_modalities = property(lambda self: self.config.num_modalities)
+  num_classes = property(lambda self: self.config.num_classes)
+  hidden_dim = property(lambda self: self.config.hidden_dim)
+  num_heads = property(lambda self: self.config.num_heads)
+  num_layers = property(lambda self: self.config.num_layers)
 
   def project(self, xs: Sequence[Array]) -> list[Array]:
     """Projects raw frozen-encoder features to the model width.
