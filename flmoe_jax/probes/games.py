@@ -396,9 +396,11 @@ class ModelValueFn:
     scores: score scales in output order; one scale gives no trailing axis.
     lengths: T_m per modality.
     per_reference: marginal game only: besides the mean over the K references, return the value on
-      each reference, so that a linear index (SII) can be read per reference and its standard
-      error can include the reference draw (`shapley.reference_se`). The output is then
-      [C, *batch, S * (1 + K)]: per scale, the mean first, then the K references.
+      each reference and the mean over the references but one, so that the standard error of an
+      index can include the reference draw: a linear index (SII) from its per-reference values
+      (`shapley.reference_se`), any index (RG, a max) by the jackknife over its leave-one-out
+      values (`shapley.jackknife_se`). The output is then [C, *batch, S * (1 + 2K)]: per scale,
+      the mean first, then the K references, then the K leave-one-out means.
   """
 
   graph: Any
@@ -426,8 +428,19 @@ class ModelValueFn:
     vals = [
       targets.target_score(logits, params["target"], self.task_type, score=s) for s in self.scores
     ]
-    if marginal and self.per_reference:  # [C, K, *batch] -> [C, *batch, S * (1 + K)]
-      cols = [jnp.concatenate([v.mean(1)[..., None], jnp.moveaxis(v, 1, -1)], -1) for v in vals]
+    if marginal and self.per_reference:  # [C, K, *batch] -> [C, *batch, S * (1 + 2K)]
+      k = vals[0].shape[1]
+      cols = [
+        jnp.concatenate(
+          [
+            v.mean(1)[..., None],
+            jnp.moveaxis(v, 1, -1),
+            jnp.moveaxis((v.sum(1, keepdims=True) - v) / max(k - 1, 1), 1, -1),
+          ],
+          -1,
+        )
+        for v in vals
+      ]
       return jnp.concatenate(cols, -1)
     if marginal:  # v(S) = E_ref[score(x_S, ref_rest)]: the mean over the references
       vals = [v.mean(1) for v in vals]

@@ -54,6 +54,7 @@ from flmoe_jax.probes.shapley import (
   evaluate_examples,
   full_input_coalitions,
   full_input_rg,
+  jackknife_se,
   mc_pair_statistics_batch,
   reference_se,
 )
@@ -131,11 +132,12 @@ _LINEAR = ("SII", "RG-additive")
 
 
 def _reference_stats(stats: dict, ends: np.ndarray, per_reference: bool) -> tuple[dict, np.ndarray]:
-  """Mean-game statistics from a per-reference marginal game's [..., S * (1 + K)] outputs.
+  """Mean-game statistics from a per-reference marginal game's [..., S * (1 + 2K)] outputs.
 
-  The values are the mean game's; the SEs of the linear indices include the reference draw
-  (`shapley.reference_se`). RG is not linear in the value (a max of drops), so its per-reference
-  estimates say nothing about the mean game's, and its SE stays the MC one (references fixed).
+  The values are the mean game's; every SE includes the reference draw: the linear indices' from
+  their per-reference values (`shapley.reference_se`), the others' (RG and RG-full: a max and a min
+  of drops, whose per-reference values say nothing about the mean game's) by the jackknife over the
+  leave-one-out games (`shapley.jackknife_se`).
   """
   if not per_reference:
     return stats, ends
@@ -145,7 +147,11 @@ def _reference_stats(stats: dict, ends: np.ndarray, per_reference: bool) -> tupl
   for name, (mu, se) in stats.items():
     mu = mu.reshape(*mu.shape[:-1], s, -1)
     se = se.reshape(*se.shape[:-1], s, -1)
-    se0 = reference_se(se[..., 0], mu[..., 1:], se[..., 1:]) if name in _LINEAR else se[..., 0]
+    k = (mu.shape[-1] - 1) // 2
+    if name in _LINEAR:
+      se0 = reference_se(se[..., 0], mu[..., 1 : 1 + k], se[..., 1 : 1 + k])
+    else:
+      se0 = jackknife_se(se[..., 0], mu[..., 1 + k :])
     out[name] = (mu[..., 0], se0.astype(np.float32))
   return out, ends
 
@@ -332,8 +338,8 @@ def _games(cfg: ProbeConfig, model, fs) -> dict[str, Any]:
   expert_fn, expert_state = {}, {}
   for role in ROLES:
     gd, st, mode = split_expert(model, experts[role])
-    # The marginal game also returns each reference's value: the SE of SII then includes the draw
-    # of the references (`shapley.reference_se`).
+    # The marginal game also returns each reference's value and each leave-one-out mean: the SEs
+    # then include the draw of the references (`_reference_stats`).
     per_ref = role_fill[role] == "marginal" and cfg.references > 1
     expert_fn[role] = ModelValueFn(gd, mode, task, SCALES, lengths, per_ref)
     expert_state[role] = st
@@ -676,7 +682,9 @@ def _settings(s: _Setup, cfg: ProbeConfig) -> dict:
     "fills": {"SII": cfg.role_fill["sii"], "RG": cfg.role_fill["rg"], "pair_masking": s.mask_fill},
     # Which indices' SEs include the draw of the marginal game's references.
     "se_includes_references": {
-      {"sii": "SII", "rg": "RG"}[r]: list(_LINEAR) if s.expert_fn[r].per_reference else []
+      {"sii": "SII", "rg": "RG"}[r]: [*PAIR_INDICES, "RG-full"]
+      if s.expert_fn[r].per_reference
+      else []
       for r in ROLES
     },
     "references": cfg.references if marginal else None,

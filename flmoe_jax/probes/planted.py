@@ -179,6 +179,7 @@ def planted_summary(
         # ranked below it, 1 - the rank percentile) and the average precision (1 / rank).
         "pair_auroc": round_sig(1.0 - pct.mean()) if pct.size else None,
         "pair_ap": round_sig(np.mean(1.0 / ranks[np.isfinite(ranks)])) if pct.size else None,
+        **global_detector(records, role, index, scale, p),
         "mean_value": round_sig(vals.mean()) if vals.size else None,
       }
       if scale == "logodds":
@@ -236,6 +237,40 @@ def planted_summary(
     summary["pairs"][name] = res
   summary["type_auroc"] = type_auroc(planted, records)
   return summary
+
+
+def global_detector(records: list[dict], role: str, index: str, scale: str, pair: dict) -> dict:
+  """The detector scores on the sample-averaged score map: each cross-modal pair's score averaged
+  over the examples where it is a candidate, the planted pair the one positive among them.
+
+  Returns:
+    {"global_auroc": share of the other pairs whose mean score is below the planted pair's (ties
+    half), "global_ap": 1 / its rank (one positive), "global_pairs": pairs in the map}, or {} when
+    the planted pair is never a candidate.
+  """
+  sums: dict[tuple[int, int], list[float]] = {}
+  for r in records:
+    block = r.get(role)
+    if not block or "planted" not in r:
+      continue
+    vals = block["values"][index][scale]
+    for (mi, pi, mj, pj), v in zip(block["members"], vals):
+      key = (pi, pj) if mi <= mj else (pj, pi)  # (text position, image position)
+      acc = sums.setdefault(key, [0.0, 0.0])
+      acc[0] += v
+      acc[1] += 1.0
+  planted_key = (pair["text_pos"], pair["image_pos"])
+  if planted_key not in sums:
+    return {}
+  mean = {k: total / count for k, (total, count) in sums.items()}
+  q = mean.pop(planted_key)
+  others = np.fromiter(mean.values(), np.float64, len(mean))
+  below = np.sum(others < q) + 0.5 * np.sum(others == q)
+  return {
+    "global_auroc": round_sig(below / max(others.size, 1)),
+    "global_ap": round_sig(1.0 / (1 + np.sum(others >= q))),
+    "global_pairs": int(others.size + 1),
+  }
 
 
 def type_auroc(planted: dict, records: list[dict]) -> dict | None:

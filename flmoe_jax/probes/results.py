@@ -25,7 +25,10 @@ PROBE_FORMAT = "flmoe-probe"
 # 2: pairs ranked on the target's log-odds by default; pair masking's `random` control draws from the
 # candidate pairs' tokens, `random_all` from all tokens, and each carries a paired test against the
 # ranked pairs (1: ranked by logit / probability, one control from all tokens, no test).
-PROBE_VERSION = 2
+# 3: every SE of the marginal game includes the reference draw (2: SII's and RG-additive's only),
+# and the planted pairs' detector scores include the sample-averaged map's (`global_auroc`).
+# Version 2 files read unchanged (the new numbers are absent from them).
+PROBE_VERSION = 3
 
 
 def _tolist(a: Any) -> Any:
@@ -532,7 +535,7 @@ class ProbeReport(artifact.Artifact):
 
   FORMAT: ClassVar[str] = PROBE_FORMAT
   VERSION: ClassVar[int] = PROBE_VERSION
-  READS: ClassVar[tuple[int, ...]] = (PROBE_VERSION,)
+  READS: ClassVar[tuple[int, ...]] = (2, PROBE_VERSION)
   ERROR: ClassVar[type[Exception]] = ProbeError
   INDENT: ClassVar[int | None] = None  # one example record per probed example: no indentation
   REMEDY: ClassVar[str] = "rerun `flmoe probe`"
