@@ -86,6 +86,20 @@ def test_rerun_finished_is_noop_and_other_config_refused(random_store, tmp_path)
   train.train_and_evaluate(other, tmp_path / "run", overwrite=True)
 
 
+def test_a_run_grows_seeds_without_retraining_the_finished_ones(random_store, tmp_path):
+  """The seeds are the one setting two starts of a run may differ in: a second seed trains beside
+  the first, which is read back, not retrained; the config then records both."""
+  one = train.train_and_evaluate(tiny_config(random_store, "train.epochs=1"), tmp_path / "run")
+  result = tmp_path / "run" / "seed_0" / "result.json"
+  before = result.stat().st_mtime_ns
+  two = train.train_and_evaluate(
+    tiny_config(random_store, "train.epochs=1", "train.seeds=(0,1)"), tmp_path / "run"
+  )
+  assert sorted(two.seeds) == [0, 1] and two.seeds[0] == one.seeds[0]
+  assert result.stat().st_mtime_ns == before
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["seeds"] == [0, 1]
+
+
 def test_run_of_an_earlier_version_resumes(random_store, tmp_path):
   # A run dir written before `model.attention` and `loss.lambda_role` existed holds a config without
   # them; it was trained with their defaults, so the same config today resumes it (here: a no-op).

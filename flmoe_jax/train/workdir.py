@@ -62,8 +62,12 @@ def prepare_workdir(
     except ValueError as e:
       raise RunDirError(f"{paths.config} is not a readable run config ({e})") from None
     why = None
-    if config_lib.config_to_json(saved) != text:
+    if _without_seeds(saved) != _without_seeds(config):
       why = f"a different config ({config_lib.first_difference(saved, config)})"
+    elif config_lib.config_to_json(saved) != text:
+      # Only the seeds differ: each trains in its own seed_<n>/ with the same settings, so a run
+      # grows (or is summarised over fewer) seeds; the config records this start's list.
+      atomic.write_text(paths.config, text)
     elif fs is not None:
       why = _store_difference(paths, fs)
     if why is not None:
@@ -80,6 +84,13 @@ def prepare_workdir(
   if fs is not None:
     _record_session(paths, fs)
   return paths
+
+
+def _without_seeds(config) -> str:
+  """The config's JSON without `train.seeds`: what every seed of one run must share."""
+  d = json.loads(config_lib.config_to_json(config))
+  d.get("train", {}).pop("seeds", None)
+  return json.dumps(d, sort_keys=True)
 
 
 def store_signature(fs: store_lib.FeatureStore) -> dict[str, Any]:
