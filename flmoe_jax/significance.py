@@ -15,7 +15,12 @@ normal approximation is poor: a verdict needs at least `MIN_EXAMPLES` (the repor
 
 **Does one model's number differ from another's?** Training seeds are the replicates: `diff_ci` gives
 the Welch interval of a difference of two means over seeds (each model's seeds independent), `mean_ci`
-the t interval of one mean. With fewer than two seeds of either there is no interval (None).
+the t interval of one mean, `diff_test` Welch's one-sided tests of the difference beyond a margin, in
+either direction. With fewer than two seeds of either there is no interval or test (None).
+
+A claim that *every* one of several differences goes one way is an intersection-union test: it holds
+at level alpha when each difference is significant at alpha on its own (Berger 1982), so it needs no
+multiplicity adjustment; the claim that *some* difference goes the other way does (Holm).
 """
 
 from __future__ import annotations
@@ -142,3 +147,41 @@ def diff_ci(a, b, level: float = 0.95) -> tuple[float, float, float] | None:
   dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
   half = stats.t.ppf(0.5 + level / 2, dof) * np.sqrt(va + vb)
   return d, float(d - half), float(d + half)
+
+
+def diff_test(a, b, margin: float = 0.0) -> dict[str, float] | None:
+  """Welch's one-sided tests of d = mean(a) - mean(b) beyond a margin, over independent seeds.
+
+  Args:
+    a: per-seed values of the first model.
+    b: per-seed values of the second.
+    margin: the smallest difference that counts (>= 0).
+
+  Returns:
+    {"diff", "se", "dof", "p_lower" (H0: d >= -margin), "p_higher" (H0: d <= margin)}, or None when
+    either side has fewer than two finite values. Two sets of identical values (se 0) give p 0 where
+    the difference is beyond the margin, else 1.
+  """
+  a = np.asarray([x for x in a if x is not None and np.isfinite(x)], np.float64)
+  b = np.asarray([x for x in b if x is not None and np.isfinite(x)], np.float64)
+  if len(a) < 2 or len(b) < 2:
+    return None
+  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+  d = float(a.mean() - b.mean())
+  if va + vb == 0:
+    return {
+      "diff": d,
+      "se": 0.0,
+      "dof": float(len(a) + len(b) - 2),
+      "p_lower": float(d >= -margin),
+      "p_higher": float(d <= margin),
+    }
+  se = float(np.sqrt(va + vb))
+  dof = float((va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)))
+  return {
+    "diff": d,
+    "se": se,
+    "dof": dof,
+    "p_lower": float(stats.t.cdf((d + margin) / se, dof)),
+    "p_higher": float(stats.t.sf((d - margin) / se, dof)),
+  }

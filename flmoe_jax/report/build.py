@@ -100,6 +100,12 @@ def table_b(dataset: str, explain: ExplainReport) -> Table | None:
   for _, f in models:
     row += [_pm(f.aopc[key]) for key in _AOPC_KEYS]
   rows.append(row)
+  if all(f.aopc_trapezoid for _, f in models):
+    # The same curves' normalised trapezoid areas over K (the budgets need not be evenly spaced).
+    row = ["AOPC (trapezoid)"]
+    for _, f in models:
+      row += [_pm(f.aopc_trapezoid[key]) for key in _AOPC_KEYS]
+    rows.append(row)
   row = ["gap (comp: id-rnd, suff: rnd-id)"]
   for _, f in models:
     row += [_pm(f.aopc["comp_gap"]), "", _pm(f.aopc["suff_gap"]), ""]
@@ -177,48 +183,43 @@ def c1_verdict(dataset: str, explain: ExplainReport) -> tuple[str, Table]:
 
   Every view of FL-I2MoE (each expert and the mixture) against the dense map, per modality, on the
   min-max normalised and on the unnormalised maps. The statistic is the normalised entropy (lower =
-  more concentrated); each cell is the difference of the two models' seed means with a Welch
-  interval over seeds (`significance.diff_ci`), simultaneous 95% over the cells (Bonferroni). A cell
-  is lower / higher when its interval excludes 0 and the difference is at least `C1_MIN_EFFECT`.
-  PASS: every cell lower; FAIL: some cell higher; NOT SHOWN: fewer than two seeds of either model,
-  a file without the unnormalised maps, or unresolved cells. The cross-expert specificity is stated
-  beside it.
+  more concentrated); each cell is the difference of the two models' seed means, tested with
+  Welch's one-sided tests over seeds beyond a margin of `C1_MIN_EFFECT` (`significance.diff_test`).
+  A cell is lower when its own test says so at one-sided 5%: PASS (every cell lower) is an
+  intersection-union test, at level 5% without adjustment. A cell is higher when its test is
+  significant after Holm's adjustment over the cells: FAIL (some cell higher) controls the
+  family-wise error. Otherwise NOT SHOWN, as with fewer than two seeds of either model or a file
+  without the unnormalised maps. The cross-expert specificity is stated beside it.
   """
   head = f"C1 ({dataset})"
   dense = _conc(explain.baseline, "dense")
   views = list(dict.fromkeys(c.view for c in explain.model.concentration))
-  rows = [
-    [
-      "view",
-      "modality",
-      "map",
-      "FL entropy",
-      "dense entropy",
-      "FL - dense [95% CI]",
-      "FL Gini",
-      "dense Gini",
-    ]
+  header = [
+    "view",
+    "modality",
+    "map",
+    "FL entropy",
+    "dense entropy",
+    "FL - dense [95% CI]",
+    "p lower",
+    "p higher (Holm)",
+    "FL Gini",
+    "dense Gini",
   ]
+  rows = [header]
   table = Table(
     f"c1-{dataset}",
     f"C1 evidence ({dataset}): {C1_STAT}, each FL-I2MoE view vs the dense map, mean +/- std over "
-    "seeds; the difference with its Welch interval over seeds, simultaneous 95% over the cells "
-    "(Bonferroni)",
+    "seeds; the difference with its 95% Welch interval over seeds; p lower: Welch's one-sided test "
+    f"that FL is lower by more than {C1_MIN_EFFECT}; p higher: that it is higher by more than "
+    f"{C1_MIN_EFFECT}, Holm-adjusted over the cells",
     rows,
   )
   if not dense:
     return f"NOT SHOWN: {head}: no dense baseline explained (flmoe explain --baseline).", table
-  counts = {"lower": 0, "higher": 0, "unresolved": 0}
-  # One family of cells: each interval at 1 - 0.05 / cells (Bonferroni), so that one verdict over
-  # 20 cells is not a FAIL by chance (an unadjusted 95% interval misses 1 cell in 20).
-  n_cells = sum(
-    1 for v in views for mod in _conc(explain.model, v) if mod in dense for _ in _MAP_KINDS
-  )
-  level = 1 - 0.05 / max(n_cells, 1)
-  by_view, missing, n_seeds = {}, False, set()
+  cells, missing = [], False
   for view in views:
-    mine = _conc(explain.model, view)
-    for mod, c in mine.items():
+    for mod, c in _conc(explain.model, view).items():
       d = dense.get(mod)
       if d is None:
         continue
@@ -227,30 +228,15 @@ def c1_verdict(dataset: str, explain: ExplainReport) -> tuple[str, Table]:
           missing = True
           continue
         a, b = _seed_values(getattr(c, ent)), _seed_values(getattr(d, ent))
-        n_seeds.add((len(a), len(b)))
-        ci = significance.diff_ci(a, b, level)
-        state = (
-          "unresolved"
-          if ci is None
-          else "lower"
-          if ci[2] < 0 and ci[0] <= -C1_MIN_EFFECT
-          else "higher"
-          if ci[1] > 0 and ci[0] >= C1_MIN_EFFECT
-          else "unresolved"
-        )
-        counts[state] += 1
-        by_view.setdefault(view, {"lower": 0, "higher": 0, "unresolved": 0})[state] += 1
-        rows.append(
-          [
-            view,
-            mod,
-            kind,
-            _pm(getattr(c, ent), 3),
-            _pm(getattr(d, ent), 3),
-            _ci_text(ci),
-            _pm(getattr(c, gin), 3),
-            _pm(getattr(d, gin), 3),
-          ]
+        cells.append(
+          {
+            "view": view,
+            "row": [view, mod, kind, _pm(getattr(c, ent), 3), _pm(getattr(d, ent), 3)],
+            "gini": [_pm(getattr(c, gin), 3), _pm(getattr(d, gin), 3)],
+            "seeds": (len(a), len(b)),
+            "test": significance.diff_test(a, b, C1_MIN_EFFECT),
+            "ci": significance.diff_ci(a, b, 0.95),
+          }
         )
   if missing:
     return (
@@ -258,16 +244,36 @@ def c1_verdict(dataset: str, explain: ExplainReport) -> tuple[str, Table]:
       "(written by an older flmoe_jax); rerun `flmoe explain`.",
       table,
     )
+  p_higher = significance.holm(
+    np.array([1.0 if c["test"] is None else c["test"]["p_higher"] for c in cells])
+  )
+  counts = {"lower": 0, "higher": 0, "unresolved": 0}
+  by_view, n_seeds = {}, {c["seeds"] for c in cells}
+  for cell, ph in zip(cells, p_higher):
+    test = cell["test"]
+    state = (
+      "unresolved"
+      if test is None
+      else "lower"
+      if test["p_lower"] < significance.DEFAULT_ALPHA
+      else "higher"
+      if ph < significance.DEFAULT_ALPHA
+      else "unresolved"
+    )
+    counts[state] += 1
+    by_view.setdefault(cell["view"], {"lower": 0, "higher": 0, "unresolved": 0})[state] += 1
+    p_text = ["-", "-"] if test is None else [f"{test['p_lower']:.2g}", f"{ph:.2g}"]
+    rows.append([*cell["row"], _ci_text(cell["ci"]), *p_text, *cell["gini"]])
   seeds = ", ".join(f"{a} vs {b}" for a, b in sorted(n_seeds))
-  cells = sum(counts.values())
+  n_cells = len(cells)
   numbers = (
-    f"{cells} cells (views x modalities x normalised / raw maps): {counts['lower']} more concentrated, "
-    f"{counts['higher']} less, {counts['unresolved']} not resolved; per view (lower / higher / not "
-    "resolved): "
+    f"{n_cells} cells (views x modalities x normalised / raw maps): {counts['lower']} more "
+    f"concentrated, {counts['higher']} less, {counts['unresolved']} not resolved; per view (lower / "
+    "higher / not resolved): "
     + ", ".join(f"{v} {c['lower']}/{c['higher']}/{c['unresolved']}" for v, c in by_view.items())
-    + f"; statistic: {C1_STAT}, FL - dense, Welch interval over seeds ({seeds} seeds), "
-    f"simultaneous 95% over the {cells} cells (each at {100 * level:.2f}%, Bonferroni), a cell "
-    f"counting when its interval excludes 0 and the difference is at least {C1_MIN_EFFECT}"
+    + f"; statistic: {C1_STAT}, FL - dense over seeds ({seeds} seeds), Welch's one-sided tests "
+    f"beyond a difference of {C1_MIN_EFFECT}: a cell is lower at p < 0.05 (PASS needs all {n_cells}: "
+    f"an intersection-union test), higher at Holm-adjusted p < 0.05 over the {n_cells} cells"
     + _specificity(explain)
   )
   if any(a < 2 or b < 2 for a, b in n_seeds):
@@ -433,6 +439,8 @@ def ground_truth_table(
       "called",
       "chance",
       "pair AUROC",
+      "pair AP",
+      "global AUROC",
       "in candidates",
     ]
   ]
@@ -456,7 +464,10 @@ def ground_truth_table(
               _f(p[scale]["mrr"], 3),
               _f(p[scale]["called@1"], 3) if "called@1" in p[scale] else "-",
               _f(p[scale].get("chance_hit@1", float("nan")), 3),
-              "-" if p[scale].get("pair_auroc") is None else _f(p[scale]["pair_auroc"], 3),
+              *(
+                "-" if p[scale].get(k) is None else _f(p[scale][k], 3)
+                for k in ("pair_auroc", "pair_ap", "global_auroc")
+              ),
               _f(p["in_candidates"], 2),
             ]
           )
@@ -475,7 +486,9 @@ def ground_truth_table(
     f"Planted pairs recovered ({dataset}, generator setting {setting!r}, per test sample; hit@1 ranks "
     "by the signed score, |.| hit@1 by its magnitude; called: first by the signed log-odds score with at "
     "least the probe's min_effect nats (docs/probes.md); pair AUROC: the share of the other candidate "
-    "pairs ranked below the planted one, mean over examples; fill: "
+    "pairs ranked below the planted one, mean over examples; pair AP: its average precision (1 / its "
+    "rank, one positive), mean over examples; global AUROC: the pair AUROC on the score map averaged "
+    "over the examples; fill: "
     "what 'absent' means in the probed game, mean fill or the marginal game over reference examples, "
     f"docs/probes.md){type_note}",
     rows,
