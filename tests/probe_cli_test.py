@@ -546,3 +546,32 @@ def test_global_detector_ranks_the_planted_pair_on_the_sample_averaged_map():
   # Never a candidate: nothing to score.
   never = {"text_pos": 5, "image_pos": 5}
   assert planted_lib.global_detector(records, "rg", "RG", "logodds", never) == {}
+
+
+def test_records_carry_the_probed_experts_gate_weights_and_planted_calls_weigh_them(
+  tiny_run, capsys
+):
+  code, _, err = _probe(
+    capsys, tiny_run, "--pairs", "all", "--no-figures", "--samples", "3", "--tag", "gate"
+  )
+  assert code == 0, err
+  doc = json.loads((tiny_run / "probe" / "test_gate.json").read_text())
+  from flmoe_jax import runs
+
+  run = runs.load_run(tiny_run)
+  names = list(run.model.expert_names)
+  for rec in doc["samples"]:
+    data = run.store.gather("test", np.asarray([rec["row"]]))
+    xs = [jnp.asarray(x, jnp.float32) for x in data["x"]]
+    w = np.asarray(run.model.forward_projected(run.model.project(xs), data["mask"]).weights)[0]
+    assert rec["gate"]["sii"] == pytest.approx(w[names.index("syn")], rel=1e-3)
+    assert rec["gate"]["rg"] == pytest.approx(w[names.index("red")], rel=1e-3)
+  # The planted entries carry them, and a call needs the weighted share above the floor.
+  entry = {
+    "rg": {"RG_logodds": {"value": 1.0, "rank": 1}},
+    "sii": {"SII_logodds": {"value": 0.0, "rank": 9}},
+  }
+  assert planted_lib._called(entry, "rg", 0.25)
+  assert not planted_lib._called({**entry, "gate": {"sii": 0.9, "rg": 0.1}}, "rg", 0.25)
+  first = next(iter(doc["samples"][0]["planted"].values()))
+  assert first["gate"] == doc["samples"][0]["gate"]

@@ -271,3 +271,32 @@ def test_probe_standout_calls_on_the_log_odds_scale_against_the_other_expert():
   assert [q["pair"] for q in copy["RG"]["dataset_called"]["pairs"] if q["stands_out"]] == [
     [0, 5, 1, 5]
   ]
+
+
+def test_calls_weigh_each_score_by_its_experts_gate_weight():
+  """The redundancy game ranks a pair first with 1 nat, but the gate gives that expert 0.1 of the
+  output: its share (0.1 nat) is below the floor, no call. With weight 0.5 it is called, unless the
+  synergy expert's share of the same pair is larger (0.6 x 0.9 nat), though its own score is smaller."""
+
+  def record(gate, rg_top=1.0, sii_of_pair=0.0):
+    rg, sii = np.zeros(4), np.zeros(4)
+    rg[2], sii[2] = rg_top, sii_of_pair
+    members = [[0, i, 1, i] for i in range(4)]
+    out = {
+      "sii": {"members": members, "values": {"SII": {"logodds": sii.tolist()}}},
+      "rg": {"members": members, "values": {"RG": {"logodds": rg.tolist()}}},
+    }
+    return out if gate is None else {**out, "gate": gate}
+
+  def called(rec):
+    return standout.called_values(rec, "rg", 0.25)[2] >= 0.25
+
+  assert called(record(None))  # files without weights: the scores alone, as before
+  assert not called(record({"sii": 0.5, "rg": 0.1}))
+  assert called(record({"sii": 0.5, "rg": 0.5}))
+  assert called(record({"sii": 0.6, "rg": 0.5}, sii_of_pair=0.8))  # 0.48 < 0.5
+  assert not called(record({"sii": 0.6, "rg": 0.5}, sii_of_pair=0.9))  # 0.54 > 0.5
+  # The rule itself: shares, not scores.
+  assert standout.is_call(True, 1.0, 0.9, 0.25, 0.5, 0.6) is False
+  assert standout.is_call(True, 1.0, 0.9, 0.25) is True
+  assert standout.is_call(True, 1.0, -np.inf, 0.25, 0.3, 0.0) is True

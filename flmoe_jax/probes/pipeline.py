@@ -39,7 +39,7 @@ from flmoe_jax.probes import pairs as pairs_lib
 from flmoe_jax.probes import planted as planted_lib
 from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.probes.config import DEFAULT_SAMPLES, ProbeConfig
-from flmoe_jax.probes.games import ModelValueFn, PlayerMap, ProbeError, split_expert
+from flmoe_jax.probes.games import ModelValueFn, PlayerMap, ProbeError, expert_index, split_expert
 from flmoe_jax.probes.results import (
   PROBE_FORMAT,
   PROBE_VERSION,
@@ -72,12 +72,13 @@ MAX_BATCH = 64  # examples per batched call (their coalitions still obey the mem
 
 @functools.partial(jax.jit, static_argnames=("graph", "task_type", "source"))
 def _prepare(graph, state, xs, masks, labels, *, task_type, source):
-  """Projection, clean mixture logits, target [B, C] and its probability [B]."""
+  """Projection, clean mixture logits, target [B, C], its probability [B] and gate weights [B, E]."""
   model = nnx.merge(graph, state)
   hs = model.project(xs)
-  logits = model.forward_projected(hs, masks).logits
-  target = targets.target_mask(logits, task_type, source=source, labels=labels)
-  return hs, logits, target, targets.target_score(logits, target, task_type, score="prob")
+  out = model.forward_projected(hs, masks)
+  target = targets.target_mask(out.logits, task_type, source=source, labels=labels)
+  p_target = targets.target_score(out.logits, target, task_type, score="prob")
+  return hs, out.logits, target, p_target, out.weights
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "n_players", "n_draws", "antithetic", "chunk"))
@@ -431,7 +432,7 @@ def _batch_games(s: _Setup, cfg: ProbeConfig, start: int, idx: np.ndarray) -> di
   xs = [jnp.asarray(x, jnp.float32) for x in data["x"]]
   mks = [jnp.asarray(mk, bool) for mk in data["mask"]]
   labels = jnp.asarray(data["label"]) if cfg.target == "true" else None
-  hs, logits, target, p_clean = _prepare(
+  hs, logits, target, p_clean, gate = _prepare(
     s.mix_fn.graph, s.state_full, xs, mks, labels, task_type=fs.task.type, source=cfg.target
   )
   maps = _token_maps(s, cfg.attribution, hs, mks, target) if cfg.pairs == "topk" else {}
@@ -478,6 +479,7 @@ def _batch_games(s: _Setup, cfg: ProbeConfig, start: int, idx: np.ndarray) -> di
     "logits": logits,
     "target": np.asarray(target),
     "p_clean": np.asarray(p_clean),
+    "gate": np.asarray(gate),
     "pms": pms,
     "pmods": pmods,
     "n_valid": n_valid,
@@ -547,6 +549,9 @@ def _example_record(s: _Setup, cfg: ProbeConfig, g: dict, out: dict, bi: int, ro
     "target": np.flatnonzero(g["target"][bi] > 0).tolist(),
     "p_clean": round_sig(g["p_clean"][bi]),
     "n_players": s.n_per_mod[ci].tolist(),
+    # The gate weight of each probed expert at the clean input (1 for the mixture's game): calls
+    # weigh an expert's score by it (`standout.is_call`).
+    "gate": {role: round_sig(_gate_of(s, g["gate"][bi], role)) for role in ROLES},
   }
   scores = {}
   for role in ROLES:
@@ -588,8 +593,14 @@ def _example_record(s: _Setup, cfg: ProbeConfig, g: dict, out: dict, bi: int, ro
   )
   rec["masking_unique_tokens"] = {name: c.tolist() for name, c in zip(("SII", "RG"), counts_all)}
   if s.planted is not None:
-    rec["planted"] = planted_lib.planted_sample(s.planted, ci, pm, scores)
+    rec["planted"] = planted_lib.planted_sample(s.planted, ci, pm, scores, rec["gate"])
   return rec, coal
+
+
+def _gate_of(s: _Setup, weights: np.ndarray, role: str) -> float:
+  """The gate weight [E] of the expert `role` probes; 1 for the mixture's game."""
+  idx = expert_index(s.run.model, s.experts[role])
+  return 1.0 if idx is None else float(weights[idx])
 
 
 def _report(s: _Setup, cfg: ProbeConfig, workdir, done: list[dict], t0: float) -> dict:

@@ -97,18 +97,22 @@ def _called(entry: dict, role: str, min_effect: float) -> bool:
   rival_role = standout_lib.other_role(role)
   other = entry.get(rival_role)
   rival = other[f"{standout_lib.ROLE_INDEX[rival_role]}_logodds"]["value"] if other else -math.inf
-  return standout_lib.is_call(own["rank"] == 1, own["value"], rival, min_effect)
+  weights = standout_lib.gate_weight(entry, role), standout_lib.gate_weight(entry, rival_role)
+  return standout_lib.is_call(own["rank"] == 1, own["value"], rival, min_effect, *weights)
 
 
-def planted_sample(planted: dict, ci: int, pm: PlayerMap, scores: dict) -> dict:
-  """Ranks of the planted pairs among one example's candidate pairs."""
+def planted_sample(
+  planted: dict, ci: int, pm: PlayerMap, scores: dict, gate: dict | None = None
+) -> dict:
+  """Ranks of the planted pairs among one example's candidate pairs (with the example's gate
+  weights of the probed experts, `gate`, which its calls weigh)."""
   out = {}
   for name, p in planted["pairs"].items():
     try:
       pi, pj = pm.player("text", p["text_pos"]), pm.player("image", p["image_pos"])
     except ProbeError:
       continue
-    entry = {"kind": p["kind"]}
+    entry = {"kind": p["kind"], **({"gate": gate} if gate else {})}
     for role in ROLES:
       cp, stats = scores[role]
       hit = np.flatnonzero((cp[:, 0] == pi) & (cp[:, 1] == pj))

@@ -27,8 +27,9 @@ PROBE_FORMAT = "flmoe-probe"
 # ranked pairs (1: ranked by logit / probability, one control from all tokens, no test).
 # 3: every SE of the marginal game includes the reference draw (2: SII's and RG-additive's only),
 # and the planted pairs' detector scores include the sample-averaged map's (`global_auroc`).
-# Version 2 files read unchanged (the new numbers are absent from them).
-PROBE_VERSION = 3
+# 4: each example records its probed experts' gate weights (`gate`), and calls weigh each expert's
+# score by its weight (3 and 2 read unchanged: their calls weigh nothing, the new numbers are absent).
+PROBE_VERSION = 4
 
 
 def _tolist(a: Any) -> Any:
@@ -535,7 +536,7 @@ class ProbeReport(artifact.Artifact):
 
   FORMAT: ClassVar[str] = PROBE_FORMAT
   VERSION: ClassVar[int] = PROBE_VERSION
-  READS: ClassVar[tuple[int, ...]] = (2, PROBE_VERSION)
+  READS: ClassVar[tuple[int, ...]] = (2, 3, PROBE_VERSION)
   ERROR: ClassVar[type[Exception]] = ProbeError
   INDENT: ClassVar[int | None] = None  # one example record per probed example: no indentation
   REMEDY: ClassVar[str] = "rerun `flmoe probe`"

@@ -282,10 +282,32 @@ def other_role(role: str) -> str:
   return "rg" if role == "sii" else "sii"
 
 
-def is_call(first: bool, value: float, rival: float, min_effect: float) -> bool:
-  """The call rule: first by its signed log-odds score, at least `min_effect` nats, and above the
-  other role's score of the same pair (`rival`, -inf where the pair is not a candidate there)."""
-  return bool(first) and value >= min_effect and value > rival
+def gate_weight(record: dict, role: str) -> float:
+  """The gate weight, at the example's clean input, of the expert whose game `role` probes (1 for
+  the mixture's game, a dense model, and files written before the weights were recorded)."""
+  return float((record.get("gate") or {}).get(role, 1.0))
+
+
+def is_call(
+  first: bool,
+  value: float,
+  rival: float,
+  min_effect: float,
+  weight: float = 1.0,
+  rival_weight: float = 1.0,
+) -> bool:
+  """The call rule: first by its signed log-odds score, and its expert's share of it at least
+  `min_effect` nats and above the other role's share of the same pair (`rival`, -inf where the pair
+  is not a candidate there).
+
+  An expert's share is its gate weight times its score: the mixture's logits are the gate-weighted
+  sum of the experts', so with the gate held at the clean input an expert's interaction enters the
+  model's log-odds times its weight (exactly for a binary task). An expert the gate all but ignores
+  can rank a pair first with a large score of its own and still not move the model: not a call.
+  """
+  mine = weight * value
+  theirs = rival_weight * rival if math.isfinite(rival) else rival
+  return bool(first) and mine >= min_effect and mine > theirs
 
 
 def called_values(record: dict, role: str, min_effect: float) -> np.ndarray:
@@ -312,7 +334,8 @@ def called_values(record: dict, role: str, min_effect: float) -> np.ndarray:
       if tuple(m) == members:
         rival = float(w)
         break
-  if is_call(True, float(v[top]), rival, min_effect):
+  weights = gate_weight(record, role), gate_weight(record, rival_role)
+  if is_call(True, float(v[top]), rival, min_effect, *weights):
     return v
   return np.minimum(v, min_effect - 1.0)
 
