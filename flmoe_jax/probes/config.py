@@ -104,8 +104,8 @@ class ProbeConfig(StageConfig):
   )
   min_effect: float = option(
     DEFAULT_MIN_EFFECT,
-    "smallest score, on the target's log-odds scale (nats), with which an example's first pair is "
-    "called (the called@1 rates, cross-talk, 'called' standouts)",
+    "smallest share of the target's log-odds (nats: the expert's gate weight x its score) with "
+    "which an example's first pair is called (the called@1 rates, cross-talk, 'called' standouts)",
     lowest=0.0,
   )
   attention: str | None = option(
