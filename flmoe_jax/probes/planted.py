@@ -144,7 +144,7 @@ def planted_summary(
   """hit@1 / MRR of each planted pair under the probe meant to find it, and its cross-talk.
 
   On the log-odds scale also `called@1`: the share of examples in which the pair is first by its
-  signed score and that score is at least `min_effect` nats (the probe calls it).
+  signed score and its expert's share of it is at least `min_effect` nats (`standout.is_call`).
   """
   summary = {"setting": planted["setting"], "label_type": planted["label_type"], "pairs": {}}
   for name, p in planted["pairs"].items():
@@ -228,7 +228,7 @@ def planted_summary(
         # Share of examples in which the pair is the first of all candidates under that probe.
         "hit@1": round_sig(np.mean([r["rank"] == 1 for r in ranked])) if ranked else None,
         "abs_hit@1": round_sig(np.mean([r["abs_rank"] == 1 for r in ranked])) if ranked else None,
-        # What the other role's probe would call (first, at least min_effect nats, above the
+        # What the other role's probe would call (first, a share of at least min_effect nats, above the
         # meant probe's score of the pair).
         "called@1": (
           round_sig(np.mean([_called(e, role, min_effect) for e in entries if e and e.get(role)]))

@@ -315,8 +315,9 @@ def called_values(record: dict, role: str, min_effect: float) -> np.ndarray:
   example calls nothing.
 
   The example calls its first pair (by the signed score of the role's own index: SII of the synergy
-  game, RG of the redundancy game) when that score is at least `min_effect` and larger than the
-  other role's score of the same pair (where the pair is a candidate there too). Otherwise every
+  game, RG of the redundancy game) when its expert's share of that score (gate weight x score,
+  `is_call`) is at least `min_effect` and larger than the other role's share of the same pair (where
+  the pair is a candidate there too). Otherwise every
   score is capped below `min_effect`, so `top_pair_test(..., min_value=min_effect)` counts no first
   place; the ranking itself is unchanged.
   """
@@ -359,7 +360,7 @@ def probe_standout(
     "frac_top_separated", "frac_pairs_significant", "median_top_z", "mean_abs_top") and
     "dataset": `top_pair_test` by magnitude, "dataset_signed": by the signed score, and
     "dataset_called": by the signed log-odds score, an example calling its first pair only when
-    that score is at least `min_effect` (nats).
+    its expert's share of that score is at least `min_effect` (nats; `called_values`).
   """
   out = {}
   for role, name, scale in (("sii", "SII", sii_scale), ("rg", "RG", rg_scale)):

@@ -484,8 +484,9 @@ def ground_truth_table(
   return Table(
     f"ground-truth-{dataset}",
     f"Planted pairs recovered ({dataset}, generator setting {setting!r}, per test sample; hit@1 ranks "
-    "by the signed score, |.| hit@1 by its magnitude; called: first by the signed log-odds score with at "
-    "least the probe's min_effect nats (docs/probes.md); pair AUROC: the share of the other candidate "
+    "by the signed score, |.| hit@1 by its magnitude; called: first by the signed log-odds score, and the "
+    "expert's share of it (gate weight x score) at least the probe's min_effect nats and above the other "
+    "expert's share of the pair (docs/probes.md); pair AUROC: the share of the other candidate "
     "pairs ranked below the planted one, mean over examples; pair AP: its average precision (1 / its "
     "rank, one positive), mean over examples; global AUROC: the pair AUROC on the score map averaged "
     "over the examples; fill: "
