@@ -86,5 +86,7 @@ def test_a_stage_artifact_raises_its_own_error_naming_the_file(tmp_path):
   with pytest.raises(ProbeError, match=r"test.json: malformed artifact: ProbeReport lacks 'run'"):
     ProbeReport.load(path)
   path.write_text(json.dumps({"format": "flmoe-probe", "version": 1}))
-  with pytest.raises(ProbeError, match=r"version 1; this reader knows \(2,\); rerun `flmoe probe`"):
+  with pytest.raises(
+    ProbeError, match=r"version 1; this reader knows \(2, 3, 4\); rerun `flmoe probe`"
+  ):
     ProbeReport.load(path)

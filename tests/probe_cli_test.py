@@ -80,7 +80,7 @@ def test_probe_writes_typed_json_and_figures_and_leaves_the_run_alone(tiny_run, 
   assert code == 0, err
   assert "RG-ranked vs random pair masking" in out
   d = results.read_probe(tiny_run / "probe" / "test.json")
-  assert d["format"] == "flmoe-probe" and d["version"] == 2
+  assert d["format"] == "flmoe-probe" and d["version"] == 4
   s = d["settings"]
   assert s["seed"] == 3 and s["pairs"] == "all" and s["n_draws"] == 4 and s["exact"] is False
   assert s["budget"] == 4 * 4 * s["n_pairs_padded"]
