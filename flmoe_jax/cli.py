@@ -11,6 +11,8 @@
   flmoe report  --workdir W [--baseline W_dense] [--i2moe W_i2moe]   (Tables A/B/C, verdicts)
   flmoe baselines --workdir W [--split test] [--modality text]   (majority class, one modality alone:
                                            W/baselines/<split>.json, beside the models in Table A)
+  flmoe sweep   --config C --grid key=v1,v2 [--grid ...] --seeds 0,1 --workdir W [--shard i/n]
+                                           (a grid x seeds, each point a resumable run; W/sweep.*)
   flmoe demo    [--workdir runs/demo]      (the whole pipeline on the embedded default)
   flmoe convert --weights M.npz --encoders E.npz --store STORE --workdir W
                                            (the authors' PyTorch weights as a run directory)
@@ -201,6 +203,18 @@ def _cmd_features(args, overrides) -> int:
   return cli_features(args, overrides)
 
 
+def _cmd_sweep(args, overrides) -> int:
+  from flmoe_jax import sweep
+  from flmoe_jax.options import from_args
+
+  cfg = from_args(sweep.SweepConfig, args, overrides=tuple(overrides))
+  rows = sweep.run_sweep(cfg, args.workdir)
+  print(
+    f"sweep: {len(rows)} points finished; table: {args.workdir}/sweep.md (and .csv, .html, .jsonl)"
+  )
+  return 0
+
+
 def _cmd_demo(args, overrides) -> int:
   from flmoe_jax import demo
 
@@ -331,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
   add_arguments(cv, ConvertConfig)
   cv.set_defaults(fn=_cmd_convert)
 
+  from flmoe_jax.sweep import SweepConfig
+
+  sw = sub.add_parser(
+    "sweep", help="train a grid of configs x seeds (resumable), one results table"
+  )
+  sw.add_argument("--workdir", required=True, help="the sweep's folder (one run per grid point)")
+  add_arguments(sw, SweepConfig)
+  sw.set_defaults(fn=_cmd_sweep)
+
   d = sub.add_parser("demo", help="the whole pipeline on the embedded default, no download")
   d.add_argument("--workdir", default="runs/demo")
   d.add_argument("--quick", action="store_true", help="fewer epochs and seeds (smoke run)")
@@ -356,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise SystemExit(
         _fail(f"unrecognized arguments: {' '.join(unknown)} (see 'flmoe {args.command} --help')")
       )
-    if overrides and args.command not in ("train", "demo", "features"):
+    if overrides and args.command not in ("train", "demo", "features", "sweep"):
       raise FlmoeError(f"`flmoe {args.command}` takes no --config.* overrides")
     return args.fn(args, overrides)
   except FlmoeError as e:

@@ -34,6 +34,7 @@ def option(
   lowest: float | None = None,
   flag: str | None = None,
   cli: bool = True,
+  repeat: bool = False,
 ) -> Any:
   """A config field with its documentation and checks.
 
@@ -44,8 +45,17 @@ def option(
     lowest: the smallest allowed number (for a tuple option: of each element).
     flag: the command-line flag when it is not `--<name-with-dashes>`.
     cli: False for options of the Python API only (no flag).
+    repeat: a tuple option whose elements are given one flag each (`--grid a=1,2 --grid b=3`)
+      instead of comma-separated in one.
   """
-  meta = {"doc": doc, "choices": choices, "lowest": lowest, "flag": flag, "cli": cli}
+  meta = {
+    "doc": doc,
+    "choices": choices,
+    "lowest": lowest,
+    "flag": flag,
+    "cli": cli,
+    "repeat": repeat,
+  }
   return dataclasses.field(default=default, metadata=meta)
 
 
@@ -170,9 +180,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[StageConfig]) -> No
       continue
     shown = ",".join(str(v) for v in f.default) if many else f.default
     kwargs = {"dest": f.name, "default": None, "help": doc}
-    if f.default is not None and f.default != "":
+    if f.default is not None and f.default not in ("", ()):
       kwargs["help"] += f" (default: {shown})"
-    if many:
+    if many and meta.get("repeat"):
+      kwargs.update(type=kind, action="append", metavar=flag.removeprefix("--").upper())
+      kwargs["help"] += " (repeatable)"
+    elif many:
       kwargs["type"] = _parse_tuple(kind, flag)
       kwargs["metavar"] = f"{kind.__name__.upper()},..."
     else:

@@ -246,6 +246,33 @@ def test_changed_store_is_one_line_and_moves_nothing(reference, tmp_path):
   assert {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
 
+def test_sweep_killed_inside_a_point_completes_on_rerun(reference, tmp_path):
+  """`flmoe sweep` over two points, killed in the second point's first epoch (batch 12 of the
+  process: the first point takes 9): the rerun finishes the second point from its own checkpoint
+  state, leaves the first as it was, and the table lists each point once."""
+  _, store, _ = reference
+  w = tmp_path / "sweep"
+  args = ["flmoe", "sweep", "--config", *TRAIN[1:], f"--config.store={store}"]
+  args += ["--grid", "optim.learning_rate=1e-3,2e-3", "--workdir", str(w)]
+  killed = _drive("batch@12", *args, cwd=tmp_path, tmp=tmp_path / "tmp")
+  assert killed.returncode == -9, killed.stderr[-1500:]
+  first, second = w / "optim.learning_rate=1e-3", w / "optim.learning_rate=2e-3"
+  assert (first / "summary.json").is_file() and not (second / "summary.json").exists()
+  assert [json.loads(x)["point"] for x in (w / "sweep.jsonl").read_text().splitlines()] == [
+    first.name
+  ]
+  before = {str(p): p.stat().st_mtime_ns for p in first.rglob("*")}
+  again = _drive("none", *args, cwd=tmp_path, tmp=tmp_path / "tmp")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert {str(p): p.stat().st_mtime_ns for p in first.rglob("*")} == before
+  rows = [json.loads(x) for x in (w / "sweep.jsonl").read_text().splitlines()]
+  assert sorted(r["point"] for r in rows) == sorted([first.name, second.name])
+  steps = [m["step"] for m in _metrics(second) if "train/loss" in m]
+  assert steps and steps == sorted(set(steps))  # the resumed point logged no step twice
+  left = [p for p in w.rglob("*") if ".tmp" in p.name or "orbax-checkpoint-tmp" in p.name]
+  assert not left, left
+
+
 @pytest.mark.slow
 def test_soak_kills_at_random_moments(tmp_path):
   """`make soak`: a 30-epoch run killed with SIGKILL at random moments (seeded) until a start
