@@ -118,3 +118,18 @@ def check_batch_size(batch_size: int, mesh, rules=DEFAULT_RULES) -> None:
     raise ConfigError(
       f"batch size {batch_size} is not divisible by the {n}-way data axis of the mesh"
     )
+
+
+def check_expert_axis(num_experts: int, mesh, rules=DEFAULT_RULES) -> None:
+  """Raises ConfigError unless the experts split evenly over the mesh axis the rules give them.
+
+  (`state_shardings` itself replicates a stack its axis does not divide; a training run asks for
+  expert parallelism by its mesh, so there it is an error, named before anything compiles.)
+  """
+  n = _axis_size(mesh, dict(rules).get("expert"))
+  if n > 1 and num_experts % n:
+    fits = [d for d in range(1, num_experts + 1) if num_experts % d == 0]
+    raise ConfigError(
+      f"the {n}-way expert axis of the mesh does not divide the model's {num_experts} experts; "
+      f"use an expert axis of {', '.join(map(str, fits))}"
+    )

@@ -134,6 +134,8 @@ def train_and_evaluate(
   rules = tuple(tuple(r) for r in config.mesh.rules)
   mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
   sharding.check_batch_size(config.train.batch_size, mesh, rules)
+  if config.model.kind != "dense":  # one expert per modality, a synergy and a redundancy expert
+    sharding.check_expert_axis(len(fs.modality_names) + 2, mesh, rules)
   init_params = initial_params(config, fs)  # checked before anything is written
   paths = prepare_workdir(config, workdir, overwrite=overwrite, fs=fs)
   writer = metrics_lib.MetricWriter(paths.root)
