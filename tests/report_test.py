@@ -628,7 +628,13 @@ def test_pure_settings_section(tmp_path):
     pair_masking=pair_masking(100, ((0.1, 0.1), (0.1, 0.1))),
     planted={
       "pairs": {
-        "syn0": {"kind": "synergy", "probe": "SII of the syn game", "expert": "syn", "logit": stats}
+        "syn0": {
+          "kind": "synergy",
+          "probe": "SII of the syn game",
+          "expert": "syn",
+          "logit": stats,
+          "logodds": {**stats, "called@1": 0.62},
+        }
       }
     },
   )
@@ -639,8 +645,11 @@ def test_pure_settings_section(tmp_path):
   md = out["md"].read_text()
   assert 'id="ground-truth-pure"' in out["html"].read_text()
   assert (
-    "| synergy | 99.00 | syn | 0.55 | SII of the syn game | logit | 0.990 | 0.980 | 0.014 |" in md
+    "| synergy | 99.00 | syn | 0.55 | SII of the syn game | logit | 0.990 | 0.980 | - | 0.014 |"
+    in md
   )
+  # The calls (the expert's share of the score) are on the log-odds scale.
+  assert "| SII of the syn game | logodds | 0.990 | 0.980 | 0.620 | 0.014 |" in md
 
 
 def test_pm_with_one_seed():

@@ -704,7 +704,7 @@ def pure_setting_results(
   Returns:
     Per (setting, scale): {"setting", "accuracy" (test, x100), "expert", "weight" (its mean test
     weight at the selected checkpoint, or None), "probe", "scale", "ranked_by" (the probe ranks
-    pairs on this scale), "hit@1", "abs_hit@1", "chance"}.
+    pairs on this scale), "hit@1", "abs_hit@1", "called" (log-odds scale only, else None), "chance"}.
     Runs without a summary or a planted probe are left out.
   """
   out = []
@@ -740,6 +740,7 @@ def pure_setting_results(
             "ranked_by": scale == ranked_by,
             "hit@1": p[scale]["hit@1"],
             "abs_hit@1": p[scale].get("abs_hit@1"),
+            "called": p[scale].get("called@1"),
             "chance": p[scale].get("chance_hit@1"),
           }
         )
@@ -751,7 +752,7 @@ def pure_settings_table(results: Sequence[dict], split: str = "test") -> Table:
   nan = float("nan")
   rows = [
     ["setting", "test accuracy", "target expert", "its mean weight (selected checkpoint)", "probe",
-     "scale", "hit@1", "|.| hit@1", "chance"]
+     "scale", "hit@1", "|.| hit@1", "called", "chance"]
   ]  # fmt: skip
   for r in results:
     rows.append(
@@ -764,13 +765,16 @@ def pure_settings_table(results: Sequence[dict], split: str = "test") -> Table:
         r["scale"],
         _f(r["hit@1"], 3),
         _f(nan if r["abs_hit@1"] is None else r["abs_hit@1"], 3),
+        "-" if r.get("called") is None else _f(r["called"], 3),
         _f(nan if r["chance"] is None else r["chance"], 3),
       ]
     )
   return Table(
     "ground-truth-pure",
     f"Planted pair recovered by its own expert in the generator's pure settings ({split} split, one "
-    "seed; in `synergy` only the XOR pair decides the label, in `redundancy` only the copied pair)",
+    "seed; in `synergy` only the XOR pair decides the label, in `redundancy` only the copied pair; "
+    "called: first by the signed log-odds score with the expert's share of it, gate weight x score, "
+    "at least the probe's min_effect nats and above the other expert's share, docs/probes.md)",
     rows,
   )
 
