@@ -274,6 +274,7 @@ _CHECKS = {
   "train.limit_train": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all)"),
   "train.limit_eval": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all)"),
   "train.progress": (lambda v: isinstance(v, bool), "true or false"),
+  "train.vmap_seeds": (lambda v: isinstance(v, bool), "true or false"),
   "train.init_from": (lambda v: isinstance(v, str), "a run directory, or '' for none"),
   "train.prng_impl": (
     lambda v: v in ("threefry2x32", "rbg", "unsafe_rbg"),
@@ -318,6 +319,11 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(
         f"{section}.{steps} and {section}.{share} are both set; set one (the other 0)"
       )
+  if cfg.train.vmap_seeds and cfg.train.prng_impl != "threefry2x32":
+    raise ConfigError(
+      f"train.vmap_seeds needs train.prng_impl='threefry2x32' (got {cfg.train.prng_impl!r}: its "
+      "keys draw other numbers under vmap, so the seeds would not equal their separate runs)"
+    )
   if cfg.model.hidden_dim % cfg.model.num_heads:
     raise ConfigError(
       f"model.hidden_dim {cfg.model.hidden_dim} is not divisible by model.num_heads "
@@ -429,6 +435,9 @@ def base_config() -> ml_collections.ConfigDict:
   # model's parameters (e.g. `flmoe convert` of the authors' weights); "" = a fresh initialisation.
   c.train.init_from = ""
   c.train.progress = True
+  # Train the seeds that have not started in one compiled program over a seed axis (each seed keeps
+  # its own init, data order, keys, checkpoints and metrics: the numbers of its separate run).
+  c.train.vmap_seeds = False
   # PRNG for dropout and perturbation noise. "rbg" is about 2x faster on CPU; "threefry2x32" (JAX's
   # default) gives the same numbers on every mesh layout.
   c.train.prng_impl = "threefry2x32"

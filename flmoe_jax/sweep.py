@@ -4,7 +4,8 @@
       --grid optim.learning_rate=1e-4,3e-4 --seeds 0,1 --workdir W
 
 The grid is the cartesian product of its axes, in the order given; each point is the config with
-the point's values (and `train.seeds`, and any `--config.key=value` override common to every point)
+the point's values (and `train.seeds`, `train.vmap_seeds`: with `--vmap-seeds` its seeds side by
+side in one compiled program, and any `--config.key=value` override common to every point)
 and trains in its own run directory, `W/<point>/`, through `train.train_and_evaluate`: a finished
 seed is read back, an interrupted one resumes from its last checkpoint. A sweep restarted after a kill
 therefore neither redoes a finished point nor loses one, and a point's folder is an ordinary run
@@ -54,6 +55,11 @@ class SweepConfig(StageConfig):
   )
   seeds: tuple[int, ...] = option((0,), "training seeds of every point", lowest=0)
   shard: str = option("0/1", "this process's share of the points, i/n: points i, i+n, i+2n, ...")
+  vmap_seeds: bool = option(
+    False,
+    "train each point's seeds side by side in one program (train.vmap_seeds; needs "
+    "train.prng_impl='threefry2x32')",
+  )
   overrides: tuple[str, ...] = option(
     (), "key=value overrides common to every point (--config.key=value)", cli=False
   )
@@ -141,8 +147,9 @@ def grid_points(cfg: SweepConfig) -> list[Point]:
 def point_config(cfg: SweepConfig, point: Point):
   """The locked, checked run config of one point."""
   seeds = f"train.seeds=({','.join(str(s) for s in cfg.seeds)},)"
+  vmap = f"train.vmap_seeds={cfg.vmap_seeds}"
   try:
-    return config_lib.load_config(cfg.config, [*cfg.overrides, *point.overrides, seeds])
+    return config_lib.load_config(cfg.config, [*cfg.overrides, *point.overrides, seeds, vmap])
   except FlmoeError as e:
     raise ConfigError(f"grid point {point.name}: {e}") from None
 

@@ -101,6 +101,51 @@ def test_a_run_grows_seeds_without_retraining_the_finished_ones(random_store, tm
   assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["seeds"] == [0, 1]
 
 
+def _final_params(run, seed):
+  from flmoe_jax import checkpointing
+
+  cfg = config_lib.with_defaults(config_lib.config_from_json((run / "config.json").read_text()))
+  fs = store_lib.open_store(cfg.store)
+  _, target = train.init_state(cfg, fs, seed=seed)
+  ck = checkpointing.Checkpointer(run / f"seed_{seed}" / "checkpoints" / "latest", read_only=True)
+  state, _ = ck.restore(ck.all_steps()[-1], target)
+  return [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+def test_vmapped_seeds_equal_their_separate_runs(random_store, tmp_path, capsys):
+  """`train.vmap_seeds`: seeds 0 and 1 in one program end with the numbers of their separate runs:
+  the same metrics lines (every loss, validation and test metric), results and final parameters."""
+  over = ("train.epochs=2", "train.seeds=(0,1)", "loss.lambda_role=1", "loss.lambda_missing=1")
+  sep = train.train_and_evaluate(tiny_config(random_store, *over), tmp_path / "sep")
+  capsys.readouterr()
+  vm = train.train_and_evaluate(
+    tiny_config(random_store, *over, "train.vmap_seeds=True"), tmp_path / "vm"
+  )
+  assert "seeds [0, 1]: trained side by side" in capsys.readouterr().out
+
+  def lines(run):
+    out = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return sorted(
+      ({k: v for k, v in d.items() if k != "train/examples_per_s"} for d in out),
+      key=lambda d: (d.get("seed", -1), d["step"], sorted(d)),
+    )
+
+  a, b = lines(tmp_path / "sep"), lines(tmp_path / "vm")
+  assert len(a) == len(b) > 8 and [sorted(x) for x in a] == [sorted(x) for x in b]
+  for x, y in zip(a, b):
+    for k in x:
+      np.testing.assert_allclose(y[k], x[k], rtol=2e-5, atol=2e-6, err_msg=k)
+  for seed in (0, 1):
+    r_sep, r_vm = sep.seeds[seed], vm.seeds[seed]
+    assert r_vm.best_epoch == r_sep.best_epoch and r_vm.steps == r_sep.steps
+    for k, v in r_sep.test.items():
+      assert r_vm.test[k] == pytest.approx(v, rel=2e-5, abs=2e-6), k
+    for x, y in zip(_final_params(tmp_path / "sep", seed), _final_params(tmp_path / "vm", seed)):
+      np.testing.assert_allclose(y, x, rtol=2e-5, atol=2e-6)
+  # The seeds differ from each other (the axis is not one seed copied).
+  assert sep.seeds[0].best_val != sep.seeds[1].best_val
+
+
 def test_run_of_an_earlier_version_resumes(random_store, tmp_path):
   # A run dir written before `model.attention` and `loss.lambda_role` existed holds a config without
   # them; it was trained with their defaults, so the same config today resumes it (here: a no-op).

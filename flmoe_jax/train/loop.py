@@ -141,7 +141,12 @@ def train_and_evaluate(
   writer = metrics_lib.MetricWriter(paths.root)
   try:
     results = {}
+    if config.train.vmap_seeds:
+      seeds = [int(s) for s in config.train.seeds]
+      results = _train_seeds_vmapped(config, fs, paths, mesh, rules, seeds, writer, init_params)
     for seed in config.train.seeds:
+      if int(seed) in results:
+        continue
       try:
         results[int(seed)] = _train_one_seed(
           config, fs, paths, mesh, rules, int(seed), writer, init_params
@@ -160,6 +165,7 @@ def train_and_evaluate(
         ) from None
   finally:
     writer.close()
+  results = {int(s): results[int(s)] for s in config.train.seeds}  # in the config's order
   summary = summarize(results, config=config, fs=fs)
   atomic.write_text(paths.summary, summary.to_json())
   return summary
@@ -185,11 +191,7 @@ def _train_one_seed(
   sel = selection_metric(config, fs)
 
   # --- State: built on the host, then laid out on the mesh (experts split on the `expert` axis). ---
-  graphdef, state = init_state(config, fs, seed=seed)
-  if init_params is not None:  # fine-tuning: another run's weights, a fresh optimizer state
-    model, optimizer = nnx.merge(graphdef, state)
-    nnx.update(model, init_params)
-    graphdef, state = nnx.split((model, optimizer))
+  graphdef, state = _initial_state(config, fs, seed, init_params)
   shardings = sharding.state_shardings(state, mesh, rules)
   state = jax.device_put(state, shardings)
 
@@ -260,10 +262,213 @@ def _train_one_seed(
     latest.wait()
     best.wait()
 
-  # --- Test once, with the best-validation state. ---
+  return _finish_seed(
+    paths,
+    seed,
+    state,
+    meta,
+    (latest, best),
+    steps_per_epoch,
+    evaluate_on,
+    fs,
+    writer,
+    graphdef,
+    sel,
+  )
+
+
+def _initial_state(config, fs, seed: int, init_params=None):
+  """(graphdef, state) of a seed's fresh model and optimizer (another run's weights if given)."""
+  graphdef, state = init_state(config, fs, seed=seed)
+  if init_params is not None:  # fine-tuning: another run's weights, a fresh optimizer state
+    model, optimizer = nnx.merge(graphdef, state)
+    nnx.update(model, init_params)
+    graphdef, state = nnx.split((model, optimizer))
+  return graphdef, state
+
+
+def _train_seeds_vmapped(
+  config, fs, paths: RunDir, mesh, rules, seeds, writer, init_params=None
+) -> dict[int, SeedResult]:
+  """Trains the seeds that have not started in one compiled program over a seed axis.
+
+  Why: at the sizes this library trains, a step costs mostly its launch and the host's batch
+  handling; S seeds side by side cost little more than one. Each seed keeps what it has in the
+  sequential loop: its initialisation, its data order (its own shuffled batches), its per-step keys,
+  its metrics lines, its checkpoints (`latest` every epoch, `best` by the selection metric), its best
+  epoch and its test, so it ends with the numbers of its separate run. A seed with progress (resumed
+  after a kill, or finished) is left to the sequential loop, so a kill at any moment resumes there.
+
+  Returns:
+    {seed: result} of the seeds trained here (none when fewer than two had not started).
+  """
+  fresh, opened = [], {}
+  steps_total = training_steps(config, fs)
+  steps_per_epoch = steps_total // config.train.epochs
+  for seed in seeds:
+    if paths.result(seed).exists() or _has_checkpoint(paths, seed):
+      continue  # finished, or to be resumed: the sequential loop's
+    graphdef, state = _initial_state(config, fs, seed, init_params)
+    # Opens its checkpointers and drops the metrics lines of an earlier start that never
+    # checkpointed (the replay writes them again).
+    latest, best, state, meta = _resume(config, paths, seed, state, writer, steps_per_epoch)
+    fresh.append(seed)
+    opened[seed] = (latest, best, state, meta)
+  if len(fresh) < 2:
+    for latest, best, _, _ in opened.values():
+      latest.close()
+      best.close()
+    return {}
+  sel = selection_metric(config, fs)
+  print(f"seeds {fresh}: trained side by side (train.vmap_seeds)", flush=True)
+
+  # --- One state with a leading seed axis, replicated over it, each slice laid out as one seed's. ---
+  single = sharding.state_shardings(opened[fresh[0]][2], mesh, rules)
+  stacked_sh = jax.tree.map(
+    lambda sh: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *sh.spec)), single
+  )
+  state = jax.device_put(
+    jax.tree.map(lambda *xs: jnp.stack(xs), *(opened[s][2] for s in fresh)), stacked_sh
+  )
+  step_fn, select_from = _compiled_steps(config, fs, graphdef, None, steps_total)
+  vstep = jax.jit(
+    jax.vmap(step_fn, in_axes=(0, 0, 0, None)),
+    donate_argnums=(0,),
+    out_shardings=(stacked_sh, None),
+  )
+  evaluate_on = evaluator(config, graphdef, mesh)
+  lr_schedule = learning_rate_schedule(config, steps_total)
+  lr_at = lambda s: float(lr_schedule(max(s - 1, 0)))  # noqa: E731
+  fill_means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
+  base_keys = jnp.stack([jax.random.key(s, impl=config.train.prng_impl) for s in fresh])
+  keys_at = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+
+  def seed_batches(epoch):
+    """Per step, every seed's batch of this epoch stacked on a leading axis, laid out on the mesh."""
+    its = [
+      fs.batches(
+        "train",
+        config.train.batch_size,
+        shuffle=True,
+        seed=seed,
+        epoch=epoch,
+        drop_remainder=True,
+        limit=config.train.limit_train or None,
+      )
+      for seed in fresh
+    ]
+    for group in zip(*its, strict=True):
+      stacked = jax.tree.map(lambda *xs: np.stack(xs), *(_device_batch(b) for b in group))
+      yield jax.tree.map(
+        lambda x: jax.device_put(
+          x,
+          jax.sharding.NamedSharding(
+            mesh,
+            jax.sharding.PartitionSpec(
+              None, *sharding.batch_sharding(mesh, x.ndim - 1, rules).spec
+            ),
+          ),
+        ),
+        stacked,
+      )
+
+  progress = metrics_lib.Progress(
+    steps_total, f"seeds {','.join(map(str, fresh))}", log_every=config.train.log_every_steps,
+    enabled=config.train.progress,
+  )  # fmt: skip
+  step, window, t_window = 0, [], time.perf_counter()
+
+  def log(epoch, bump=True):
+    host = jax.device_get(window)
+    for i, seed in enumerate(fresh):
+      mine = [jax.tree.map(lambda x, i=i: x[i], h) for h in host]
+      try:
+        _log_window(writer, mine, seed, epoch, step, t_window, config, progress, lr_at, bump=False)
+      except metrics_lib.NonFiniteError as e:
+        raise TrainingDivergedError(
+          f"seed {seed}: the loss became non-finite at step {e.step} ({', '.join(e.names)}); "
+          "the seeds trained side by side stop here; their checkpoints are kept"
+        ) from None
+    progress.update(1 if bump else 0)
+
+  try:
+    for epoch in range(config.train.epochs):
+      for batch in prefetch(seed_batches(epoch), size=2):
+        state, m = vstep(state, batch, keys_at(base_keys, step), fill_means)
+        step += 1
+        window.append(m)
+        if step % config.train.log_every_steps == 0:
+          log(epoch)
+          window, t_window = [], time.perf_counter()
+        else:
+          progress.update(1)
+      if window:
+        log(epoch, bump=False)
+        window, t_window = [], time.perf_counter()
+      # --- End of epoch, per seed: validate, checkpoint latest (and best when improved). ---
+      for i, seed in enumerate(fresh):
+        latest, best, _, meta = opened[seed]
+        mine = jax.tree.map(lambda x, i=i: x[i], state)
+        val = evaluate_on(mine, fs, "val")
+        writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
+        improved = step >= select_from and val[sel] > meta["best_metric"]
+        if improved:
+          meta.update(
+            best_metric=float(val[sel]), best_epoch=epoch + 1, best_val=val, best_step=step
+          )
+        meta.update(epoch=epoch + 1, step=step)
+        latest.save(step, mine, meta)
+        latest.wait()
+        if improved:
+          best.save(step, mine, meta)
+          best.wait()
+  finally:
+    progress.close()
+    for latest, best, _, _ in opened.values():
+      latest.wait()
+      best.wait()
+
+  # --- Test each seed once, with its best-validation state. ---
+  results = {}
+  for i, seed in enumerate(fresh):
+    latest, best, _, meta = opened[seed]
+    mine = jax.tree.map(lambda x, i=i: x[i], state)
+    results[seed] = _finish_seed(
+      paths,
+      seed,
+      mine,
+      meta,
+      (latest, best),
+      steps_per_epoch,
+      evaluate_on,
+      fs,
+      writer,
+      graphdef,
+      sel,
+    )
+  return results
+
+
+def _has_checkpoint(paths: RunDir, seed: int) -> bool:
+  """Whether a seed has any committed `latest` step (it resumes rather than starts)."""
+  ckpt = paths.latest_ckpt(seed)
+  if not ckpt.exists():
+    return False
+  ck = checkpointing.Checkpointer(ckpt, read_only=True)
+  try:
+    return bool(ck.all_steps())
+  finally:
+    ck.close()
+
+
+def _finish_seed(
+  paths, seed, state, meta, ckpts, steps_per_epoch, evaluate_on, fs, writer, graphdef, sel
+) -> SeedResult:
+  """Tests a trained seed once with its best-validation state and writes its `result.json`."""
+  latest, best = ckpts
   state = _restore_best(best, latest, state, meta, steps_per_epoch)
   test = evaluate_on(state, fs, "test") if "test" in fs.counts else {}
-  writer.write(step, seed=seed, **{f"test/{k}": v for k, v in test.items()})
+  writer.write(int(meta["step"]), seed=seed, **{f"test/{k}": v for k, v in test.items()})
   latest.close()
   best.close()
   result = SeedResult(
@@ -272,7 +477,7 @@ def _train_one_seed(
     selection_metric=sel,
     best_val={k: float(v) for k, v in meta["best_val"].items()},
     test={k: float(v) for k, v in test.items()},
-    steps=int(step),
+    steps=int(meta["step"]),
     num_parameters=count_parameters(graphdef, state),
   )
   atomic.write_text(paths.result(seed), json.dumps(to_plain(result), indent=1))
@@ -283,7 +488,8 @@ def _compiled_steps(config, fs, graphdef, shardings, total: int):
   """The jitted train step of a seed, and the first step whose epoch may be selected.
 
   Returns:
-    (step_fn(state, batch, key, fill_means) -> (state, metrics), select_from).
+    (step_fn(state, batch, key, fill_means) -> (state, metrics), select_from); `step_fn` is jitted
+    with `shardings` as its state's layout, or the bare function when `shardings` is None.
   """
   dtype = jnp.dtype(config.model.dtype)
   objective = Objective.of(config, fs, total)
@@ -297,17 +503,10 @@ def _compiled_steps(config, fs, graphdef, shardings, total: int):
     else 0
   )
   # Statics bound once; `state` donated so the update happens in place on device.
-  step_fn = jax.jit(
-    functools.partial(
-      train_step,
-      graphdef=graphdef,
-      objective=objective,
-      dtype=dtype,
-    ),
-    donate_argnums=(0,),
-    out_shardings=(shardings, None),
-  )
-  return step_fn, select_from
+  step = functools.partial(train_step, graphdef=graphdef, objective=objective, dtype=dtype)
+  if shardings is None:  # the bare step, for a caller that transforms it first (vmapped seeds)
+    return step, select_from
+  return jax.jit(step, donate_argnums=(0,), out_shardings=(shardings, None)), select_from
 
 
 def _resume(config, paths: RunDir, seed: int, state, writer, steps_per_epoch: int):

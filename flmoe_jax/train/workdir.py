@@ -65,8 +65,9 @@ def prepare_workdir(
     if _without_seeds(saved) != _without_seeds(config):
       why = f"a different config ({config_lib.first_difference(saved, config)})"
     elif config_lib.config_to_json(saved) != text:
-      # Only the seeds differ: each trains in its own seed_<n>/ with the same settings, so a run
-      # grows (or is summarised over fewer) seeds; the config records this start's list.
+      # Only the seeds (or whether they train side by side) differ: each trains in its own
+      # seed_<n>/ with the same settings, so a run grows (or is summarised over fewer) seeds; the
+      # config records this start's.
       atomic.write_text(paths.config, text)
     elif fs is not None:
       why = _store_difference(paths, fs)
@@ -87,9 +88,11 @@ def prepare_workdir(
 
 
 def _without_seeds(config) -> str:
-  """The config's JSON without `train.seeds`: what every seed of one run must share."""
+  """The config's JSON without `train.seeds` and `train.vmap_seeds` (which seeds, and whether they
+  train side by side: neither changes a seed's numbers): what every start of one run must share."""
   d = json.loads(config_lib.config_to_json(config))
   d.get("train", {}).pop("seeds", None)
+  d.get("train", {}).pop("vmap_seeds", None)
   return json.dumps(d, sort_keys=True)
 
 

@@ -596,6 +596,11 @@ CASES += [
   Case("train-batch-exceeds-split", [*TRAIN, "--config.train.batch_size=128"], "exceeds the 64"),
   Case("train-batch-mesh", [*TRAIN, "--config.train.batch_size=12"], "8-way data axis"),
   Case(
+    "train-vmap-seeds-rbg",
+    [*TRAIN, "--config.train.vmap_seeds=true", "--config.train.prng_impl=rbg"],
+    "train.vmap_seeds needs train.prng_impl='threefry2x32'",
+  ),
+  Case(
     "train-expert-mesh",
     [*TRAIN, "--config.mesh.shape=(1,8)"],
     "the 8-way expert axis of the mesh does not divide the model's 4 experts; use an expert axis of 1, 2, 4",

@@ -246,6 +246,31 @@ def test_changed_store_is_one_line_and_moves_nothing(reference, tmp_path):
   assert {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
 
+def test_vmapped_seeds_killed_mid_run_resume_one_by_one(reference, tmp_path):
+  """Seeds 0 and 1 trained side by side (`train.vmap_seeds`), killed at the 5th step (epoch 2, each
+  seed with its epoch-1 checkpoint): the rerun resumes each seed from its own checkpoint in the
+  sequential loop and ends with the uninterrupted run's results; no metrics line is repeated."""
+  _, store, _ = reference
+  vm = [*TRAIN, "--config.train.seeds=(0,1)", "--config.train.vmap_seeds=true"]
+  args = ["flmoe", "train", *vm, f"--config.store={store}"]
+  ref = _drive("none", *args, "--workdir", str(tmp_path / "ref"), cwd=tmp_path, tmp=tmp_path / "t")
+  assert ref.returncode == 0 and "trained side by side" in ref.stdout, ref.stderr[-2000:]
+  run = tmp_path / "run"
+  killed = _drive("batch@5", *args, "--workdir", str(run), cwd=tmp_path, tmp=tmp_path / "t")
+  assert killed.returncode == -9, killed.stderr[-1500:]
+  again = _drive("none", *args, "--workdir", str(run), cwd=tmp_path, tmp=tmp_path / "t")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "resumed from epoch 1" in again.stdout and "side by side" not in again.stdout
+  for seed in (0, 1):
+    want = json.loads((tmp_path / "ref" / f"seed_{seed}" / "result.json").read_text())
+    got = json.loads((run / f"seed_{seed}" / "result.json").read_text())
+    assert got["best_epoch"] == want["best_epoch"] and got["steps"] == want["steps"]
+    for k, v in want["test"].items():
+      assert got["test"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (seed, k)
+  keys = [(m.get("seed"), m["step"], tuple(sorted(m))) for m in _metrics(run)]
+  assert len(keys) == len(set(keys)) and len(keys) == len(_metrics(tmp_path / "ref"))
+
+
 def test_sweep_killed_inside_a_point_completes_on_rerun(reference, tmp_path):
   """`flmoe sweep` over two points, killed in the second point's first epoch (batch 12 of the
   process: the first point takes 9): the rerun finishes the second point from its own checkpoint
