@@ -136,6 +136,20 @@ def diff_ci(a, b, level: float = 0.95) -> tuple[float, float, float] | None:
     None when either side has fewer than two finite values. Two sets of identical values give a
     zero-width interval at their difference.
   """
+  w = _welch(a, b)
+  if w is None:
+    return None
+  d, se, dof = w
+  if se == 0:
+    return d, d, d
+  half = stats.t.ppf(0.5 + level / 2, dof) * se
+  return d, float(d - half), float(d + half)
+
+
+def _welch(a, b) -> tuple[float, float, float] | None:
+  """(mean(a) - mean(b), its Welch standard error, Welch-Satterthwaite degrees of freedom) over the
+  finite values; None when either side has fewer than two. Identical values give se 0 and dof
+  len(a) + len(b) - 2."""
   a = np.asarray([x for x in a if x is not None and np.isfinite(x)], np.float64)
   b = np.asarray([x for x in b if x is not None and np.isfinite(x)], np.float64)
   if len(a) < 2 or len(b) < 2:
@@ -143,10 +157,9 @@ def diff_ci(a, b, level: float = 0.95) -> tuple[float, float, float] | None:
   va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
   d = float(a.mean() - b.mean())
   if va + vb == 0:
-    return d, d, d
+    return d, 0.0, float(len(a) + len(b) - 2)
   dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-  half = stats.t.ppf(0.5 + level / 2, dof) * np.sqrt(va + vb)
-  return d, float(d - half), float(d + half)
+  return d, float(np.sqrt(va + vb)), float(dof)
 
 
 def diff_test(a, b, margin: float = 0.0) -> dict[str, float] | None:
@@ -162,26 +175,13 @@ def diff_test(a, b, margin: float = 0.0) -> dict[str, float] | None:
     either side has fewer than two finite values. Two sets of identical values (se 0) give p 0 where
     the difference is beyond the margin, else 1.
   """
-  a = np.asarray([x for x in a if x is not None and np.isfinite(x)], np.float64)
-  b = np.asarray([x for x in b if x is not None and np.isfinite(x)], np.float64)
-  if len(a) < 2 or len(b) < 2:
+  w = _welch(a, b)
+  if w is None:
     return None
-  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-  d = float(a.mean() - b.mean())
-  if va + vb == 0:
-    return {
-      "diff": d,
-      "se": 0.0,
-      "dof": float(len(a) + len(b) - 2),
-      "p_lower": float(d >= -margin),
-      "p_higher": float(d <= margin),
-    }
-  se = float(np.sqrt(va + vb))
-  dof = float((va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)))
-  return {
-    "diff": d,
-    "se": se,
-    "dof": dof,
-    "p_lower": float(stats.t.cdf((d + margin) / se, dof)),
-    "p_higher": float(stats.t.sf((d - margin) / se, dof)),
-  }
+  d, se, dof = w
+  if se == 0:
+    p_lower, p_higher = float(d >= -margin), float(d <= margin)
+  else:
+    p_lower = float(stats.t.cdf((d + margin) / se, dof))
+    p_higher = float(stats.t.sf((d - margin) / se, dof))
+  return {"diff": d, "se": se, "dof": dof, "p_lower": p_lower, "p_higher": p_higher}

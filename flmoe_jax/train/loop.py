@@ -14,6 +14,7 @@ Every stage leaves files in the run directory, so a killed run resumes where it 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -262,19 +263,8 @@ def _train_one_seed(
     latest.wait()
     best.wait()
 
-  return _finish_seed(
-    paths,
-    seed,
-    state,
-    meta,
-    (latest, best),
-    steps_per_epoch,
-    evaluate_on,
-    fs,
-    writer,
-    graphdef,
-    sel,
-  )
+  finish = _Finisher(paths, fs, writer, graphdef, evaluate_on, steps_per_epoch, sel)
+  return finish(seed, state, meta, latest, best)
 
 
 def _initial_state(config, fs, seed: int, init_params=None):
@@ -429,23 +419,11 @@ def _train_seeds_vmapped(
       best.wait()
 
   # --- Test each seed once, with its best-validation state. ---
+  finish = _Finisher(paths, fs, writer, graphdef, evaluate_on, steps_per_epoch, sel)
   results = {}
   for i, seed in enumerate(fresh):
     latest, best, _, meta = opened[seed]
-    mine = jax.tree.map(lambda x, i=i: x[i], state)
-    results[seed] = _finish_seed(
-      paths,
-      seed,
-      mine,
-      meta,
-      (latest, best),
-      steps_per_epoch,
-      evaluate_on,
-      fs,
-      writer,
-      graphdef,
-      sel,
-    )
+    results[seed] = finish(seed, jax.tree.map(lambda x, i=i: x[i], state), meta, latest, best)
   return results
 
 
@@ -461,27 +439,35 @@ def _has_checkpoint(paths: RunDir, seed: int) -> bool:
     ck.close()
 
 
-def _finish_seed(
-  paths, seed, state, meta, ckpts, steps_per_epoch, evaluate_on, fs, writer, graphdef, sel
-) -> SeedResult:
+@dataclasses.dataclass(frozen=True)
+class _Finisher:
   """Tests a trained seed once with its best-validation state and writes its `result.json`."""
-  latest, best = ckpts
-  state = _restore_best(best, latest, state, meta, steps_per_epoch)
-  test = evaluate_on(state, fs, "test") if "test" in fs.counts else {}
-  writer.write(int(meta["step"]), seed=seed, **{f"test/{k}": v for k, v in test.items()})
-  latest.close()
-  best.close()
-  result = SeedResult(
-    seed=seed,
-    best_epoch=int(meta["best_epoch"]),
-    selection_metric=sel,
-    best_val={k: float(v) for k, v in meta["best_val"].items()},
-    test={k: float(v) for k, v in test.items()},
-    steps=int(meta["step"]),
-    num_parameters=count_parameters(graphdef, state),
-  )
-  atomic.write_text(paths.result(seed), json.dumps(to_plain(result), indent=1))
-  return result
+
+  paths: RunDir
+  fs: store_lib.FeatureStore
+  writer: metrics_lib.MetricWriter
+  graphdef: object
+  evaluate_on: object  # `evaluator(...)`
+  steps_per_epoch: int
+  selection_metric: str
+
+  def __call__(self, seed: int, state, meta: dict, latest, best) -> SeedResult:
+    state = _restore_best(best, latest, state, meta, self.steps_per_epoch)
+    test = self.evaluate_on(state, self.fs, "test") if "test" in self.fs.counts else {}
+    self.writer.write(int(meta["step"]), seed=seed, **{f"test/{k}": v for k, v in test.items()})
+    latest.close()
+    best.close()
+    result = SeedResult(
+      seed=seed,
+      best_epoch=int(meta["best_epoch"]),
+      selection_metric=self.selection_metric,
+      best_val={k: float(v) for k, v in meta["best_val"].items()},
+      test={k: float(v) for k, v in test.items()},
+      steps=int(meta["step"]),
+      num_parameters=count_parameters(self.graphdef, state),
+    )
+    atomic.write_text(self.paths.result(seed), json.dumps(to_plain(result), indent=1))
+    return result
 
 
 def _compiled_steps(config, fs, graphdef, shardings, total: int):
