@@ -200,6 +200,7 @@ def _train_one_seed(
   steps_per_epoch = total // config.train.epochs
   step_fn, select_from = _compiled_steps(config, fs, graphdef, shardings, total)
   evaluate_on = evaluator(config, graphdef, mesh)
+  end_epoch = _EpochEnd(fs, writer, evaluate_on, sel, select_from)
   lr_schedule = learning_rate_schedule(config, total)
   lr_at = lambda s: float(lr_schedule(max(s - 1, 0)))  # the rate the step's update used
   latest, best, state, meta = _resume(config, paths, seed, state, writer, steps_per_epoch)
@@ -247,17 +248,7 @@ def _train_one_seed(
         window, t_window = [], time.perf_counter()
 
       # --- End of epoch: validate, checkpoint latest (and best when improved, see `_resume`). ---
-      val = evaluate_on(state, fs, "val")
-      writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
-      improved = step >= select_from and val[sel] > meta["best_metric"]
-      if improved:
-        meta.update(best_metric=float(val[sel]), best_epoch=epoch + 1, best_val=val, best_step=step)
-      meta.update(epoch=epoch + 1, step=step)
-      latest.save(step, state, meta)
-      latest.wait()  # committed before `best`: see the commit order above
-      if improved:
-        best.save(step, state, meta)
-        best.wait()
+      end_epoch(seed, epoch, step, state, meta, latest, best)
   finally:
     progress.close()
     latest.wait()
@@ -277,39 +268,81 @@ def _initial_state(config, fs, seed: int, init_params=None):
   return graphdef, state
 
 
-def _train_seeds_vmapped(
-  config, fs, paths: RunDir, mesh, rules, seeds, writer, init_params=None
-) -> dict[int, SeedResult]:
-  """Trains the seeds that have not started in one compiled program over a seed axis.
-
-  Why: at the sizes this library trains, a step costs mostly its launch and the host's batch
-  handling; S seeds side by side cost little more than one. Each seed keeps what it has in the
-  sequential loop: its initialisation, its data order (its own shuffled batches), its per-step keys,
-  its metrics lines, its checkpoints (`latest` every epoch, `best` by the selection metric), its best
-  epoch and its test, so it ends with the numbers of its separate run. A seed with progress (resumed
-  after a kill, or finished) is left to the sequential loop, so a kill at any moment resumes there.
+def _open_fresh_seeds(config, fs, paths: RunDir, seeds, writer, init_params, steps_per_epoch):
+  """The seeds that have not started, each with its fresh state and opened checkpointers.
 
   Returns:
-    {seed: result} of the seeds trained here (none when fewer than two had not started).
+    (graphdef, {seed: (latest, best, state, meta)}): finished seeds and seeds with a checkpoint
+    (to be resumed) are left out.
   """
-  fresh, opened = [], {}
-  steps_total = training_steps(config, fs)
-  steps_per_epoch = steps_total // config.train.epochs
+  graphdef, opened = None, {}
   for seed in seeds:
     if paths.result(seed).exists() or _has_checkpoint(paths, seed):
       continue  # finished, or to be resumed: the sequential loop's
     graphdef, state = _initial_state(config, fs, seed, init_params)
     # Opens its checkpointers and drops the metrics lines of an earlier start that never
     # checkpointed (the replay writes them again).
-    latest, best, state, meta = _resume(config, paths, seed, state, writer, steps_per_epoch)
-    fresh.append(seed)
-    opened[seed] = (latest, best, state, meta)
+    opened[seed] = _resume(config, paths, seed, state, writer, steps_per_epoch)
+  return graphdef, opened
+
+
+def _stacked_batches(config, fs, mesh, rules, seeds, epoch: int):
+  """Per step, every seed's own batch of this epoch stacked on a leading seed axis, laid out on the
+  mesh (the seed axis replicated, the batch axis as one seed's)."""
+  its = [
+    fs.batches(
+      "train",
+      config.train.batch_size,
+      shuffle=True,
+      seed=seed,
+      epoch=epoch,
+      drop_remainder=True,
+      limit=config.train.limit_train or None,
+    )
+    for seed in seeds
+  ]
+
+  def layout(x):
+    spec = sharding.batch_sharding(mesh, x.ndim - 1, rules).spec
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *spec))
+
+  for group in zip(*its, strict=True):
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *(_device_batch(b) for b in group))
+    yield jax.tree.map(lambda x: jax.device_put(x, layout(x)), stacked)
+
+
+def _seed_slice(tree, i: int):
+  """Seed i's slice of a tree with a leading seed axis."""
+  return jax.tree.map(lambda x: x[i], tree)
+
+
+def _train_seeds_vmapped(
+  config, fs, paths: RunDir, mesh, rules, seeds, writer, init_params=None
+) -> dict[int, SeedResult]:
+  """Trains the seeds that have not started in one compiled program over a seed axis.
+
+  Why: where a small model's step is mostly launch and host time (an accelerator), S seeds side by
+  side cost little more than one (on a CPU core, compute-bound, they cost S: docs/scaling.md). Each
+  seed keeps what it has in the sequential loop: its initialisation, its data order (its own
+  shuffled batches), its per-step keys, its metrics lines, its checkpoints (`latest` every epoch,
+  `best` by the selection metric), its best epoch and its test, so it ends with the numbers of its
+  separate run. A seed with progress (resumed after a kill, or finished) is left to the sequential
+  loop, so a kill at any moment resumes there.
+
+  Returns:
+    {seed: result} of the seeds trained here (none when fewer than two had not started).
+  """
+  steps_total = training_steps(config, fs)
+  steps_per_epoch = steps_total // config.train.epochs
+  graphdef, opened = _open_fresh_seeds(
+    config, fs, paths, seeds, writer, init_params, steps_per_epoch
+  )
+  fresh = list(opened)
   if len(fresh) < 2:
     for latest, best, _, _ in opened.values():
       latest.close()
       best.close()
     return {}
-  sel = selection_metric(config, fs)
   print(f"seeds {fresh}: trained side by side (train.vmap_seeds)", flush=True)
 
   # --- One state with a leading seed axis, replicated over it, each slice laid out as one seed's. ---
@@ -327,41 +360,13 @@ def _train_seeds_vmapped(
     out_shardings=(stacked_sh, None),
   )
   evaluate_on = evaluator(config, graphdef, mesh)
+  sel = selection_metric(config, fs)
+  end_epoch = _EpochEnd(fs, writer, evaluate_on, sel, select_from)
   lr_schedule = learning_rate_schedule(config, steps_total)
   lr_at = lambda s: float(lr_schedule(max(s - 1, 0)))  # noqa: E731
   fill_means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
   base_keys = jnp.stack([jax.random.key(s, impl=config.train.prng_impl) for s in fresh])
   keys_at = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
-
-  def seed_batches(epoch):
-    """Per step, every seed's batch of this epoch stacked on a leading axis, laid out on the mesh."""
-    its = [
-      fs.batches(
-        "train",
-        config.train.batch_size,
-        shuffle=True,
-        seed=seed,
-        epoch=epoch,
-        drop_remainder=True,
-        limit=config.train.limit_train or None,
-      )
-      for seed in fresh
-    ]
-    for group in zip(*its, strict=True):
-      stacked = jax.tree.map(lambda *xs: np.stack(xs), *(_device_batch(b) for b in group))
-      yield jax.tree.map(
-        lambda x: jax.device_put(
-          x,
-          jax.sharding.NamedSharding(
-            mesh,
-            jax.sharding.PartitionSpec(
-              None, *sharding.batch_sharding(mesh, x.ndim - 1, rules).spec
-            ),
-          ),
-        ),
-        stacked,
-      )
-
   progress = metrics_lib.Progress(
     steps_total, f"seeds {','.join(map(str, fresh))}", log_every=config.train.log_every_steps,
     enabled=config.train.progress,
@@ -369,9 +374,9 @@ def _train_seeds_vmapped(
   step, window, t_window = 0, [], time.perf_counter()
 
   def log(epoch, bump=True):
-    host = jax.device_get(window)
+    host = jax.device_get(window)  # one transfer for every seed's window
     for i, seed in enumerate(fresh):
-      mine = [jax.tree.map(lambda x, i=i: x[i], h) for h in host]
+      mine = [_seed_slice(h, i) for h in host]
       try:
         _log_window(writer, mine, seed, epoch, step, t_window, config, progress, lr_at, bump=False)
       except metrics_lib.NonFiniteError as e:
@@ -383,7 +388,8 @@ def _train_seeds_vmapped(
 
   try:
     for epoch in range(config.train.epochs):
-      for batch in prefetch(seed_batches(epoch), size=2):
+      batches = _stacked_batches(config, fs, mesh, rules, fresh, epoch)
+      for batch in prefetch(batches, size=2):
         state, m = vstep(state, batch, keys_at(base_keys, step), fill_means)
         step += 1
         window.append(m)
@@ -398,20 +404,7 @@ def _train_seeds_vmapped(
       # --- End of epoch, per seed: validate, checkpoint latest (and best when improved). ---
       for i, seed in enumerate(fresh):
         latest, best, _, meta = opened[seed]
-        mine = jax.tree.map(lambda x, i=i: x[i], state)
-        val = evaluate_on(mine, fs, "val")
-        writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
-        improved = step >= select_from and val[sel] > meta["best_metric"]
-        if improved:
-          meta.update(
-            best_metric=float(val[sel]), best_epoch=epoch + 1, best_val=val, best_step=step
-          )
-        meta.update(epoch=epoch + 1, step=step)
-        latest.save(step, mine, meta)
-        latest.wait()
-        if improved:
-          best.save(step, mine, meta)
-          best.wait()
+        end_epoch(seed, epoch, step, _seed_slice(state, i), meta, latest, best)
   finally:
     progress.close()
     for latest, best, _, _ in opened.values():
@@ -420,11 +413,36 @@ def _train_seeds_vmapped(
 
   # --- Test each seed once, with its best-validation state. ---
   finish = _Finisher(paths, fs, writer, graphdef, evaluate_on, steps_per_epoch, sel)
-  results = {}
-  for i, seed in enumerate(fresh):
-    latest, best, _, meta = opened[seed]
-    results[seed] = finish(seed, jax.tree.map(lambda x, i=i: x[i], state), meta, latest, best)
-  return results
+  return {
+    seed: finish(seed, _seed_slice(state, i), opened[seed][3], *opened[seed][:2])
+    for i, seed in enumerate(fresh)
+  }
+
+
+@dataclasses.dataclass(frozen=True)
+class _EpochEnd:
+  """A seed's end of epoch: validate, then checkpoint `latest` and, when the selection metric
+  improved (from `select_from` on), `best`, in that commit order (see `_resume`). Updates `meta`."""
+
+  fs: store_lib.FeatureStore
+  writer: metrics_lib.MetricWriter
+  evaluate_on: object  # `evaluator(...)`
+  selection_metric: str
+  select_from: int
+
+  def __call__(self, seed: int, epoch: int, step: int, state, meta: dict, latest, best) -> None:
+    val = self.evaluate_on(state, self.fs, "val")
+    self.writer.write(step, seed=seed, epoch=epoch + 1, **{f"val/{k}": v for k, v in val.items()})
+    sel = self.selection_metric
+    improved = step >= self.select_from and val[sel] > meta["best_metric"]
+    if improved:
+      meta.update(best_metric=float(val[sel]), best_epoch=epoch + 1, best_val=val, best_step=step)
+    meta.update(epoch=epoch + 1, step=step)
+    latest.save(step, state, meta)
+    latest.wait()  # committed before `best`
+    if improved:
+      best.save(step, state, meta)
+      best.wait()
 
 
 def _has_checkpoint(paths: RunDir, seed: int) -> bool:
