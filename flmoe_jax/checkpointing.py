@@ -2,9 +2,11 @@
 
 A `Checkpointer` keeps the last `max_to_keep` steps of a pure-dict train state plus a small JSON of metadata
 (epoch, best metric, ...). Restores go into an abstract target that carries the *current* shardings, so a
-run saved on 8 devices resumes on 1 (or the reverse). Orbax writes each step to a temporary folder and renames
-it when complete, so a kill mid-save never leaves a step that looks finished; the temporary folders such a
-kill leaves behind are removed when the next `Checkpointer` opens the directory.
+run saved on 8 devices resumes on 1 (or the reverse), and a run saved by 2 processes on 1. With several
+processes every process calls every method: orbax writes each process's shards and commits on process 0.
+Orbax writes each step to a temporary folder and renames it when complete, so a kill mid-save never leaves
+a step that looks finished; the temporary folders such a kill leaves behind are removed when the next
+`Checkpointer` opens the directory.
 
 A step that looks finished can still be damaged later (a truncated file, a deleted `_METADATA`):
 `restore_newest` then moves it aside, says so in one line, and falls back to the newest step that restores.
@@ -24,6 +26,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from flmoe_jax import distributed
 from flmoe_jax.errors import RunDirError
 
 DAMAGED_DIR = "damaged"  # sibling folder (of `latest/`, `best/`) that damaged steps are moved into
@@ -143,8 +146,10 @@ class Checkpointer:
   def _move_aside(self, step: int, error: BaseException) -> None:
     src = self.directory / str(step)
     dst = self.directory.parent / DAMAGED_DIR / f"{self.directory.name}-{step}-{int(time.time())}"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(src, dst)
+    if distributed.is_primary():  # every process found the same damage (one shared folder)
+      dst.parent.mkdir(parents=True, exist_ok=True)
+      shutil.move(src, dst)
+    distributed.barrier(f"flmoe-damaged-{self.directory}-{step}")
     self._mngr.reload()
     reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
     print(

@@ -285,6 +285,15 @@ _CHECKS = {
     "two integers (data, expert), -1 = all remaining devices",
   ),
   "mesh.axes": (lambda v: tuple(v) == ("data", "expert"), "('data', 'expert')"),
+  "distributed.initialize": (lambda v: v in ("auto", "on", "off"), "'auto', 'on' or 'off'"),
+  "distributed.coordinator_address": (
+    lambda v: isinstance(v, str) and (not v or ":" in v),
+    "'' or host:port (e.g. '10.0.0.1:1234')",
+  ),
+  "distributed.num_processes": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = auto)"),
+  "distributed.process_id": (lambda v: _is_int(v) and v >= -1, "an integer >= 0 (-1 = auto)"),
+  "distributed.initialization_timeout": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+  "distributed.cpu_collectives": (lambda v: v in ("gloo", "mpi"), "'gloo' or 'mpi'"),
 }
 
 
@@ -323,6 +332,12 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(
       f"train.vmap_seeds needs train.prng_impl='threefry2x32' (got {cfg.train.prng_impl!r}: its "
       "keys draw other numbers under vmap, so the seeds would not equal their separate runs)"
+    )
+  d = cfg.distributed
+  if d.num_processes and d.process_id >= d.num_processes:
+    raise ConfigError(
+      f"distributed.process_id {d.process_id} is not below distributed.num_processes "
+      f"{d.num_processes} (processes are numbered from 0)"
     )
   if cfg.model.hidden_dim % cfg.model.num_heads:
     raise ConfigError(
@@ -447,4 +462,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.axes = ("data", "expert")
   # Logical axis -> mesh axis (MaxText-style rules as data).
   c.mesh.rules = (("batch", "data"), ("expert", "expert"))
+
+  # Several processes (a TPU slice, GPU hosts, CPU hosts) training one run: JAX's distributed
+  # runtime (docs/scaling.md). Not part of the run's identity: a run started on one process resumes
+  # on several, and the reverse.
+  c.distributed = ml_collections.ConfigDict()
+  # "auto": start it when a coordinator is named (here or in JAX_COORDINATOR_ADDRESS) or the
+  # launcher runs several processes (SLURM, Open MPI, a multi-host Cloud TPU); "on": always (JAX
+  # detects what is not given); "off": never.
+  c.distributed.initialize = "auto"
+  c.distributed.coordinator_address = ""  # host:port of process 0
+  c.distributed.num_processes = 0  # 0 = from the environment
+  c.distributed.process_id = -1  # -1 = from the environment
+  c.distributed.initialization_timeout = 300  # seconds to wait for every process to connect
+  # Cross-process collectives of the CPU backend (the GPU and TPU backends bring their own).
+  c.distributed.cpu_collectives = "gloo"
   return c

@@ -73,9 +73,49 @@ def batch_sharding(mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
   return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
 
 
-def shard_batch(batch, mesh, rules=DEFAULT_RULES):
-  """Puts a host batch (pytree of numpy arrays with a leading batch axis) on the mesh."""
-  return jax.tree.map(lambda a: jax.device_put(a, batch_sharding(mesh, np.ndim(a), rules)), batch)
+def local_rows(batch_size: int, mesh, rules=DEFAULT_RULES) -> tuple[int, int]:
+  """The rows [lo, hi) of a global batch that this process's devices hold.
+
+  With one process: (0, batch_size). With several, each reads only these rows from the store and
+  `global_batch` assembles the global batch from every process's part.
+
+  Raises:
+    ConfigError: the mesh gives this process rows that are not one contiguous block.
+  """
+  index = batch_sharding(mesh, 1, rules).addressable_devices_indices_map((batch_size,))
+  spans = sorted({s[0].indices(batch_size)[:2] for s in index.values()})
+  lo, hi = spans[0][0], spans[0][1]
+  for a, b in spans[1:]:
+    if a > hi:
+      raise ConfigError(
+        f"the mesh gives process {jax.process_index()} the rows {spans} of each batch, not one "
+        "block; lay the data axis out over whole processes (mesh.shape with the data axis first)"
+      )
+    hi = max(hi, b)
+  return lo, hi
+
+
+def global_batch(batch, mesh, batch_size: int, rules=DEFAULT_RULES, *, lead: int = 0):
+  """The global batch on the mesh from this process's rows (`local_rows`) of it.
+
+  Args:
+    batch: pytree of numpy arrays [*lead_dims, rows, ...]: this process's rows of the batch.
+    mesh: the device mesh.
+    batch_size: the global batch size.
+    rules: logical-axis rules.
+    lead: leading axes before the batch axis (e.g. 1 for vmapped seeds), replicated.
+
+  Returns:
+    The pytree of global `jax.Array`s [*lead_dims, batch_size, ...].
+  """
+
+  def one(a):
+    spec = batch_sharding(mesh, np.ndim(a) - lead, rules).spec
+    sh = NamedSharding(mesh, PartitionSpec(*(None,) * lead, *spec))
+    shape = (*np.shape(a)[:lead], batch_size, *np.shape(a)[lead + 1 :])
+    return jax.make_array_from_process_local_data(sh, a, shape)
+
+  return jax.tree.map(one, batch)
 
 
 def state_shardings(state, mesh, rules=DEFAULT_RULES):

@@ -186,7 +186,9 @@ def _steps(cfg, fs, mesh_shape, n_steps=3):
   for i, batch in zip(range(n_steps), batches):
     b = {k: batch[k] for k in ("x", "mask", "label", "weight")}
     state, m = step(
-      state, sharding.shard_batch(b, mesh, rules), jax.random.fold_in(jax.random.key(0), i)
+      state,
+      sharding.global_batch(b, mesh, cfg.train.batch_size, rules),
+      jax.random.fold_in(jax.random.key(0), i),
     )
     losses.append(float(m["loss"]))
   return np.array(losses), step, state
@@ -226,7 +228,8 @@ def test_expert_parallel_step_gathers_no_expert_weights(random_store):
   state = jax.device_put(state, shardings)
   step = _jit_step(cfg, fs, graphdef, out_shardings=(shardings, None))
   batch = next(iter(fs.batches("train", cfg.train.batch_size, shuffle=True, seed=0)))
-  b = sharding.shard_batch({k: batch[k] for k in ("x", "mask", "label", "weight")}, mesh, rules)
+  b = {k: batch[k] for k in ("x", "mask", "label", "weight")}
+  b = sharding.global_batch(b, mesh, cfg.train.batch_size, rules)
 
   def all_gathers(hlo: str) -> set[tuple[int, ...]]:
     return {

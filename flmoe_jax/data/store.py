@@ -628,6 +628,7 @@ class FeatureStore:
     epoch: int = 0,
     drop_remainder: bool = False,
     limit: int | None = None,
+    rows: tuple[int, int] | None = None,
   ) -> Iterator[dict[str, Any]]:
     """Yields fixed-shape host batches of one split.
 
@@ -639,6 +640,8 @@ class FeatureStore:
       epoch: epoch number, folded into the shuffle.
       drop_remainder: drop the last incomplete batch instead of padding it.
       limit: use only the first `limit` rows (subsampling for demos).
+      rows: (lo, hi): only these rows of each (padded) batch, `hi - lo` of them; one process's
+        share of a global batch (`sharding.local_rows`). None: the whole batch.
 
     Yields:
       {"x": tuple of [B, T_m, D_m] (store dtype), "mask": tuple of bool [B, T_m],
@@ -658,7 +661,10 @@ class FeatureStore:
       idx = order[start : start + batch_size]
       # Sorted reads are much faster on memory maps; the order inside a batch does not matter.
       idx = np.sort(idx)
-      yield self._gather(s, idx, batch_size)
+      if rows is None:
+        yield self._gather(s, idx, batch_size)
+      else:  # padding rows come last, so this is the slice [lo, hi) of the padded batch
+        yield self._gather(s, idx[rows[0] : rows[1]], rows[1] - rows[0])
 
   def gather(self, split: str, index: np.ndarray) -> dict[str, Any]:
     """One batch of the given rows (same layout as `batches`, no padding)."""

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from flmoe_jax import atomic, checkpointing, sharding
+from flmoe_jax import atomic, checkpointing, distributed, sharding
 from flmoe_jax import config as config_lib
 from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.artifact import to_plain
@@ -64,7 +64,14 @@ def evaluator(config, graphdef, mesh):
     fn(state, fs, split) -> {metric: value} (the metrics of `evaluate`).
   """
   dtype = jnp.dtype(config.model.dtype)
-  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, dtype=dtype))
+
+  def step(state, batch):
+    logits, weights = eval_step(state, batch, graphdef=graphdef, dtype=dtype)
+    return logits, weights, batch["label"], batch["weight"]
+
+  # Every output whole on every device: each process reads its rows of a batch, and every process
+  # computes the metrics of all of them.
+  eval_fn = jax.jit(step, out_shardings=_replicated(mesh))
   return functools.partial(evaluate, graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
 
 
@@ -73,22 +80,21 @@ def evaluate(state, fs, split, *, graphdef, config, mesh, eval_fn) -> dict[str, 
   rules = tuple(tuple(r) for r in config.mesh.rules)
   bs = config.train.eval_batch_size
   bs = bs + (-bs) % mesh.shape[dict(rules)["batch"]]
-  logits, weights, labels, valid = [], [], [], []
-  limit = config.train.limit_eval or None
-  for batch in fs.batches(split, bs, limit=limit):
-    lg, w = eval_fn(state, sharding.shard_batch(_device_batch(batch), mesh, rules))
-    logits.append(lg)
-    weights.append(w)
-    labels.append(batch["label"])
-    valid.append(batch["weight"])
+  rows = sharding.local_rows(bs, mesh, rules)
+  outs = [
+    eval_fn(state, sharding.global_batch(_device_batch(batch), mesh, bs, rules))
+    for batch in fs.batches(split, bs, limit=config.train.limit_eval or None, rows=rows)
+  ]
   # One host transfer per split, after all batches were dispatched.
-  logits, weights = jax.device_get((logits, weights))
-  logits, weights = np.concatenate(logits), np.concatenate(weights)
-  labels, valid = np.concatenate(labels), np.concatenate(valid)
+  logits, weights, labels, valid = (np.concatenate(x) for x in zip(*jax.device_get(outs)))
   out = metrics_lib.compute_metrics(fs.task.type, logits, labels, valid)
   w = weights[valid > 0].mean(0)
   out.update({f"weight_{i}": float(v) for i, v in enumerate(w)})
   return out
+
+
+def _replicated(mesh):
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
 def _device_batch(batch):
@@ -127,10 +133,16 @@ def train_and_evaluate(
     The `TrainSummary` (also written to `workdir/summary.json`).
   """
   config_lib.validate_config(config)
+  # Several processes (config.distributed, or a launcher JAX detects): connected before any JAX
+  # computation; from here on the mesh spans every process's devices.
+  distributed.initialize(config)
+  distributed.check_same_config(config, workdir)
   root = pathlib.Path(workdir)
   if root.exists() and not root.is_dir():
     raise RunDirError(f"--workdir {root} is a file, not a folder; choose another --workdir")
-  fs = store_lib.open_store(ensure_store(config, build=build_store))
+  # Process 0 builds a missing synthetic store; the others then find it.
+  store_path = distributed.primary_first(lambda: ensure_store(config, build=build_store))
+  fs = store_lib.open_store(store_path)
   check_store_against_config(config, fs)
   rules = tuple(tuple(r) for r in config.mesh.rules)
   mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
@@ -138,7 +150,9 @@ def train_and_evaluate(
   if config.model.kind != "dense":  # one expert per modality, a synergy and a redundancy expert
     sharding.check_expert_axis(len(fs.modality_names) + 2, mesh, rules)
   init_params = initial_params(config, fs)  # checked before anything is written
-  paths = prepare_workdir(config, workdir, overwrite=overwrite, fs=fs)
+  paths = distributed.primary_first(
+    lambda: prepare_workdir(config, workdir, overwrite=overwrite, fs=fs)
+  )
   writer = metrics_lib.MetricWriter(paths.root)
   try:
     results = {}
@@ -168,7 +182,8 @@ def train_and_evaluate(
     writer.close()
   results = {int(s): results[int(s)] for s in config.train.seeds}  # in the config's order
   summary = summarize(results, config=config, fs=fs)
-  atomic.write_text(paths.summary, summary.to_json())
+  if distributed.is_primary():
+    atomic.write_text(paths.summary, summary.to_json())
   return summary
 
 
@@ -198,7 +213,7 @@ def _train_one_seed(
 
   total = training_steps(config, fs)
   steps_per_epoch = total // config.train.epochs
-  step_fn, select_from = _compiled_steps(config, fs, graphdef, shardings, total)
+  step_fn, select_from = _compiled_steps(config, fs, graphdef, shardings, total, mesh)
   evaluate_on = evaluator(config, graphdef, mesh)
   end_epoch = _EpochEnd(fs, writer, evaluate_on, sel, select_from)
   lr_schedule = learning_rate_schedule(config, total)
@@ -216,20 +231,24 @@ def _train_one_seed(
   progress.update(meta["step"])
   step = int(meta["step"])
   window, t_window = [], time.perf_counter()
+  batch_size = config.train.batch_size
+  rows = sharding.local_rows(batch_size, mesh, rules)  # this process's share of each batch
   try:
     for epoch in range(int(meta["epoch"]), config.train.epochs):
       host_batches = fs.batches(
         "train",
-        config.train.batch_size,
+        batch_size,
         shuffle=True,
         seed=seed,
         epoch=epoch,
         drop_remainder=True,  # fixed shapes and unweighted losses: one compile, no padding rows
         limit=config.train.limit_train or None,
+        rows=rows,
       )
       # A background thread reads and places the next batches while the device runs this step.
       device_batches = prefetch(
-        (sharding.shard_batch(_device_batch(b), mesh, rules) for b in host_batches), size=2
+        (sharding.global_batch(_device_batch(b), mesh, batch_size, rules) for b in host_batches),
+        size=2,
       )
       for batch in device_batches:
         key = jax.random.fold_in(base_key, step)
@@ -289,26 +308,24 @@ def _open_fresh_seeds(config, fs, paths: RunDir, seeds, writer, init_params, ste
 def _stacked_batches(config, fs, mesh, rules, seeds, epoch: int):
   """Per step, every seed's own batch of this epoch stacked on a leading seed axis, laid out on the
   mesh (the seed axis replicated, the batch axis as one seed's)."""
+  batch_size = config.train.batch_size
+  rows = sharding.local_rows(batch_size, mesh, rules)
   its = [
     fs.batches(
       "train",
-      config.train.batch_size,
+      batch_size,
       shuffle=True,
       seed=seed,
       epoch=epoch,
       drop_remainder=True,
       limit=config.train.limit_train or None,
+      rows=rows,
     )
     for seed in seeds
   ]
-
-  def layout(x):
-    spec = sharding.batch_sharding(mesh, x.ndim - 1, rules).spec
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *spec))
-
   for group in zip(*its, strict=True):
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *(_device_batch(b) for b in group))
-    yield jax.tree.map(lambda x: jax.device_put(x, layout(x)), stacked)
+    yield sharding.global_batch(stacked, mesh, batch_size, rules, lead=1)
 
 
 def _seed_slice(tree, i: int):
@@ -353,11 +370,11 @@ def _train_seeds_vmapped(
   state = jax.device_put(
     jax.tree.map(lambda *xs: jnp.stack(xs), *(opened[s][2] for s in fresh)), stacked_sh
   )
-  step_fn, select_from = _compiled_steps(config, fs, graphdef, None, steps_total)
+  step_fn, select_from = _compiled_steps(config, fs, graphdef, None, steps_total, mesh)
   vstep = jax.jit(
     jax.vmap(step_fn, in_axes=(0, 0, 0, None)),
     donate_argnums=(0,),
-    out_shardings=(stacked_sh, None),
+    out_shardings=(stacked_sh, _replicated(mesh)),
   )
   evaluate_on = evaluator(config, graphdef, mesh)
   sel = selection_metric(config, fs)
@@ -484,16 +501,18 @@ class _Finisher:
       steps=int(meta["step"]),
       num_parameters=count_parameters(self.graphdef, state),
     )
-    atomic.write_text(self.paths.result(seed), json.dumps(to_plain(result), indent=1))
+    if distributed.is_primary():
+      atomic.write_text(self.paths.result(seed), json.dumps(to_plain(result), indent=1))
     return result
 
 
-def _compiled_steps(config, fs, graphdef, shardings, total: int):
+def _compiled_steps(config, fs, graphdef, shardings, total: int, mesh):
   """The jitted train step of a seed, and the first step whose epoch may be selected.
 
   Returns:
     (step_fn(state, batch, key, fill_means) -> (state, metrics), select_from); `step_fn` is jitted
-    with `shardings` as its state's layout, or the bare function when `shardings` is None.
+    with `shardings` as its state's layout and the metrics whole on every device (every process
+    logs them), or the bare function when `shardings` is None.
   """
   dtype = jnp.dtype(config.model.dtype)
   objective = Objective.of(config, fs, total)
@@ -510,7 +529,8 @@ def _compiled_steps(config, fs, graphdef, shardings, total: int):
   step = functools.partial(train_step, graphdef=graphdef, objective=objective, dtype=dtype)
   if shardings is None:  # the bare step, for a caller that transforms it first (vmapped seeds)
     return step, select_from
-  return jax.jit(step, donate_argnums=(0,), out_shardings=(shardings, None)), select_from
+  out_shardings = (shardings, _replicated(mesh))
+  return jax.jit(step, donate_argnums=(0,), out_shardings=out_shardings), select_from
 
 
 def _resume(config, paths: RunDir, seed: int, state, writer, steps_per_epoch: int):

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from flmoe_jax import atomic, checkpointing, provenance
+from flmoe_jax import atomic, checkpointing, distributed, provenance
 from flmoe_jax import config as config_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, RunDirError
@@ -65,22 +65,24 @@ def prepare_workdir(
     if _without_seeds(saved) != _without_seeds(config):
       why = f"a different config ({config_lib.first_difference(saved, config)})"
     elif config_lib.config_to_json(saved) != text:
-      # Only the seeds (or whether they train side by side) differ: each trains in its own
-      # seed_<n>/ with the same settings, so a run grows (or is summarised over fewer) seeds; the
-      # config records this start's.
-      atomic.write_text(paths.config, text)
+      # Only the seeds (whether they train side by side, how many processes) differ: each trains
+      # in its own seed_<n>/ with the same settings, so a run grows (or is summarised over fewer)
+      # seeds; the config records this start's (process 0's: the others only check).
+      if distributed.is_primary():
+        atomic.write_text(paths.config, text)
     elif fs is not None:
       why = _store_difference(paths, fs)
     if why is not None:
       if not overwrite and _has_progress(root):
         raise RunDirError(f"{root} holds a run with {why}; use a new --workdir or pass --overwrite")
       # Either asked for, or a start that failed before any training: nothing of value to keep.
-      _remove_run_files(root)
+      if distributed.is_primary():
+        _remove_run_files(root)
   try:
     root.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise RunDirError(f"cannot create --workdir {root}: {e.strerror or e}") from None
-  if not paths.config.exists():
+  if not paths.config.exists() and distributed.is_primary():
     atomic.write_text(paths.config, text)
   if fs is not None:
     _record_session(paths, fs)
@@ -88,11 +90,13 @@ def prepare_workdir(
 
 
 def _without_seeds(config) -> str:
-  """The config's JSON without `train.seeds` and `train.vmap_seeds` (which seeds, and whether they
-  train side by side: neither changes a seed's numbers): what every start of one run must share."""
+  """The config's JSON without `train.seeds`, `train.vmap_seeds` and `distributed` (which seeds,
+  whether they train side by side, on how many processes: none changes a seed's numbers): what
+  every start of one run must share."""
   d = json.loads(config_lib.config_to_json(config))
   d.get("train", {}).pop("seeds", None)
   d.get("train", {}).pop("vmap_seeds", None)
+  d.pop("distributed", None)
   return json.dumps(d, sort_keys=True)
 
 
