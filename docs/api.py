@@ -22,6 +22,7 @@ MODULES = (
   "flmoe_jax.models",
   "flmoe_jax.train",
   "flmoe_jax.sharding",
+  "flmoe_jax.distributed",
   "flmoe_jax.rundir",
   "flmoe_jax.runs",
   "flmoe_jax.options",

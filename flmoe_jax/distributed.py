@@ -77,6 +77,7 @@ def initialize(config) -> None:
   if jax.distributed.is_initialized() or not wanted(dist):
     return
   # Read by the CPU backend when it is created; the GPU and TPU backends ignore it.
+  before = jax.config.jax_cpu_collectives_implementation
   jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
   try:
     jax.distributed.initialize(
@@ -86,6 +87,7 @@ def initialize(config) -> None:
       initialization_timeout=dist.initialization_timeout,
     )
   except (ValueError, TypeError, RuntimeError) as e:
+    jax.config.update("jax_cpu_collectives_implementation", before)
     why = " ".join(str(e).split())[:300]
     raise ConfigError(
       f"the distributed runtime did not start ({why}); set distributed.coordinator_address, "

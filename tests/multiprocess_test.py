@@ -179,3 +179,22 @@ def test_distributed_config_checked():
     config_lib.load_config(tiny, ["distributed.num_processes=2", "distributed.process_id=2"])
   with pytest.raises(ConfigError, match="'distributed.coordinator_address' is 'localhost'"):
     config_lib.load_config(tiny, ["distributed.coordinator_address=localhost"])
+
+
+def test_when_the_runtime_starts():
+  from flmoe_jax import distributed
+
+  dist = config_lib.load_config(str(ROOT / "configs/tiny.py")).distributed
+  assert not distributed.wanted(dist, environ={})
+  assert not distributed.wanted(dist, environ={"SLURM_NTASKS": "1"})  # one task: nothing to join
+  assert distributed.wanted(dist, environ={"SLURM_NTASKS": "4"})
+  assert distributed.wanted(dist, environ={"OMPI_COMM_WORLD_SIZE": "2"})
+  assert distributed.wanted(dist, environ={"TPU_WORKER_HOSTNAMES": "t0,t1,t2,t3"})
+  assert not distributed.wanted(dist, environ={"TPU_WORKER_HOSTNAMES": "localhost"})
+  assert distributed.wanted(dist, environ={"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
+  with dist.unlocked():
+    dist.initialize = "off"
+  assert not distributed.wanted(dist, environ={"SLURM_NTASKS": "4"})
+  with dist.unlocked():
+    dist.initialize = "on"
+  assert distributed.wanted(dist, environ={})

@@ -606,6 +606,23 @@ CASES += [
     "the 8-way expert axis of the mesh does not divide the model's 4 experts; use an expert axis of 1, 2, 4",
   ),
   Case(
+    "train-distributed-mode",
+    [*TRAIN, "--config.distributed.initialize=sometimes"],
+    "config key 'distributed.initialize' is 'sometimes'; it must be 'auto', 'on' or 'off'",
+  ),
+  Case(
+    "train-distributed-process-id",
+    [*TRAIN, "--config.distributed.num_processes=2", "--config.distributed.process_id=2"],
+    "distributed.process_id 2 is not below distributed.num_processes 2",
+  ),
+  Case(
+    # In this process JAX already runs (the runtime must start first); in a fresh one, with no
+    # coordinator anywhere, JAX says "coordinator_address should be defined" in the same line.
+    "train-distributed-cannot-start",
+    [*TRAIN, "--config.distributed.initialize=on"],
+    "the distributed runtime did not start (jax.distributed.initialize() must be called before",
+  ),
+  Case(
     "train-workdir-is-file",
     ["train", "--config", TINY, "--workdir", "wd", "--config.store=store"],
     "--workdir wd is a file",
