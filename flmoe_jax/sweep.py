@@ -172,10 +172,17 @@ def run_sweep(cfg: SweepConfig, workdir: str | pathlib.Path, *, log=print) -> li
   configs = {p.name: point_config(cfg, p) for p in points}  # every point checked before training
   i, n = cfg.shard_index
   mine = points[i::n]
-  from flmoe_jax import train
+  from flmoe_jax import distributed, train
 
-  root.mkdir(parents=True, exist_ok=True)
-  rows = write_results(root, points, configs)
+  # Under a multi-process launcher every process runs every point of its shard together (each point
+  # one multi-process run); the runtime starts before the first JAX call, and process 0 writes the
+  # sweep's own files.
+  if points:
+    distributed.initialize(configs[points[0].name])
+  primary = distributed.is_primary()
+  if primary:
+    root.mkdir(parents=True, exist_ok=True)
+  rows = write_results(root, points, configs, write=primary)
   for k, point in enumerate(mine, 1):
     run = RunDir(root / point.name)
     if _finished(run, cfg.seeds):
@@ -185,7 +192,7 @@ def run_sweep(cfg: SweepConfig, workdir: str | pathlib.Path, *, log=print) -> li
       f"sweep: point {point.index + 1}/{len(points)} {point.name} ({k}/{len(mine)} of this shard)"
     )
     train.train_and_evaluate(configs[point.name], run.root)
-    rows = write_results(root, points, configs)
+    rows = write_results(root, points, configs, write=primary)
   return rows
 
 
@@ -216,11 +223,13 @@ def _row(point: Point, summary) -> dict:
   return out
 
 
-def write_results(root: pathlib.Path, points: Sequence[Point], configs: dict) -> list[dict]:
+def write_results(
+  root: pathlib.Path, points: Sequence[Point], configs: dict, *, write: bool = True
+) -> list[dict]:
   """Rewrites `sweep.jsonl`, `.csv`, `.md` and `.html` from the finished points on disk.
 
   A point counts as finished when its run's summary covers its config's seeds; rows are sorted by
-  the mean validation selection metric, best first.
+  the mean validation selection metric, best first. With `write` False only the rows are returned.
   """
   rows = []
   for point in points:
@@ -228,6 +237,8 @@ def write_results(root: pathlib.Path, points: Sequence[Point], configs: dict) ->
     if _finished(run, tuple(configs[point.name].train.seeds)):
       rows.append(_row(point, run.load_summary()))
   rows.sort(key=lambda r: -_sel(r))
+  if not write:
+    return rows
   atomic.write_text(root / "sweep.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
   header, body = _table(rows, [k for k, _ in points[0].values] if points else [])
   buf = io.StringIO()

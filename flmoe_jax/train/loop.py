@@ -184,6 +184,7 @@ def train_and_evaluate(
   summary = summarize(results, config=config, fs=fs)
   if distributed.is_primary():
     atomic.write_text(paths.summary, summary.to_json())
+  distributed.barrier("flmoe-run-written")  # every process returns once the run's files are on disk
   return summary
 
 
