@@ -367,6 +367,17 @@ def base_config() -> ml_collections.ConfigDict:
   # (the keyword arguments of flmoe_jax.data.synthetic.PlantedConfig).
   c.synthetic = ml_collections.ConfigDict()
 
+  _add_model(c)
+  _add_loss(c)
+  _add_optim(c)
+  _add_train(c)
+  _add_mesh(c)
+  _add_distributed(c)
+  return c
+
+
+def _add_model(c: ml_collections.ConfigDict) -> None:
+  """The `model` section: the architecture (sizes, attention, positions, init, dtype)."""
   c.model = ml_collections.ConfigDict()
   c.model.kind = (
     "fl_i2moe"  # "dense": the dense-transformer baseline (one expert, task loss only); "i2moe":
@@ -394,6 +405,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.position = "sinusoidal"
   c.model.dtype = "float32"  # compute dtype: float32 or bfloat16
 
+
+def _add_loss(c: ml_collections.ConfigDict) -> None:
+  """The `loss` section: the interaction loss weight and the terms beyond the paper."""
   c.loss = ml_collections.ConfigDict()
   c.loss.lambda_int = 0.5
   # Beyond the paper (0 = the paper's objective): ties each expert's logits to its role under the
@@ -416,6 +430,9 @@ def base_config() -> ml_collections.ConfigDict:
   # the two terms must wait until the interactions are learnt (docs/ground_truth.md section 5).
   c.loss.extra_start_fraction = 0.0
 
+
+def _add_optim(c: ml_collections.ConfigDict) -> None:
+  """The `optim` section: Adam, its schedule, clipping and the gate warm-up."""
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4
   c.optim.b1 = 0.9
@@ -434,6 +451,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.schedule = "constant"
   c.optim.warmup_fraction = 0.0
 
+
+def _add_train(c: ml_collections.ConfigDict) -> None:
+  """The `train` section: batches, epochs, seeds, logging, checkpoints, selection."""
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32
   c.train.eval_batch_size = 64
@@ -457,12 +477,18 @@ def base_config() -> ml_collections.ConfigDict:
   # default) gives the same numbers on every mesh layout.
   c.train.prng_impl = "threefry2x32"
 
+
+def _add_mesh(c: ml_collections.ConfigDict) -> None:
+  """The `mesh` section: the device mesh and its logical-axis rules."""
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1)
   c.mesh.axes = ("data", "expert")
   # Logical axis -> mesh axis (MaxText-style rules as data).
   c.mesh.rules = (("batch", "data"), ("expert", "expert"))
 
+
+def _add_distributed(c: ml_collections.ConfigDict) -> None:
+  """The `distributed` section: how several processes connect (docs/scaling.md)."""
   # Several processes (a TPU slice, GPU hosts, CPU hosts) training one run: JAX's distributed
   # runtime (docs/scaling.md). Not part of the run's identity: a run started on one process resumes
   # on several, and the reverse.
@@ -477,4 +503,3 @@ def base_config() -> ml_collections.ConfigDict:
   c.distributed.initialization_timeout = 300  # seconds to wait for every process to connect
   # Cross-process collectives of the CPU backend (the GPU and TPU backends bring their own).
   c.distributed.cpu_collectives = "gloo"
-  return c
