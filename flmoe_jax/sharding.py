@@ -73,6 +73,16 @@ def batch_sharding(mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
   return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
 
 
+def replicated(mesh) -> NamedSharding:
+  """The whole array on every device of the mesh (e.g. metrics every process reads)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def with_leading_axes(sharding: NamedSharding, lead: int = 1) -> NamedSharding:
+  """`sharding` behind `lead` new replicated leading axes (e.g. a seed axis of vmapped seeds)."""
+  return NamedSharding(sharding.mesh, PartitionSpec(*(None,) * lead, *sharding.spec))
+
+
 def local_rows(batch_size: int, mesh, rules=DEFAULT_RULES) -> tuple[int, int]:
   """The rows [lo, hi) of a global batch that this process's devices hold.
 
@@ -110,8 +120,7 @@ def global_batch(batch, mesh, batch_size: int, rules=DEFAULT_RULES, *, lead: int
   """
 
   def one(a):
-    spec = batch_sharding(mesh, np.ndim(a) - lead, rules).spec
-    sh = NamedSharding(mesh, PartitionSpec(*(None,) * lead, *spec))
+    sh = with_leading_axes(batch_sharding(mesh, np.ndim(a) - lead, rules), lead)
     shape = (*np.shape(a)[:lead], batch_size, *np.shape(a)[lead + 1 :])
     return jax.make_array_from_process_local_data(sh, a, shape)
 

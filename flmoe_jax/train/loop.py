@@ -71,7 +71,7 @@ def evaluator(config, graphdef, mesh):
 
   # Every output whole on every device: each process reads its rows of a batch, and every process
   # computes the metrics of all of them.
-  eval_fn = jax.jit(step, out_shardings=_replicated(mesh))
+  eval_fn = jax.jit(step, out_shardings=sharding.replicated(mesh))
   return functools.partial(evaluate, graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
 
 
@@ -91,10 +91,6 @@ def evaluate(state, fs, split, *, graphdef, config, mesh, eval_fn) -> dict[str, 
   w = weights[valid > 0].mean(0)
   out.update({f"weight_{i}": float(v) for i, v in enumerate(w)})
   return out
-
-
-def _replicated(mesh):
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
 def _device_batch(batch):
@@ -236,16 +232,7 @@ def _train_one_seed(
   rows = sharding.local_rows(batch_size, mesh, rules)  # this process's share of each batch
   try:
     for epoch in range(int(meta["epoch"]), config.train.epochs):
-      host_batches = fs.batches(
-        "train",
-        batch_size,
-        shuffle=True,
-        seed=seed,
-        epoch=epoch,
-        drop_remainder=True,  # fixed shapes and unweighted losses: one compile, no padding rows
-        limit=config.train.limit_train or None,
-        rows=rows,
-      )
+      host_batches = _train_batches(config, fs, seed, epoch, rows)
       # A background thread reads and places the next batches while the device runs this step.
       device_batches = prefetch(
         (sharding.global_batch(_device_batch(b), mesh, batch_size, rules) for b in host_batches),
@@ -276,6 +263,20 @@ def _train_one_seed(
 
   finish = _Finisher(paths, fs, writer, graphdef, evaluate_on, steps_per_epoch, sel)
   return finish(seed, state, meta, latest, best)
+
+
+def _train_batches(config, fs, seed: int, epoch: int, rows: tuple[int, int]):
+  """A seed's shuffled training batches of one epoch: this process's `rows` of each."""
+  return fs.batches(
+    "train",
+    config.train.batch_size,
+    shuffle=True,
+    seed=seed,
+    epoch=epoch,
+    drop_remainder=True,  # fixed shapes and unweighted losses: one compile, no padding rows
+    limit=config.train.limit_train or None,
+    rows=rows,
+  )
 
 
 def _initial_state(config, fs, seed: int, init_params=None):
@@ -311,19 +312,7 @@ def _stacked_batches(config, fs, mesh, rules, seeds, epoch: int):
   mesh (the seed axis replicated, the batch axis as one seed's)."""
   batch_size = config.train.batch_size
   rows = sharding.local_rows(batch_size, mesh, rules)
-  its = [
-    fs.batches(
-      "train",
-      batch_size,
-      shuffle=True,
-      seed=seed,
-      epoch=epoch,
-      drop_remainder=True,
-      limit=config.train.limit_train or None,
-      rows=rows,
-    )
-    for seed in seeds
-  ]
+  its = [_train_batches(config, fs, seed, epoch, rows) for seed in seeds]
   for group in zip(*its, strict=True):
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *(_device_batch(b) for b in group))
     yield sharding.global_batch(stacked, mesh, batch_size, rules, lead=1)
@@ -365,9 +354,7 @@ def _train_seeds_vmapped(
 
   # --- One state with a leading seed axis, replicated over it, each slice laid out as one seed's. ---
   single = sharding.state_shardings(opened[fresh[0]][2], mesh, rules)
-  stacked_sh = jax.tree.map(
-    lambda sh: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *sh.spec)), single
-  )
+  stacked_sh = jax.tree.map(sharding.with_leading_axes, single)
   state = jax.device_put(
     jax.tree.map(lambda *xs: jnp.stack(xs), *(opened[s][2] for s in fresh)), stacked_sh
   )
@@ -375,7 +362,7 @@ def _train_seeds_vmapped(
   vstep = jax.jit(
     jax.vmap(step_fn, in_axes=(0, 0, 0, None)),
     donate_argnums=(0,),
-    out_shardings=(stacked_sh, _replicated(mesh)),
+    out_shardings=(stacked_sh, sharding.replicated(mesh)),
   )
   evaluate_on = evaluator(config, graphdef, mesh)
   sel = selection_metric(config, fs)
@@ -530,7 +517,7 @@ def _compiled_steps(config, fs, graphdef, shardings, total: int, mesh):
   step = functools.partial(train_step, graphdef=graphdef, objective=objective, dtype=dtype)
   if shardings is None:  # the bare step, for a caller that transforms it first (vmapped seeds)
     return step, select_from
-  out_shardings = (shardings, _replicated(mesh))
+  out_shardings = (shardings, sharding.replicated(mesh))
   return jax.jit(step, donate_argnums=(0,), out_shardings=out_shardings), select_from
 
 
