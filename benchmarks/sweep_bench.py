@@ -17,7 +17,6 @@ Not a test: a measurement. The folders under --root are replaced on every call.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import pathlib
@@ -29,6 +28,7 @@ import time
 import jax
 
 from flmoe_jax import config as config_lib
+from flmoe_jax.sweep import SweepConfig, grid_points
 from flmoe_jax.train.workdir import ensure_store
 
 
@@ -57,6 +57,8 @@ def main() -> None:
   sets = [a for s in args.set for a in ("--config." + s.split("=", 1)[0], s.split("=", 1)[1])]
   # A synthetic config's store is built once, before either clock starts.
   ensure_store(config_lib.load_config(args.config, args.set))
+  seeds = tuple(int(x) for x in args.seeds.split(","))
+  points = grid_points(SweepConfig(config=args.config, grid=tuple(args.grid), seeds=seeds))
   out = {"config": args.config, "grid": args.grid, "seeds": args.seeds, "overrides": args.set}
   for mode in ("sweep", "separate"):
     wd = args.root / mode
@@ -68,14 +70,12 @@ def main() -> None:
       _flmoe("sweep", "--config", args.config, *grid, "--seeds", args.seeds, "--workdir", str(wd),
              *sets)  # fmt: skip
     else:
-      axes = [(g.split("=")[0], g.split("=")[1].split(",")) for g in args.grid]
-      for values in itertools.product(*(v for _, v in axes)):
-        point = "__".join(f"{k}={v}" for (k, _), v in zip(axes, values, strict=True))
-        over = [a for (k, _), v in zip(axes, values, strict=True) for a in (f"--config.{k}", v)]
-        _flmoe("train", "--config", args.config, "--workdir", str(wd / point), *sets, *over,
+      for point in points:  # the sweep's own points: the same folders and overrides
+        over = [f"--config.{o}" for o in point.overrides]
+        _flmoe("train", "--config", args.config, "--workdir", str(wd / point.name), *sets, *over,
                "--config.train.progress", "false", "--config.train.seeds", f"({args.seeds},)")  # fmt: skip
     out[f"{mode}_s"] = round(time.perf_counter() - t, 2)
-  out["points"] = len(list(itertools.product(*(g.split("=")[1].split(",") for g in args.grid))))
+  out["points"] = len(points)
   out["speedup"] = round(out["separate_s"] / out["sweep_s"], 3)
   a, b = _tests(args.root / "sweep"), _tests(args.root / "separate")
   out["seeds_compared"] = len(set(a) & set(b))
