@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/flmoe demo --workdir runs/demo
 
+# One pytest worker per core (at most 4), a test module per worker: compilation is single-threaded.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest tests -m "not slow"
+	$(BIN)/python -m pytest tests -m "not slow" -n auto --maxprocesses=4 --dist loadscope
 
 # The slower reliability soak (tests/faults: a run killed at random moments, then finished).
 soak: $(STAMP)
