@@ -74,13 +74,13 @@ def plan(batch: int, text_len: int, patches: int, hidden: int, dim: int, mesh_sh
     functools.partial(
       train.train_step,
       graphdef=graphdef,
-      objective=train.Objective(task_type="multilabel", lambda_int=0.5),
       dtype=jnp.float32,
     ),
     donate_argnums=(0,),
     out_shardings=(shardings, None),
   )
-  mem = step.lower(state, batch_spec, jax.random.key(0), None).compile().memory_analysis()
+  objective = train.Objective(task_type="multilabel", lambda_int=0.5)
+  mem = step.lower(state, batch_spec, jax.random.key(0), objective).compile().memory_analysis()
   mib = 1 / 2**20
   return {
     "batch": batch,

@@ -80,7 +80,6 @@ def bench(kind: str, dtype: str, objective: str, args) -> dict:
     functools.partial(
       train.train_step,
       graphdef=graphdef,
-      objective=train.Objective(task_type="multilabel", **_OBJECTIVES[objective]),
       dtype=jnp.dtype(dtype),
     ),
     donate_argnums=(0,),
@@ -88,9 +87,10 @@ def bench(kind: str, dtype: str, objective: str, args) -> dict:
   key = jax.random.key(0)
   holder = {"state": state}
   fill_means = [jnp.zeros(args.dim, jnp.float32)] * 2 if objective != "paper" else None
+  weights = train.Objective(task_type="multilabel", **_OBJECTIVES[objective])
 
   def one_step():
-    holder["state"], m = step(holder["state"], batch, key, fill_means)
+    holder["state"], m = step(holder["state"], batch, key, weights, fill_means)
     return m["loss"]
 
   t_train = _time(one_step, args.steps)

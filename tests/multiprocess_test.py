@@ -132,8 +132,11 @@ def test_two_processes_equal_one(two_runs, seed):
   assert ma["step"] == mb["step"] == 8
   leaves_a, leaves_b = jax.tree.leaves(sa), jax.tree.leaves(sb)
   assert len(leaves_a) == len(leaves_b) > 10
+  # 4 + 4 devices sum each batch's gradients in another order than 8: fp32 rounding, which Adam's
+  # normalisation can lift to a few 1e-6 in a weight after 8 steps (seen with XLA's optimisations
+  # off, as the suite runs); the largest weight change of the run is above 1e-4 (checked below).
   for x, y in zip(leaves_a, leaves_b, strict=True):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-5)
   # The parameters moved (a checkpoint of the initial state would also be "equal").
   _, init = train.init_state(cfg, fs, seed=seed)
   moved = [

@@ -164,13 +164,23 @@ def test_run_of_an_earlier_version_resumes(random_store, tmp_path):
 
 
 def _jit_step(cfg, fs, graphdef, out_shardings=None, **loss_kw):
-  """The jitted train step of `cfg` (state donated), with optional extra loss weights."""
-  objective = train.Objective(task_type=fs.task.type, lambda_int=cfg.loss.lambda_int, **loss_kw)
-  return jax.jit(
-    functools.partial(train.train_step, graphdef=graphdef, objective=objective, dtype=jnp.float32),
+  """The train step of `cfg` (state donated), with optional extra loss weights.
+
+  Returns step(state, batch, key, fill_means=None, objective=None), calling the jitted step (its
+  `.jitted`) with the objective of `cfg` and `loss_kw` unless another is given.
+  """
+  default = train.Objective(task_type=fs.task.type, lambda_int=cfg.loss.lambda_int, **loss_kw)
+  jitted = jax.jit(
+    functools.partial(train.train_step, graphdef=graphdef, dtype=jnp.float32),
     donate_argnums=(0,),
     out_shardings=out_shardings,
   )
+
+  def step(state, batch, key, fill_means=None, objective=None):
+    return jitted(state, batch, key, objective or default, fill_means)
+
+  step.jitted = jitted
+  return step
 
 
 def _steps(cfg, fs, mesh_shape, n_steps=3):
@@ -198,7 +208,7 @@ def test_train_step_compiles_once(random_store):
   cfg = tiny_config(random_store)
   fs = store_lib.open_store(random_store)
   _, step, _ = _steps(cfg, fs, (1, 1))
-  assert step._cache_size() == 1
+  assert step.jitted._cache_size() == 1
 
 
 @pytest.mark.parametrize("mesh_shape", [(4, 2), (2, 4), (8, 1)])
@@ -242,7 +252,8 @@ def test_expert_parallel_step_gathers_no_expert_weights(random_store):
   P = jax.sharding.PartitionSpec
   whole = jax.jit(lambda x: x * 2, in_shardings=named(P("expert")), out_shardings=named(P()))
   assert (4, 16, 32) in all_gathers(whole.lower(jnp.ones((4, 16, 32))).compile().as_text())
-  hlo = step.lower(state, b, jax.random.key(0)).compile().as_text()
+  objective = train.Objective(task_type=fs.task.type, lambda_int=cfg.loss.lambda_int)
+  hlo = step.jitted.lower(state, b, jax.random.key(0), objective).compile().as_text()
   gathered = all_gathers(hlo)
   assert gathered  # the gate and the mixture do gather: the pattern finds all-gathers
   expert_shapes = {
@@ -414,7 +425,8 @@ def test_role_loss_and_gate_warmup(random_store, tmp_path):
 
 def test_extra_terms_start_at_their_step(random_store):
   # lambda_missing and lambda_decor weigh 0 before `extra_start_step` and fully from it on; the
-  # terms are computed (and logged) throughout, and one compiled step serves both phases.
+  # terms are computed (and logged) throughout, and one compiled step serves both phases, and other
+  # weights and start steps of the same terms (a sweep's points).
   cfg = tiny_config(random_store)
   fs = store_lib.open_store(random_store)
   graphdef, state = train.init_state(cfg, fs, seed=0)
@@ -428,7 +440,18 @@ def test_extra_terms_start_at_their_step(random_store):
     extra = float(m["loss_missing"]) + 2.0 * float(m["loss_decor"])
     assert float(m["loss_missing"]) > 0
     np.testing.assert_allclose(float(m["loss"]), base + (extra if i >= 2 else 0.0), rtol=1e-5)
-  assert step._cache_size() == 1
+  assert step.jitted._cache_size() == 1
+  other = train.Objective(
+    task_type=fs.task.type,
+    lambda_int=0.25,
+    lambda_missing=3.0,
+    lambda_decor=0.5,
+    extra_start_step=9,
+  )
+  state, m = step(state, b, jax.random.key(5), means, other)
+  base = float(m["loss_task"]) + 0.25 * float(m["loss_interaction"])
+  np.testing.assert_allclose(float(m["loss"]), base, rtol=1e-5)  # step 3 < 9: the extras weigh 0
+  assert step.jitted._cache_size() == 1
 
 
 def test_schedule_and_gate_warmup_fraction(random_store, tmp_path):

@@ -210,7 +210,15 @@ def _train_one_seed(
 
   total = training_steps(config, fs)
   steps_per_epoch = total // config.train.epochs
-  step_fn, select_from = _compiled_steps(config, fs, graphdef, shardings, total, mesh)
+  step_fn, select_from = _compiled_steps(
+    config,
+    fs,
+    graphdef,
+    total,
+    lambda step: jax.jit(
+      step, donate_argnums=(0,), out_shardings=(shardings, sharding.replicated(mesh))
+    ),
+  )
   evaluate_on = evaluator(config, graphdef, mesh)
   end_epoch = _EpochEnd(fs, writer, evaluate_on, sel, select_from)
   lr_schedule = learning_rate_schedule(config, total)
@@ -358,11 +366,17 @@ def _train_seeds_vmapped(
   state = jax.device_put(
     jax.tree.map(lambda *xs: jnp.stack(xs), *(opened[s][2] for s in fresh)), stacked_sh
   )
-  step_fn, select_from = _compiled_steps(config, fs, graphdef, None, steps_total, mesh)
-  vstep = jax.jit(
-    jax.vmap(step_fn, in_axes=(0, 0, 0, None)),
-    donate_argnums=(0,),
-    out_shardings=(stacked_sh, sharding.replicated(mesh)),
+  vstep, select_from = _compiled_steps(
+    config,
+    fs,
+    graphdef,
+    steps_total,
+    # State, batch and key carry the seed axis; the objective and the fill means are shared.
+    lambda step: jax.jit(
+      jax.vmap(step, in_axes=(0, 0, 0, None, None)),
+      donate_argnums=(0,),
+      out_shardings=(stacked_sh, sharding.replicated(mesh)),
+    ),
   )
   evaluate_on = evaluator(config, graphdef, mesh)
   sel = selection_metric(config, fs)
@@ -494,13 +508,22 @@ class _Finisher:
     return result
 
 
-def _compiled_steps(config, fs, graphdef, shardings, total: int, mesh):
-  """The jitted train step of a seed, and the first step whose epoch may be selected.
+def _compiled_steps(config, fs, graphdef, total: int, compile_step):
+  """The compiled train step of a run, and the first step whose epoch may be selected.
+
+  Args:
+    config: the run config.
+    fs: the feature store.
+    graphdef: the static graph of (model, optimizer).
+    total: optimizer steps of the run.
+    compile_step: turns the pure step `(state, batch, key, objective, fill_means) -> (state,
+      metrics)` into the compiled one (`jax.jit` with the state's layout and donation; vmapped over
+      seeds first for `train.vmap_seeds`).
 
   Returns:
-    (step_fn(state, batch, key, fill_means) -> (state, metrics), select_from); `step_fn` is jitted
-    with `shardings` as its state's layout and the metrics whole on every device (every process
-    logs them), or the bare function when `shardings` is None.
+    (step_fn(state, batch, key, fill_means) -> (state, metrics), select_from). `step_fn` passes
+    the run's `Objective` as an argument, not a constant: runs that differ only in loss weights or
+    their start step share one compiled program.
   """
   dtype = jnp.dtype(config.model.dtype)
   objective = Objective.of(config, fs, total)
@@ -513,12 +536,14 @@ def _compiled_steps(config, fs, graphdef, shardings, total: int, mesh):
     if (config.loss.lambda_missing or config.loss.lambda_decor)
     else 0
   )
-  # Statics bound once; `state` donated so the update happens in place on device.
-  step = functools.partial(train_step, graphdef=graphdef, objective=objective, dtype=dtype)
-  if shardings is None:  # the bare step, for a caller that transforms it first (vmapped seeds)
-    return step, select_from
-  out_shardings = (shardings, sharding.replicated(mesh))
-  return jax.jit(step, donate_argnums=(0,), out_shardings=out_shardings), select_from
+  # Statics bound once (big_vision style); the caller's jit donates `state` so the update happens
+  # in place on device.
+  compiled = compile_step(functools.partial(train_step, graphdef=graphdef, dtype=dtype))
+
+  def step_fn(state, batch, key, fill_means):
+    return compiled(state, batch, key, objective, fill_means)
+
+  return step_fn, select_from
 
 
 def _resume(config, paths: RunDir, seed: int, state, writer, steps_per_epoch: int):

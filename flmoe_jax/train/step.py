@@ -108,15 +108,18 @@ def _inputs(batch, dtype):
   return [x.astype(dtype) for x in batch["x"]], list(batch["mask"])
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Objective:
   """What one training step minimises: the task and the weights of the loss terms (docs/method.md 2).
 
-  Frozen and hashable: a static argument of the jitted step. Terms beyond the paper are 0 (off, no
-  extra forward passes) unless set.
+  A pytree passed to the jitted step: the weights and the start step are traced leaves, so runs and
+  sweep points that differ only in them share one compiled step (and the persistent compile cache).
+  The task and which extra forward passes run (`runs_noise`, `runs_fill`) are static: they change the
+  program. Terms beyond the paper are 0 (off, no extra forward passes) unless set.
 
   Attributes:
-    task_type: multilabel | multiclass | binary.
+    task_type: multilabel | multiclass | binary (static).
     lambda_int: interaction-loss weight (ignored by the dense baseline).
     lambda_role: role-consistency weight.
     lambda_missing: missing-modality task weight.
@@ -126,20 +129,28 @@ class Objective:
       the mixture.
     extra_start_step: optimizer step from which lambda_missing and lambda_decor apply (their terms
       are still computed and logged before it, with weight 0).
+    runs_noise: whether the noise-perturbed variants run (static; default: lambda_int != 0).
+    runs_fill: whether the mean-filled (one modality absent) variants run (static; default: a term
+      that reads them has a weight > 0).
   """
 
-  task_type: str
+  task_type: str = dataclasses.field(metadata={"static": True})
   lambda_int: float
   lambda_role: float = 0.0
   lambda_missing: float = 0.0
   lambda_decor: float = 0.0
   lambda_red_alone: float = 0.0
   extra_start_step: int = 0
+  runs_noise: bool | None = dataclasses.field(default=None, metadata={"static": True})
+  runs_fill: bool | None = dataclasses.field(default=None, metadata={"static": True})
 
-  @property
-  def uses_fill(self) -> bool:
-    """Whether a term reads the mean-filled (one modality absent) variants."""
-    return self.lambda_role > 0 or self.lambda_missing > 0 or self.lambda_red_alone > 0
+  def __post_init__(self):
+    # Decided once from the Python weights; a traced copy (inside the step) carries them as statics.
+    if self.runs_noise is None:
+      object.__setattr__(self, "runs_noise", bool(self.lambda_int))
+    if self.runs_fill is None:
+      fill = self.lambda_role > 0 or self.lambda_missing > 0 or self.lambda_red_alone > 0
+      object.__setattr__(self, "runs_fill", bool(fill))
 
   @classmethod
   def of(cls, config: ml_collections.ConfigDict, fs, total_steps: int) -> Objective:
@@ -156,24 +167,24 @@ class Objective:
     )
 
 
-def train_step(state, batch, key, fill_means=None, *, graphdef, objective: Objective, dtype):
+def train_step(state, batch, key, objective: Objective, fill_means=None, *, graphdef, dtype):
   """One optimisation step.
 
   Args:
     state: the (model, optimizer) state pytree (donated).
     batch: {"x": tuple [B, T_m, D_m], "mask": tuple bool [B, T_m], "label": ..., "weight": [B]}.
     key: this step's PRNG key (the run key folded with the step).
+    objective: the task and loss weights (a pytree: weights traced, structure static).
     fill_means: M raw train-split means [D_m] (the store's `stats/`), needed when the objective
-      reads mean-filled variants (`Objective.uses_fill`).
+      reads mean-filled variants (`Objective.runs_fill`).
     graphdef: static graph of (model, optimizer).
-    objective: the task and loss weights (static).
     dtype: compute dtype.
 
   Returns:
     (new state, metrics dict of scalars / small arrays, all on device).
   """
   obj = objective
-  use_fill = obj.uses_fill
+  use_fill = obj.runs_fill
   if use_fill and fill_means is None:
     raise ValueError(
       "lambda_role, lambda_missing or lambda_red_alone > 0 needs fill_means (the store's"
@@ -181,7 +192,8 @@ def train_step(state, batch, key, fill_means=None, *, graphdef, objective: Objec
     )
   model, optimizer = nnx.merge(graphdef, state)
   xs, masks = _inputs(batch, dtype)
-  # A traced 0/1 switch, not a Python branch: one compiled step serves the whole run.
+  # A traced 0/1 switch, not a Python branch: one compiled step serves the whole run (and every run
+  # that differs only in the start step).
   extra_on = (optimizer.step[...] >= obj.extra_start_step).astype(jnp.float32)
   dropout_key, noise_key = jax.random.split(key)
 
@@ -203,7 +215,7 @@ def train_step(state, batch, key, fill_means=None, *, graphdef, objective: Objec
       weights=weights,
       dropout_key=dropout_key,
       # The noise variants only run when the interaction loss reads them (a static choice).
-      noise_key=noise_key if obj.lambda_int else None,
+      noise_key=noise_key if obj.runs_noise else None,
       # The mean-filled variants only run when a term reads them (a static choice).
       fill_means=fill_means if use_fill else None,
     )
