@@ -204,6 +204,33 @@ def _steps(cfg, fs, mesh_shape, n_steps=3):
   return np.array(losses), step, state
 
 
+def test_seeds_and_runs_that_differ_in_loss_weights_share_one_compiled_step(random_store, tmp_path):
+  # The (model, optimizer) graphs of two seeds, and of a later run with the same structure and
+  # optimizer, are equal, so the jitted step is built once and reused; the other run's loss weight
+  # is still the one its step applies.
+  from flmoe_jax.train import loop
+
+  loop._jitted_train_step.cache_clear()
+  first = tiny_config(random_store, "train.epochs=1", "train.seeds=(0,1)")
+  train.train_and_evaluate(first, tmp_path / "a")
+  other = tiny_config(random_store, "train.epochs=1", "loss.lambda_int=0.3")
+  train.train_and_evaluate(other, tmp_path / "b")
+  info = loop._jitted_train_step.cache_info()
+  assert (info.misses, info.hits) == (1, 2)
+  for run, lam in ((tmp_path / "a", first.loss.lambda_int), (tmp_path / "b", 0.3)):
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [x for x in lines if "train/loss" in x]
+    assert logged
+    for x in logged:
+      want = x["train/loss_task"] + lam * x["train/loss_interaction"]
+      np.testing.assert_allclose(x["train/loss"], want, rtol=1e-5)
+  # A different optimizer is a different graph: its own step.
+  train.train_and_evaluate(
+    tiny_config(random_store, "train.epochs=1", "optim.learning_rate=3e-3"), tmp_path / "c"
+  )
+  assert loop._jitted_train_step.cache_info().misses == 2
+
+
 def test_train_step_compiles_once(random_store):
   cfg = tiny_config(random_store)
   fs = store_lib.open_store(random_store)

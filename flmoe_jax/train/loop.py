@@ -63,7 +63,14 @@ def evaluator(config, graphdef, mesh):
   Returns:
     fn(state, fs, split) -> {metric: value} (the metrics of `evaluate`).
   """
-  dtype = jnp.dtype(config.model.dtype)
+  eval_fn = _jitted_eval(graphdef, jnp.dtype(config.model.dtype), mesh)
+  return functools.partial(evaluate, graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_eval(graphdef, dtype, mesh):
+  """The jitted eval step of a graph (cached as `_jitted_train_step`): fn(state, batch) -> (logits,
+  expert weights, labels, example weights)."""
 
   def step(state, batch):
     logits, weights = eval_step(state, batch, graphdef=graphdef, dtype=dtype)
@@ -71,8 +78,7 @@ def evaluator(config, graphdef, mesh):
 
   # Every output whole on every device: each process reads its rows of a batch, and every process
   # computes the metrics of all of them.
-  eval_fn = jax.jit(step, out_shardings=sharding.replicated(mesh))
-  return functools.partial(evaluate, graphdef=graphdef, config=config, mesh=mesh, eval_fn=eval_fn)
+  return jax.jit(step, out_shardings=sharding.replicated(mesh))
 
 
 def evaluate(state, fs, split, *, graphdef, config, mesh, eval_fn) -> dict[str, float]:
@@ -210,15 +216,7 @@ def _train_one_seed(
 
   total = training_steps(config, fs)
   steps_per_epoch = total // config.train.epochs
-  step_fn, select_from = _compiled_steps(
-    config,
-    fs,
-    graphdef,
-    total,
-    lambda step: jax.jit(
-      step, donate_argnums=(0,), out_shardings=(shardings, sharding.replicated(mesh))
-    ),
-  )
+  step_fn, select_from = _compiled_steps(config, fs, graphdef, total, shardings, mesh)
   evaluate_on = evaluator(config, graphdef, mesh)
   end_epoch = _EpochEnd(fs, writer, evaluate_on, sel, select_from)
   lr_schedule = learning_rate_schedule(config, total)
@@ -367,16 +365,7 @@ def _train_seeds_vmapped(
     jax.tree.map(lambda *xs: jnp.stack(xs), *(opened[s][2] for s in fresh)), stacked_sh
   )
   vstep, select_from = _compiled_steps(
-    config,
-    fs,
-    graphdef,
-    steps_total,
-    # State, batch and key carry the seed axis; the objective and the fill means are shared.
-    lambda step: jax.jit(
-      jax.vmap(step, in_axes=(0, 0, 0, None, None)),
-      donate_argnums=(0,),
-      out_shardings=(stacked_sh, sharding.replicated(mesh)),
-    ),
+    config, fs, graphdef, steps_total, stacked_sh, mesh, seed_axis=True
   )
   evaluate_on = evaluator(config, graphdef, mesh)
   sel = selection_metric(config, fs)
@@ -508,7 +497,7 @@ class _Finisher:
     return result
 
 
-def _compiled_steps(config, fs, graphdef, total: int, compile_step):
+def _compiled_steps(config, fs, graphdef, total: int, shardings, mesh, *, seed_axis: bool = False):
   """The compiled train step of a run, and the first step whose epoch may be selected.
 
   Args:
@@ -516,16 +505,15 @@ def _compiled_steps(config, fs, graphdef, total: int, compile_step):
     fs: the feature store.
     graphdef: the static graph of (model, optimizer).
     total: optimizer steps of the run.
-    compile_step: turns the pure step `(state, batch, key, objective, fill_means) -> (state,
-      metrics)` into the compiled one (`jax.jit` with the state's layout and donation; vmapped over
-      seeds first for `train.vmap_seeds`).
+    shardings: the state's layout on `mesh` (with the leading seed axis when `seed_axis`).
+    mesh: the device mesh.
+    seed_axis: whether state, batch and key carry a leading seed axis (`train.vmap_seeds`).
 
   Returns:
     (step_fn(state, batch, key, fill_means) -> (state, metrics), select_from). `step_fn` passes
     the run's `Objective` as an argument, not a constant: runs that differ only in loss weights or
     their start step share one compiled program.
   """
-  dtype = jnp.dtype(config.model.dtype)
   objective = Objective.of(config, fs, total)
   extra_from = objective.extra_start_step
   # The best checkpoint is chosen among the epochs that ended at least a whole epoch after the
@@ -536,14 +524,43 @@ def _compiled_steps(config, fs, graphdef, total: int, compile_step):
     if (config.loss.lambda_missing or config.loss.lambda_decor)
     else 0
   )
-  # Statics bound once (big_vision style); the caller's jit donates `state` so the update happens
-  # in place on device.
-  compiled = compile_step(functools.partial(train_step, graphdef=graphdef, dtype=dtype))
+  leaves, treedef = jax.tree.flatten(shardings)
+  compiled = _jitted_train_step(
+    graphdef, jnp.dtype(config.model.dtype), (treedef, tuple(leaves)), mesh, seed_axis
+  )
 
   def step_fn(state, batch, key, fill_means):
     return compiled(state, batch, key, objective, fill_means)
 
   return step_fn, select_from
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_train_step(graphdef, dtype, layout, mesh, seed_axis: bool):
+  """The jitted train step of a (model, optimizer) graph, per dtype and state layout.
+
+  Cached because graphs compare by value: a run's seeds, a sweep's points and later runs in the same
+  process with the same model structure and optimizer (`make_optimizer` returns one object per
+  `optim` section) reuse one jitted function, so they neither retrace nor recompile.
+
+  Args:
+    graphdef: the static graph of (model, optimizer).
+    dtype: compute dtype.
+    layout: (treedef, leaves) of the state's shardings, hashable.
+    mesh: the device mesh (the metrics are replicated on it).
+    seed_axis: vmaps the step over a leading seed axis of state, batch and key (the objective
+      and the fill means are shared).
+
+  Returns:
+    jitted fn(state, batch, key, objective, fill_means) -> (state, metrics), `state` donated so the
+    update happens in place on device.
+  """
+  shardings = jax.tree.unflatten(*layout)
+  # Statics bound once (big_vision style).
+  step = functools.partial(train_step, graphdef=graphdef, dtype=dtype)
+  if seed_axis:
+    step = jax.vmap(step, in_axes=(0, 0, 0, None, None))
+  return jax.jit(step, donate_argnums=(0,), out_shardings=(shardings, sharding.replicated(mesh)))
 
 
 def _resume(config, paths: RunDir, seed: int, state, writer, steps_per_epoch: int):

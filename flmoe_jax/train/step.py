@@ -7,6 +7,7 @@ with `functools.partial` before `jax.jit` (big_vision style), so one compiled st
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -60,10 +61,21 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
   """Adam (the reference), with a schedule, weight decay and clipping as opt-in, correctly ordered.
 
+  One object per (`optim` section, total_steps): optax transformations are pure functions, and the
+  same object makes the (model, optimizer) graphs of a run's seeds, and of later runs in the same
+  process, equal, so they reuse one compiled train step (`train/loop.py`).
+
   Args:
     config: the run config (`optim` section).
     total_steps: optimizer steps of the whole run (for the schedule and the gate warm-up fraction).
   """
+  return _optimizer(tuple(sorted(config.optim.to_dict().items())), total_steps)
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(optim: tuple, total_steps: int) -> optax.GradientTransformation:
+  """`make_optimizer` of the `optim` section's (key, value) pairs."""
+  config = ml_collections.ConfigDict({"optim": dict(optim)})
   o = config.optim
   lr = learning_rate_schedule(config, total_steps)
   if o.weight_decay > 0:
