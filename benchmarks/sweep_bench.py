@@ -1,11 +1,12 @@
 """A sweep in one `flmoe sweep` process vs its points as separate `flmoe train` processes (prints JSON).
 
 Runs the same grid x seeds twice into fresh folders under --root: once as one `flmoe sweep` command,
-once as one `flmoe train` command per grid point, one after the other (what a shell loop does). Both
-pay the same compilations (the points differ in static settings) with the persistent compilation
-cache off, so the difference is what the sweep saves by staying in one process: interpreter start,
-imports, opening the store, and the JAX runtime's set-up, per point. Also prints the largest
-difference between the two ways' test metrics (they train the same runs: it should be 0).
+once as one `flmoe train` command per grid point, one after the other (what a shell loop does), the
+persistent compilation cache off in both. The difference is what the sweep saves by staying in one
+process: the compiled steps its seeds and points share (those that differ only in loss weights),
+and interpreter start, imports, opening the store and the JAX runtime's set-up, per point. Also
+prints the largest difference between the two ways' test metrics (they train the same runs: it should
+be 0).
 
   python benchmarks/sweep_bench.py --config configs/synthetic.py:demo \\
       --grid loss.lambda_int=0.3,0.5 --grid optim.learning_rate=1e-3,2e-3 --seeds 0,1 \\
