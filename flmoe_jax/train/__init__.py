@@ -1,7 +1,7 @@
 """Training: one module per concern, read top to bottom.
 
   step.py     one optimisation step and what it needs: schedules, optimizer, state, `Objective`,
-              `train_step`, `eval_step` (pure, jitted once per run)
+              `train_step`, `eval_step` (pure; jitted once per graph, shared by seeds and runs)
   workdir.py  the run directory: create or check it, the store against the config, `train.init_from`,
               the synthetic store a config asks for
   loop.py     the story of a run: every seed, epochs, validation, checkpoints, resumption, the test
