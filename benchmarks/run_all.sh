@@ -28,3 +28,6 @@ run probe_bf16_xla $py benchmarks/probe_bench.py --coalitions-per-call 2048 --ca
 run probe_bf16_cudnn $py benchmarks/probe_bench.py --coalitions-per-call 2048 --calls 10 --dtype bfloat16 --examples 16 --attention cudnn
 run extract_image_fp32 $py benchmarks/extract_bench.py --which image --batch-size 128 --batches 10
 run extract_image_bf16 $py benchmarks/extract_bench.py --which image --batch-size 128 --batches 10 --bf16
+# Seeds side by side vs one after the other (compilation included; the store is generated on first use).
+run vmap_seeds $py benchmarks/vmap_seeds_bench.py --config configs/synthetic.py:demo --seeds 0,1,2 \
+  --set store=runs/stores/synthetic --set train.epochs=2 --set train.prng_impl=threefry2x32
