@@ -1,7 +1,9 @@
 """One optimisation step and what it needs: the schedules, the optimizer, the state, the objective.
 
 Pure functions of a (model, optimizer) state split by `nnx.split`; the statics are keyword-only and bound
-with `functools.partial` before `jax.jit` (big_vision style), so one compiled step serves a whole run.
+with `functools.partial` before `jax.jit` (big_vision style), and the loss weights arrive as a traced
+`Objective`, so one compiled step serves a whole run, and every run with an equal graph
+(`train/loop.py` caches it).
 """
 
 from __future__ import annotations
