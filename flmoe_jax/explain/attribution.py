@@ -510,45 +510,42 @@ def _ig(model, hs, masks, labels, given, base, *, view_experts, task_type, sourc
   return jnp.moveaxis(raw, 0, 1), jnp.moveaxis(signed, 0, 1), out, t
 
 
-@functools.partial(
-  nnx.jit,
-  static_argnames=(
-    "method",
-    "view_experts",
-    "kinds",
-    "task_type",
-    "source",
-    "ig_steps",
-    "steps_per_call",
-  ),
-)
-def _attribute_jit(
-  model,
-  hs,
-  masks,
-  labels,
-  given,
-  base,
-  *,
-  method,
-  view_experts,
-  kinds,
-  task_type,
-  source,
-  ig_steps,
-  steps_per_call,
-):
+@dataclasses.dataclass(frozen=True)
+class _MapPlan:
+  """What `_attribute_jit` computes, all static (hashable): one compile per plan and shape.
+
+  Attributes:
+    method: `attnxgrad`, `attn` or `ig`.
+    view_experts: the expert index of each view (-1 = the mixture).
+    kinds: per modality `tokens` | `patches`.
+    task_type: multilabel | multiclass | binary.
+    source: where the target comes from (`pred`, `true` or `given`).
+    ig_steps: integrated-gradients path steps.
+    steps_per_call: path steps per call (the memory knob); None = all at once.
+  """
+
+  method: str
+  view_experts: tuple[int, ...]
+  kinds: tuple[str, ...]
+  task_type: str
+  source: str
+  ig_steps: int
+  steps_per_call: int | None
+
+
+@functools.partial(nnx.jit, static_argnames=("plan",))
+def _attribute_jit(model, hs, masks, labels, given, base, *, plan: _MapPlan):
+  """Maps of every view of `plan` on one batch, with the outputs and target (see `attribute`)."""
   lengths = [h.shape[-2] for h in hs]
-  kw = dict(view_experts=view_experts, task_type=task_type, source=source)
-  if method == "attnxgrad":
+  kw = dict(view_experts=plan.view_experts, task_type=plan.task_type, source=plan.source)
+  if plan.method == "attnxgrad":
     raw, signed, out, t = _attnxgrad(model, hs, masks, labels, given, **kw)
-  elif method == "attn":
+  elif plan.method == "attn":
     raw, signed, out, t = _attn(model, hs, masks, labels, given, **kw)
   else:
-    raw, signed, out, t = _ig(
-      model, hs, masks, labels, given, base, steps=ig_steps, chunk=steps_per_call, **kw
-    )
-  cand = masking.candidate_masks(masks, kinds)
+    steps, chunk = plan.ig_steps, plan.steps_per_call
+    raw, signed, out, t = _ig(model, hs, masks, labels, given, base, steps=steps, chunk=chunk, **kw)
+  cand = masking.candidate_masks(masks, plan.kinds)
   raw_m = _split(raw.astype(jnp.float32), lengths)  # M x [B, V, T_m]
   maps = [minmax_normalise(r, c[:, None, :]) for r, c in zip(raw_m, cand)]
   return {
@@ -642,12 +639,14 @@ def attribute(
     inp.labels,
     given,
     base,
-    method=method,
-    view_experts=view_experts,
-    kinds=kinds,
-    task_type=task_type,
-    source=source,
-    ig_steps=int(ig_steps),
-    steps_per_call=None if steps_per_call is None else int(steps_per_call),
+    plan=_MapPlan(
+      method=method,
+      view_experts=view_experts,
+      kinds=kinds,
+      task_type=task_type,
+      source=source,
+      ig_steps=int(ig_steps),
+      steps_per_call=None if steps_per_call is None else int(steps_per_call),
+    ),
   )
   return Attribution(**out, views=names, view_experts=view_experts, method=method, kinds=kinds)

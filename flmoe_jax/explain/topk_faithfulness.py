@@ -220,13 +220,32 @@ def _selections(maps, cand, key, *, ks, repeats):
   return ident, rand
 
 
-@functools.partial(nnx.jit, static_argnames=("view_experts", "ks", "repeats", "task_type", "chunk"))
-def _faithfulness_jit(
-  model, hs, masks, cand, maps, target, fills, key, *, view_experts, ks, repeats, task_type, chunk
-):
-  nk, nv, r = len(ks), len(view_experts), repeats
+@dataclasses.dataclass(frozen=True)
+class _MaskPlan:
+  """What `_faithfulness_jit` masks and scores, all static (hashable): one compile per plan and shape.
+
+  Attributes:
+    view_experts: the expert index of each map's view (-1 = the mixture).
+    ks: budgets K in percent.
+    repeats: random-control repeats R.
+    task_type: multilabel | multiclass | binary.
+    chunk: masked variants per model call (the memory knob); None = all at once.
+  """
+
+  view_experts: tuple[int, ...]
+  ks: tuple[float, ...]
+  repeats: int
+  task_type: str
+  chunk: int | None
+
+
+@functools.partial(nnx.jit, static_argnames=("plan",))
+def _faithfulness_jit(model, hs, masks, cand, maps, target, fills, key, *, plan: _MaskPlan):
+  """The clean and every masked variant's target probabilities, as drops (see `faithfulness`)."""
+  view_experts, task_type = plan.view_experts, plan.task_type
+  nk, nv, r = len(plan.ks), len(view_experts), plan.repeats
   b = hs[0].shape[0]
-  ident, rand = _selections(maps, cand, key, ks=ks, repeats=repeats)
+  ident, rand = _selections(maps, cand, key, ks=plan.ks, repeats=r)
   keeps = []
   for sel_i, sel_r, c in zip(ident, rand, cand, strict=True):
     t = c.shape[-1]
@@ -251,10 +270,26 @@ def _faithfulness_jit(
     p_exp = targets.target_score(o.expert_logits, tg[:, None, :], task_type, score="prob")
     return p_mix.reshape(n, b), p_exp.reshape(n, b, -1)
 
-  p_mix, p_exp = attr_lib.chunked_map(body, keeps, chunk)
+  p_mix, p_exp = attr_lib.chunked_map(body, keeps, plan.chunk)
   # [NV, B, V, 2]: per view, its own output (expert e, or the mixture) and the mixture.
   own = jnp.stack([p_mix if e < 0 else p_exp[..., e] for e in view_experts], axis=-1)
   p = jnp.stack([own, jnp.broadcast_to(p_mix[..., None], own.shape)], axis=-1)
+  return _drops(p, nk=nk, nv=nv, r=r)
+
+
+def _drops(p, *, nk: int, nv: int, r: int):
+  """Drops from the clean probability, per kind of variant.
+
+  Args:
+    p: [1 + 2 nK V + 2 nK R, B, V, 2] probabilities of the clean input, then the identified
+      comprehensiveness, identified sufficiency, random comprehensiveness and random sufficiency
+      variants (`_faithfulness_jit`'s order); last axis: the view's own output, the mixture.
+    nk, nv, r: the numbers of budgets, views and random repeats.
+
+  Returns:
+    {"comp", "suff", "comp_random", "suff_random"}: [B, V, 2, nK] drops, and "p_clean" [B, V, 2].
+  """
+  b = p.shape[1]
   p0 = p[0]  # [B, V, 2]
   o = 1
   p_ic = p[o : o + nk * nv].reshape(nk, nv, b, nv, 2)
@@ -355,11 +390,13 @@ def faithfulness(
     jnp.asarray(tgt, jnp.float32),
     fills,
     key,
-    view_experts=tuple(view_experts),
-    ks=ks,
-    repeats=int(repeats),
-    task_type=task_type,
-    chunk=None if steps_per_call is None else int(steps_per_call),
+    plan=_MaskPlan(
+      view_experts=tuple(view_experts),
+      ks=ks,
+      repeats=int(repeats),
+      task_type=task_type,
+      chunk=None if steps_per_call is None else int(steps_per_call),
+    ),
   )
   out = jax.device_get(out)
   valid = np.ones(b, bool) if inp.weight is None else np.asarray(inp.weight) > 0
