@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-import queue
 import threading
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ from flmoe_jax.data.raw.base import RawExample
 from flmoe_jax.errors import DatasetError
 from flmoe_jax.features.encoders import UnreadableImageError, load_pil
 from flmoe_jax.features.plan import Plan
+from flmoe_jax.handoff import Handoff
 
 PREFETCH = 2  # host batches prepared ahead of the device
 
@@ -78,8 +78,7 @@ class Producer:
     self.num_devices = num_devices
     self.text_buckets = text_buckets
     self.on_error = on_error
-    self.queue: queue.Queue = queue.Queue(maxsize=PREFETCH)
-    self.stop = threading.Event()
+    self.handoff = Handoff(PREFETCH)
     # Set by the consumer after the first unreadable image in fail mode: from then on only decode
     # images (to list every bad one) and skip tokenising / preprocessing.
     self.scan_only = threading.Event()
@@ -93,32 +92,11 @@ class Producer:
     return self
 
   def close(self) -> None:
-    self.stop.set()
-    # Drain so a producer blocked on put() sees the stop flag.
-    while self.thread.is_alive():
-      try:
-        self.queue.get(timeout=0.05)
-      except queue.Empty:
-        pass
+    self.handoff.close(self.thread)
     self.pool.shutdown(wait=True, cancel_futures=True)
 
   def __iter__(self) -> Iterator[HostBatch]:
-    while True:
-      item = self.queue.get()
-      if item is None:
-        return
-      if isinstance(item, BaseException):
-        raise item
-      yield item
-
-  def _put(self, item) -> bool:
-    while not self.stop.is_set():
-      try:
-        self.queue.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        pass
-    return False
+    return iter(self.handoff)
 
   def _run(self) -> None:
     try:
@@ -128,11 +106,11 @@ class Producer:
         for b in range(start, stop, self.batch_size):
           batch = self._prepare(split, k, examples[b : min(b + self.batch_size, stop)])
           batch.last_in_chunk = b + self.batch_size >= stop
-          if not self._put(batch):
+          if not self.handoff.put(batch):
             return
-      self._put(None)
+      self.handoff.finish()
     except BaseException as e:  # noqa: BLE001 - re-raised in the consumer thread
-      self._put(e)
+      self.handoff.fail(e)
 
   def _prepare(self, split: str, k: int, exs: list[RawExample]) -> HostBatch:
     plan, scan = self.plan, self.scan_only.is_set()

@@ -14,13 +14,12 @@ Every stage leaves files in the run directory, so a killed run resumes where it 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import pathlib
-import queue
-import threading
 import time
 
 import jax
@@ -35,6 +34,7 @@ from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.artifact import to_plain
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import FlmoeError, RunDirError
+from flmoe_jax.handoff import prefetch
 from flmoe_jax.rundir import RunDir
 from flmoe_jax.train.step import (
   Objective,
@@ -240,20 +240,22 @@ def _train_one_seed(
     for epoch in range(int(meta["epoch"]), config.train.epochs):
       host_batches = _train_batches(config, fs, seed, epoch, rows)
       # A background thread reads and places the next batches while the device runs this step.
+      # `closing`: an error in the loop (a NaN, Ctrl-C) stops that thread at once.
       device_batches = prefetch(
         (sharding.global_batch(_device_batch(b), mesh, batch_size, rules) for b in host_batches),
         size=2,
       )
-      for batch in device_batches:
-        key = jax.random.fold_in(base_key, step)
-        state, m = step_fn(state, batch, key, fill_means)
-        step += 1
-        window.append(m)
-        if step % config.train.log_every_steps == 0:
-          _log_window(writer, window, seed, epoch, step, t_window, config, progress, lr_at)
-          window, t_window = [], time.perf_counter()
-        else:
-          progress.update(1)
+      with contextlib.closing(device_batches):
+        for batch in device_batches:
+          key = jax.random.fold_in(base_key, step)
+          state, m = step_fn(state, batch, key, fill_means)
+          step += 1
+          window.append(m)
+          if step % config.train.log_every_steps == 0:
+            _log_window(writer, window, seed, epoch, step, t_window, config, progress, lr_at)
+            window, t_window = [], time.perf_counter()
+          else:
+            progress.update(1)
       if window:
         _log_window(
           writer, window, seed, epoch, step, t_window, config, progress, lr_at, bump=False
@@ -397,15 +399,16 @@ def _train_seeds_vmapped(
   try:
     for epoch in range(config.train.epochs):
       batches = _stacked_batches(config, fs, mesh, rules, fresh, epoch)
-      for batch in prefetch(batches, size=2):
-        state, m = vstep(state, batch, keys_at(base_keys, step), fill_means)
-        step += 1
-        window.append(m)
-        if step % config.train.log_every_steps == 0:
-          log(epoch)
-          window, t_window = [], time.perf_counter()
-        else:
-          progress.update(1)
+      with contextlib.closing(prefetch(batches, size=2)) as stacked:
+        for batch in stacked:
+          state, m = vstep(state, batch, keys_at(base_keys, step), fill_means)
+          step += 1
+          window.append(m)
+          if step % config.train.log_every_steps == 0:
+            log(epoch)
+            window, t_window = [], time.perf_counter()
+          else:
+            progress.update(1)
       if window:
         log(epoch, bump=False)
         window, t_window = [], time.perf_counter()
@@ -634,29 +637,6 @@ def _restore_best(best, latest, state, meta, steps_per_epoch: int):
     f"{best.directory}: the best checkpoint (step {want}) is damaged or missing; remove the seed's "
     f"folder {best.directory.parent.parent} to retrain it"
   )
-
-
-def prefetch(iterator, size: int = 2):
-  """Runs `iterator` in a background thread, `size` items ahead; re-raises its errors here."""
-  q: queue.Queue = queue.Queue(maxsize=size)
-  done = object()
-
-  def work():
-    try:
-      for item in iterator:
-        q.put(item)
-      q.put(done)
-    except BaseException as e:  # noqa: BLE001 - handed to the consumer
-      q.put(e)
-
-  threading.Thread(target=work, daemon=True).start()
-  while True:
-    item = q.get()
-    if item is done:
-      return
-    if isinstance(item, BaseException):
-      raise item
-    yield item
 
 
 def count_parameters(graphdef, state) -> int:
