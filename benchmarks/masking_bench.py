@@ -10,7 +10,8 @@ Prints one JSON object:
 
   {"device", "backend", "dtype", "batch_size", "text_len", "patches", "hidden_dim", "input_dim",
    "num_classes", "task", "k", "repeats", "views", "variants", "steps_per_call", "iters",
-   "compile_s", "ms_per_sample", "attribution_ms_per_sample", "faithfulness_ms_per_sample"}
+   "compile_s", "ms_per_sample", "attribution_ms_per_sample", "faithfulness_ms_per_sample",
+   "forward_gflop_per_sample", "gflop_per_sample_estimate", "matmul_peak", "tflops", "mfu"}
 
   python benchmarks/masking_bench.py --batch-size 8 --text-len 64 --iters 2     # CPU, < 2 minutes
   python benchmarks/masking_bench.py                                           # GPU, MM-IMDb shape
@@ -31,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import roofline  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from flmoe_jax.explain import attribute, faithfulness  # noqa: E402
@@ -109,6 +111,15 @@ def main(argv=None) -> None:
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1, res
 
+  # FLOPs: XLA's count of one forward pass of the mixture at this batch, times the passes one
+  # evaluation makes (its variants, the clean one included, + 2 for the attribution's backward, which
+  # costs about two forwards): an estimate, stated as such in the output.
+  graphdef, params = nnx.split(model)
+  fwd = jax.jit(lambda st, xs, ms: nnx.merge(graphdef, st)(xs, ms).logits)
+  xs = tuple(jnp.asarray(x, dtype) for x in batch["x"])
+  fwd_flops = roofline.compiled_cost(fwd.lower(params, xs, batch["mask"]).compile())["flops"]
+  peak = roofline.matmul_peak_tflops(dtype)
+
   t0 = time.perf_counter()
   run(jax.random.key(0))  # compile
   compile_s = time.perf_counter() - t0
@@ -119,6 +130,8 @@ def main(argv=None) -> None:
     tf.append(f)
   ta, tf = float(np.median(ta)), float(np.median(tf))
   n_views = len(res.views)
+  variants = 1 + 2 * n_views + 2 * args.repeats
+  flops = fwd_flops * (variants + 2) if fwd_flops else None
   dev = jax.devices()[0]
   print(
     json.dumps(
@@ -136,13 +149,18 @@ def main(argv=None) -> None:
         "k": args.k,
         "repeats": args.repeats,
         "views": list(res.views),
-        "variants": 1 + 2 * n_views + 2 * args.repeats,
+        "variants": variants,
         "steps_per_call": steps,
         "iters": args.iters,
         "compile_s": round(compile_s, 2),
         "ms_per_sample": round(1000 * (ta + tf) / b, 3),
         "attribution_ms_per_sample": round(1000 * ta / b, 3),
         "faithfulness_ms_per_sample": round(1000 * tf / b, 3),
+        "forward_gflop_per_sample": fwd_flops / b / 1e9 if fwd_flops else None,
+        "gflop_per_sample_estimate": flops / b / 1e9 if flops else None,
+        "flop_estimate": "one forward x (variants + 2): the attribution's backward as 2 forwards",
+        "matmul_peak": peak,
+        **roofline.achieved(flops, ta + tf, peak["tflops"]),
       }
     )
   )

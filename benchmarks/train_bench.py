@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import roofline
 from flax import nnx
 
 from flmoe_jax import train
@@ -44,16 +44,6 @@ def _batch(args, rng):
   }
 
 
-def _time(fn, n):
-  out = fn()  # compile + warm-up
-  jax.block_until_ready(out)
-  t = time.perf_counter()
-  for _ in range(n):
-    out = fn()
-  jax.block_until_ready(out)
-  return (time.perf_counter() - t) / n
-
-
 _OBJECTIVES = {
   "paper": dict(lambda_int=0.5),
   "role": dict(lambda_int=0.0, lambda_role=1.0, lambda_missing=1.0, lambda_decor=1.0),
@@ -61,7 +51,7 @@ _OBJECTIVES = {
 }
 
 
-def bench(kind: str, dtype: str, objective: str, args) -> dict:
+def bench(kind: str, dtype: str, objective: str, args, peak: float) -> dict:
   rng = np.random.default_rng(0)
   batch = jax.device_put(_batch(args, rng))
   cfg = ModelConfig(
@@ -88,20 +78,26 @@ def bench(kind: str, dtype: str, objective: str, args) -> dict:
   holder = {"state": state}
   fill_means = [jnp.zeros(args.dim, jnp.float32)] * 2 if objective != "paper" else None
   weights = train.Objective(task_type="multilabel", **_OBJECTIVES[objective])
+  # Compiled once up front: the same program is timed and its FLOPs and memory plan read.
+  compiled = step.lower(state, batch, key, weights, fill_means).compile()
+  cost = roofline.compiled_cost(compiled)
 
   def one_step():
-    holder["state"], m = step(holder["state"], batch, key, weights, fill_means)
+    holder["state"], m = compiled(holder["state"], batch, key, weights, fill_means)
     return m["loss"]
 
-  t_train = _time(one_step, args.steps)
+  t_train = roofline.median_seconds(one_step, args.steps)
   infer = jax.jit(functools.partial(train.eval_step, graphdef=graphdef, dtype=jnp.dtype(dtype)))
-  t_inf = _time(lambda: infer(holder["state"], batch)[0], args.steps)
+  t_inf = roofline.median_seconds(lambda: infer(holder["state"], batch)[0], args.steps)
   return {
     "model": kind,
     "dtype": dtype,
     "objective": objective if kind == "fl_i2moe" else None,
     "train_samples_per_s": args.batch / t_train,
     "train_step_ms": 1e3 * t_train,
+    "train_step_tflop": cost["flops"] / 1e12 if cost["flops"] else None,
+    **{f"train_{k}": v for k, v in roofline.achieved(cost["flops"], t_train, peak).items()},
+    "train_memory_plan": cost["memory"],
     "inference_samples_per_s": args.batch / t_inf,
   }
 
@@ -121,10 +117,13 @@ def main():
     "--objectives", default="paper", help=f"FL-I2MoE objectives, from {list(_OBJECTIVES)}"
   )
   args = p.parse_args()
+  dtypes = args.dtypes.split(",")
+  # The device's dense matmul rate in each dtype, measured here: the MFU denominators.
+  peaks = {dt: roofline.matmul_peak_tflops(jnp.dtype(dt)) for dt in dtypes}
   rows = [
-    bench(kind, dt, obj, args)
+    bench(kind, dt, obj, args, peaks[dt]["tflops"])
     for kind in args.models.split(",")
-    for dt in args.dtypes.split(",")
+    for dt in dtypes
     for obj in (args.objectives.split(",") if kind == "fl_i2moe" else ["paper"])
   ]
   print(
@@ -142,6 +141,9 @@ def main():
           "hidden": args.hidden,
           "classes": args.classes,
         },
+        "matmul_peak": list(peaks.values()),
+        "device_peak_bytes": roofline.device_peak_bytes(),
+        "timing": f"median of {args.steps} steps after one warm-up step",
         "results": rows,
       },
       indent=1,
