@@ -19,6 +19,7 @@ weights ship offline.
 
   python benchmarks/extract_bench.py              # CPU: 2 batches per encoder, under 2 minutes
   python benchmarks/extract_bench.py --batch-size 128 --bf16 --batches 20          # GPU
+  python benchmarks/extract_bench.py --batch-size 128 --bf16 --attention cudnn      # GPU, fused
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ WORDS = (
 ).split()
 
 
-def random_vit_b16(dtype, folder: str) -> encoders.ImageEncoder:
+def random_vit_b16(dtype, folder: str, attention: str = "einsum") -> encoders.ImageEncoder:
   """An ImageEncoder with the architecture of CLIP ViT-B/16 and random weights (seed 0).
 
   The encoder is written to `folder` (which must not exist) and loaded back, as a downloaded
@@ -65,7 +66,7 @@ def random_vit_b16(dtype, folder: str) -> encoders.ImageEncoder:
     intermediate_size=3072,
     seed=0,
   )
-  return encoders.load_encoder("image", path, dtype=dtype)
+  return encoders.load_encoder("image", path, dtype=dtype, attention=attention)
 
 
 def time_encode(enc, batch: dict, mesh, repeats: int) -> float:
@@ -106,6 +107,9 @@ def main(argv=None) -> dict:
     "--text-len", type=int, default=128, help="tokens per text (= max_len and the bucket)"
   )
   p.add_argument("--which", choices=("text", "image", "both"), default="both")
+  p.add_argument(
+    "--attention", default="einsum", help="the encoders' attention: einsum, xla or cudnn (fused)"
+  )
   args = p.parse_args(argv)
   cpu = jax.default_backend() == "cpu"
   batches = args.batches or (2 if cpu else 20)
@@ -122,11 +126,14 @@ def main(argv=None) -> dict:
     "batch_size": bs,
     "timed_batches": batches,
     "compute_dtype": dtype,
+    "attention": args.attention,
   }
   common = dict(batch_size=bs, chunk_size=max(bs, 256), devices=devices)
   with tempfile.TemporaryDirectory(prefix="flmoe-extract-bench-") as tmp:
     if args.which in ("text", "both"):
-      enc = encoders.load_encoder("text", "minilm", max_len=args.text_len, dtype=dtype)
+      enc = encoders.load_encoder(
+        "text", "minilm", max_len=args.text_len, dtype=dtype, attention=args.attention
+      )
       # Long enough to fill max_len: every batch uses the one bucket.
       texts = [" ".join(rng.choice(WORDS, args.text_len)) for _ in range(n)]
 
@@ -155,7 +162,7 @@ def main(argv=None) -> dict:
         ),
       }
     if args.which in ("image", "both"):
-      enc = random_vit_b16(dtype, os.path.join(tmp, "random-clip-vit-b16"))
+      enc = random_vit_b16(dtype, os.path.join(tmp, "random-clip-vit-b16"), args.attention)
       images = [(rng.random((256, 320, 3)) * 255).astype(np.uint8) for _ in range(n)]
 
       def image_raw(k, images=images):

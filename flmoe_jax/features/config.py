@@ -48,6 +48,12 @@ class FeaturesConfig(StageConfig):
   compute_dtype: str = option(
     "float32", "the encoders' compute dtype (--bf16: bfloat16)", choices=choices.COMPUTE_DTYPES
   )
+  encoder_attention: str = option(
+    "einsum",
+    "the encoders' attention: their own einsum code, or fused jax.nn.dot_product_attention (xla; "
+    "cudnn: GPU flash attention, bf16) with the same weights (BERT, RoBERTa, ViT, CLIP)",
+    choices=choices.ATTENTION_IMPLEMENTATIONS,
+  )
   on_error: str = option(
     "fail", "unreadable images: fail, or skip the example", choices=choices.ON_ERROR
   )

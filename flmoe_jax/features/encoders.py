@@ -41,6 +41,7 @@ import numpy as np
 
 from flmoe_jax import atomic
 from flmoe_jax.errors import EncoderError
+from flmoe_jax.features import fused_attention
 
 DEFAULT_TEXT_ENCODER = "roberta-base"
 DEFAULT_IMAGE_ENCODER = "openai/clip-vit-base-patch16"
@@ -252,8 +253,10 @@ def _dtype_name(dtype) -> str:
 class _FrozenEncoder:
   """What both encoders share: identity for manifests and resume checks."""
 
+  attention = "einsum"  # the encoder's own attention code (`fused_attention`)
+
   def _identity(self) -> dict[str, Any]:
-    return {
+    ident = {
       "kind": self.kind,
       "name": self.name,
       "model_type": self.model_type,
@@ -261,6 +264,10 @@ class _FrozenEncoder:
       "seq_len": self.seq_len,
       "compute_dtype": self.dtype,
     }
+    # Stated only when fused: stores written with the encoders' own attention keep their identity.
+    if self.attention != "einsum":
+      ident["attention"] = self.attention
+    return ident
 
   def digest(self) -> str:
     """`params_digest` of the weights (computed once)."""
@@ -279,6 +286,8 @@ class TextEncoder(_FrozenEncoder):
     name: the model id or folder it was loaded from (provenance).
     max_len: the longest token sequence kept (special tokens included); longer texts are truncated.
     dtype: compute dtype, `float32` or `bfloat16` (parameters stay float32).
+    attention: `einsum` (the model's own attention code), or `xla` / `cudnn`: its attention
+      modules through `jax.nn.dot_product_attention` (`fused_attention`; BERT, RoBERTa).
 
   Attributes:
     kind: `text`.
@@ -289,7 +298,15 @@ class TextEncoder(_FrozenEncoder):
   kind = "text"
 
   def __init__(
-    self, model, params, tokenizer, *, name: str, max_len: int = DEFAULT_MAX_LEN, dtype="float32"
+    self,
+    model,
+    params,
+    tokenizer,
+    *,
+    name: str,
+    max_len: int = DEFAULT_MAX_LEN,
+    dtype="float32",
+    attention: str = "einsum",
   ):
     self.model = model
     self.params = params
@@ -298,6 +315,7 @@ class TextEncoder(_FrozenEncoder):
     self.dtype = _dtype_name(dtype)
     cfg = model.config
     self.model_type = cfg.model_type
+    self.attention = fused_attention.check(attention, self.model_type, self.name)
     self.hidden_size = int(getattr(cfg, "hidden_size", None) or cfg.dim)
     limit = _max_positions(cfg)
     if not 2 <= int(max_len) <= limit:
@@ -309,7 +327,10 @@ class TextEncoder(_FrozenEncoder):
     self._forward = jax.jit(self._apply, static_argnames=("out_dtype",))
 
   def _apply(self, params, input_ids, attention_mask, out_dtype: str):
-    out = self.model(input_ids=input_ids, attention_mask=attention_mask, params=params, train=False)
+    with fused_attention.fused(self.attention):
+      out = self.model(
+        input_ids=input_ids, attention_mask=attention_mask, params=params, train=False
+      )
     mask = attention_mask.astype(bool)
     # Zero the states of padding positions: they are never used, and zeros make the stored features
     # independent of how much padding a batch had (text buckets).
@@ -449,6 +470,8 @@ class ImageEncoder(_FrozenEncoder):
     processor: a transformers image processor (CLIPImageProcessor / ViTImageProcessor).
     name: the model id or folder it was loaded from (provenance).
     dtype: compute dtype, `float32` or `bfloat16`.
+    attention: `einsum` (the model's own attention code), or `xla` / `cudnn`: its attention
+      modules through `jax.nn.dot_product_attention` (`fused_attention`).
 
   Attributes:
     kind: `image`.
@@ -460,7 +483,9 @@ class ImageEncoder(_FrozenEncoder):
 
   kind = "image"
 
-  def __init__(self, model, params, processor, *, name: str, dtype="float32"):
+  def __init__(
+    self, model, params, processor, *, name: str, dtype="float32", attention: str = "einsum"
+  ):
     self.model = model
     self.params = params
     self.processor = processor
@@ -468,6 +493,7 @@ class ImageEncoder(_FrozenEncoder):
     self.dtype = _dtype_name(dtype)
     cfg = model.config
     self.model_type = cfg.model_type
+    self.attention = fused_attention.check(attention, self.model_type, self.name)
     self.hidden_size = int(cfg.hidden_size)
     self.image_size = int(cfg.image_size)
     self.patch_size = int(cfg.patch_size)
@@ -476,7 +502,8 @@ class ImageEncoder(_FrozenEncoder):
     self._forward = jax.jit(self._apply, static_argnames=("out_dtype",))
 
   def _apply(self, params, pixel_values, out_dtype: str):
-    out = self.model(pixel_values, params=params, train=False)
+    with fused_attention.fused(self.attention):
+      out = self.model(pixel_values, params=params, train=False)
     h = out.last_hidden_state[:, 1:]  # drop CLS (the reference's use_cls=False)
     return h.astype(out_dtype), jnp.ones(h.shape[:2], bool)
 
@@ -721,6 +748,7 @@ def load_encoder(
   allow_download: bool = False,
   dtype="float32",
   max_len: int = DEFAULT_MAX_LEN,
+  attention: str = "einsum",
 ) -> TextEncoder | ImageEncoder | PatchEncoder:
   """Loads a frozen encoder, offline unless `allow_download`.
 
@@ -733,6 +761,8 @@ def load_encoder(
     allow_download: allow fetching from the Hugging Face Hub (even when HF_HUB_OFFLINE=1 is set).
     dtype: compute dtype, `float32` or `bfloat16` (a string or a jnp dtype).
     max_len: text only: tokens kept per text, special tokens included.
+    attention: the transformer's attention: `einsum` (its own code) or fused, `xla` / `cudnn`
+      (`fused_attention`; ignored by the weightless patch descriptors).
 
   Returns:
     A `TextEncoder`, an `ImageEncoder` or a `PatchEncoder`.
@@ -776,7 +806,9 @@ def load_encoder(
         tok = AutoTokenizer.from_pretrained(path, local_files_only=not allow_download)
       except (OSError, ValueError) as e:
         raise EncoderError(f"tokenizer of {name} cannot be loaded ({_first_line(e)})") from None
-    return TextEncoder(model, params, tok, name=name, max_len=max_len, dtype=dt)
+    return TextEncoder(
+      model, params, tok, name=name, max_len=max_len, dtype=dt, attention=attention
+    )
 
   from transformers import FlaxCLIPVisionModel, FlaxViTModel
 
@@ -794,7 +826,7 @@ def load_encoder(
       f"{IMAGE_MODEL_TYPES})"
     )
   processor = _image_processor(path, model.config, allow_download=allow_download)
-  return ImageEncoder(model, params, processor, name=name, dtype=dt)
+  return ImageEncoder(model, params, processor, name=name, dtype=dt, attention=attention)
 
 
 # --------------------------------------------------------------------------------------------------

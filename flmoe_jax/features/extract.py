@@ -532,7 +532,9 @@ def run_extraction(
     verify_images(todo, "fail", num_workers=min(8, os.cpu_count() or 1))
   kinds = {m.kind for m in raw.modalities}
   text = image = None
-  load = dict(allow_download=cfg.allow_download, dtype=cfg.compute_dtype)
+  load = dict(
+    allow_download=cfg.allow_download, dtype=cfg.compute_dtype, attention=cfg.encoder_attention
+  )
   if "text" in kinds:
     text = load_encoder("text", cfg.text_encoder, max_len=cfg.text_max_len, **load)
   if "image" in kinds:

@@ -15,6 +15,9 @@ from flmoe_jax.errors import EncoderError
 from flmoe_jax.features.encoders import ImageEncoder, TextEncoder
 
 # Encoder fields that define the features; a partial run or store that differs in any is refused.
+# The attention implementation (`attention`, recorded when fused) is not one: the fused and the
+# einsum paths compute the same function and differ by float rounding, so a run may resume with the
+# other one.
 IDENTITY_KEYS = (
   "kind",
   "model_type",
