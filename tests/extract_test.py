@@ -74,15 +74,37 @@ def _arrays(path) -> dict[str, np.ndarray]:
   return {str(p.relative_to(path)): np.load(p) for p in sorted(path.rglob("*.npy"))}
 
 
+_TIMING = {}  # the reference extraction's ExtractionTiming
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   """An uninterrupted extraction of the toy set (the baseline of several tests)."""
   tmp = tmp_path_factory.mktemp("ref")
   raw = make_raw(tmp)
+  timing = extract.ExtractionTiming()
   out = extract_features(
-    raw, tmp / "store", text_encoder=tiny_encoder("bert"), image_encoder=tiny_encoder("vit"), **OPTS
+    raw,
+    tmp / "store",
+    text_encoder=tiny_encoder("bert"),
+    image_encoder=tiny_encoder("vit"),
+    timing=timing,
+    **OPTS,
   )
+  _TIMING["reference"] = timing
   return raw, out
+
+
+def test_timing_says_where_the_encoding_loop_waited(reference):
+  t = _TIMING["reference"]
+  # 20 + 6 + 5 examples, batches of 4 inside chunks of 8 (chunks never span splits):
+  # train 4+4 | 4+4 | 4, val 4+2, test 4+1.
+  assert (t.examples, t.batches) == (31, 9)
+  parts = (t.host_wait_s, t.device_wait_s, t.write_s)
+  assert min(parts) >= 0 and t.prepare_s > 0 and t.loop_s > 0
+  assert sum(parts) <= t.loop_s  # disjoint parts of the loop's wall time
+  line = t.summary()
+  assert line.startswith(f"encoding loop {t.loop_s:.1f} s: host wait ") and "prepare" in line
 
 
 def test_store_contents(reference):

@@ -22,6 +22,7 @@ _EXPORTS = {
   "minilm_path": "encoders",
   "save_random_image_encoder": "encoders",
   "extract_features": "extract",
+  "ExtractionTiming": "extract",
   "features_from_config": "extract",
   "partial_dir": "extract",
   "run_extraction": "extract",

@@ -71,6 +71,43 @@ ON_ERROR = choices.ON_ERROR
 _after_chunk_hook: Callable[[str, int], None] | None = None
 
 
+@dataclasses.dataclass
+class ExtractionTiming:
+  """Where the encoding loop of an extraction spent its wall time (seconds).
+
+  The loop dispatches a batch to the devices, then fetches the previous batch's features (so the
+  devices compute while the host fetches and writes), while a producer thread prepares the next
+  host batches. Whichever of `host_wait_s` and `device_wait_s` dominates bounds the extraction.
+
+  Attributes:
+    loop_s: the whole encoding loop.
+    host_wait_s: waiting for the next host batch: nothing new for the devices (host-bound).
+    device_wait_s: waiting for a batch's features from the devices (device-bound).
+    write_s: gathering shared images' rows, chunk files, progress.
+    prepare_s: the producer thread's time decoding, resizing and tokenising (overlaps the rest).
+    batches: batches encoded.
+    examples: examples encoded.
+  """
+
+  loop_s: float = 0.0
+  host_wait_s: float = 0.0
+  device_wait_s: float = 0.0
+  write_s: float = 0.0
+  prepare_s: float = 0.0
+  batches: int = 0
+  examples: int = 0
+
+  def summary(self) -> str:
+    """One line: each part's seconds and share of the loop."""
+    parts = ("host_wait_s", "device_wait_s", "write_s", "prepare_s")
+    share = ", ".join(
+      f"{k[:-2].replace('_', ' ')} {getattr(self, k):.1f} s "
+      f"({100 * getattr(self, k) / max(self.loop_s, 1e-9):.0f}%)"
+      for k in parts
+    )
+    return f"encoding loop {self.loop_s:.1f} s: {share}"
+
+
 def partial_dir(out: str | os.PathLike) -> pathlib.Path:
   """The work folder of an extraction into `out`: `<out>.partial`."""
   out = pathlib.Path(out)
@@ -114,6 +151,7 @@ def extract_features(
   chunk_size: int = DEFAULT_CHUNK_SIZE,
   num_workers: int | None = None,
   devices: Sequence[Any] | None = None,
+  timing: ExtractionTiming | None = None,
 ) -> pathlib.Path:
   """Encodes a raw dataset with frozen encoders and writes a feature store at `out`.
 
@@ -133,8 +171,9 @@ def extract_features(
     progress: show a progress bar (samples/s, ETA) per split.
     limit_per_split: keep only the first N examples of each split (None or <= 0: all).
     chunk_size: examples per chunk file (the unit of resumption).
-    num_workers: image decoding threads (default min(8, CPU count)).
+    num_workers: image decoding threads (default: the CPU count, at most 32).
     devices: devices to shard over (default: all local devices).
+    timing: filled with where the encoding loop spent its time (`ExtractionTiming`), if given.
 
   Returns:
     The store path. If `out` already holds a store of this exact extraction, it is returned
@@ -176,6 +215,7 @@ def extract_features(
 
   _open_partial(partial, plan, resume)
   t0 = time.monotonic()
+  timing = timing if timing is not None else ExtractionTiming()
   n_done = _encode_pending(
     plan,
     partial,
@@ -186,6 +226,7 @@ def extract_features(
     progress=progress,
     num_workers=num_workers,
     devices=devices,
+    timing=timing,
   )
   seconds = time.monotonic() - t0
   path = _assemble(
@@ -204,7 +245,7 @@ def extract_features(
     _log(
       progress,
       f"extracted {n_done} examples in {seconds:.1f} s ({n_done / max(seconds, 1e-9):.1f} "
-      f"samples/s); wrote {path}",
+      f"samples/s); wrote {path}\n{timing.summary()}",
     )
   return path
 
@@ -307,8 +348,10 @@ def _encode_pending(
   progress,
   num_workers,
   devices,
+  timing: ExtractionTiming,
 ) -> int:
-  """Encodes every chunk that has no file yet. Returns the number of examples encoded."""
+  """Encodes every chunk that has no file yet (its breakdown into `timing`). Returns the number of
+  examples encoded."""
   done = _done_chunks(partial, plan)
   work = [(s, k) for s in plan.splits for k in range(plan.num_chunks(s)) if k not in done[s]]
   if not work:
@@ -325,7 +368,8 @@ def _encode_pending(
   def shard(a: np.ndarray):
     return jax.device_put(a, NamedSharding(mesh, PartitionSpec("data", *([None] * (a.ndim - 1)))))
 
-  workers = num_workers or min(8, os.cpu_count() or 1)
+  # PIL decodes and resizes with the GIL released: one thread per core keeps the devices fed.
+  workers = num_workers or min(32, os.cpu_count() or 1)
   producer = Producer(
     plan,
     work,
@@ -344,6 +388,10 @@ def _encode_pending(
 
   def finish(batch: HostBatch, outs) -> None:
     nonlocal acc, n_done
+    t = time.perf_counter()
+    jax.block_until_ready(outs)
+    t_fetch = time.perf_counter()
+    timing.device_wait_s += t_fetch - t
     host = {}
     for name, (x, m) in outs.items():
       x, m = np.asarray(x), np.asarray(m)
@@ -361,9 +409,13 @@ def _encode_pending(
       if _after_chunk_hook is not None:
         _after_chunk_hook(batch.split, batch.chunk)
       acc = None
+    timing.write_s += time.perf_counter() - t_fetch
+    timing.batches += 1
+    timing.examples += batch.size
 
+  t_loop = time.perf_counter()
   try:
-    for batch in producer:
+    for batch in _timed(producer, timing):
       if batch.split not in bars:
         remaining = sum(
           min(plan.chunk_size, len(plan.splits[batch.split]) - k * plan.chunk_size)
@@ -394,6 +446,8 @@ def _encode_pending(
       finish(*pending)
   finally:
     producer.close()
+    timing.loop_s += time.perf_counter() - t_loop
+    timing.prepare_s += producer.prepare_s
     for bar in bars.values():
       bar.close()
   if failures:
@@ -407,6 +461,20 @@ def _encode_pending(
       f"full list in {listing}; fix or remove them, or pass on_error='skip' (--on-error skip)"
     )
   return n_done
+
+
+def _timed(batches, timing: ExtractionTiming):
+  """Yields from `batches`, adding the time spent waiting for each to `timing.host_wait_s`."""
+  it = iter(batches)
+  while True:
+    t = time.perf_counter()
+    try:
+      batch = next(it)
+    except StopIteration:
+      return
+    finally:
+      timing.host_wait_s += time.perf_counter() - t
+    yield batch
 
 
 def _assemble(

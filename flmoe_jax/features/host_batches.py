@@ -8,6 +8,7 @@ import concurrent.futures
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -79,6 +80,7 @@ class Producer:
     self.text_buckets = text_buckets
     self.on_error = on_error
     self.handoff = Handoff(PREFETCH)
+    self.prepare_s = 0.0  # wall seconds this thread spent preparing batches (read after close)
     # Set by the consumer after the first unreadable image in fail mode: from then on only decode
     # images (to list every bad one) and skip tokenising / preprocessing.
     self.scan_only = threading.Event()
@@ -104,7 +106,9 @@ class Producer:
         examples = self.plan.splits[split]
         start, stop = k * self.plan.chunk_size, min((k + 1) * self.plan.chunk_size, len(examples))
         for b in range(start, stop, self.batch_size):
+          t = time.perf_counter()
           batch = self._prepare(split, k, examples[b : min(b + self.batch_size, stop)])
+          self.prepare_s += time.perf_counter() - t
           batch.last_in_chunk = b + self.batch_size >= stop
           if not self.handoff.put(batch):
             return
