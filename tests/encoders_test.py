@@ -108,6 +108,31 @@ def test_image_encoder_matches_transformers(name, processor):
   np.testing.assert_allclose(x, ref[:, 1:], atol=1e-5, rtol=1e-5)  # CLS dropped
 
 
+@pytest.mark.parametrize("name", ["vit", "clip"])
+def test_uint8_pixels_normalised_on_the_device_equal_the_processors(name, tmp_path):
+  # The extraction's path: the processor's resize (and crop) on the host in uint8, its rescale and
+  # normalisation on the device. Shapes that need a resize, a crop on either side, and a JPEG file.
+  from PIL import Image
+
+  enc = tiny_encoder(name)
+  assert enc.pixel_format == "uint8"
+  rng = np.random.default_rng(3)
+  images = [(rng.random(shape) * 255).astype(np.uint8) for shape in ((37, 53, 3), (70, 41, 3))]
+  Image.fromarray(images[0]).resize((90, 60)).save(tmp_path / "a.jpg", quality=90)
+  images.append(tmp_path / "a.jpg")
+  u8 = np.stack([enc.load_pixels(im) for im in images])
+  s = enc.image_size
+  assert u8.dtype == np.uint8 and u8.shape == (3, s, s, 3)
+  ref = enc.preprocess_batch(images)["pixel_values"]  # the processor's own float path
+  np.testing.assert_allclose(np.asarray(enc._recipe.normalise(u8)), ref, atol=1e-6, rtol=0)
+  x8, m8 = map(np.asarray, enc.encode({"pixels": u8}))
+  xf, _ = map(np.asarray, enc.encode({"pixel_values": ref}))
+  np.testing.assert_allclose(x8, xf, atol=1e-5, rtol=1e-5)
+  assert m8.all() and np.abs(xf).max() > 0.1
+  # Descriptors keep their own float path.
+  assert load_encoder("image", "hog").pixel_format == "float32"
+
+
 def test_bfloat16_compute_is_close_to_float32():
   f32, bf16 = tiny_encoder("bert"), tiny_encoder("bert", dtype=jnp.bfloat16)
   assert bf16.dtype == "bfloat16" and bf16.digest() == f32.digest()

@@ -27,6 +27,7 @@ transformers is imported lazily inside functions, so importing this module (and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -461,6 +462,68 @@ def load_pil(image) -> Any:
     raise UnreadableImageError(f"{type(e).__name__}: {_first_line(e)}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class _PixelRecipe:
+  """An HF image processor's steps, split at uint8: resize (+ centre crop) on the host, then
+  rescale and normalise on the device (`ImageEncoder.load_pixels`, `encode`)."""
+
+  shortest_edge: int | None  # resize the shorter side to this (CLIP), keeping the aspect ratio
+  height_width: tuple[int, int] | None  # or resize to exactly this (ViT)
+  resample: int
+  crop: tuple[int, int] | None
+  rescale: float
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+
+  @classmethod
+  def of(cls, processor) -> _PixelRecipe | None:
+    """The recipe of a `CLIPImageProcessor` or `ViTImageProcessor` doing resize, (crop,) rescale and
+    normalise; None for anything else (those images take the processor's own float path)."""
+    if type(processor).__name__ not in ("CLIPImageProcessor", "ViTImageProcessor"):
+      return None
+    p = processor
+    if not (p.do_resize and p.do_rescale and p.do_normalize):
+      return None
+    size = dict(p.size)
+    crop = dict(p.crop_size) if getattr(p, "do_center_crop", False) else None
+    return cls(
+      shortest_edge=size.get("shortest_edge"),
+      height_width=(size["height"], size["width"]) if "height" in size else None,
+      resample=int(p.resample),
+      crop=(crop["height"], crop["width"]) if crop else None,
+      rescale=float(p.rescale_factor),
+      mean=tuple(float(v) for v in p.image_mean),
+      std=tuple(float(v) for v in p.image_std),
+    )
+
+  def pixels(self, pil) -> np.ndarray:
+    """One RGB PIL image -> uint8 [S, S, 3], the processor's resize and crop exactly (its own
+    functions' arithmetic: PIL's resize with no reducing gap, then the same crop offsets)."""
+    from transformers.image_transforms import center_crop, get_resize_output_image_size
+    from transformers.image_utils import ChannelDimension
+
+    if self.shortest_edge is not None:
+      dummy = np.broadcast_to(np.uint8(0), (pil.height, pil.width, 3))
+      h, w = get_resize_output_image_size(
+        dummy,
+        size=self.shortest_edge,
+        default_to_square=False,
+        input_data_format=ChannelDimension.LAST,
+      )
+    else:
+      h, w = self.height_width
+    x = np.asarray(pil.resize((w, h), resample=self.resample, reducing_gap=None))
+    if self.crop is not None:
+      x = center_crop(x, self.crop, input_data_format=ChannelDimension.LAST)
+    return np.ascontiguousarray(x)
+
+  def normalise(self, pixels):
+    """uint8 [B, S, S, 3] -> float32 [B, 3, S, S], as the processor's rescale and normalise."""
+    x = pixels.astype(jnp.float32) * jnp.float32(self.rescale)
+    x = (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+    return x.transpose(0, 3, 1, 2)
+
+
 class ImageEncoder(_FrozenEncoder):
   """A frozen vision transformer (CLIP vision tower or ViT); patch states only (CLS dropped).
 
@@ -500,12 +563,41 @@ class ImageEncoder(_FrozenEncoder):
     self.seq_len = (self.image_size // self.patch_size) ** 2
     self._digest = None
     self._forward = jax.jit(self._apply, static_argnames=("out_dtype",))
+    # The processor's resize / crop on the host in uint8, its float steps on the device: a quarter
+    # of the bytes to the device and none of the host's float passes (None: the processor's path).
+    self._recipe = _PixelRecipe.of(processor)
+    self._forward_uint8 = jax.jit(self._apply_uint8, static_argnames=("out_dtype",))
 
   def _apply(self, params, pixel_values, out_dtype: str):
     with fused_attention.fused(self.attention):
       out = self.model(pixel_values, params=params, train=False)
     h = out.last_hidden_state[:, 1:]  # drop CLS (the reference's use_cls=False)
     return h.astype(out_dtype), jnp.ones(h.shape[:2], bool)
+
+  def _apply_uint8(self, params, pixels, out_dtype: str):
+    return self._apply(params, self._recipe.normalise(pixels), out_dtype)
+
+  @property
+  def pixel_format(self) -> str:
+    """What `load_pixels` returns: `uint8` [S, S, 3] (normalised on the device by `encode`) or
+    `float32` [3, S, S] (the processor's output)."""
+    return "float32" if self._recipe is None else "uint8"
+
+  def load_pixels(self, image) -> np.ndarray:
+    """Decodes one image into what a host batch carries (`pixel_format`); the extraction's path.
+
+    Raises:
+      UnreadableImageError: if the image cannot be decoded.
+    """
+    if self._recipe is None:
+      return self.preprocess(image)
+    x = self._recipe.pixels(load_pil(image))
+    if x.shape != (self.image_size, self.image_size, 3):
+      raise EncoderError(
+        f"image processor of {self.name} gives pixels of shape {x.shape}, the model wants "
+        f"{(self.image_size, self.image_size, 3)}"
+      )
+    return x
 
   def info(self) -> dict[str, Any]:
     """Provenance and identity of the encoder (stored in manifests, compared on resume)."""
@@ -550,7 +642,8 @@ class ImageEncoder(_FrozenEncoder):
     """Runs the vision tower (jitted; one compilation per batch size).
 
     Args:
-      batch: {"pixel_values": float32 [B, 3, S, S]}.
+      batch: {"pixel_values": float32 [B, 3, S, S]} (the processor's output), or {"pixels": uint8
+        [B, S, S, 3]} (`load_pixels`: rescaled and normalised here, on the device).
       params: parameters to use (default `self.params`).
       out_dtype: dtype of the returned features.
 
@@ -558,7 +651,10 @@ class ImageEncoder(_FrozenEncoder):
       (features [B, P, D], mask bool [B, P] (all True)), as jax arrays.
     """
     p = self.params if params is None else params
-    return self._forward(p, batch["pixel_values"], out_dtype=jnp.dtype(out_dtype).name)
+    out_dtype = jnp.dtype(out_dtype).name
+    if "pixels" in batch:
+      return self._forward_uint8(p, batch["pixels"], out_dtype=out_dtype)
+    return self._forward(p, batch["pixel_values"], out_dtype=out_dtype)
 
   def __call__(self, images: Sequence[Any]):
     """Preprocesses and encodes; returns numpy (features [B, P, D], mask [B, P])."""
@@ -629,6 +725,7 @@ class PatchEncoder(ImageEncoder):
     self.params = {}  # no weights; kept so extraction treats every encoder alike
     self._digest = None
     self._forward = jax.jit(self._apply, static_argnames=("out_dtype",))
+    self._recipe = None  # its own preprocessing (float32 [3, S, S]): `load_pixels` = `preprocess`
 
   def _patches(self, x):
     """[B, S, S, C] -> [B, P, p, p, C] (row-major patches)."""

@@ -126,7 +126,7 @@ class Producer:
       if m.kind != "image":
         continue
       enc = plan.encoders[m.name]
-      fn = check_image if scan else enc.preprocess
+      fn = check_image if scan else enc.load_pixels
       # Examples naming the same image file share one decode (and one encoding, see `gather`).
       first: dict[str, int] = {}
       sources[m.name] = []
@@ -173,11 +173,14 @@ class Producer:
         distinct = sorted({sources[m.name][i] for i in keep})
         row = {src: j for j, src in enumerate(distinct)}
         batch.gather[m.name] = np.array([row[sources[m.name][i]] for i in keep], np.int64)
-        s = enc.image_size
-        px = np.zeros((self._image_rows(len(distinct)), 3, s, s), np.float32)
+        s, rows = enc.image_size, self._image_rows(len(distinct))
+        if enc.pixel_format == "uint8":  # normalised on the device
+          key, px = "pixels", np.zeros((rows, s, s, 3), np.uint8)
+        else:
+          key, px = "pixel_values", np.zeros((rows, 3, s, s), np.float32)
         for j, src in enumerate(distinct):
           px[j] = pixels[m.name][src]
-        batch.inputs[m.name] = {"pixel_values": px}
+        batch.inputs[m.name] = {key: px}
     return batch
 
   def _image_rows(self, n: int) -> int:
