@@ -11,6 +11,7 @@ import io
 import json
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 from _tiny_encoders import tiny_encoder
@@ -105,6 +106,20 @@ def test_timing_says_where_the_encoding_loop_waited(reference):
   assert sum(parts) <= t.loop_s  # disjoint parts of the loop's wall time
   line = t.summary()
   assert line.startswith(f"encoding loop {t.loop_s:.1f} s: host wait ") and "prepare" in line
+  # Text padding: the real tokens of every text (special tokens included), the bucketed slots, and
+  # max_len (16) for every row of the 9 batches without buckets (4 rows padded up to a multiple of
+  # the local device count).
+  n_dev = jax.local_device_count()
+  rows = -(-4 // n_dev) * n_dev
+  te = tiny_encoder("bert")
+  raw = reference[0]
+  real = sum(
+    int(te.tokenize([e.inputs["text"] for e in ex], buckets=None)["attention_mask"].sum())
+    for ex in raw.splits.values()
+  )
+  assert t.text_tokens == real and t.text_slots_unbucketed == 9 * rows * 16
+  assert real < t.text_slots < t.text_slots_unbucketed  # the 8-token bucket saved some
+  assert "text padding" in line
 
 
 def test_store_contents(reference):

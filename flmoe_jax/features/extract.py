@@ -87,6 +87,10 @@ class ExtractionTiming:
     prepare_s: the producer thread's time decoding, resizing and tokenising (overlaps the rest).
     batches: batches encoded.
     examples: examples encoded.
+    text_tokens: real text tokens encoded (every text modality).
+    text_slots: token positions the text encoder computed (the buckets' padded lengths, padded rows
+      of the last batch included).
+    text_slots_unbucketed: the positions it would have computed with every batch padded to max_len.
   """
 
   loop_s: float = 0.0
@@ -96,16 +100,30 @@ class ExtractionTiming:
   prepare_s: float = 0.0
   batches: int = 0
   examples: int = 0
+  text_tokens: int = 0
+  text_slots: int = 0
+  text_slots_unbucketed: int = 0
 
   def summary(self) -> str:
-    """One line: each part's seconds and share of the loop."""
+    """One line: each part's seconds and share of the loop; the text padding with and without buckets."""
     parts = ("host_wait_s", "device_wait_s", "write_s", "prepare_s")
     share = ", ".join(
       f"{k[:-2].replace('_', ' ')} {getattr(self, k):.1f} s "
       f"({100 * getattr(self, k) / max(self.loop_s, 1e-9):.0f}%)"
       for k in parts
     )
-    return f"encoding loop {self.loop_s:.1f} s: {share}"
+    line = f"encoding loop {self.loop_s:.1f} s: {share}"
+    if self.text_slots:
+      pad = 1 - self.text_tokens / self.text_slots
+      flat = 1 - self.text_tokens / max(self.text_slots_unbucketed, 1)
+      line += f"; text padding {100 * pad:.0f}% of computed tokens ({100 * flat:.0f}% unbucketed)"
+    return line
+
+  def count_text(self, mask: np.ndarray, max_len: int) -> None:
+    """Adds one text batch: its attention mask [B, L] and the encoder's max_len."""
+    self.text_tokens += int(mask.sum())
+    self.text_slots += int(mask.size)
+    self.text_slots_unbucketed += int(mask.shape[0]) * int(max_len)
 
 
 def partial_dir(out: str | os.PathLike) -> pathlib.Path:
@@ -437,6 +455,8 @@ def _encode_pending(
       outs = {}
       for m in plan.raw.modalities if batch.ids else ():
         enc = plan.encoders[m.name]
+        if m.kind == "text":
+          timing.count_text(batch.inputs[m.name]["attention_mask"], enc.max_len)
         inputs = {k: shard(v) for k, v in batch.inputs[m.name].items()}
         outs[m.name] = enc.encode(inputs, params[id(enc)], out_dtype=dtype)  # async dispatch
       if pending is not None:
