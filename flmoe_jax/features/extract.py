@@ -435,14 +435,7 @@ def _encode_pending(
   try:
     for batch in _timed(producer, timing):
       if batch.split not in bars:
-        remaining = sum(
-          min(plan.chunk_size, len(plan.splits[batch.split]) - k * plan.chunk_size)
-          for s, k in work
-          if s == batch.split
-        )
-        bars[batch.split] = Progress(
-          remaining, f"features {batch.split}", log_every=max(1, 20 * batch_size), enabled=progress
-        )
+        bars[batch.split] = _split_bar(plan, work, batch.split, batch_size, progress)
       if batch.failures and on_error == "fail":
         if not failures and pending is not None:
           finish(*pending)  # keep what was computed before the first bad image
@@ -452,13 +445,7 @@ def _encode_pending(
       if failures:
         bars[batch.split].update(batch.size)
         continue  # scanning: list every unreadable image, encode nothing more
-      outs = {}
-      for m in plan.raw.modalities if batch.ids else ():
-        enc = plan.encoders[m.name]
-        if m.kind == "text":
-          timing.count_text(batch.inputs[m.name]["attention_mask"], enc.max_len)
-        inputs = {k: shard(v) for k, v in batch.inputs[m.name].items()}
-        outs[m.name] = enc.encode(inputs, params[id(enc)], out_dtype=dtype)  # async dispatch
+      outs = _dispatch(plan, batch, params, shard, dtype, timing)
       if pending is not None:
         finish(*pending)
       pending = (batch, outs)
@@ -481,6 +468,34 @@ def _encode_pending(
       f"full list in {listing}; fix or remove them, or pass on_error='skip' (--on-error skip)"
     )
   return n_done
+
+
+def _split_bar(plan: Plan, work, split: str, batch_size: int, progress: bool) -> Progress:
+  """The progress bar of one split: the examples of its pending chunks."""
+  remaining = sum(
+    min(plan.chunk_size, len(plan.splits[split]) - k * plan.chunk_size)
+    for s, k in work
+    if s == split
+  )
+  return Progress(
+    remaining, f"features {split}", log_every=max(1, 20 * batch_size), enabled=progress
+  )
+
+
+def _dispatch(plan: Plan, batch: HostBatch, params, shard, dtype, timing: ExtractionTiming) -> dict:
+  """Puts one host batch on the devices and starts every modality's encoder (async dispatch).
+
+  Returns:
+    {modality: (features [B, T, D], mask [B, T])} as device arrays still being computed.
+  """
+  outs = {}
+  for m in plan.raw.modalities if batch.ids else ():
+    enc = plan.encoders[m.name]
+    if m.kind == "text":
+      timing.count_text(batch.inputs[m.name]["attention_mask"], enc.max_len)
+    inputs = {k: shard(v) for k, v in batch.inputs[m.name].items()}
+    outs[m.name] = enc.encode(inputs, params[id(enc)], out_dtype=dtype)
+  return outs
 
 
 def _timed(batches, timing: ExtractionTiming):
