@@ -12,8 +12,9 @@ For every rung x setting x model x seed it trains with the recipe of `configs/sy
 accuracy against the generator's Bayes accuracy, the epoch at which validation accuracy first
 exceeded the half-way mark between chance and Bayes (the end of the plateau), wall time; for
 FL-I2MoE also its probes on the test split: the hit@1 of the planted pair of the store's setting (SII
-on `syn` for synergy, the redundancy gap on `red` for redundancy, both on `mixed`; by sign, by
-magnitude, and called: first by sign with at least 0.25 nats on the log-odds scale), its cross-talk
+on `syn` for synergy, with the marginal fill unless `--sii-fill mean`; the redundancy gap on `red`, with
+the mean fill, for redundancy; both on `mixed`; by sign, by magnitude, and called: first by sign with at
+least 0.25 nats on the log-odds scale), its cross-talk
 (first under, or called by, the other role's probe) and the pairs standing out across examples by
 magnitude, by sign and by calls; and the accuracy of a flattened-features MLP (the learnability
 anchor: it sees every position directly).
@@ -21,6 +22,9 @@ anchor: it sees every position directly).
   python benchmarks/ground_truth_ladder.py --rungs L1,L2 --settings synergy,mixed --models fl_i2moe,dense,mlp
   python benchmarks/ground_truth_ladder.py --rungs L2 --settings synergy --models dense --n-train 3000 \\
       --set optim.schedule=warmup_cosine --set optim.warmup_fraction=0.05
+
+`--model-seeds N` trains N model seeds side by side on each store (`train.vmap_seeds`: one compiled
+program over a seed axis), one row each; `benchmarks/gpu_ladder.sh` runs the GPU rungs this way.
 
 Not a test: a measurement. Stores and runs go under --root (default runs/ladder) and are reused.
 """
@@ -66,7 +70,12 @@ def plateau_end(workdir: pathlib.Path, seed: int, bayes: float) -> int | None:
   return None
 
 
-def train_transformer(args, store, model: str, seed: int, tag: str) -> dict:
+def train_transformer(args, store, model: str, seeds: list[int], tag: str) -> dict[int, dict]:
+  """Trains `model` on `store` for each model seed; several seeds train side by side (vmapped).
+
+  Returns:
+    {seed: the row's training fields}.
+  """
   import ml_collections
 
   from flmoe_jax import config as config_lib
@@ -76,33 +85,54 @@ def train_transformer(args, store, model: str, seed: int, tag: str) -> dict:
   cfg = config_lib.load_config(
     f"{pathlib.Path(__file__).parents[1] / 'configs' / 'synthetic.py'}"
     + (f":{','.join(parts)}" if parts else ""),
-    [f"train.epochs={args.epochs}", f"train.seeds=({seed},)", "train.progress=False", *args.set],
+    [
+      f"train.epochs={args.epochs}",
+      f"train.seeds=({','.join(map(str, seeds))},)",
+      "train.progress=False",
+      # Why: on an accelerator a small model's step is mostly launch time, which S seeds side by
+      # side share (train.vmap_seeds needs the threefry generator).
+      *(["train.vmap_seeds=True", "train.prng_impl=threefry2x32"] if len(seeds) > 1 else []),
+      *args.set,
+    ],
   )
   with cfg.unlocked():
     cfg.synthetic = ml_collections.ConfigDict()  # the store is given, not built
     cfg.store = str(store)
-  workdir = args.root / "runs" / f"{tag}_{model}_s{seed}"
+  name = f"{tag}_{model}_s{seeds[0]}" + (f"-{seeds[-1]}" if len(seeds) > 1 else "")
+  workdir = args.root / "runs" / name
   t0 = time.perf_counter()
   summary = train.train_and_evaluate(cfg, workdir, overwrite=True)
-  res = summary.seeds[seed]
+  seconds = round(time.perf_counter() - t0, 1)
   return {
-    "workdir": str(workdir),
-    "steps": res.steps,
-    "best_epoch": res.best_epoch,
-    "val_accuracy": res.best_val["accuracy"],
-    "test_accuracy": res.test["accuracy"],
-    "seconds": round(time.perf_counter() - t0, 1),
+    seed: {
+      "workdir": str(workdir),
+      "steps": res.steps,
+      "best_epoch": res.best_epoch,
+      "val_accuracy": res.best_val["accuracy"],
+      "test_accuracy": res.test["accuracy"],
+      "seconds": seconds,
+      **({"seeds_side_by_side": len(seeds)} if len(seeds) > 1 else {}),
+    }
+    for seed, res in ((s, summary.seeds[s]) for s in seeds)
   }
 
 
-def probe_hit(workdir: str, setting: str, args) -> dict:
+def probe_hit(workdir: str, setting: str, seed: int, args) -> dict:
   """Planted-pair hit@1 of the meant probe, its cross-talk, and the pairs standing out (SII, RG)."""
   from flmoe_jax.probes.config import ProbeConfig
   from flmoe_jax.probes.pipeline import run_probe
 
-  cfg = ProbeConfig(samples=args.probe_samples, pairs=args.pairs, draws=16, figures=False)
+  cfg = ProbeConfig(
+    samples=args.probe_samples,
+    pairs=args.pairs,
+    draws=16,
+    figures=False,
+    sii_fill=args.sii_fill,
+    run_seed=seed,
+    tag=f"s{seed}" if args.model_seeds > 1 else "",  # one report per seed of a shared run folder
+  )
   report = run_probe(cfg, workdir, log=None)
-  out = {"n_examples": args.probe_samples}
+  out = {"n_examples": args.probe_samples, "fills": report.settings.fills}
   for name, p in (report.planted or {}).get("pairs", {}).items():
     if p["kind"] == setting or (setting == "mixed" and p["kind"] in ("synergy", "redundancy")):
       scale = report.settings.rank_score("SII" if p["kind"] == "synergy" else "RG")
@@ -181,13 +211,25 @@ def main():
   p.add_argument("--rungs", default="L1,L2,L3")
   p.add_argument("--settings", default=",".join(SETTINGS))
   p.add_argument("--models", default="fl_i2moe,dense,mlp")
-  p.add_argument("--seeds", default="0")
+  p.add_argument("--seeds", default="0", help="store seeds (one store each)")
+  p.add_argument(
+    "--model-seeds",
+    type=int,
+    default=1,
+    help="model seeds per store, trained side by side: the store's seed s, s+1, ..., s+N-1",
+  )
   p.add_argument("--n-train", type=int, default=5000)
   p.add_argument("--epochs", type=int, default=15)
   p.add_argument("--objective", default="", help="'' (the library's) or 'paper'")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
   p.add_argument("--probe-samples", type=int, default=100, help="0: no probe")
   p.add_argument("--pairs", default="all", choices=("all", "topk"))
+  p.add_argument(
+    "--sii-fill",
+    default="marginal",
+    choices=("mean", "marginal"),
+    help="the SII game's fill (the RG game keeps the mean fill); marginal: docs/probes.md, 'Fill'",
+  )
   p.add_argument("--root", type=pathlib.Path, default=pathlib.Path("runs/ladder"))
   p.add_argument("--tag", default="", help="suffix of the run folders (one per variant)")
   args = p.parse_args()
@@ -212,13 +254,15 @@ def main():
             "tag": args.tag,
           }
           if model == "mlp":
-            row.update(train_mlp(store, seed))
-          else:
-            row.update(train_transformer(args, store, model, seed, tag))
-            row["plateau_end_epoch"] = plateau_end(pathlib.Path(row["workdir"]), seed, bayes)
+            print(json.dumps({**row, **train_mlp(store, seed)}), flush=True)
+            continue
+          seeds = list(range(seed, seed + args.model_seeds))
+          for model_seed, trained in train_transformer(args, store, model, seeds, tag).items():
+            out = {**row, "seed": model_seed, "store_seed": seed, **trained}
+            out["plateau_end_epoch"] = plateau_end(pathlib.Path(out["workdir"]), model_seed, bayes)
             if model == "fl_i2moe" and args.probe_samples:
-              row["probe"] = probe_hit(row["workdir"], setting, args)
-          print(json.dumps(row), flush=True)
+              out["probe"] = probe_hit(out["workdir"], setting, model_seed, args)
+            print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":
