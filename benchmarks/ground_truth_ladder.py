@@ -132,7 +132,12 @@ def probe_hit(workdir: str, setting: str, seed: int, args) -> dict:
     tag=f"s{seed}" if args.model_seeds > 1 else "",  # one report per seed of a shared run folder
   )
   report = run_probe(cfg, workdir, log=None)
-  out = {"n_examples": args.probe_samples, "fills": report.settings.fills}
+  out = {
+    "n_examples": args.probe_samples,
+    "fills": report.settings.fills,
+    "candidates": args.pairs,
+    "attribution": report.settings.attribution,
+  }
   for name, p in (report.planted or {}).get("pairs", {}).items():
     if p["kind"] == setting or (setting == "mixed" and p["kind"] in ("synergy", "redundancy")):
       scale = report.settings.rank_score("SII" if p["kind"] == "synergy" else "RG")
@@ -143,6 +148,8 @@ def probe_hit(workdir: str, setting: str, seed: int, args) -> dict:
         "abs_hit@1": p[scale]["abs_hit@1"],
         "called@1": p["logodds"]["called@1"],
         "n": p["n"],
+        # The share of examples whose candidate pairs hold the planted pair: hit@1's ceiling.
+        "in_candidates": p["in_candidates"],
       }
       if "cross_talk" in p:
         out[name]["cross_talk"] = p["cross_talk"]

@@ -17,8 +17,9 @@ FILL_MODES = ("mean", "zero")
 PROBE_FILLS = (*FILL_MODES, "marginal")
 # Token attribution maps of the explanation pipeline (docs/method.md 4.1).
 ATTRIBUTION_METHODS = ("attnxgrad", "attn", "ig")
-# Maps that may pre-select the probes' top-k tokens: the above, or |grad x (h - fill)| of the game.
-PROBE_ATTRIBUTIONS = (*ATTRIBUTION_METHODS, "grad_x_input")
+# Maps that may pre-select the probes' top-k tokens: the above, |grad x (h - fill)| of the game, or
+# each token's |Shapley value| in the game.
+PROBE_ATTRIBUTIONS = (*ATTRIBUTION_METHODS, "grad_x_input", "shapley")
 IG_BASELINES = ("zero", "mean")
 # Whose class is explained: the model's prediction or the label.
 TARGET_SOURCES = ("pred", "true")

@@ -6,6 +6,10 @@ modalities) with the role objective of `configs/synthetic.py`, then probes every
 of 64 test examples. The thresholds are real: a model that has not learnt the interaction ranks the
 planted pair first in about 1 of 18 examples (the chance level the probe reports).
 
+Then it probes the top 2 x top 2 pairs of the default token map (the game's Shapley values): seed 0
+keeps the planted pair a candidate in 0.88 (synergy) and 1.00 (redundancy) of the examples, and
+ranks it first in all of them.
+
 Measured (2-core CPU, this recipe): synergy SII hit@1 0.98 / 0.61 / 1.00 for model seeds 0 / 1 / 2;
 redundancy RG hit@1 1.00 / 0.97 / 0.97. Cross-talk, called by the other role's probe (first by sign,
 at least 0.25 nats on the log-odds scale, above the meant expert's score of the pair): the copied pair
@@ -64,9 +68,11 @@ def _train_and_probe(root: pathlib.Path, setting: str) -> tuple[dict, dict]:
     cfg.store = str(store)
     cfg.synthetic = {}
   summary = train.train_and_evaluate(cfg, root / "run")
-  cfg = ProbeConfig(samples=SAMPLES, pairs="all", draws=8, figures=False)
-  report = run_probe(cfg, root / "run", log=None)
-  return summary.seeds[0], report.planted["pairs"]
+  planted = {}
+  for pairs, kw in (("all", {}), ("topk", {"k": 2, "tag": "topk"})):
+    cfg = ProbeConfig(samples=SAMPLES, pairs=pairs, draws=8, figures=False, **kw)
+    planted[pairs] = run_probe(cfg, root / "run", log=None).planted["pairs"]
+  return summary.seeds[0], planted
 
 
 @pytest.mark.parametrize(
@@ -81,10 +87,10 @@ def _train_and_probe(root: pathlib.Path, setting: str) -> tuple[dict, dict]:
 def test_tiny_model_learns_the_planted_pair_and_the_probe_ranks_it_first(
   tmp_path, setting, pair, scale, min_hit
 ):
-  result, pairs = _train_and_probe(tmp_path, setting)
+  result, by_mode = _train_and_probe(tmp_path, setting)
   # The interaction is learnt (Bayes accuracy is ~100% on these stores)...
   assert result.test["accuracy"] >= 0.9, result.test
-  planted = pairs[pair]
+  planted = by_mode["all"][pair]
   assert planted["n"] == SAMPLES
   hit, chance = planted[scale]["hit@1"], planted[scale]["chance_hit@1"]
   # ...and the expert named after it ranks the planted pair first in most examples, far above the
@@ -96,3 +102,9 @@ def test_tiny_model_learns_the_planted_pair_and_the_probe_ranks_it_first(
   # the redundancy expert's gap on it.
   cross = planted["cross_talk"]
   assert cross["n"] == SAMPLES and cross["called@1"] <= 0.1, cross
+  # With the top 2 tokens x top 2 patches of the default map (the game's own Shapley values) the
+  # planted pair stays a candidate, and so first, in most examples: 4 of the 16-20 pairs, where a
+  # random 2 x 2 would keep it in about 1 of 5 examples and attention x gradient kept the copied
+  # pair in 81% (docs/ground_truth.md 5.10).
+  top = by_mode["topk"][pair]
+  assert top["in_candidates"] >= min_hit and top[scale]["hit@1"] >= min_hit, top

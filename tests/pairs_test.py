@@ -1,5 +1,7 @@
 """Candidate pairs (topk / random / all) and pair-level masking with a matched random control."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,3 +177,36 @@ def test_masked_logits_batch_equals_per_example(chunk):
   out = pairs_lib.masked_logits_batch(game.fn, shared, stacked, jnp.stack(coals), chunk=chunk)
   assert out.shape == (2, 5, 2)
   np.testing.assert_allclose(np.asarray(out), np.stack(refs), rtol=1e-5, atol=1e-5)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PairwiseGame:
+  """v(S) = w (a [t1] + b [t2][p0] + c max([t3], [p2])) per example: known Shapley values.
+
+  Players are (modality, position) over 4 text and 3 image positions; [x] = 1 when present.
+  """
+
+  lengths: tuple[int, ...] = (4, 3)
+
+  def __call__(self, coalitions, params):
+    mod, pos = params["player_modality"], params["player_position"]
+
+    def present(m, p):  # [C] whether the player (m, p) is in each coalition
+      return coalitions[:, jnp.argmax((mod == m) & (pos == p))].astype(jnp.float32)
+
+    v = 1.5 * present(0, 1) + 2.0 * present(0, 2) * present(1, 0)
+    v = v + 0.8 * jnp.maximum(present(0, 3), present(1, 2))
+    return v[:, None] * params["w"][None, :]  # [C, B]
+
+
+def test_token_shapley_is_exact_on_pairwise_games():
+  # Antithetic orders are exact for games of single and pairwise terms: of an order and its reverse,
+  # exactly one puts the partner first. Each interaction is split equally between its two players.
+  w = jnp.array([1.0, -2.0])
+  maps = pairs_lib.token_shapley(_PairwiseGame(), {"w": w}, jax.random.key(3), n_orders=6, chunk=5)
+  assert [m.shape for m in maps] == [(2, 4), (2, 3)]
+  want_text = np.array([0.0, 1.5, 1.0, 0.4])
+  want_image = np.array([1.0, 0.0, 0.4])
+  for b, scale in enumerate(np.abs(np.asarray(w))):
+    np.testing.assert_allclose(np.asarray(maps[0][b]), scale * want_text, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(maps[1][b]), scale * want_image, atol=1e-6)

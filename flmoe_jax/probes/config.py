@@ -52,10 +52,20 @@ class ProbeConfig(StageConfig):
     choices=choices.PAIR_MODES,
   )
   k: int = option(8, "tokens per modality for --pairs topk", lowest=1)
+  # Why the game's own Shapley values by default: a planted pair missing from the candidates cannot
+  # rank first, and of the maps measured (docs/ground_truth.md 5.10) only this one kept the planted
+  # pairs among the candidates in nearly every example on both stores measured (copied / XOR pair:
+  # 100 / 99% in the top 4 x top 4 at L2, 100 / 88% in the top 2 x top 2 of a tiny store); attention
+  # x gradient 38-95%, integrated gradients 47-100%, grad_x_input 53-77%.
   attribution: str = option(
-    "attnxgrad",
-    "map that pre-selects the topk tokens (grad_x_input: |grad x (h - fill)| of the probe's game)",
+    "shapley",
+    "map that pre-selects the topk tokens (shapley: each token's |Shapley value| in the probe's "
+    "game, --map-orders random orders; ig: integrated gradients of the probed expert; "
+    "grad_x_input: |grad x (h - fill)| of the probe's game)",
     choices=choices.PROBE_ATTRIBUTIONS,
+  )
+  map_orders: int = option(
+    8, "random orders (half of them the others reversed) of --attribution shapley", lowest=2
   )
   n_random_pairs: int = option(64, "pairs per example, --pairs random", lowest=1)
   max_all_pairs: int = option(

@@ -6,9 +6,10 @@ Candidates (one feature per modality, never `<s>` or padding):
   * `random`: a uniform random subset of all cross-modal pairs (the non-circular alternative);
   * `all`: every cross-modal pair (small inputs only).
 `topk_pairs` takes any per-token score map: the pipeline uses the explanation pipeline's
-`flmoe_jax.explain.attribute` maps (attention x gradient rollout by default, docs/method.md 5.4) or
-`token_attribution` here, |gradient x (input - fill)| of the expert's target logit per token (the
-first-order Taylor estimate of what mean-filling that token changes).
+`flmoe_jax.explain.attribute` maps (attention x gradient rollout, integrated gradients; docs/method.md
+5.4), `token_attribution` here, |gradient x (input - fill)| of the expert's target logit per token (the
+first-order Taylor estimate of what mean-filling that token changes), or `token_shapley`, each
+token's |Shapley value| in the probe's own game (Monte Carlo over orders).
 
 Pair masking: for budget b, mask both members of the b top-ranked pairs (the union of their tokens)
 in the full model; the control masks the same number of unique tokens per modality chosen uniformly
@@ -119,6 +120,49 @@ def token_attribution(fn: ModelValueFn, params: dict) -> list[Array]:
 
   grads = jax.grad(score)(list(params["hs"]))
   return [jnp.abs(((h - f) * g).sum(-1)) for h, f, g in zip(params["hs"], params["fills"], grads)]
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "n_orders", "chunk"))
+def token_shapley(
+  fn: ModelValueFn, params: dict, key: Array, *, n_orders: int, chunk: int
+) -> list[Array]:
+  """|Shapley value| of every token in the game of `fn`: the `shapley` map of `topk`.
+
+  The map that matches what the probes score: the same expert, fill and target score. Every
+  position of every modality is a player (a padded one is masked inside the model, so its value is
+  0). Random orders, each with its reverse (antithetic), add the players one at a time; a player's
+  value is its mean marginal contribution over the orders: n + 1 coalitions per order, shared by the
+  examples of the batch.
+
+  Args:
+    fn: a model game's value function with one score scale and no per-reference outputs.
+    params: the game's params without players (state, hs [B, T_m, H], masks, fills, target).
+    key: PRNG key of the orders.
+    n_orders: orders (even; half of them random, half their reverses).
+    chunk: coalitions per value-function call (each applies to every example of the batch).
+
+  Returns:
+    Per modality, float [B, T_m].
+  """
+  lengths = fn.lengths
+  n = sum(lengths)
+  keys = jax.random.split(key, max(1, n_orders // 2))
+  orders = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+  orders = jnp.concatenate([orders, orders[:, ::-1]])  # [O, n]
+  joins = jnp.argsort(orders, axis=1)  # [O, n]: the step at which each player joins
+  coalitions = joins[:, None, :] < jnp.arange(n + 1)[None, :, None]  # [O, n + 1, n]
+  players = {
+    "player_modality": jnp.concatenate([jnp.full(t, m, jnp.int32) for m, t in enumerate(lengths)]),
+    "player_position": jnp.concatenate([jnp.arange(t, dtype=jnp.int32) for t in lengths]),
+  }
+  o = coalitions.shape[0]
+  v = shapley.evaluate_chunked(
+    fn, {**params, **players}, coalitions.reshape(o * (n + 1), n), chunk
+  ).reshape(o, n + 1, -1)  # [O, n + 1, B]
+  before = jnp.take_along_axis(v, joins[..., None], axis=1)  # [O, n, B]: v(players before i)
+  after = jnp.take_along_axis(v, joins[..., None] + 1, axis=1)  # ... and with i
+  phi = jnp.abs((after - before).mean(0)).T  # [B, n]
+  return jnp.split(phi, np.cumsum(lengths)[:-1].tolist(), axis=1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -435,7 +435,7 @@ def _batch_games(s: _Setup, cfg: ProbeConfig, start: int, idx: np.ndarray) -> di
   hs, logits, target, p_clean, gate = _prepare(
     s.mix_fn.graph, s.state_full, xs, mks, labels, task_type=fs.task.type, source=cfg.target
   )
-  maps = _token_maps(s, cfg.attribution, hs, mks, target) if cfg.pairs == "topk" else {}
+  maps = _token_maps(s, cfg, start, hs, mks, target) if cfg.pairs == "topk" else {}
   # Host inputs of every example: players and candidate pairs, padded to fixed sizes.
   n_real = len(idx)
   pms = [PlayerMap.from_masks([c[start + bi] for c in s.cand], names) for bi in range(n_real)]
@@ -743,8 +743,29 @@ def _stability(report: dict, cfg: ProbeConfig, workdir, seeds: Sequence[int], lo
 # --------------------------------------------------------------------------------------------------
 
 
-def _token_maps(s: _Setup, attribution: str, hs, masks, target) -> dict[str, list[np.ndarray]]:
+def _token_maps(
+  s: _Setup, cfg: ProbeConfig, start: int, hs, masks, target
+) -> dict[str, list[np.ndarray]]:
   """Per probe role, the per-modality token maps [B, T_m] that pre-select the `topk` tokens."""
+  attribution = cfg.attribution
+  if attribution == "shapley":  # each token's |Shapley value| in the role's own game
+    out = {}
+    for ri, role in enumerate(ROLES):
+      scale = cfg.sii_rank_score if role == "sii" else cfg.rg_rank_score
+      fn = dataclasses.replace(s.expert_fn[role], scores=(scale,), per_reference=False)
+      params = {
+        "state": s.expert_state[role],
+        "hs": hs,
+        "masks": masks,
+        "fills": s.role_fills[role],
+        "target": target,
+      }
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), start), 17 + ri)
+      maps = pairs_lib.token_shapley(
+        fn, params, key, n_orders=cfg.map_orders, chunk=max(1, s.role_chunk[role] // len(target))
+      )
+      out[role] = [np.asarray(a) for a in maps]
+    return out
   if attribution == "grad_x_input":
     out = {}
     for role in ROLES:
