@@ -18,16 +18,7 @@
 set -u
 out=${1:?usage: bash benchmarks/gpu_ladder.sh OUT_DIR}
 budget=${LADDER_BUDGET:-470}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-cd "$(dirname "$0")/.."
-if ls .whl/*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || { echo "installing .whl/ failed" >&2; exit 2; }
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=3
+source "$(dirname "$0")/gpu_env.sh"
 # Why: five processes share the GPU; the default preallocation (75% each) would not fit.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 root=$(mktemp -d /tmp/flmoe-ladder-XXXX)

@@ -11,16 +11,7 @@
 # error) and the raw files to OUT_DIR/gpu_results.tgz: two files, whatever the number of benchmarks.
 set -u
 out=${1:?usage: bash benchmarks/gpu_session.sh OUT_DIR}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-cd "$(dirname "$0")/.."
-if ls .whl/*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || { echo "installing .whl/ failed" >&2; exit 2; }
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=3
+source "$(dirname "$0")/gpu_env.sh"
 export PYTHON=python3
 work=$(mktemp -d /tmp/flmoe-gpu-XXXX)
 python3 -c "import jax, transformers, flax; print('jax', jax.__version__, jax.devices(), \
