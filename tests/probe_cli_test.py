@@ -133,6 +133,7 @@ def test_probe_topk_and_random_modes(tiny_run, capsys):
   assert code == 0, err
   d = json.loads((tiny_run / "probe" / "test_topk.json").read_text())
   assert all(len(r["sii"]["players"]) == 4 for r in d["samples"])
+  assert d["settings"]["map_orders"] == 8
   assert d["settings"]["attribution"] == "shapley" and d["settings"]["attention"] == "einsum"
   assert d["settings"]["sii_rank_score"] == d["settings"]["rg_rank_score"] == "logodds"
   pm = d["pair_masking"]

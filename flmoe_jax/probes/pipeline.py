@@ -702,6 +702,7 @@ def _settings(s: _Setup, cfg: ProbeConfig) -> dict:
     "reference_rows": None if s.reference_rows is None else s.reference_rows.tolist(),
     "target_source": cfg.target,
     "attribution": cfg.attribution if cfg.pairs == "topk" else None,
+    "map_orders": cfg.map_orders if cfg.pairs == "topk" and cfg.attribution == "shapley" else None,
     "mask_budgets": list(cfg.mask_budgets),
     "mask_repeats": cfg.mask_repeats,
     "sii_rank_score": cfg.sii_rank_score,

@@ -242,6 +242,7 @@ class ProbeSettings:
     experts: the expert of each game: {`sii`: name, `rg`: name}.
     modalities: the store's modality names.
     kinds: per modality `tokens` | `patches`.
+    map_orders: random orders of the `shapley` map (None for the other maps; absent before it).
   """
 
   samples: int
@@ -275,6 +276,7 @@ class ProbeSettings:
   experts: dict[str, str]
   modalities: tuple[str, ...]
   kinds: tuple[str, ...]
+  map_orders: int | None = None
 
   def rank_score(self, index: str) -> str:
     """The scale pairs are ranked on by `SII` or `RG`."""
