@@ -749,35 +749,20 @@ def _token_maps(
 ) -> dict[str, list[np.ndarray]]:
   """Per probe role, the per-modality token maps [B, T_m] that pre-select the `topk` tokens."""
   attribution = cfg.attribution
-  if attribution == "shapley":  # each token's |Shapley value| in the role's own game
+  if attribution in ("shapley", "grad_x_input"):  # maps of the role's own game
     out = {}
     for ri, role in enumerate(ROLES):
-      scale = cfg.sii_rank_score if role == "sii" else cfg.rg_rank_score
-      fn = dataclasses.replace(s.expert_fn[role], scores=(scale,), per_reference=False)
-      params = {
-        "state": s.expert_state[role],
-        "hs": hs,
-        "masks": masks,
-        "fills": s.role_fills[role],
-        "target": target,
-      }
-      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), start), 17 + ri)
-      maps = pairs_lib.token_shapley(
-        fn, params, key, n_orders=cfg.map_orders, chunk=max(1, s.role_chunk[role] // len(target))
-      )
+      params = {"state": s.expert_state[role], "hs": hs, "masks": masks, "target": target}
+      if attribution == "grad_x_input":  # first-order: the masking fill
+        maps = pairs_lib.token_attribution(s.expert_fn[role], {**params, "fills": s.fills})
+      else:  # each token's |Shapley value| in the game, on the role's ranking scale
+        scale = cfg.sii_rank_score if role == "sii" else cfg.rg_rank_score
+        fn = dataclasses.replace(s.expert_fn[role], scores=(scale,), per_reference=False)
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), start), 17 + ri)
+        chunk = max(1, s.role_chunk[role] // len(target))
+        params["fills"] = s.role_fills[role]
+        maps = pairs_lib.token_shapley(fn, params, key, n_orders=cfg.map_orders, chunk=chunk)
       out[role] = [np.asarray(a) for a in maps]
-    return out
-  if attribution == "grad_x_input":
-    out = {}
-    for role in ROLES:
-      params = {
-        "state": s.expert_state[role],
-        "hs": hs,
-        "masks": masks,
-        "fills": s.fills,
-        "target": target,
-      }
-      out[role] = [np.asarray(a) for a in pairs_lib.token_attribution(s.expert_fn[role], params)]
     return out
   from flmoe_jax.explain import attribute  # the explanation pipeline's maps (docs/method.md 5.4)
 
