@@ -192,7 +192,7 @@ def _dataset(plan: _Plan, name: str, cfg_name: str, store, run_root, summaries: 
     n = plan.n_probe if name == "synthetic" else 2 * plan.n_probe // 5
     run_probe(ProbeConfig(split=split, samples=n, **opts), runs["fl"])
   if name == "synthetic" and not _current(fl.probe(split, MARGINAL_TAG), PROBE_VERSION):
-    # The synergy expert's marginal game too (absent tokens from 8 reference examples): it finds
+    # The synergy expert's marginal game too (absent tokens from 32 reference examples): it finds
     # the planted XOR where the mean fill's one-sided interaction misses it (docs/ground_truth.md).
     # Its rows join the report's ground-truth table; C2 stays on the mean-fill probe above.
     _stage(f"{name}: SII of the marginal game (planted-pair check)")

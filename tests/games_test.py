@@ -258,6 +258,47 @@ def test_model_game_mixture_batch_and_zero_fill(tiny):
     _game(tiny, score="log_odds")
 
 
+class _ProductExpert(nnx.Module):
+  """An expert whose log-odds is w * b1 * b2, the ±1 bits in the first feature of text token 0 and
+  patch 0: a planted XOR, with nothing else in the function."""
+
+  def __init__(self, w: float):
+    self.w = w
+
+  def __call__(self, hs, masks):
+    z = self.w * hs[0][..., 0, 0] * hs[1][..., 0, 0]
+    return (jnp.stack([jnp.zeros_like(z), z], -1),)
+
+
+def test_marginal_sii_of_a_planted_xor_counts_the_references_opposite_in_both_bits():
+  # Per reference r, the pair's interaction is w (x1 - r1)(x2 - r2): 4 w x1 x2 when r differs from the
+  # example in both bits, else 0. So the marginal SII of the example is 4 w x1 x2 times the share of
+  # such references, and with the references of a small draw it vanishes in any bit state whose
+  # opposite state no reference holds (docs/probes.md "Fill": why K is 32 by default).
+  w = 1.5
+  graph, state = nnx.split(_ProductExpert(w))
+  fn = games.ModelValueFn(graph, "expert", "multiclass", ("logodds",), lengths=(1, 1))
+  ref_bits = np.array([[1, -1], [1, -1], [1, -1], [1, 1], [1, -1], [-1, -1], [1, 1], [1, 1]])
+  refs = [jnp.asarray(np.pad(ref_bits[:, m, None, None], ((0, 0), (0, 0), (0, 3)))) for m in (0, 1)]
+  coalitions = jnp.array([[True, True], [True, False], [False, True], [False, False]])
+  for x in ([1, 1], [1, -1], [-1, 1], [-1, -1]):
+    params = dict(
+      state=state,
+      hs=[jnp.asarray([[x[m], 0.0, 0.0, 0.0]], jnp.float32) for m in (0, 1)],
+      masks=[jnp.ones(1, bool)] * 2,
+      fills=refs,
+      target=jnp.array([0.0, 1.0]),
+      player_modality=jnp.array([0, 1]),
+      player_position=jnp.array([0, 0]),
+    )
+    v = np.asarray(fn(coalitions, params))
+    sii = v[0] - v[1] - v[2] + v[3]
+    opposite = np.mean((ref_bits[:, 0] != x[0]) & (ref_bits[:, 1] != x[1]))
+    np.testing.assert_allclose(sii, 4 * w * x[0] * x[1] * opposite, atol=1e-5)
+  # This draw holds no reference in state (-1, +1): the example in state (+1, -1) has no interaction.
+  assert not np.any((ref_bits[:, 0] == -1) & (ref_bits[:, 1] == 1))
+
+
 def test_marginal_game_is_the_mean_over_its_references(tiny):
   # The marginal fill: absent tokens take a reference example's tokens at their positions; the value
   # is the mean over the K references of the single-reference games.

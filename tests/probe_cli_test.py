@@ -263,7 +263,7 @@ def test_probe_marginal_fill(tiny_run, capsys):
     (["--rg-fill", "marginal", "--references", "0"], "--references must be an int >= 1"),
     (
       ["--fill", "marginal", "--max-coalitions-per-call", "4"],
-      "cannot fit one coalition on 8 references",
+      "cannot fit one coalition on 32 references",
     ),
     (["--budget", "10"], "budget 10 is too small"),
     (["--split", "nope"], "no split 'nope'"),

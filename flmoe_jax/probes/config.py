@@ -90,7 +90,15 @@ class ProbeConfig(StageConfig):
   rg_fill: str | None = option(
     None, "the RG game's fill alone (default: --fill)", choices=choices.PROBE_FILLS
   )
-  references: int = option(8, "reference examples of the marginal fill", lowest=1)
+  # Why 32: a pair's marginal interaction in an example comes only from the references that differ
+  # from it in both tokens; of 8 random references, none do for a given state of two balanced bits
+  # with probability 0.75^8 = 10%, and then every example in that state loses the pair
+  # (docs/probes.md "Fill"); at 32, 0.01%.
+  references: int = option(
+    32,
+    "reference examples of the marginal fill (cost: that many model passes per coalition)",
+    lowest=1,
+  )
   target: str = option(
     "pred", "the class explained: the prediction or the label", choices=choices.TARGET_SOURCES
   )
