@@ -281,6 +281,7 @@ def test_marginal_sii_of_a_planted_xor_counts_the_references_opposite_in_both_bi
   ref_bits = np.array([[1, -1], [1, -1], [1, -1], [1, 1], [1, -1], [-1, -1], [1, 1], [1, 1]])
   refs = [jnp.asarray(np.pad(ref_bits[:, m, None, None], ((0, 0), (0, 0), (0, 3)))) for m in (0, 1)]
   coalitions = jnp.array([[True, True], [True, False], [False, True], [False, False]])
+  sii_by_state = {}
   for x in ([1, 1], [1, -1], [-1, 1], [-1, -1]):
     params = dict(
       state=state,
@@ -295,8 +296,11 @@ def test_marginal_sii_of_a_planted_xor_counts_the_references_opposite_in_both_bi
     sii = v[0] - v[1] - v[2] + v[3]
     opposite = np.mean((ref_bits[:, 0] != x[0]) & (ref_bits[:, 1] != x[1]))
     np.testing.assert_allclose(sii, 4 * w * x[0] * x[1] * opposite, atol=1e-5)
-  # This draw holds no reference in state (-1, +1): the example in state (+1, -1) has no interaction.
-  assert not np.any((ref_bits[:, 0] == -1) & (ref_bits[:, 1] == 1))
+    sii_by_state[tuple(x)] = float(sii)
+  # No reference is in state (-1, +1), so an example in state (+1, -1) sees no interaction of the
+  # planted pair at all, while the three other states keep at least 1/8 of 4 w.
+  assert abs(sii_by_state[(1, -1)]) < 1e-5
+  assert min(abs(v) for k, v in sii_by_state.items() if k != (1, -1)) >= 4 * w / 8 - 1e-5
 
 
 def test_marginal_game_is_the_mean_over_its_references(tiny):
