@@ -364,15 +364,7 @@ def faithfulness(
   Returns:
     A `FaithfulnessResult` with per-sample drops [B, V, 2, nK].
   """
-  ks = check_ks(ks)
-  if int(repeats) < 1:
-    raise ExplainError(f"repeats must be >= 1, got {repeats}")
-  if steps_per_call is not None and int(steps_per_call) < 1:
-    raise ExplainError(f"steps_per_call must be >= 1 or None, got {steps_per_call}")
-  if fill not in masking.FILL_MODES:
-    raise ExplainError(f"fill {fill!r} not in {masking.FILL_MODES}")
-  if fill == "mean" and means is None:
-    raise ExplainError("fill='mean' needs means= (FeatureStore.means())")
+  ks = _check_options(ks, fill, means, repeats, steps_per_call)
   inp = attr_lib.resolve_inputs(model, batch)
   task_type = attr_lib.resolve_task_type(task_type, inp.labels)
   b = inp.hs[0].shape[0]
@@ -409,6 +401,22 @@ def faithfulness(
     valid=valid,
     **{k: np.asarray(v, np.float32) for k, v in out.items()},
   )
+
+
+def _check_options(
+  ks, fill: str, means, repeats: int, steps_per_call: int | None
+) -> tuple[float, ...]:
+  """Checks `faithfulness`'s options; returns the budgets K as `check_ks` normalises them."""
+  ks = check_ks(ks)
+  if int(repeats) < 1:
+    raise ExplainError(f"repeats must be >= 1, got {repeats}")
+  if steps_per_call is not None and int(steps_per_call) < 1:
+    raise ExplainError(f"steps_per_call must be >= 1 or None, got {steps_per_call}")
+  if fill not in masking.FILL_MODES:
+    raise ExplainError(f"fill {fill!r} not in {masking.FILL_MODES}")
+  if fill == "mean" and means is None:
+    raise ExplainError("fill='mean' needs means= (FeatureStore.means())")
+  return ks
 
 
 def _resolve_maps(model, inp, maps, *, target, kinds, views, task_type):

@@ -205,22 +205,10 @@ def extract_features(
   """
   out = pathlib.Path(out)
   partial = partial_dir(out)
-  if dtype not in FEATURE_DTYPES:
-    raise StoreError(f"store dtype {dtype!r} not in {FEATURE_DTYPES}")
-  if on_error not in ON_ERROR:
-    raise EncoderError(f"on_error {on_error!r} not in {ON_ERROR}")
-  if batch_size < 1 or chunk_size < 1:
-    raise EncoderError("batch_size and chunk_size must be positive")
-  if jax.process_count() > 1:
-    raise EncoderError("feature extraction runs as a single process (it uses the local devices)")
+  _check_options(dtype, on_error, batch_size, chunk_size)
   encoders = assign_encoders(raw, text_encoder, image_encoder)
   limit = limit_per_split if limit_per_split and limit_per_split > 0 else None
-  splits = {s: limited(ex, limit) for s, ex in raw.splits.items()}
-  for s, ex in splits.items():
-    # (Lazy splits are checked when the store is written: reading their ids here would decode
-    # images.)
-    if isinstance(ex, list) and len({str(e.id) for e in ex}) != len(ex):
-      raise DatasetError(f"split {s!r}: sample ids are not unique")
+  splits = _limited_splits(raw, limit)
   plan = Plan(
     raw, encoders, splits, fingerprint(raw, encoders, splits, dtype, chunk_size), chunk_size
   )
@@ -266,6 +254,29 @@ def extract_features(
       f"samples/s); wrote {path}\n{timing.summary()}",
     )
   return path
+
+
+def _check_options(dtype: str, on_error: str, batch_size: int, chunk_size: int) -> None:
+  """`extract_features`'s options, checked before anything is read or written."""
+  if dtype not in FEATURE_DTYPES:
+    raise StoreError(f"store dtype {dtype!r} not in {FEATURE_DTYPES}")
+  if on_error not in ON_ERROR:
+    raise EncoderError(f"on_error {on_error!r} not in {ON_ERROR}")
+  if batch_size < 1 or chunk_size < 1:
+    raise EncoderError("batch_size and chunk_size must be positive")
+  if jax.process_count() > 1:
+    raise EncoderError("feature extraction runs as a single process (it uses the local devices)")
+
+
+def _limited_splits(raw: RawDataset, limit: int | None) -> dict:
+  """The splits to extract (the first `limit` examples of each), their ids checked unique."""
+  splits = {s: limited(ex, limit) for s, ex in raw.splits.items()}
+  for s, ex in splits.items():
+    # (Lazy splits are checked when the store is written: reading their ids here would decode
+    # images.)
+    if isinstance(ex, list) and len({str(e.id) for e in ex}) != len(ex):
+      raise DatasetError(f"split {s!r}: sample ids are not unique")
+  return splits
 
 
 def _already_extracted(out: pathlib.Path, plan: Plan, *, overwrite: bool) -> bool:

@@ -481,6 +481,24 @@ def split_expert(model, expert: int | str) -> tuple[Any, Any, str]:
   return graphdef, state, "expert"
 
 
+def _game_fills(model, xs: Sequence[Array], means, fill: str) -> list[Array]:
+  """`model_game`'s fill vectors per modality [H]: the projected train mean, or zero."""
+  if fill == "mean" and means is None:
+    raise ProbeError("fill='mean' needs the store's means (FeatureStore.means())")
+  if means is None:
+    means = [np.zeros(x.shape[-1], np.float32) for x in xs]
+  return masking.fill_vectors(model, means, fill)
+
+
+def _game_players(masks, kinds, names, players: PlayerMap | None) -> PlayerMap:
+  """`model_game`'s player map: the candidate tokens common to the batch, or `players` checked."""
+  if players is None:
+    cand = masking.candidate_masks(masks, kinds)
+    return PlayerMap.from_masks([np.asarray(c).all(0) for c in cand], names)
+  players.validate([np.asarray(m).all(0) for m in masks])
+  return players
+
+
 def model_game(
   model,
   xs: Sequence[Array],
@@ -537,23 +555,14 @@ def model_game(
       f"model has {model.num_modalities} modalities; got {len(xs)} inputs, "
       f"{len(masks)} masks, {len(kinds)} kinds"
     )
-  names = tuple(modality_names or [f"modality_{m}" for m in range(len(xs))])
   hs = model.project(xs)
-  if fills is None:
-    if fill == "mean" and means is None:
-      raise ProbeError("fill='mean' needs the store's means (FeatureStore.means())")
-    fills = masking.fill_vectors(
-      model, means if means is not None else [np.zeros(x.shape[-1], np.float32) for x in xs], fill
-    )
+  fills = _game_fills(model, xs, means, fill) if fills is None else fills
   fills = [jnp.asarray(f, jnp.float32) for f in fills]
   if target is None:
     clean = model.forward_projected(hs, masks).logits
     target = targets.target_mask(clean, task_type, source=target_source, labels=labels)
-  if players is None:
-    cand = masking.candidate_masks(masks, kinds)
-    players = PlayerMap.from_masks([np.asarray(c).all(0) for c in cand], names)
-  else:
-    players.validate([np.asarray(m).all(0) for m in masks])
+  names = tuple(modality_names or [f"modality_{m}" for m in range(len(xs))])
+  players = _game_players(masks, kinds, names, players)
   single = xs[0].shape[0] == 1
   squeeze = (lambda a: a[0]) if single else (lambda a: a)
   graphdef, state, mode = split_expert(model, expert)
