@@ -240,6 +240,7 @@ _CHECKS = {
   "loss.lambda_missing": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
   "loss.lambda_decor": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
   "loss.lambda_red_alone": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+  "loss.lambda_syn_residual": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
   "loss.extra_start_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
   "loss.extra_start_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
   "optim.learning_rate": (lambda v: _is_num(v) and v > 0, "a number > 0"),
@@ -422,6 +423,10 @@ def _add_loss(c: ml_collections.ConfigDict) -> None:
   # from the first step; with the role term it makes that expert carry what each modality alone tells
   # (models/losses.py). It does not go through the gate.
   c.loss.lambda_red_alone = 0.0
+  # Beyond the paper (0 = off): the synergy expert's task loss at full weight beside the other experts'
+  # contributions, from the first step: its gradient is not scaled by its gate weight, so a gate that
+  # turned away from it before it found an interaction does not stop it learning (models/losses.py).
+  c.loss.lambda_syn_residual = 0.0
   # Optimizer step from which lambda_missing and lambda_decor apply (0 = from the first step). The best
   # checkpoint is chosen among the epochs that end at least a whole epoch after it (trained with the
   # whole objective), and the last epoch.

@@ -589,6 +589,7 @@ def test_train_outputs_absent_logits_match_filled_forward(model):
     lambda_missing=3.0,
     lambda_decor=4.0,
     lambda_red_alone=5.0,
+    lambda_syn_residual=6.0,
   )
   np.testing.assert_allclose(
     total,
@@ -597,7 +598,8 @@ def test_train_outputs_absent_logits_match_filled_forward(model):
     + 2.0 * aux["role"]
     + 3.0 * aux["missing"]
     + 4.0 * aux["decor"]
-    + 5.0 * aux["red_alone"],
+    + 5.0 * aux["red_alone"]
+    + 6.0 * aux["syn_residual"],
     rtol=1e-6,
   )
   # The redundancy expert (last) alone, modality 0 absent and modality 1 absent, averaged.
@@ -624,6 +626,33 @@ def test_train_outputs_absent_logits_match_filled_forward(model):
     task_loss(p_out.logits, labels, "multiclass") + task_loss(p_out1.logits, labels, "multiclass")
   ) / 2
   np.testing.assert_allclose(aux["missing"], expected, rtol=1e-5)
+
+
+def test_synergy_residual_loss_trains_the_synergy_expert_alone_at_full_weight():
+  # Value: the task loss of (the other experts' weighted logits + the synergy expert's logits at
+  # weight 1). Gradient: the synergy expert's logits only, unscaled by its gate weight.
+  rng = np.random.default_rng(3)
+  b, e, c = 5, 4, 3
+  expert_logits = jnp.asarray(rng.normal(size=(b, e, c)), jnp.float32)
+  weights = jax.nn.softmax(jnp.asarray(rng.normal(size=(b, e)), jnp.float32))
+  labels = jnp.asarray([0, 2, 1, 1, 0])
+
+  def term(expert_logits, weights):
+    mixture = jnp.einsum("be,bec->bc", weights, expert_logits)
+    return losses.synergy_residual_loss(mixture, expert_logits, weights, labels, "multiclass")
+
+  others = np.asarray(jnp.einsum("be,bec->bc", weights, expert_logits)) - np.asarray(
+    weights[:, 2:3] * expert_logits[:, 2]
+  )
+  expected = task_loss(jnp.asarray(others) + expert_logits[:, 2], labels, "multiclass")
+  np.testing.assert_allclose(term(expert_logits, weights), expected, rtol=1e-6)
+  g_logits, g_weights = jax.grad(term, argnums=(0, 1))(expert_logits, weights)
+  assert np.abs(np.asarray(g_weights)).max() == 0.0
+  assert np.abs(np.asarray(g_logits)[:, [0, 1, 3]]).max() == 0.0
+  g_syn = jax.grad(lambda z: task_loss(jnp.asarray(others) + z, labels, "multiclass"))(
+    expert_logits[:, 2]
+  )
+  np.testing.assert_allclose(np.asarray(g_logits)[:, 2], np.asarray(g_syn), rtol=1e-5, atol=1e-7)
 
 
 def test_train_outputs_without_noise_variants_match_the_full_forward(model):

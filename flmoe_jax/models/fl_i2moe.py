@@ -584,5 +584,6 @@ class DenseTransformer(_Projections):
       "missing": zero,
       "decor": zero,
       "red_alone": zero,
+      "syn_residual": zero,
     }
     return loss, aux, out

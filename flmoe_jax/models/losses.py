@@ -339,6 +339,33 @@ def redundancy_alone_loss(absent_logits: Array, labels: Array, task_type: str) -
   return task_loss(logits.reshape(-1, logits.shape[-1]), labels, task_type)
 
 
+def synergy_residual_loss(
+  logits: Array, expert_logits: Array, weights: Array, labels: Array, task_type: str
+) -> Array:
+  """Task loss of the synergy expert at full weight beside the other experts' fixed contributions.
+
+  With z the mixture's logits, w_syn the synergy expert's gate weight and l_syn its logits, the term is
+  L_task(sg(z - w_syn l_syn) + l_syn, y): the synergy expert is asked for what the rest of the
+  mixture does not yet give, and its gradient is not scaled by its gate weight. Through the mixture
+  alone a gate that has turned away from a synergy expert still on the plateau of an XOR leaves it
+  almost no gradient (docs/ground_truth.md 5.13). The role term keeps it to what needs every
+  modality.
+
+  Args:
+    logits: [B, C] mixture logits.
+    expert_logits: [B, E, C], experts [uni_0..uni_{M-1}, syn, red].
+    weights: [B, E] gate weights.
+    labels: see `task_loss`.
+    task_type: see `task_loss`.
+
+  Returns:
+    Scalar.
+  """
+  syn = _f32(expert_logits[:, -2])  # [B, C]
+  rest = _f32(logits) - _f32(weights[:, -2:-1]) * syn
+  return task_loss(jax.lax.stop_gradient(rest) + syn, labels, task_type)
+
+
 def fl_i2moe_loss(
   out: Any,
   labels: Array,
@@ -349,6 +376,7 @@ def fl_i2moe_loss(
   lambda_missing: float | Array = 0.0,
   lambda_decor: float | Array = 0.0,
   lambda_red_alone: float | Array = 0.0,
+  lambda_syn_residual: float | Array = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
   """L = L_task + lambda_int L_int [+ lambda_role L_role + lambda_missing L_missing + ...] (method 2.2).
 
@@ -365,10 +393,12 @@ def fl_i2moe_loss(
     lambda_decor: uniqueness-decorrelation weight (beyond the paper; 0 = off).
     lambda_red_alone: weight of the redundancy expert's own task loss with one modality absent
       (beyond the paper; 0 = off). Needs `absent_logits`.
+    lambda_syn_residual: weight of the synergy expert's task loss at full weight beside the other
+      experts (`synergy_residual_loss`; beyond the paper; 0 = off).
 
   Returns:
-    (total scalar, aux dict with "task", "interaction", "role", "missing", "decor", "red_alone"
-    scalars and "int_terms", "role_terms" [E]).
+    (total scalar, aux dict with "task", "interaction", "role", "missing", "decor", "red_alone",
+    "syn_residual" scalars and "int_terms", "role_terms" [E]).
   """
   task = task_loss(out.logits, labels, task_type)
   e, v = out.latents.shape[:2]
@@ -389,10 +419,17 @@ def fl_i2moe_loss(
     red_alone = redundancy_alone_loss(out.absent_logits, labels, task_type)
   else:
     red_alone = jnp.zeros((), task.dtype)
+  if e > 2:
+    syn_residual = synergy_residual_loss(
+      out.logits, out.expert_logits, out.weights, labels, task_type
+    )
+  else:
+    syn_residual = jnp.zeros((), task.dtype)
   # FL-I2MoE has M + 2 experts (uniqueness first); the dense baseline's one expert has no pairs.
   decor = uniqueness_decorrelation_loss(out.expert_logits, max(e - 2, 1))
   total = task + lambda_int * inter + lambda_role * role + lambda_missing * missing
   total = total + lambda_decor * decor + lambda_red_alone * red_alone
+  total = total + lambda_syn_residual * syn_residual
   return total, {
     "task": task,
     "interaction": inter,
@@ -402,4 +439,5 @@ def fl_i2moe_loss(
     "missing": missing,
     "decor": decor,
     "red_alone": red_alone,
+    "syn_residual": syn_residual,
   }

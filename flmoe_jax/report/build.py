@@ -785,9 +785,10 @@ def objective_line(dataset: str, cfg: dict) -> str:
   lam_int, lam_role = loss.get("lambda_int", 0.0), loss.get("lambda_role", 0.0)
   lam_miss, lam_decor = loss.get("lambda_missing", 0.0), loss.get("lambda_decor", 0.0)
   lam_red = loss.get("lambda_red_alone", 0.0)
+  lam_syn = loss.get("lambda_syn_residual", 0.0)
   warm = optim.get("gate_warmup_steps", 0)
   warm_frac = optim.get("gate_warmup_fraction", 0.0)
-  if not (lam_role or lam_miss or lam_decor or lam_red or warm or warm_frac):
+  if not (lam_role or lam_miss or lam_decor or lam_red or lam_syn or warm or warm_frac):
     return f"Objective ({dataset}): the paper's (task + {lam_int} x noise-perturbation interaction losses)."
   parts = ["task"]
   if lam_int:
@@ -797,6 +798,7 @@ def objective_line(dataset: str, cfg: dict) -> str:
     (lam_miss, "missing-modality task loss"),
     (lam_decor, "uniqueness decorrelation"),
     (lam_red, "the redundancy expert's own task loss with one modality absent"),
+    (lam_syn, "the synergy expert's task loss at full weight beside the other experts"),
   ):
     if lam:
       parts.append(f"{lam} x {name} (beyond the paper)")
@@ -1027,6 +1029,7 @@ def _metadata_section(entries, summaries) -> Section:
       f"lambda_decor {cfg.get('loss', {}).get('lambda_decor', 0.0)} "
       f"(from {_extra_start_text(cfg.get('loss', {}))}), "
       f"lambda_red_alone {cfg.get('loss', {}).get('lambda_red_alone', 0.0)}, "
+      f"lambda_syn_residual {cfg.get('loss', {}).get('lambda_syn_residual', 0.0)}, "
       f"gate warm-up {_gate_warmup_text(cfg.get('optim', {}))}, "
       f"lr {cfg.get('optim', {}).get('learning_rate')} "
       f"({cfg.get('optim', {}).get('schedule', 'constant')} schedule), "

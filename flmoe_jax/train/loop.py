@@ -670,6 +670,8 @@ def _log_window(writer, window, seed, epoch, step, t0, config, progress, lr_at, 
     scalars["train/loss_decor"] = mean["loss_decor"]
   if config.loss.lambda_red_alone > 0:
     scalars["train/loss_red_alone"] = mean["loss_red_alone"]
+  if config.loss.lambda_syn_residual > 0:
+    scalars["train/loss_syn_residual"] = mean["loss_syn_residual"]
   if config.loss.lambda_role > 0:
     scalars["train/loss_role"] = mean["loss_role"]
     for i, v in enumerate(np.atleast_1d(mean["loss_role_terms"])):

@@ -141,6 +141,8 @@ class Objective:
     lambda_red_alone: weight of the redundancy expert's own task loss with one modality absent. It
       applies from the first step: it trains the redundancy expert alone and does not compete with
       the mixture.
+    lambda_syn_residual: weight of the synergy expert's task loss at full weight beside the other
+      experts' contributions (not scaled by its gate weight). It applies from the first step.
     extra_start_step: optimizer step from which lambda_missing and lambda_decor apply (their terms
       are still computed and logged before it, with weight 0).
     runs_noise: whether the noise-perturbed variants run (static; default: lambda_int != 0).
@@ -154,6 +156,7 @@ class Objective:
   lambda_missing: float = 0.0
   lambda_decor: float = 0.0
   lambda_red_alone: float = 0.0
+  lambda_syn_residual: float = 0.0
   extra_start_step: int = 0
   runs_noise: bool | None = dataclasses.field(default=None, metadata={"static": True})
   runs_fill: bool | None = dataclasses.field(default=None, metadata={"static": True})
@@ -177,6 +180,7 @@ class Objective:
       lambda_missing=loss.lambda_missing,
       lambda_decor=loss.lambda_decor,
       lambda_red_alone=loss.lambda_red_alone,
+      lambda_syn_residual=loss.lambda_syn_residual,
       extra_start_step=extra_start_step(config, total_steps),
     )
 
@@ -217,6 +221,7 @@ def train_step(state, batch, key, objective: Objective, fill_means=None, *, grap
     "lambda_missing": obj.lambda_missing * extra_on,
     "lambda_decor": obj.lambda_decor * extra_on,
     "lambda_red_alone": obj.lambda_red_alone,
+    "lambda_syn_residual": obj.lambda_syn_residual,
   }
 
   def loss_fn(model):
@@ -247,6 +252,7 @@ def train_step(state, batch, key, objective: Objective, fill_means=None, *, grap
     "loss_missing": aux["missing"],
     "loss_decor": aux["decor"],
     "loss_red_alone": aux["red_alone"],
+    "loss_syn_residual": aux["syn_residual"],
     "expert_weights": out.weights.astype(jnp.float32).mean(0),
     "grad_norm": optax.tree.norm(grads),
   }
