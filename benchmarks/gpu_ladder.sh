@@ -10,8 +10,11 @@
 # 4 decoys), 10,000 training examples, FL-I2MoE, 3 model seeds side by side, probes on 100 test
 # examples (top 8 x top 8 candidates by the default Shapley map):
 #   synergy 20 epochs; redundancy 15; uniq_text + uniq_image 12 each; complement + null 12 each;
-#   mixed 60 epochs with the recipe, and mixed 60 epochs regularised (dropout 0.3, AdamW weight decay
-#   0.05, warm-up + cosine schedule): can more epochs or regularisation learn `mixed` from 10,000?
+#   mixed 60 epochs with the recipe, with the synergy expert's full-weight task loss (l3_mixed_sr),
+#   and regularised (dropout 0.3, AdamW weight decay 0.05, warm-up + cosine schedule).
+# Next run (docs/ground_truth.md 5.13): LADDER_STORE_SEED=1 LADDER_ONLY="l3_mixed_sr" (store seed 1,
+# where 2 of 3 model seeds stayed on the plateau), then LADDER_STORE_SEED=2 LADDER_ONLY="l3_mixed
+# l3_mixed_sr".
 # (The first GPU run's plan, L3 mixed with 20,000 examples and L4, is in the git history of this file.)
 # The recipe is docs/ground_truth.md's `ra1` (learned positions, gate frozen for the first 45% of
 # training, the extra terms from 60%, lambda_red_alone = 1). Output: OUT_DIR/results.jsonl (the
@@ -49,16 +52,24 @@ ladder l3_synergy --settings synergy --epochs 20 "${l3[@]}" "${recipe[@]}"
 ladder l3_redundancy --settings redundancy --epochs 15 "${l3[@]}" "${recipe[@]}"
 ladder l3_unique --settings uniq_text,uniq_image --epochs 12 "${l3[@]}" "${recipe[@]}"
 ladder l3_complement_null --settings complement,null --epochs 12 "${l3[@]}" "${recipe[@]}"
-if selected l3_mixed; then
-  ladder l3_mixed --settings mixed --epochs 60 "${l3[@]}" "${recipe[@]}"
-  mixed=$!
-  # Wait for the store this job writes, so that the next job does not write it at the same time.
-  until [ -f "$root/stores/L3_mixed_n10000_s$store_seed/manifest.json" ] || ! kill -0 "$mixed" \
-    2> /dev/null; do
+# The `mixed` jobs share one store: the first one selected writes it, the others wait for it.
+mixed_store=""
+mixed() {  # mixed NAME ARGS...: a `mixed` job; the first waits until its store is written
+  selected "$1" || return 0
+  ladder "$@"
+  local pid=$!
+  [ -n "$mixed_store" ] && return 0
+  mixed_store="$root/stores/L3_mixed_n10000_s$store_seed/manifest.json"
+  until [ -f "$mixed_store" ] || ! kill -0 "$pid" 2> /dev/null; do
     sleep 2
   done
-fi
-ladder l3_mixed_reg --settings mixed --epochs 60 "${l3[@]}" "${recipe[@]}" --set model.dropout=0.3 \
+}
+mixed l3_mixed --settings mixed --epochs 60 "${l3[@]}" "${recipe[@]}"
+# The synergy expert's full-weight task loss: does it keep an expert the gate turned away from
+# learning the XOR (docs/ground_truth.md 5.13)?
+mixed l3_mixed_sr --settings mixed --epochs 60 "${l3[@]}" "${recipe[@]}" \
+  --set loss.lambda_syn_residual=1 --tag ra1sr
+mixed l3_mixed_reg --settings mixed --epochs 60 "${l3[@]}" "${recipe[@]}" --set model.dropout=0.3 \
   --set optim.weight_decay=0.05 --set optim.schedule=warmup_cosine --set optim.warmup_fraction=0.05 \
   --tag ra1reg
 wait
