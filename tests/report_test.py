@@ -687,6 +687,9 @@ def test_objective_line_names_every_term_beyond_the_paper():
     "x", {"loss": {"lambda_role": 1.0, "lambda_missing": 1.0, "extra_start_fraction": 0.6}}
   )
   assert "the missing-modality and decorrelation terms from 60% of the steps" in frac
+  # A term alone is enough to leave the paper's objective, and it is named.
+  syn = objective_line("x", {"loss": {"lambda_int": 0.5, "lambda_syn_residual": 1.0}})
+  assert "1.0 x the synergy expert's task loss at full weight" in syn and "the paper's (" not in syn
 
 
 def test_stability_table_when_the_probe_has_one(tmp_path):

@@ -577,3 +577,18 @@ def test_init_from_starts_from_another_runs_weights(random_store, tmp_path):
   with pytest.raises(ConfigError, match="does not have this config's parameter shapes"):
     train.train_and_evaluate(bigger, tmp_path / "bigger")
   assert not (tmp_path / "bigger").exists()
+
+
+def test_objective_of_a_config_carries_every_loss_weight():
+  # Each `loss.lambda_*` of the config reaches the step's objective (a weight left out would train
+  # silently without its term).
+  cfg = config_lib.base_config()
+  names = sorted(k for k in cfg.loss if k.startswith("lambda_"))
+  with cfg.unlocked():
+    for i, name in enumerate(names):
+      cfg.loss[name] = float(i + 1)
+  task = type("Task", (), {"type": "binary"})()
+  objective = train.Objective.of(cfg, type("Store", (), {"task": task})(), total_steps=10)
+  assert "lambda_syn_residual" in names
+  for i, name in enumerate(names):
+    assert getattr(objective, name) == float(i + 1), name
