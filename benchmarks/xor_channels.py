@@ -37,6 +37,12 @@ def channels(workdir: str, seed: int, split: str, pair: int) -> dict:
   run = load_run(workdir, seed=seed)
   fs = run.store
   bits = fs.planted_bits(split)
+  if bits is None or f"syn{pair}_text" not in bits:
+    raise SystemExit(
+      f"{fs.path}: no planted synergy pair {pair} (a synthetic store with one is needed)"
+    )
+  if fs.task.type != "binary":
+    raise SystemExit(f"{fs.path}: task {fs.task.type!r}; this script reads binary stores")
   bt, bv = (np.asarray(bits[f"syn{pair}_{m}"]) for m in ("text", "image"))
   n = len(bt)
   out = {"z": [], "d": [], "w": [], "label": []}
