@@ -322,9 +322,9 @@ def test_marginal_game_is_the_mean_over_its_references(tiny):
   )
   coalitions = jnp.asarray(rng.random((7, 6)) < 0.5).at[0].set(True).at[1].set(False)
   for b in (slice(0, 1), slice(0, 2)):  # one example ([C]) and a batch ([C, B])
-    marginal = np.asarray(_game(tiny, b=b, expert="syn", fills=refs)(coalitions))
+    marginal = np.asarray(_game(tiny, b=b, expert="syn", fill=refs)(coalitions))
     each = [
-      np.asarray(_game(tiny, b=b, expert="syn", fills=[r[k] for r in refs])(coalitions))
+      np.asarray(_game(tiny, b=b, expert="syn", fill=[r[k] for r in refs])(coalitions))
       for k in range(3)
     ]
     np.testing.assert_allclose(marginal, np.mean(each, 0), atol=1e-5)
@@ -337,7 +337,7 @@ def test_marginal_game_is_the_mean_over_its_references(tiny):
     )
   # Per reference (what the probe's SEs need): per scale, the mean, each reference, then the mean
   # over the references but one (the jackknife's games).
-  two = _game(tiny, expert="syn", fills=refs, score=("logit", "prob"))
+  two = _game(tiny, expert="syn", fill=refs, score=("logit", "prob"))
   per = dataclasses.replace(two.fn, per_reference=True)
   v = np.asarray(per(coalitions, two.params))
   assert v.shape == (7, 2 * (1 + 2 * 3))
@@ -345,7 +345,7 @@ def test_marginal_game_is_the_mean_over_its_references(tiny):
     block = v[:, si * 7 : (si + 1) * 7]
     np.testing.assert_allclose(block[:, 0], np.asarray(two(coalitions))[:, si], atol=1e-6)
     each = [
-      np.asarray(_game(tiny, expert="syn", fills=[r[k] for r in refs], score=s)(coalitions))
+      np.asarray(_game(tiny, expert="syn", fill=[r[k] for r in refs], score=s)(coalitions))
       for k in range(3)
     ]
     for k in range(3):

@@ -229,7 +229,7 @@ def test_probe_marginal_fill(tiny_run, capsys):
       )
       game = games.model_game(
         run.model, data["x"], data["mask"], kinds=run.kinds, task_type="binary", expert=expert,
-        fills=fills, target=target,
+        fill=fills, target=target,
       )  # fmt: skip
       empty = float(game(jnp.zeros((1, game.n_players), bool))[0])
       np.testing.assert_allclose(b[role]["baseline_value"]["logit"], empty, rtol=1e-4, atol=1e-5)

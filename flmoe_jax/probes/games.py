@@ -481,8 +481,10 @@ def split_expert(model, expert: int | str) -> tuple[Any, Any, str]:
   return graphdef, state, "expert"
 
 
-def _game_fills(model, xs: Sequence[Array], means, fill: str) -> list[Array]:
-  """`model_game`'s fill vectors per modality [H]: the projected train mean, or zero."""
+def _game_fills(model, xs: Sequence[Array], means, fill) -> list[Array]:
+  """`model_game`'s fill vectors per modality [H]: the projected train mean, zero, or the user's."""
+  if not isinstance(fill, str):
+    return list(fill)
   if fill == "mean" and means is None:
     raise ProbeError("fill='mean' needs the store's means (FeatureStore.means())")
   if means is None:
@@ -509,11 +511,8 @@ def model_game(
   expert: int | str = "syn",
   score: str | Sequence[str] = "logit",
   means: Sequence[np.ndarray] | None = None,
-  fill: str = "mean",
-  fills: Sequence[Array] | None = None,
+  fill: str | Sequence[Array] = "mean",
   target: Array | None = None,
-  target_source: str = "pred",
-  labels: Array | None = None,
   modality_names: Sequence[str] | None = None,
   players: PlayerMap | None = None,
 ) -> Game:
@@ -532,11 +531,9 @@ def model_game(
     score: `logit`, `prob`, `logodds` or `logprob` (`explain.targets.target_score`), or a sequence of them
       (trailing output axis, one per scale).
     means: the store's train means per modality (for `fill='mean'`).
-    fill: `mean` or `zero` (ignored when `fills` is given).
-    fills: user baseline, per modality a projected vector [H].
-    target: [B, C] 0/1 target; default: the mixture's clean prediction (`target_source`).
-    target_source: `pred` or `true` (needs `labels`).
-    labels: ground-truth labels for `target_source='true'`.
+    fill: `mean` or `zero`, or a user baseline: per modality a projected vector [H].
+    target: [B, C] 0/1 target; default: the mixture's clean prediction (for the true label pass
+      `explain.targets.target_mask(logits, task_type, source='true', labels=labels)`).
     modality_names: names for the player map (default modality_0, ...).
     players: the player map; default: the candidate tokens (`masking.candidate_masks`), common to
       every example of the batch.
@@ -556,11 +553,10 @@ def model_game(
       f"{len(masks)} masks, {len(kinds)} kinds"
     )
   hs = model.project(xs)
-  fills = _game_fills(model, xs, means, fill) if fills is None else fills
-  fills = [jnp.asarray(f, jnp.float32) for f in fills]
+  fills = [jnp.asarray(f, jnp.float32) for f in _game_fills(model, xs, means, fill)]
   if target is None:
     clean = model.forward_projected(hs, masks).logits
-    target = targets.target_mask(clean, task_type, source=target_source, labels=labels)
+    target = targets.target_mask(clean, task_type)
   names = tuple(modality_names or [f"modality_{m}" for m in range(len(xs))])
   players = _game_players(masks, kinds, names, players)
   single = xs[0].shape[0] == 1
