@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import roofline  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from flmoe_jax.explain import attribute, faithfulness  # noqa: E402
+from flmoe_jax.explain import MaskingOptions, attribute, faithfulness  # noqa: E402
 from flmoe_jax.models import FLI2MoE, ModelConfig  # noqa: E402
 
 
@@ -102,11 +102,8 @@ def main(argv=None) -> None:
       batch,
       attr,
       key=key,
-      ks=(args.k,),
-      fill="mean",
       means=means,
-      repeats=args.repeats,
-      steps_per_call=steps,
+      options=MaskingOptions(ks=(args.k,), fill="mean", repeats=args.repeats, steps_per_call=steps),
     )
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1, res

@@ -12,6 +12,7 @@ from flax import nnx
 from flmoe_jax.explain import (
   ExplainError,
   FaithfulnessResult,
+  MaskingOptions,
   attribute,
   budget,
   faithfulness,
@@ -80,7 +81,12 @@ def _p(model, hs, masks, target):
 def test_k100_identities_and_chunking(model, batch, attr):
   key = jax.random.key(0)
   res = faithfulness(
-    model, batch, attr, key=key, ks=(10, 100), means=MEANS, repeats=3, steps_per_call=7
+    model,
+    batch,
+    attr,
+    key=key,
+    means=MEANS,
+    options=MaskingOptions((10, 100), repeats=3, steps_per_call=7),
   )
   assert res.comp.shape == (3, 5, 2, 2) and res.views == attr.views
   # K = 100%: keeping every candidate fills nothing -> zero drop, identified and random.
@@ -102,7 +108,12 @@ def test_k100_identities_and_chunking(model, batch, attr):
   np.testing.assert_allclose(res.p_clean[:, -1, 0], p0_mix, atol=1e-6)
   # One call, or chunks of 7 variants: the same numbers.
   one = faithfulness(
-    model, batch, attr, key=key, ks=(10, 100), means=MEANS, repeats=3, steps_per_call=None
+    model,
+    batch,
+    attr,
+    key=key,
+    means=MEANS,
+    options=MaskingOptions((10, 100), repeats=3, steps_per_call=None),
   )
   for name in ("comp", "suff", "comp_random", "suff_random"):
     np.testing.assert_allclose(getattr(one, name), getattr(res, name), atol=1e-6)
@@ -112,10 +123,8 @@ def test_k100_identities_and_chunking(model, batch, attr):
     batch,
     attr,
     key=jax.random.key(1),
-    ks=(10, 100),
     means=MEANS,
-    repeats=3,
-    steps_per_call=7,
+    options=MaskingOptions((10, 100), repeats=3, steps_per_call=7),
   )
   np.testing.assert_allclose(other.comp, res.comp, atol=1e-6)
   assert not np.allclose(other.comp_random[..., 0], res.comp_random[..., 0])
@@ -136,11 +145,9 @@ def test_raw_maps_on_a_dense_model():
     (hs, masks),
     one_hot,
     key=jax.random.key(0),
-    ks=(20,),
-    fill="zero",
+    options=MaskingOptions((20,), fill="zero", repeats=4),
     kinds=KINDS,
     task_type="multiclass",
-    repeats=4,
   )
   assert res.views == ("mixture",) and res.comp.shape == (3, 1, 2, 1)
   target = targets.target_mask(dense.forward_projected(hs, masks).logits, "multiclass")
@@ -158,8 +165,7 @@ def test_raw_maps_on_a_dense_model():
       (hs, masks),
       [jnp.stack([m, m], 1) for m in one_hot],
       key=jax.random.key(0),
-      ks=(20,),
-      fill="zero",
+      options=MaskingOptions((20,), fill="zero"),
       kinds=KINDS,
       task_type="multiclass",
     )
@@ -171,10 +177,8 @@ def test_result_summary_concat_and_json(model, batch, attr):
     batch,
     attr,
     key=jax.random.key(3),
-    ks=(10, 20),
     means=MEANS,
-    repeats=2,
-    steps_per_call=None,
+    options=MaskingOptions((10, 20), repeats=2, steps_per_call=None),
   )
   assert res.num_examples == 2  # the padding row is excluded
   s = res.summary()
@@ -202,13 +206,17 @@ def test_bad_input(model, batch, attr):
   key = jax.random.key(0)
   for ks in ((0,), (101,), (-5, 10), (10, 10)):
     with pytest.raises(ExplainError, match="K"):
-      faithfulness(model, batch, attr, key=key, ks=ks, means=MEANS)
-  with pytest.raises(ExplainError, match="means"):
-    faithfulness(model, batch, attr, key=key, ks=(10,))
+      MaskingOptions(ks)
+  with pytest.raises(ExplainError, match="repeats"):
+    MaskingOptions((10,), repeats=0)
+  with pytest.raises(ExplainError, match="steps_per_call"):
+    MaskingOptions((10,), steps_per_call=0)
   with pytest.raises(ExplainError, match="fill"):
-    faithfulness(model, batch, attr, key=key, ks=(10,), fill="blur")
+    MaskingOptions((10,), fill="blur")
+  with pytest.raises(ExplainError, match="means"):
+    faithfulness(model, batch, attr, key=key, options=MaskingOptions((10,)))
   with pytest.raises(TypeError):
-    faithfulness(model, batch, attr, ks=(10,), means=MEANS)  # the key is mandatory
+    faithfulness(model, batch, attr, means=MEANS)  # the key is mandatory
 
 
 def test_trapezoid_aopc_weighs_the_ks_by_their_spacing():

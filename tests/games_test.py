@@ -208,9 +208,8 @@ def _game(tiny, b=slice(0, 1), **kw):
     [m[b] for m in masks],
     kinds=("tokens", "patches"),
     task_type="multiclass",
-    means=means,
     modality_names=NAMES,
-    **kw,
+    **{"means": means, **kw},
   )
 
 
@@ -256,6 +255,11 @@ def test_model_game_mixture_batch_and_zero_fill(tiny):
     _game(tiny, expert="nope")
   with pytest.raises(ProbeError, match="score"):
     _game(tiny, score="log_odds")
+  with pytest.raises(ProbeError, match="needs the store's means"):
+    _game(tiny, means=None)
+  # The zero fill needs no means: the same game with or without them.
+  no_means = _game(tiny, expert="red", fill="zero", means=None)
+  np.testing.assert_allclose(np.asarray(no_means(e)), np.asarray(zero(e)), atol=1e-6)
 
 
 class _ProductExpert(nnx.Module):

@@ -4,8 +4,9 @@ Public API (see docs/explain.md):
 
   attribute(model, batch, *, method, expert, target, kinds, ...) -> Attribution
       per-token importance maps per expert and/or for the mixture (attnxgrad | attn | ig)
-  faithfulness(model, batch, maps, *, key, ks, fill, means, repeats, ...) -> FaithfulnessResult
-      top-K% masking comprehensiveness / sufficiency vs a random control, AOPC and gaps
+  faithfulness(model, batch, maps, *, key, means, options=MaskingOptions(ks, fill, ...), ...)
+      -> FaithfulnessResult: top-K% masking comprehensiveness / sufficiency vs a random control,
+      AOPC and gaps
   map_statistics(attr, ks), compare_maps(a, b, ks)
       concentration (entropy, Gini, top-K% mass, modality share) and cross-map overlap
   run_explain(ExplainConfig(...), workdir) -> ExplainReport
@@ -32,6 +33,7 @@ _EXPORTS = {
   "map_statistics": "concentration",
   "DEFAULT_KS": "config",
   "FaithfulnessResult": "topk_faithfulness",
+  "MaskingOptions": "topk_faithfulness",
   "budget": "topk_faithfulness",
   "faithfulness": "topk_faithfulness",
   "topk_mask": "topk_faithfulness",

@@ -26,19 +26,31 @@ Array = jax.Array
 FILL_MODES = choices.FILL_MODES
 
 
-def fill_vectors(model, means: Sequence[np.ndarray], mode: str = "mean") -> list[Array]:
+def fill_vectors(
+  model,
+  means: Sequence[np.ndarray] | None,
+  mode: str = "mean",
+  *,
+  error: type[FlmoeError] = FlmoeError,
+) -> list[Array]:
   """Projected fill vector per modality.
 
   Args:
-    model: an FLI2MoE or DenseTransformer (anything with `project_means`).
-    means: per modality, the store's train-split raw mean [D_m] (`FeatureStore.means()`).
+    model: an FLI2MoE or DenseTransformer (anything with `project_means` and `input_dims`).
+    means: per modality, the store's train-split raw mean [D_m] (`FeatureStore.means()`); may be
+      None for the zero fill.
     mode: `mean` (projected mean) or `zero`.
+    error: the error type raised on a bad mode or missing means (the caller's stage).
 
   Returns:
     Per modality, a fill vector [H].
   """
   if mode not in FILL_MODES:
-    raise FlmoeError(f"fill mode {mode!r} not in {FILL_MODES}")
+    raise error(f"fill {mode!r} not in {FILL_MODES}")
+  if means is None:
+    if mode == "mean":
+      raise error("fill='mean' needs the store's means= (FeatureStore.means())")
+    means = [np.zeros((d,), np.float32) for d in model.input_dims]
   projected = model.project_means(means)
   if mode == "zero":
     return [jnp.zeros_like(p) for p in projected]

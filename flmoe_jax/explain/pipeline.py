@@ -222,12 +222,14 @@ def _explain_batch(run, batch, key, settings, positions, acc: _SeedAcc, evidence
     batch,
     attr,
     key=key,
-    ks=settings.ks,
-    fill=settings.fill,
     means=store.means(),
-    repeats=settings.repeats,
+    options=faith_lib.MaskingOptions(
+      ks=settings.ks,
+      fill=settings.fill,
+      repeats=settings.repeats,
+      steps_per_call=settings.steps_per_call,
+    ),
     task_type=store.task.type,
-    steps_per_call=settings.steps_per_call,
   )
   valid = np.asarray(batch["weight"]) > 0
   acc.faith.append(res)

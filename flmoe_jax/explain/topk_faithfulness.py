@@ -321,27 +321,53 @@ def _drops(p, *, nk: int, nv: int, r: int):
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class MaskingOptions:
+  """How `faithfulness` masks: the budgets, the fill, the random control and the memory knob.
+
+  Checked when made (`ExplainError` names a bad value).
+
+  Attributes:
+    ks: budgets K in percent, each in (0, 100] (normalised by `check_ks`).
+    fill: `mean` (projected train-split mean; `faithfulness` then needs `means`) or `zero`.
+    repeats: random-control repeats R.
+    steps_per_call: masked variants per model call (the memory knob); None = all at once.
+  """
+
+  ks: tuple[float, ...] = DEFAULT_KS
+  fill: str = "mean"
+  repeats: int = 10
+  steps_per_call: int | None = 16
+
+  def __post_init__(self):
+    object.__setattr__(self, "ks", check_ks(self.ks))
+    if int(self.repeats) < 1:
+      raise ExplainError(f"repeats must be >= 1, got {self.repeats}")
+    if self.steps_per_call is not None and int(self.steps_per_call) < 1:
+      raise ExplainError(f"steps_per_call must be >= 1 or None, got {self.steps_per_call}")
+    if self.fill not in masking.FILL_MODES:
+      raise ExplainError(f"fill {self.fill!r} not in {masking.FILL_MODES}")
+
+
 def faithfulness(
   model,
   batch,
   maps: Attribution | Sequence[Array],
   *,
   key: Array,
-  ks: Sequence[float] = DEFAULT_KS,
-  fill: str = "mean",
   means: Sequence[np.ndarray] | None = None,
-  repeats: int = 10,
+  options: MaskingOptions | None = None,
   target: str | Array | None = None,
   kinds=None,
   task_type: str | None = None,
   views: Sequence[int | str] | None = None,
-  steps_per_call: int | None = 16,
 ) -> FaithfulnessResult:
   """Top-K% masking faithfulness of importance maps on one batch (docs/method.md 4.2).
 
   Example:
     >>> attr = attribute(model, batch, kinds=store, task_type=store.task.type)
-    >>> res = faithfulness(model, batch, attr, means=store.means(), key=jax.random.key(42))
+    >>> res = faithfulness(model, batch, attr, means=store.means(), key=jax.random.key(42),
+    ...                    options=MaskingOptions(ks=(10, 20)))
     >>> res.summary()["mixture"]["own"]["aopc"]["comp_gap"]
 
   Args:
@@ -350,21 +376,19 @@ def faithfulness(
     maps: an `Attribution` (its target, kinds and views are used), or per modality float
       [B, V, T_m] or [B, T_m] maps (then pass target, kinds and views).
     key: PRNG key of the random control (mandatory: results must be reproducible).
-    ks: budgets K in percent, each in (0, 100].
-    fill: `mean` (projected train-split mean, needs `means`) or `zero`.
-    means: per modality raw train-split means [D_m] (`FeatureStore.means()`).
-    repeats: random-control repeats R.
+    means: per modality raw train-split means [D_m] (`FeatureStore.means()`); needed by the mean fill.
+    options: the budgets, fill, random-control repeats and memory knob (default `MaskingOptions()`).
     target: for raw maps: `pred`, `true` or a [B, C] mask; default: the Attribution's target.
     kinds: for raw maps: per modality `tokens`/`patches` (or the FeatureStore).
     task_type: `multilabel`/`multiclass`/`binary`; inferred from batch labels if None.
     views: for raw maps: the expert index (or name, or `mixture`) each map belongs to; default
       `mixture` for a single map.
-    steps_per_call: masked variants per model call (the memory knob); None = all at once.
 
   Returns:
     A `FaithfulnessResult` with per-sample drops [B, V, 2, nK].
   """
-  ks = _check_options(ks, fill, means, repeats, steps_per_call)
+  options = options if options is not None else MaskingOptions()
+  fills = masking.fill_vectors(model, means, options.fill, error=ExplainError)
   inp = attr_lib.resolve_inputs(model, batch)
   task_type = attr_lib.resolve_task_type(task_type, inp.labels)
   b = inp.hs[0].shape[0]
@@ -372,7 +396,6 @@ def faithfulness(
     model, inp, maps, target=target, kinds=kinds, views=views, task_type=task_type
   )
   cand = masking.candidate_masks(inp.masks, kinds)
-  fills = masking.fill_vectors(model, means if means is not None else _zero_means(model), fill)
   out = _faithfulness_jit(
     model,
     inp.hs,
@@ -384,39 +407,23 @@ def faithfulness(
     key,
     plan=_MaskPlan(
       view_experts=tuple(view_experts),
-      ks=ks,
-      repeats=int(repeats),
+      ks=options.ks,
+      repeats=int(options.repeats),
       task_type=task_type,
-      chunk=None if steps_per_call is None else int(steps_per_call),
+      chunk=None if options.steps_per_call is None else int(options.steps_per_call),
     ),
   )
   out = jax.device_get(out)
   valid = np.ones(b, bool) if inp.weight is None else np.asarray(inp.weight) > 0
   return FaithfulnessResult(
-    ks=ks,
-    fill=fill,
-    repeats=int(repeats),
+    ks=options.ks,
+    fill=options.fill,
+    repeats=int(options.repeats),
     views=tuple(names),
     view_experts=tuple(view_experts),
     valid=valid,
     **{k: np.asarray(v, np.float32) for k, v in out.items()},
   )
-
-
-def _check_options(
-  ks, fill: str, means, repeats: int, steps_per_call: int | None
-) -> tuple[float, ...]:
-  """Checks `faithfulness`'s options; returns the budgets K as `check_ks` normalises them."""
-  ks = check_ks(ks)
-  if int(repeats) < 1:
-    raise ExplainError(f"repeats must be >= 1, got {repeats}")
-  if steps_per_call is not None and int(steps_per_call) < 1:
-    raise ExplainError(f"steps_per_call must be >= 1 or None, got {steps_per_call}")
-  if fill not in masking.FILL_MODES:
-    raise ExplainError(f"fill {fill!r} not in {masking.FILL_MODES}")
-  if fill == "mean" and means is None:
-    raise ExplainError("fill='mean' needs means= (FeatureStore.means())")
-  return ks
 
 
 def _resolve_maps(model, inp, maps, *, target, kinds, views, task_type):
@@ -467,7 +474,3 @@ def _resolve_maps(model, inp, maps, *, target, kinds, views, task_type):
 @nnx.jit
 def _clean_logits(model, hs, masks):
   return model.forward_projected(hs, masks).logits.astype(jnp.float32)
-
-
-def _zero_means(model):
-  return [np.zeros((d,), np.float32) for d in model.input_dims]

@@ -481,15 +481,11 @@ def split_expert(model, expert: int | str) -> tuple[Any, Any, str]:
   return graphdef, state, "expert"
 
 
-def _game_fills(model, xs: Sequence[Array], means, fill) -> list[Array]:
+def _game_fills(model, means, fill) -> list[Array]:
   """`model_game`'s fill vectors per modality [H]: the projected train mean, zero, or the user's."""
   if not isinstance(fill, str):
     return list(fill)
-  if fill == "mean" and means is None:
-    raise ProbeError("fill='mean' needs the store's means (FeatureStore.means())")
-  if means is None:
-    means = [np.zeros(x.shape[-1], np.float32) for x in xs]
-  return masking.fill_vectors(model, means, fill)
+  return masking.fill_vectors(model, means, fill, error=ProbeError)
 
 
 def _game_players(masks, kinds, names, players: PlayerMap | None) -> PlayerMap:
@@ -553,7 +549,7 @@ def model_game(
       f"{len(masks)} masks, {len(kinds)} kinds"
     )
   hs = model.project(xs)
-  fills = [jnp.asarray(f, jnp.float32) for f in _game_fills(model, xs, means, fill)]
+  fills = [jnp.asarray(f, jnp.float32) for f in _game_fills(model, means, fill)]
   if target is None:
     clean = model.forward_projected(hs, masks).logits
     target = targets.target_mask(clean, task_type)
