@@ -90,7 +90,7 @@ def time_encode(enc, batch: dict, mesh, repeats: int) -> float:
 def time_extract(raw_fn, tmp: str, **kwargs) -> tuple[float, dict]:
   """Samples/s of extract_features on raw_fn(None) examples, after a warm-up run that compiles every
   shape, and where its encoding loop spent the time (`ExtractionTiming`, seconds)."""
-  warm = raw_fn(kwargs["batch_size"])
+  warm = raw_fn(kwargs["options"].batch_size)
   extract.extract_features(warm, os.path.join(tmp, "warm"), progress=False, **kwargs)
   raw = raw_fn(None)
   n = sum(len(v) for v in raw.splits.values())
@@ -133,7 +133,8 @@ def main(argv=None) -> dict:
     "compute_dtype": dtype,
     "attention": args.attention,
   }
-  common = dict(batch_size=bs, chunk_size=max(bs, 256), devices=devices)
+  sizes = dict(batch_size=bs, chunk_size=max(bs, 256))
+  common = dict(options=extract.ExtractionOptions(**sizes), devices=devices)
   with tempfile.TemporaryDirectory(prefix="flmoe-extract-bench-") as tmp:
     if args.which in ("text", "both"):
       enc = encoders.load_encoder(
@@ -157,7 +158,11 @@ def main(argv=None) -> dict:
         ),
       }
       rate, timing = time_extract(
-        text_raw, os.path.join(tmp, "t"), text_encoder=enc, text_buckets=(args.text_len,), **common
+        text_raw,
+        os.path.join(tmp, "t"),
+        text_encoder=enc,
+        options=extract.ExtractionOptions(**sizes, text_buckets=(args.text_len,)),
+        devices=devices,
       )
       result["text"].update(extract_samples_per_s=round(rate, 1), extract_timing_s=timing)
     if args.which in ("image", "both"):

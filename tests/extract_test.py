@@ -19,13 +19,21 @@ from _tiny_encoders import tiny_encoder
 from flmoe_jax.data.raw.base import RawDataset, RawExample, RawModality
 from flmoe_jax.data.store import TaskSpec, open_store
 from flmoe_jax.errors import DatasetError, EncoderError, StoreError
-from flmoe_jax.features import extract
+from flmoe_jax.features import ExtractionOptions, extract
 from flmoe_jax.features.extract import extract_features, partial_dir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 WORDS = "the a red blue green circle square triangle is there what color shape of image".split()
-OPTS = dict(batch_size=4, chunk_size=8, text_buckets=(8, 16), progress=False)
+
+
+def opts(**changes) -> dict:
+  """`extract_features`'s keyword arguments of these tests: small batches and chunks, quiet."""
+  small = dict(batch_size=4, chunk_size=8, text_buckets=(8, 16))
+  return dict(options=ExtractionOptions(**{**small, **changes}), progress=False)
+
+
+OPTS = opts()
 
 
 def _png(path: pathlib.Path, rng) -> pathlib.Path:
@@ -221,8 +229,7 @@ def test_partial_of_another_encoder_is_refused(tmp_path, monkeypatch):
       out,
       text_encoder=tiny_encoder("bert"),
       image_encoder=tiny_encoder("vit"),
-      limit_per_split=4,
-      **OPTS,
+      **opts(limit_per_split=4),
     )
 
 
@@ -249,8 +256,7 @@ def test_existing_store_reused_or_refused(reference, monkeypatch):
       out,
       text_encoder=tiny_encoder("bert"),
       image_encoder=tiny_encoder("vit"),
-      dtype="float32",
-      **OPTS,
+      **opts(dtype="float32"),
     )
 
 
@@ -291,8 +297,7 @@ def test_unreadable_images_skipped_and_recorded(tmp_path):
     tmp_path / "store",
     text_encoder=tiny_encoder("bert"),
     image_encoder=tiny_encoder("vit"),
-    on_error="skip",
-    **OPTS,
+    **opts(on_error="skip"),
   )
   fs = open_store(out)
   assert fs.counts == {"train": 19, "val": 6, "test": 4}
@@ -330,7 +335,7 @@ def test_shared_image_encoder_two_modalities_multilabel(tmp_path):
   with pytest.raises(EncoderError, match="needs an encoder"):
     extract_features(raw, tmp_path / "x", text_encoder=tiny_encoder("bert"), **OPTS)
   out = extract_features(
-    raw, tmp_path / "store", image_encoder=tiny_encoder("vit"), dtype="float32", **OPTS
+    raw, tmp_path / "store", image_encoder=tiny_encoder("vit"), **opts(dtype="float32")
   )
   fs = open_store(out)
   tr = fs.split("train")
@@ -348,8 +353,7 @@ def test_limit_and_bad_labels(tmp_path):
     tmp_path / "small",
     text_encoder=tiny_encoder("bert"),
     image_encoder=tiny_encoder("vit"),
-    limit_per_split=2,
-    **OPTS,
+    **opts(limit_per_split=2),
   )
   assert open_store(out).counts == {"train": 2, "val": 2, "test": 2}
   raw.splits["val"][0] = RawExample("val0", raw.splits["val"][0].inputs, 7)
@@ -388,8 +392,7 @@ def test_lazy_splits_are_read_batch_by_batch(tmp_path):
     tmp_path / "store",
     text_encoder=tiny_encoder("bert"),
     image_encoder=tiny_encoder("vit"),
-    limit_per_split=6,
-    **OPTS,
+    **opts(limit_per_split=6),
   )
   assert open_store(out).split("train").ids == tuple(f"train{i}" for i in range(6))
   assert max(lazy.read) < 6  # nothing past the limit was decoded
@@ -465,8 +468,7 @@ def test_examples_sharing_an_image_file_encode_it_once(tmp_path):
     tmp_path / "store",
     text_encoder=tiny_encoder("bert"),
     image_encoder=image,
-    batch_size=16,
-    chunk_size=16,
+    options=ExtractionOptions(batch_size=16, chunk_size=16),
     progress=False,
   )
   # One batch of 12 examples (global batch 16 on 8 devices), 3 distinct images: an image batch of
@@ -496,3 +498,20 @@ def test_a_configs_features_block_becomes_the_features_config(monkeypatch):
     cfg.features.batchsize = 4
   with pytest.raises(EncoderError, match=r"unknown key\(s\) \['batchsize'\]"):
     extract.features_from_config(cfg)
+
+
+def test_extraction_options_are_checked_when_made_and_read_from_the_features_config():
+  from flmoe_jax.features.config import FeaturesConfig
+
+  with pytest.raises(StoreError, match="store dtype 'float64'"):
+    ExtractionOptions(dtype="float64")
+  with pytest.raises(EncoderError, match="on_error 'ignore'"):
+    ExtractionOptions(on_error="ignore")
+  with pytest.raises(EncoderError, match="batch_size and chunk_size must be positive"):
+    ExtractionOptions(chunk_size=0)
+  assert ExtractionOptions(limit_per_split=0).limit_per_split is None  # 0 (the flag's "all")
+  assert ExtractionOptions(text_buckets=[8, 16]).text_buckets == (8, 16)
+  cfg = FeaturesConfig(dataset="easyvqa", batch_size=8, dtype="float32", limit_per_split=5)
+  got = ExtractionOptions.of(cfg)
+  assert (got.batch_size, got.dtype, got.limit_per_split) == (8, "float32", 5)
+  assert got.text_buckets == cfg.text_buckets and got.num_workers is None

@@ -3,7 +3,8 @@
   encoders.py   TextEncoder / ImageEncoder (HF Flax models, offline loading, jitted `encode`)
   extract.py    extract_features: batched, sharded over local devices, prefetched, resumable;
                 run_extraction(FeaturesConfig, out), features_from_config: by name, from a config
-  config.py     FeaturesConfig (every option, declared once) and the `flmoe features` parser
+  config.py     FeaturesConfig (every option, declared once) and the `flmoe features` parser;
+                ExtractionOptions (what extract_features takes from a library caller)
 
 See docs/features.md.
 
@@ -27,6 +28,7 @@ _EXPORTS = {
   "partial_dir": "extract",
   "run_extraction": "extract",
   "FeaturesConfig": "config",
+  "ExtractionOptions": "config",
   "add_cli": "extract",
 }
 

@@ -1,4 +1,5 @@
-"""`FeaturesConfig`: every option of `flmoe features` / `run_extraction`, declared once (jax-free).
+"""`FeaturesConfig`: every option of `flmoe features` / `run_extraction`, declared once (jax-free);
+`ExtractionOptions`: the part of them `extract_features` takes from a library caller.
 
   cfg = FeaturesConfig(dataset="mmimdb", raw="data/mmimdb", text_encoder="minilm")
   store = run_extraction(cfg, "runs/stores/mmimdb")
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from flmoe_jax import choices
-from flmoe_jax.errors import EncoderError
+from flmoe_jax.errors import EncoderError, StoreError
 from flmoe_jax.options import StageConfig, add_arguments, documented, option
 
 # Text lengths the batches are padded to (the shortest that fits each batch's longest text).
@@ -63,6 +64,52 @@ class FeaturesConfig(StageConfig):
   resume: bool = option(True, "resume a partial extraction (--no-resume: discard it, start over)")
   overwrite: bool = option(False, "replace a store made differently")
   progress: bool = option(True, "show progress (--no-progress: quiet)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractionOptions:
+  """How `extract_features` encodes and stores the examples (the defaults of `FeaturesConfig`).
+
+  Checked when made: a bad value raises a one-line `StoreError` / `EncoderError`.
+
+  Attributes:
+    batch_size: examples per device step (padded up to a multiple of the local device count).
+    dtype: feature dtype on disk, `float16` or `float32`.
+    text_buckets: padded text lengths (each compiles once); None pads every batch to `max_len`.
+    on_error: unreadable images: `fail` (list them all and stop) or `skip` (drop those examples,
+      record them in the manifest).
+    limit_per_split: keep only the first N examples of each split (None or <= 0: all; stored as
+      None then).
+    chunk_size: examples per chunk file (the unit of resumption).
+    num_workers: image decoding threads (None: the CPU count, at most 32).
+  """
+
+  batch_size: int = 32
+  dtype: str = "float16"
+  text_buckets: tuple[int, ...] | None = DEFAULT_TEXT_BUCKETS
+  on_error: str = "fail"
+  limit_per_split: int | None = None
+  chunk_size: int = DEFAULT_CHUNK_SIZE
+  num_workers: int | None = None
+
+  def __post_init__(self):
+    if self.dtype not in choices.FEATURE_DTYPES:
+      raise StoreError(f"store dtype {self.dtype!r} not in {choices.FEATURE_DTYPES}")
+    if self.on_error not in choices.ON_ERROR:
+      raise EncoderError(f"on_error {self.on_error!r} not in {choices.ON_ERROR}")
+    if self.batch_size < 1 or self.chunk_size < 1:
+      raise EncoderError("batch_size and chunk_size must be positive")
+    if self.text_buckets is not None:
+      object.__setattr__(self, "text_buckets", tuple(int(b) for b in self.text_buckets))
+    if not self.limit_per_split or self.limit_per_split <= 0:
+      object.__setattr__(self, "limit_per_split", None)
+
+  @classmethod
+  def of(cls, cfg: FeaturesConfig) -> ExtractionOptions:
+    """The extraction options of a `FeaturesConfig` (`run_extraction`)."""
+    return cls(
+      **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)}
+    )
 
 
 def add_cli(subparsers):

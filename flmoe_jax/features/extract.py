@@ -50,13 +50,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from flmoe_jax import atomic, choices
+from flmoe_jax import atomic
 from flmoe_jax.data.raw.base import RawDataset
-from flmoe_jax.data.store import FEATURE_DTYPES, ModalitySpec, StoreWriter, check_store_target
+from flmoe_jax.data.store import ModalitySpec, StoreWriter, check_store_target
 from flmoe_jax.errors import DatasetError, EncoderError, StoreError
 from flmoe_jax.features import config as config_lib
 from flmoe_jax.features.chunks import ChunkAccumulator, chunk_path, read_chunk_meta
-from flmoe_jax.features.config import DEFAULT_CHUNK_SIZE, DEFAULT_TEXT_BUCKETS, FeaturesConfig
+from flmoe_jax.features.config import ExtractionOptions, FeaturesConfig
 from flmoe_jax.features.encoders import ImageEncoder, TextEncoder
 from flmoe_jax.features.host_batches import HostBatch, Producer
 from flmoe_jax.features.plan import Plan, assign_encoders, difference, fingerprint, limited
@@ -64,7 +64,6 @@ from flmoe_jax.metrics import Progress
 
 PARTIAL_FORMAT = "flmoe-extract-partial"
 PARTIAL_VERSION = 1
-ON_ERROR = choices.ON_ERROR
 
 # Fault-injection hook for tests: called as hook(split, chunk_index) after each chunk file is
 # written.
@@ -133,21 +132,6 @@ def partial_dir(out: str | os.PathLike) -> pathlib.Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# Planning: encoders per modality, splits, fingerprint.
-# --------------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------------
-# Host batches (prepared in the prefetch thread).
-# --------------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------------
-# Chunk files.
-# --------------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------------
 # The extraction.
 # --------------------------------------------------------------------------------------------------
 
@@ -158,20 +142,18 @@ def extract_features(
   *,
   text_encoder: TextEncoder | Mapping[str, TextEncoder] | None = None,
   image_encoder: ImageEncoder | Mapping[str, ImageEncoder] | None = None,
-  batch_size: int = 32,
-  dtype: str = "float16",
-  text_buckets: Sequence[int] | None = DEFAULT_TEXT_BUCKETS,
-  on_error: str = "fail",
+  options: ExtractionOptions | None = None,
   resume: bool = True,
   overwrite: bool = False,
   progress: bool = True,
-  limit_per_split: int | None = None,
-  chunk_size: int = DEFAULT_CHUNK_SIZE,
-  num_workers: int | None = None,
   devices: Sequence[Any] | None = None,
   timing: ExtractionTiming | None = None,
 ) -> pathlib.Path:
   """Encodes a raw dataset with frozen encoders and writes a feature store at `out`.
+
+  Example:
+    >>> extract_features(raw, "runs/stores/toy", text_encoder=text, image_encoder=image,
+    ...                  options=ExtractionOptions(batch_size=64, limit_per_split=1000))
 
   Args:
     raw: the dataset (`flmoe_jax.data.raw.load_raw(...)`).
@@ -179,17 +161,11 @@ def extract_features(
     text_encoder: the encoder of every `text` modality (or {modality: encoder}).
     image_encoder: the encoder of every `image` modality, shared (ENRICO's screenshot and wireframe
       use the same frozen CLIP), or {modality: encoder}.
-    batch_size: examples per device step (padded up to a multiple of the local device count).
-    dtype: feature dtype on disk, `float16` (default) or `float32`.
-    text_buckets: padded text lengths (each compiles once); None pads every batch to `max_len`.
-    on_error: unreadable images: `fail` (list them all and stop) or `skip` (drop those examples,
-      record them in the manifest).
+    options: batch size, storage dtype, text buckets, unreadable-image policy, per-split limit,
+      chunk size and decoding threads (default `ExtractionOptions()`).
     resume: reuse the chunks of an interrupted run in `<out>.partial/` (False starts over).
     overwrite: replace an existing store at `out` that was made differently.
     progress: show a progress bar (samples/s, ETA) per split.
-    limit_per_split: keep only the first N examples of each split (None or <= 0: all).
-    chunk_size: examples per chunk file (the unit of resumption).
-    num_workers: image decoding threads (default: the CPU count, at most 32).
     devices: devices to shard over (default: all local devices).
     timing: filled with where the encoding loop spent its time (`ExtractionTiming`), if given.
 
@@ -205,12 +181,17 @@ def extract_features(
   """
   out = pathlib.Path(out)
   partial = partial_dir(out)
-  _check_options(dtype, on_error, batch_size, chunk_size)
+  opts = options if options is not None else ExtractionOptions()
+  if jax.process_count() > 1:
+    raise EncoderError("feature extraction runs as a single process (it uses the local devices)")
   encoders = assign_encoders(raw, text_encoder, image_encoder)
-  limit = limit_per_split if limit_per_split and limit_per_split > 0 else None
-  splits = _limited_splits(raw, limit)
+  splits = _limited_splits(raw, opts.limit_per_split)
   plan = Plan(
-    raw, encoders, splits, fingerprint(raw, encoders, splits, dtype, chunk_size), chunk_size
+    raw,
+    encoders,
+    splits,
+    fingerprint(raw, encoders, splits, opts.dtype, opts.chunk_size),
+    opts.chunk_size,
   )
 
   # An existing store: return it when it is this extraction; refuse (or replace) anything else.
@@ -222,30 +203,9 @@ def extract_features(
   _open_partial(partial, plan, resume)
   t0 = time.monotonic()
   timing = timing if timing is not None else ExtractionTiming()
-  n_done = _encode_pending(
-    plan,
-    partial,
-    batch_size=batch_size,
-    dtype=dtype,
-    text_buckets=text_buckets,
-    on_error=on_error,
-    progress=progress,
-    num_workers=num_workers,
-    devices=devices,
-    timing=timing,
-  )
+  n_done = _encode_pending(plan, partial, opts, progress=progress, devices=devices, timing=timing)
   seconds = time.monotonic() - t0
-  path = _assemble(
-    plan,
-    partial,
-    out,
-    dtype=dtype,
-    overwrite=overwrite,
-    text_buckets=text_buckets,
-    batch_size=batch_size,
-    on_error=on_error,
-    limit=limit,
-  )
+  path = _assemble(plan, partial, out, opts)
   shutil.rmtree(partial, ignore_errors=True)
   if n_done:
     _log(
@@ -254,18 +214,6 @@ def extract_features(
       f"samples/s); wrote {path}\n{timing.summary()}",
     )
   return path
-
-
-def _check_options(dtype: str, on_error: str, batch_size: int, chunk_size: int) -> None:
-  """`extract_features`'s options, checked before anything is read or written."""
-  if dtype not in FEATURE_DTYPES:
-    raise StoreError(f"store dtype {dtype!r} not in {FEATURE_DTYPES}")
-  if on_error not in ON_ERROR:
-    raise EncoderError(f"on_error {on_error!r} not in {ON_ERROR}")
-  if batch_size < 1 or chunk_size < 1:
-    raise EncoderError("batch_size and chunk_size must be positive")
-  if jax.process_count() > 1:
-    raise EncoderError("feature extraction runs as a single process (it uses the local devices)")
 
 
 def _limited_splits(raw: RawDataset, limit: int | None) -> dict:
@@ -369,18 +317,15 @@ def _done_chunks(partial: pathlib.Path, plan: Plan) -> dict[str, list[int]]:
 def _encode_pending(
   plan: Plan,
   partial: pathlib.Path,
+  opts: ExtractionOptions,
   *,
-  batch_size,
-  dtype,
-  text_buckets,
-  on_error,
-  progress,
-  num_workers,
-  devices,
+  progress: bool,
+  devices: Sequence[Any] | None,
   timing: ExtractionTiming,
 ) -> int:
   """Encodes every chunk that has no file yet (its breakdown into `timing`). Returns the number of
   examples encoded."""
+  batch_size, dtype, on_error = opts.batch_size, opts.dtype, opts.on_error
   done = _done_chunks(partial, plan)
   work = [(s, k) for s in plan.splits for k in range(plan.num_chunks(s)) if k not in done[s]]
   if not work:
@@ -398,13 +343,13 @@ def _encode_pending(
     return jax.device_put(a, NamedSharding(mesh, PartitionSpec("data", *([None] * (a.ndim - 1)))))
 
   # PIL decodes and resizes with the GIL released: one thread per core keeps the devices fed.
-  workers = num_workers or min(32, os.cpu_count() or 1)
+  workers = opts.num_workers or min(32, os.cpu_count() or 1)
   producer = Producer(
     plan,
     work,
     batch_size=batch_size,
     global_batch=global_batch,
-    text_buckets=None if text_buckets is None else tuple(text_buckets),
+    text_buckets=opts.text_buckets,
     on_error=on_error,
     num_workers=workers,
     num_devices=len(devices),
@@ -524,16 +469,7 @@ def _timed(batches, timing: ExtractionTiming):
 
 
 def _assemble(
-  plan: Plan,
-  partial: pathlib.Path,
-  out: pathlib.Path,
-  *,
-  dtype,
-  overwrite,
-  text_buckets,
-  batch_size,
-  on_error,
-  limit,
+  plan: Plan, partial: pathlib.Path, out: pathlib.Path, opts: ExtractionOptions
 ) -> pathlib.Path:
   """Copies the chunk files into a new store (StoreWriter: atomic, train means of valid tokens)."""
   specs = [
@@ -546,7 +482,7 @@ def _assemble(
     )
     for m in plan.raw.modalities
   ]
-  writer = StoreWriter(out, modalities=specs, task=plan.raw.task, dtype=dtype, overwrite=True)
+  writer = StoreWriter(out, modalities=specs, task=plan.raw.task, dtype=opts.dtype, overwrite=True)
   truncated = {m.name: {} for m in plan.raw.modalities if m.kind == "text"}
   skipped: list[dict[str, str]] = []
   try:
@@ -581,10 +517,10 @@ def _assemble(
       "dataset": plan.raw.name,
       "raw_info": plan.raw.info,
       "encoders": {m.name: plan.encoders[m.name].info() for m in plan.raw.modalities},
-      "text_buckets": None if text_buckets is None else list(text_buckets),
-      "batch_size": batch_size,
-      "limit_per_split": limit,
-      "on_error": on_error,
+      "text_buckets": None if opts.text_buckets is None else list(opts.text_buckets),
+      "batch_size": opts.batch_size,
+      "limit_per_split": opts.limit_per_split,
+      "on_error": opts.on_error,
       "truncated": truncated,
       "num_skipped": len(skipped),
       "skipped": skipped,
@@ -661,15 +597,10 @@ def run_extraction(
     out,
     text_encoder=text,
     image_encoder=image,
-    batch_size=cfg.batch_size,
-    dtype=cfg.dtype,
-    text_buckets=cfg.text_buckets,
-    on_error=cfg.on_error,
+    options=ExtractionOptions.of(cfg),
     resume=cfg.resume,
     overwrite=cfg.overwrite,
     progress=cfg.progress,
-    limit_per_split=limit,
-    chunk_size=cfg.chunk_size,
   )
 
 
