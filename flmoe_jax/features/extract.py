@@ -566,18 +566,22 @@ def run_extraction(
   if not cfg.dataset:
     raise EncoderError("--dataset must be given (a reader name, e.g. mmimdb)")
   _check_out(pathlib.Path(out))
-  options = dict(reader_options or {})
-  options.setdefault("on_error", cfg.on_error)
-  raw = load_raw(cfg.dataset, cfg.raw or None, **options)
-  limit = cfg.limit_per_split or None
-  if cfg.on_error == "fail" and not raw.info.get("images_verified"):
+  opts = ExtractionOptions.of(cfg)
+  reading = dict(reader_options or {})
+  reading.setdefault("on_error", opts.on_error)
+  raw = load_raw(cfg.dataset, cfg.raw or None, **reading)
+  if opts.on_error == "fail" and not raw.info.get("images_verified"):
     # A file that is not an image at all fails here, before the encoders load and before
     # `<out>.partial/` exists; a damaged one (e.g. truncated) can still fail during encoding.
     todo = RawDataset(
       raw.name,
       raw.modalities,
       raw.task,
-      {s: list(limited(ex, limit)) for s, ex in raw.splits.items() if isinstance(ex, list)},
+      {
+        s: list(limited(ex, opts.limit_per_split))
+        for s, ex in raw.splits.items()
+        if isinstance(ex, list)
+      },
     )
     verify_images(todo, "fail", num_workers=min(8, os.cpu_count() or 1))
   kinds = {m.kind for m in raw.modalities}
@@ -597,7 +601,7 @@ def run_extraction(
     out,
     text_encoder=text,
     image_encoder=image,
-    options=ExtractionOptions.of(cfg),
+    options=opts,
     resume=cfg.resume,
     overwrite=cfg.overwrite,
     progress=cfg.progress,
