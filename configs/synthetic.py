@@ -10,7 +10,8 @@ Run:  python train.py --config configs/synthetic.py --workdir runs/synthetic
       rung L2 of the size ladder (24 tokens x 16 patches, 2 decoys per modality, 5,000 training
       examples) with the recipe that learns it (learned positions, the gate frozen for 45% of the
       steps, the missing-modality / decorrelation terms from 60%, the redundancy expert's own
-      one-modality-absent task loss from the start, 20 epochs).
+      one-modality-absent task loss from the start, in `mixed` the synergy expert's full-weight task
+      loss, 20 epochs).
 Sized for: a 2-core CPU, a few minutes per seed. Expected: validation accuracy within 3 points of the
 generator's Bayes-optimal accuracy (printed in the store's ground_truth.json) with 15 epochs (seed 0: 97.2%
 best validation, 94.0% test on an earlier build, whose role-objective step drew dropout for the noise
@@ -102,6 +103,12 @@ def get_config(arg: str = ""):
     c.optim.gate_warmup_fraction = 0.45
     c.loss.extra_start_fraction = 0.6
     c.loss.lambda_red_alone = 1.0
+    if c.synthetic.setting == "mixed":
+      # In `mixed` the synergy expert also gets its task loss at full weight (not scaled by its
+      # gate weight): 3 model seeds x 3 stores within 3 points of Bayes in 8 of 9 runs (96.4-99.8%
+      # test), against 6 of 9 (92.4-99.8%) without it (docs/ground_truth.md 5.14). The pure settings
+      # keep the recipe they were measured with.
+      c.loss.lambda_syn_residual = 1.0
     c.train.epochs = 20
     c.store += "_l2"
     c.name += "_l2"
@@ -109,6 +116,7 @@ def get_config(arg: str = ""):
     c.loss.lambda_role, c.loss.lambda_int, c.optim.gate_warmup_steps = 0.0, 0.5, 0
     c.optim.gate_warmup_fraction = 0.0
     c.loss.lambda_missing, c.loss.lambda_decor, c.loss.lambda_red_alone = 0.0, 0.0, 0.0
+    c.loss.lambda_syn_residual = 0.0
     c.name += "_paper"
   apply_model_kind(c, args)
   return c

@@ -118,9 +118,14 @@ def test_synthetic_l2_is_the_ladder_rung_the_recipe_was_measured_on():
   assert cfg.model.position == "learned" and cfg.optim.gate_warmup_steps == 0
   assert (cfg.optim.gate_warmup_fraction, cfg.loss.extra_start_fraction) == (0.45, 0.6)
   assert cfg.loss.lambda_red_alone == 1.0
+  # The synergy expert's full-weight loss only where it was measured: `mixed` (ground_truth.md 5.14).
+  assert cfg.loss.lambda_syn_residual == 0.0
+  mixed = config_lib.load_config(f"{CONFIGS / 'synthetic.py'}:l2")
+  assert mixed.synthetic.setting == "mixed" and mixed.loss.lambda_syn_residual == 1.0
   paper = config_lib.load_config(f"{CONFIGS / 'synthetic.py'}:l2,paper")
   # `paper` is the paper's objective whatever the rung: no extra term, the gate trained from step 0.
   assert (paper.loss.lambda_role, paper.loss.lambda_red_alone) == (0.0, 0.0)
+  assert paper.loss.lambda_syn_residual == 0.0
   assert (paper.optim.gate_warmup_steps, paper.optim.gate_warmup_fraction) == (0, 0.0)
   with pytest.raises(ConfigError, match="demo and l2 exclude each other"):
     config_lib.load_config(f"{CONFIGS / 'synthetic.py'}:demo,l2")
