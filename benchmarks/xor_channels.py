@@ -63,13 +63,13 @@ def channels(workdir: str, seed: int, split: str, pair: int) -> dict:
   names = [*(f"uni_{m}" for m in fs.modality_names), "syn", "red"][: d.shape[1]]
   experts = {}
   for e, name in enumerate(names):
-    share = w[:, e] * d[:, e]
+    share = contrast(w[:, e] * d[:, e], bt, bv)
     own = contrast(w[:, e].mean() * d[:, e], bt, bv)
     experts[name] = {
       "mean_weight": round(float(w[:, e].mean()), 4),
-      "share": round(contrast(share, bt, bv), 4),
+      "share": round(share, 4),
       "expert_part": round(own, 4),
-      "gate_part": round(contrast(share, bt, bv) - own, 4),
+      "gate_part": round(share - own, 4),
       "weight_by_state": {
         f"{s:+d}{t:+d}": round(float(w[(bt == s) & (bv == t), e].mean()), 3)
         for s in (1, -1)

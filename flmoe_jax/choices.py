@@ -11,6 +11,15 @@ its parser without loading jax.
 ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
 # How position reaches the experts' layers: the fixed sinusoidal table (the paper's) or a learned one.
 POSITION_ENCODINGS = ("sinusoidal", "learned")
+# The training objective's terms beyond the paper: each is `loss.lambda_<name>` in a run config and
+# `<name>` in the loss's terms (`models.losses.fl_i2moe_loss`), named as the report names it.
+EXTRA_LOSS_TERMS = {
+  "role": "role consistency",
+  "missing": "missing-modality task loss",
+  "decor": "uniqueness decorrelation",
+  "red_alone": "the redundancy expert's own task loss with one modality absent",
+  "syn_residual": "the synergy expert's task loss at full weight beside the other experts",
+}
 # What a masked token is replaced with: the train-split mean of its position's features, or zeros.
 FILL_MODES = ("mean", "zero")
 # The probes' games also offer the marginal game: absent tokens from reference train examples.

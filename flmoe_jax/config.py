@@ -236,11 +236,10 @@ _CHECKS = {
   "model.identical_expert_init": (lambda v: isinstance(v, bool), "true or false"),
   "model.dtype": (lambda v: v in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
   "loss.lambda_int": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-  "loss.lambda_role": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-  "loss.lambda_missing": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-  "loss.lambda_decor": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-  "loss.lambda_red_alone": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-  "loss.lambda_syn_residual": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+  **{
+    f"loss.lambda_{name}": (lambda v: _is_num(v) and v >= 0, "a number >= 0")
+    for name in choices.EXTRA_LOSS_TERMS
+  },
   "loss.extra_start_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
   "loss.extra_start_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
   "optim.learning_rate": (lambda v: _is_num(v) and v > 0, "a number > 0"),

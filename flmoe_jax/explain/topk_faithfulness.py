@@ -35,7 +35,7 @@ from flax import nnx
 from flmoe_jax.explain import attribution as attr_lib
 from flmoe_jax.explain import masking, targets
 from flmoe_jax.explain.attribution import Attribution, ExplainError
-from flmoe_jax.explain.config import DEFAULT_KS, check_ks  # noqa: F401 (re-exported)
+from flmoe_jax.explain.config import DEFAULT_KS, ExplainConfig, check_ks  # noqa: F401 (re-exported)
 
 Array = jax.Array
 OUTPUTS = ("own", "mixture")  # where a view's drop is measured: its own output, or the mixture
@@ -334,10 +334,10 @@ class MaskingOptions:
     steps_per_call: masked variants per model call (the memory knob); None = all at once.
   """
 
-  ks: tuple[float, ...] = DEFAULT_KS
-  fill: str = "mean"
-  repeats: int = 10
-  steps_per_call: int | None = 16
+  ks: tuple[float, ...] = ExplainConfig.ks
+  fill: str = ExplainConfig.fill
+  repeats: int = ExplainConfig.repeats
+  steps_per_call: int | None = ExplainConfig.steps_per_call
 
   def __post_init__(self):
     object.__setattr__(self, "ks", check_ks(self.ks))

@@ -84,12 +84,12 @@ class ExtractionOptions:
     num_workers: image decoding threads (None: the CPU count, at most 32).
   """
 
-  batch_size: int = 32
-  dtype: str = "float16"
-  text_buckets: tuple[int, ...] | None = DEFAULT_TEXT_BUCKETS
-  on_error: str = "fail"
+  batch_size: int = FeaturesConfig.batch_size
+  dtype: str = FeaturesConfig.dtype
+  text_buckets: tuple[int, ...] | None = FeaturesConfig.text_buckets
+  on_error: str = FeaturesConfig.on_error
   limit_per_split: int | None = None
-  chunk_size: int = DEFAULT_CHUNK_SIZE
+  chunk_size: int = FeaturesConfig.chunk_size
   num_workers: int | None = None
 
   def __post_init__(self):

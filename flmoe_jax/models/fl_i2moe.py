@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from flmoe_jax import choices
 from flmoe_jax.models import layers, losses
 from flmoe_jax.models.config import ModelConfig
 from flmoe_jax.models.experts import Expert, ExpertStack
@@ -579,11 +580,7 @@ class DenseTransformer(_Projections):
       "task": loss,
       "interaction": zero,
       "int_terms": zeros,
-      "role": zero,
       "role_terms": zeros,
-      "missing": zero,
-      "decor": zero,
-      "red_alone": zero,
-      "syn_residual": zero,
+      **dict.fromkeys(choices.EXTRA_LOSS_TERMS, zero),
     }
     return loss, aux, out

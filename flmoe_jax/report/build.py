@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from flmoe_jax import significance
+from flmoe_jax import choices, significance
 from flmoe_jax.errors import RunDirError
 from flmoe_jax.explain.results import ExplainReport, FaithCurve, MapStats, MeanStd, ModelReport
 from flmoe_jax.probes import standout as standout_lib
@@ -782,31 +782,23 @@ def pure_settings_table(results: Sequence[dict], split: str = "test") -> Table:
 def objective_line(dataset: str, cfg: dict) -> str:
   """One sentence naming the training objective of a run (the paper's or this library's extension)."""
   loss, optim = cfg.get("loss", {}), cfg.get("optim", {})
-  lam_int, lam_role = loss.get("lambda_int", 0.0), loss.get("lambda_role", 0.0)
-  lam_miss, lam_decor = loss.get("lambda_missing", 0.0), loss.get("lambda_decor", 0.0)
-  lam_red = loss.get("lambda_red_alone", 0.0)
-  lam_syn = loss.get("lambda_syn_residual", 0.0)
+  lam_int = loss.get("lambda_int", 0.0)
+  beyond = {n: loss.get(f"lambda_{n}", 0.0) for n in choices.EXTRA_LOSS_TERMS}
   warm = optim.get("gate_warmup_steps", 0)
   warm_frac = optim.get("gate_warmup_fraction", 0.0)
-  if not (lam_role or lam_miss or lam_decor or lam_red or lam_syn or warm or warm_frac):
+  if not (any(beyond.values()) or warm or warm_frac):
     return f"Objective ({dataset}): the paper's (task + {lam_int} x noise-perturbation interaction losses)."
   parts = ["task"]
   if lam_int:
     parts.append(f"{lam_int} x the paper's interaction losses")
-  for lam, name in (
-    (lam_role, "role consistency"),
-    (lam_miss, "missing-modality task loss"),
-    (lam_decor, "uniqueness decorrelation"),
-    (lam_red, "the redundancy expert's own task loss with one modality absent"),
-    (lam_syn, "the synergy expert's task loss at full weight beside the other experts"),
-  ):
+  for name, lam in beyond.items():
     if lam:
-      parts.append(f"{lam} x {name} (beyond the paper)")
+      parts.append(f"{lam} x {choices.EXTRA_LOSS_TERMS[name]} (beyond the paper)")
   extra = ""
   if warm or warm_frac:
     extra = f"; gate frozen for the first {_gate_warmup_text(optim)} (beyond the paper)"
   if (loss.get("extra_start_step", 0) or loss.get("extra_start_fraction", 0.0)) and (
-    lam_miss or lam_decor
+    beyond["missing"] or beyond["decor"]
   ):
     extra += f"; the missing-modality and decorrelation terms from {_extra_start_text(loss)}"
   return f"Objective ({dataset}): {' + '.join(parts)}{extra}; see docs/ground_truth.md."
@@ -1020,16 +1012,16 @@ def _metadata_section(entries, summaries) -> Section:
   sec.tables.append(Table("runs", "Runs", rows))
   for e in entries:
     cfg = _load(RunDir(e.fl_workdir).config) or {}
-    m = cfg.get("model", {})
+    m, loss = cfg.get("model", {}), cfg.get("loss", {})
+    lambdas = ", ".join(
+      f"lambda_{n} {loss.get(f'lambda_{n}', 0.0)}"
+      + (f" (from {_extra_start_text(loss)})" if n == "decor" else "")
+      for n in choices.EXTRA_LOSS_TERMS
+    )
     sec.paragraphs.append(
       f"META: {e.dataset} FL-I2MoE config: hidden {m.get('hidden_dim')}, heads {m.get('num_heads')}, layers "
-      f"{m.get('num_layers')}, dropout {m.get('dropout')}, lambda_int {cfg.get('loss', {}).get('lambda_int')}, "
-      f"lambda_role {cfg.get('loss', {}).get('lambda_role', 0.0)}, "
-      f"lambda_missing {cfg.get('loss', {}).get('lambda_missing', 0.0)}, "
-      f"lambda_decor {cfg.get('loss', {}).get('lambda_decor', 0.0)} "
-      f"(from {_extra_start_text(cfg.get('loss', {}))}), "
-      f"lambda_red_alone {cfg.get('loss', {}).get('lambda_red_alone', 0.0)}, "
-      f"lambda_syn_residual {cfg.get('loss', {}).get('lambda_syn_residual', 0.0)}, "
+      f"{m.get('num_layers')}, dropout {m.get('dropout')}, lambda_int {loss.get('lambda_int')}, "
+      f"{lambdas}, "
       f"gate warm-up {_gate_warmup_text(cfg.get('optim', {}))}, "
       f"lr {cfg.get('optim', {}).get('learning_rate')} "
       f"({cfg.get('optim', {}).get('schedule', 'constant')} schedule), "

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from flmoe_jax import atomic, checkpointing, distributed, sharding
+from flmoe_jax import atomic, checkpointing, choices, distributed, sharding
 from flmoe_jax import config as config_lib
 from flmoe_jax import metrics as metrics_lib
 from flmoe_jax.artifact import to_plain
@@ -664,16 +664,10 @@ def _log_window(writer, window, seed, epoch, step, t0, config, progress, lr_at, 
   }
   for i, v in enumerate(np.atleast_1d(mean["loss_int_terms"])):
     scalars[f"train/loss_int_expert_{i}"] = v
-  if config.loss.lambda_missing > 0:
-    scalars["train/loss_missing"] = mean["loss_missing"]
-  if config.loss.lambda_decor > 0:
-    scalars["train/loss_decor"] = mean["loss_decor"]
-  if config.loss.lambda_red_alone > 0:
-    scalars["train/loss_red_alone"] = mean["loss_red_alone"]
-  if config.loss.lambda_syn_residual > 0:
-    scalars["train/loss_syn_residual"] = mean["loss_syn_residual"]
+  for name in choices.EXTRA_LOSS_TERMS:  # the terms beyond the paper that this run weighs
+    if config.loss[f"lambda_{name}"] > 0:
+      scalars[f"train/loss_{name}"] = mean[f"loss_{name}"]
   if config.loss.lambda_role > 0:
-    scalars["train/loss_role"] = mean["loss_role"]
     for i, v in enumerate(np.atleast_1d(mean["loss_role_terms"])):
       scalars[f"train/loss_role_expert_{i}"] = v
   for i, v in enumerate(np.atleast_1d(mean["expert_weights"])):

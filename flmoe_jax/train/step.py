@@ -244,15 +244,7 @@ def train_step(state, batch, key, objective: Objective, fill_means=None, *, grap
   optimizer.update(model, grads)
   metrics = {
     "loss": loss,
-    "loss_task": aux["task"],
-    "loss_interaction": aux["interaction"],
-    "loss_int_terms": aux["int_terms"],
-    "loss_role": aux["role"],
-    "loss_role_terms": aux["role_terms"],
-    "loss_missing": aux["missing"],
-    "loss_decor": aux["decor"],
-    "loss_red_alone": aux["red_alone"],
-    "loss_syn_residual": aux["syn_residual"],
+    **{f"loss_{name}": term for name, term in aux.items()},  # task, interaction, role, ...
     "expert_weights": out.weights.astype(jnp.float32).mean(0),
     "grad_norm": optax.tree.norm(grads),
   }
