@@ -325,14 +325,13 @@ def _encode_pending(
 ) -> int:
   """Encodes every chunk that has no file yet (its breakdown into `timing`). Returns the number of
   examples encoded."""
-  batch_size, dtype, on_error = opts.batch_size, opts.dtype, opts.on_error
   done = _done_chunks(partial, plan)
   work = [(s, k) for s in plan.splits for k in range(plan.num_chunks(s)) if k not in done[s]]
   if not work:
     return 0
   devices = list(devices if devices is not None else jax.local_devices())
   mesh = Mesh(np.asarray(devices), ("data",))
-  global_batch = -(-batch_size // len(devices)) * len(devices)
+  global_batch = -(-opts.batch_size // len(devices)) * len(devices)
   replicated = NamedSharding(mesh, PartitionSpec())
   params: dict[int, Any] = {}  # one replicated copy per distinct encoder (shared image encoders)
   for enc in plan.encoders.values():
@@ -343,25 +342,77 @@ def _encode_pending(
     return jax.device_put(a, NamedSharding(mesh, PartitionSpec("data", *([None] * (a.ndim - 1)))))
 
   # PIL decodes and resizes with the GIL released: one thread per core keeps the devices fed.
-  workers = opts.num_workers or min(32, os.cpu_count() or 1)
   producer = Producer(
     plan,
     work,
-    batch_size=batch_size,
+    batch_size=opts.batch_size,
     global_batch=global_batch,
     text_buckets=opts.text_buckets,
-    on_error=on_error,
-    num_workers=workers,
+    on_error=opts.on_error,
+    num_workers=opts.num_workers or min(32, os.cpu_count() or 1),
     num_devices=len(devices),
   ).start()
+  sink = _ChunkSink(plan, partial, done, opts.dtype, timing)
   failures: list[dict[str, str]] = []
-  acc: ChunkAccumulator | None = None
   pending = None  # (batch, device outputs): fetched after the next batch is dispatched
   bars: dict[str, Progress] = {}
-  n_done = 0
 
-  def finish(batch: HostBatch, outs) -> None:
-    nonlocal acc, n_done
+  def fetch(pending) -> None:
+    bars[pending[0].split].update(sink.finish(*pending))
+
+  t_loop = time.perf_counter()
+  try:
+    for batch in _timed(producer, timing):
+      if batch.split not in bars:
+        bars[batch.split] = _split_bar(plan, work, batch.split, opts.batch_size, progress)
+      if batch.failures and opts.on_error == "fail":
+        if not failures and pending is not None:
+          fetch(pending)  # keep what was computed before the first bad image
+          pending = None
+        failures += batch.failures
+        producer.scan_only.set()
+      if failures:
+        bars[batch.split].update(batch.size)
+        continue  # scanning: list every unreadable image, encode nothing more
+      outs = _dispatch(plan, batch, params, shard, opts.dtype, timing)
+      if pending is not None:
+        fetch(pending)
+      pending = (batch, outs)
+    if pending is not None and not failures:
+      fetch(pending)
+  finally:
+    producer.close()
+    timing.loop_s += time.perf_counter() - t_loop
+    timing.prepare_s += producer.prepare_s
+    for bar in bars.values():
+      bar.close()
+  if failures:
+    _raise_unreadable(partial, failures)
+  return sink.examples
+
+
+class _ChunkSink:
+  """Fetches encoded batches from the devices and writes each chunk once its last batch is in.
+
+  Attributes:
+    examples: examples fetched so far.
+  """
+
+  def __init__(
+    self,
+    plan: Plan,
+    partial: pathlib.Path,
+    done: dict[str, list[int]],
+    dtype,
+    timing: ExtractionTiming,
+  ):
+    self.plan, self.partial, self.done, self.dtype, self.timing = plan, partial, done, dtype, timing
+    self.acc: ChunkAccumulator | None = None
+    self.examples = 0
+
+  def finish(self, batch: HostBatch, outs) -> int:
+    """Waits for one batch's device outputs and adds them to its chunk. Returns the batch's size."""
+    timing = self.timing
     t = time.perf_counter()
     jax.block_until_ready(outs)
     t_fetch = time.perf_counter()
@@ -371,59 +422,36 @@ def _encode_pending(
       x, m = np.asarray(x), np.asarray(m)
       g = batch.gather.get(name)
       host[name] = (x, m) if g is None else (x[g], m[g])  # distinct images -> their examples
-    if acc is None or (acc.split, acc.k) != (batch.split, batch.chunk):
-      acc = ChunkAccumulator(plan, batch.split, batch.chunk, dtype)
-    acc.add(batch, host)
-    n_done += batch.size
-    bars[batch.split].update(batch.size)
+    if self.acc is None or (self.acc.split, self.acc.k) != (batch.split, batch.chunk):
+      self.acc = ChunkAccumulator(self.plan, batch.split, batch.chunk, self.dtype)
+    self.acc.add(batch, host)
+    self.examples += batch.size
     if batch.last_in_chunk:
-      acc.write(partial)
-      done[batch.split].append(batch.chunk)
-      _write_progress(partial, plan, done)
+      # The chunk's file, written atomically, is what marks it done on resume (`_done_chunks`);
+      # progress.json is the record for people.
+      self.acc.write(self.partial)
+      self.done[batch.split].append(batch.chunk)
+      _write_progress(self.partial, self.plan, self.done)
       if _after_chunk_hook is not None:
         _after_chunk_hook(batch.split, batch.chunk)
-      acc = None
+      self.acc = None
     timing.write_s += time.perf_counter() - t_fetch
     timing.batches += 1
     timing.examples += batch.size
+    return batch.size
 
-  t_loop = time.perf_counter()
-  try:
-    for batch in _timed(producer, timing):
-      if batch.split not in bars:
-        bars[batch.split] = _split_bar(plan, work, batch.split, batch_size, progress)
-      if batch.failures and on_error == "fail":
-        if not failures and pending is not None:
-          finish(*pending)  # keep what was computed before the first bad image
-          pending = None
-        failures += batch.failures
-        producer.scan_only.set()
-      if failures:
-        bars[batch.split].update(batch.size)
-        continue  # scanning: list every unreadable image, encode nothing more
-      outs = _dispatch(plan, batch, params, shard, dtype, timing)
-      if pending is not None:
-        finish(*pending)
-      pending = (batch, outs)
-    if pending is not None and not failures:
-      finish(*pending)
-  finally:
-    producer.close()
-    timing.loop_s += time.perf_counter() - t_loop
-    timing.prepare_s += producer.prepare_s
-    for bar in bars.values():
-      bar.close()
-  if failures:
-    listing = partial / "unreadable.json"
-    listing.write_text(json.dumps(failures, indent=1))
-    first = "; ".join(
-      f"{f['split']}/{f['id']} ({f['modality']}): {f['reason']}" for f in failures[:3]
-    )
-    raise EncoderError(
-      f"{len(failures)} unreadable image(s): {first}{' ...' if len(failures) > 3 else ''}; "
-      f"full list in {listing}; fix or remove them, or pass on_error='skip' (--on-error skip)"
-    )
-  return n_done
+
+def _raise_unreadable(partial: pathlib.Path, failures: list[dict[str, str]]) -> None:
+  """Lists every unreadable image in `partial/unreadable.json` and raises EncoderError naming a few."""
+  listing = partial / "unreadable.json"
+  listing.write_text(json.dumps(failures, indent=1))
+  first = "; ".join(
+    f"{f['split']}/{f['id']} ({f['modality']}): {f['reason']}" for f in failures[:3]
+  )
+  raise EncoderError(
+    f"{len(failures)} unreadable image(s): {first}{' ...' if len(failures) > 3 else ''}; "
+    f"full list in {listing}; fix or remove them, or pass on_error='skip' (--on-error skip)"
+  )
 
 
 def _split_bar(plan: Plan, work, split: str, batch_size: int, progress: bool) -> Progress:

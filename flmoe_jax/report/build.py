@@ -178,6 +178,45 @@ def _specificity(explain: ExplainReport) -> str:
   )
 
 
+def _c1_cells(explain: ExplainReport, dense: dict[str, MapStats]) -> list[dict] | None:
+  """One cell per FL-I2MoE view x modality x map form, each with its test against the dense map.
+
+  Returns:
+    the cells (their table row, Gini columns, seed counts, `significance.diff_test` and its 95%
+    interval), or None when a map lacks its unnormalised form (a file from an older flmoe_jax).
+  """
+  cells = []
+  for view in dict.fromkeys(c.view for c in explain.model.concentration):
+    for mod, c in _conc(explain.model, view).items():
+      d = dense.get(mod)
+      if d is None:
+        continue
+      for kind, ent, gin in _MAP_KINDS:
+        if getattr(c, ent) is None or getattr(d, ent) is None:
+          return None
+        a, b = _seed_values(getattr(c, ent)), _seed_values(getattr(d, ent))
+        cells.append(
+          {
+            "view": view,
+            "row": [view, mod, kind, _pm(getattr(c, ent), 3), _pm(getattr(d, ent), 3)],
+            "gini": [_pm(getattr(c, gin), 3), _pm(getattr(d, gin), 3)],
+            "seeds": (len(a), len(b)),
+            "test": significance.diff_test(a, b, C1_MIN_EFFECT),
+            "ci": significance.diff_ci(a, b, 0.95),
+          }
+        )
+  return cells
+
+
+def _c1_state(test: dict | None, p_higher_holm: float) -> str:
+  """A cell's state: lower at one-sided 5% on its own test, higher at 5% after Holm, else unresolved."""
+  if test is not None and test["p_lower"] < significance.DEFAULT_ALPHA:
+    return "lower"
+  if test is not None and p_higher_holm < significance.DEFAULT_ALPHA:
+    return "higher"
+  return "unresolved"
+
+
 def c1_verdict(dataset: str, explain: ExplainReport) -> tuple[str, Table]:
   """C1: FL-I2MoE's maps are more concentrated than the dense transformer's.
 
@@ -192,8 +231,6 @@ def c1_verdict(dataset: str, explain: ExplainReport) -> tuple[str, Table]:
   without the unnormalised maps. The cross-expert specificity is stated beside it.
   """
   head = f"C1 ({dataset})"
-  dense = _conc(explain.baseline, "dense")
-  views = list(dict.fromkeys(c.view for c in explain.model.concentration))
   header = [
     "view",
     "modality",
@@ -215,30 +252,11 @@ def c1_verdict(dataset: str, explain: ExplainReport) -> tuple[str, Table]:
     f"{C1_MIN_EFFECT}, Holm-adjusted over the cells",
     rows,
   )
+  dense = _conc(explain.baseline, "dense")
   if not dense:
     return f"NOT SHOWN: {head}: no dense baseline explained (flmoe explain --baseline).", table
-  cells, missing = [], False
-  for view in views:
-    for mod, c in _conc(explain.model, view).items():
-      d = dense.get(mod)
-      if d is None:
-        continue
-      for kind, ent, gin in _MAP_KINDS:
-        if getattr(c, ent) is None or getattr(d, ent) is None:
-          missing = True
-          continue
-        a, b = _seed_values(getattr(c, ent)), _seed_values(getattr(d, ent))
-        cells.append(
-          {
-            "view": view,
-            "row": [view, mod, kind, _pm(getattr(c, ent), 3), _pm(getattr(d, ent), 3)],
-            "gini": [_pm(getattr(c, gin), 3), _pm(getattr(d, gin), 3)],
-            "seeds": (len(a), len(b)),
-            "test": significance.diff_test(a, b, C1_MIN_EFFECT),
-            "ci": significance.diff_ci(a, b, 0.95),
-          }
-        )
-  if missing:
+  cells = _c1_cells(explain, dense)
+  if cells is None:
     return (
       f"NOT SHOWN: {head}: the explain file has no concentration of the unnormalised maps "
       "(written by an older flmoe_jax); rerun `flmoe explain`.",
@@ -247,23 +265,16 @@ def c1_verdict(dataset: str, explain: ExplainReport) -> tuple[str, Table]:
   p_higher = significance.holm(
     np.array([1.0 if c["test"] is None else c["test"]["p_higher"] for c in cells])
   )
-  counts = {"lower": 0, "higher": 0, "unresolved": 0}
-  by_view, n_seeds = {}, {c["seeds"] for c in cells}
+  states = ("lower", "higher", "unresolved")
+  counts, by_view = dict.fromkeys(states, 0), {}
   for cell, ph in zip(cells, p_higher):
-    test = cell["test"]
-    state = (
-      "unresolved"
-      if test is None
-      else "lower"
-      if test["p_lower"] < significance.DEFAULT_ALPHA
-      else "higher"
-      if ph < significance.DEFAULT_ALPHA
-      else "unresolved"
-    )
+    state = _c1_state(cell["test"], ph)
     counts[state] += 1
-    by_view.setdefault(cell["view"], {"lower": 0, "higher": 0, "unresolved": 0})[state] += 1
+    by_view.setdefault(cell["view"], dict.fromkeys(states, 0))[state] += 1
+    test = cell["test"]
     p_text = ["-", "-"] if test is None else [f"{test['p_lower']:.2g}", f"{ph:.2g}"]
     rows.append([*cell["row"], _ci_text(cell["ci"]), *p_text, *cell["gini"]])
+  n_seeds = {c["seeds"] for c in cells}
   seeds = ", ".join(f"{a} vs {b}" for a, b in sorted(n_seeds))
   n_cells = len(cells)
   numbers = (
@@ -277,22 +288,19 @@ def c1_verdict(dataset: str, explain: ExplainReport) -> tuple[str, Table]:
     + _specificity(explain)
   )
   if any(a < 2 or b < 2 for a, b in n_seeds):
-    return f"NOT SHOWN: {head}: needs at least two training seeds of each model ({numbers}).", table
-  if counts["higher"]:
-    return (
-      f"FAIL: {head}: some FL-I2MoE maps are significantly less concentrated than the dense map ({numbers}).",
-      table,
+    verdict = f"NOT SHOWN: {head}: needs at least two training seeds of each model"
+  elif counts["higher"]:
+    verdict = (
+      f"FAIL: {head}: some FL-I2MoE maps are significantly less concentrated than the dense map"
     )
-  if counts["unresolved"]:
-    return (
-      f"NOT SHOWN: {head}: not every FL-I2MoE map is significantly more concentrated than the dense map ({numbers}).",
-      table,
+  elif counts["unresolved"]:
+    verdict = f"NOT SHOWN: {head}: not every FL-I2MoE map is significantly more concentrated than the dense map"
+  else:
+    verdict = (
+      f"PASS: {head}: every FL-I2MoE map (each expert and the mixture, both map forms) is more "
+      "concentrated than the dense map"
     )
-  return (
-    f"PASS: {head}: every FL-I2MoE map (each expert and the mixture, both map forms) is more "
-    f"concentrated than the dense map ({numbers}).",
-    table,
-  )
+  return f"{verdict} ({numbers}).", table
 
 
 def table_c(dataset: str, probe: ProbeReport) -> Table:
@@ -885,75 +893,18 @@ def build_report(
     RunDirError: a run or baseline directory that is missing, a file or unfinished, or an `out_dir`
       that is (or lies inside) a file; raised before anything is written.
   """
-  summaries, verdicts, sections = {}, [], []
   # Everything is read and checked before anything is written.
-  for e in entries:
-    fl = _run_summary(e.fl_workdir, "run")
-    dense = _run_summary(e.dense_workdir, "baseline") if e.dense_workdir is not None else None
-    i2moe = _run_summary(e.i2moe_workdir, "I2MoE run") if e.i2moe_workdir is not None else None
-    refs = (_load(RunDir(e.fl_workdir).baselines(e.split)) or {}).get("models")
-    summaries[e.dataset] = {
-      **(refs or {}),
-      "Dense Transformer": dense,
-      "I2MoE": i2moe,
-      "FL-I2MoE": fl,
-    }
+  summaries = {e.dataset: _summaries(e) for e in entries}
   _check_out_dir(pathlib.Path(out_dir))
 
   overview = Section("Overview", id="overview")
-  sections.append(overview)
-  sections.append(Section("Table A: task performance", tables=[table_a(summaries)], id="table-a"))
-
+  sections = [
+    overview,
+    Section("Table A: task performance", tables=[table_a(summaries)], id="table-a"),
+  ]
+  verdicts = []
   for e in entries:
-    wd = RunDir(e.fl_workdir)
-    explain = _load_explain(wd, e.split)
-    probe = _load_probe(wd, e.split)
-    sec = Section(f"{e.dataset}: explanations and probes", id=f"dataset-{e.dataset}")
-    sec.paragraphs.append(objective_line(e.dataset, _load(wd.config) or {}))
-    if explain:
-      tb = table_b(e.dataset, explain)
-      if tb:
-        sec.tables.append(tb)
-      sec.tables.append(table_b_experts(e.dataset, explain))
-      verdict, c1_table = c1_verdict(e.dataset, explain)
-      verdicts.append(verdict)
-      sec.paragraphs.append(verdict)
-      sec.tables.append(c1_table)
-      pp = planted_positions_table(e.dataset, explain)
-      if pp:
-        sec.tables.append(pp)
-      sec.figures += _figures(wd.root, "explain", e.split)
-    else:
-      sec.paragraphs.append(
-        f"No explanations yet: run `flmoe explain --workdir {wd.root} --split {e.split}`."
-      )
-    if probe:
-      sec.tables.append(table_c(e.dataset, probe))
-      st = stability_table(e.dataset, probe)
-      if st:
-        sec.tables.append(st)
-      verdict = c2_verdict(e.dataset, probe)
-      verdicts.append(verdict)
-      sec.paragraphs.append(verdict)
-      # Probes of the same run with another fill (the demo's marginal SII game: `*_marginal.json`).
-      marginal = _load_probe(wd, e.split, MARGINAL_TAG)
-      gt = ground_truth_table(e.dataset, probe, [marginal] if marginal else [])
-      if gt:
-        sec.tables.append(gt)
-      so = standout_table(e.dataset, probe)
-      if so:
-        sec.paragraphs.append(so[0])
-        sec.tables.append(so[1])
-      sec.figures += _figures(wd.root, "probe", e.split)
-    else:
-      sec.paragraphs.append(
-        f"No probes yet: run `flmoe probe --workdir {wd.root} --split {e.split}`."
-      )
-    sections.append(sec)
-    evidence = evidence_section(e.dataset, explain, probe)
-    if evidence:
-      sections.append(evidence)
-
+    sections += _dataset_sections(e, verdicts)
   if pure_settings:
     split = entries[0].split if entries else "test"
     sections.append(
@@ -973,6 +924,60 @@ def build_report(
   sections.append(_metadata_section(entries, summaries))
   paths = write_report(out_dir, title, sections)
   return {**paths, "verdicts": verdicts}
+
+
+def _summaries(e: ReportEntry) -> dict:
+  """Table A's rows of one dataset: the reference points, then the runs (RunDirError if one is not)."""
+  fl = _run_summary(e.fl_workdir, "run")
+  dense = _run_summary(e.dense_workdir, "baseline") if e.dense_workdir is not None else None
+  i2moe = _run_summary(e.i2moe_workdir, "I2MoE run") if e.i2moe_workdir is not None else None
+  refs = (_load(RunDir(e.fl_workdir).baselines(e.split)) or {}).get("models")
+  return {**(refs or {}), "Dense Transformer": dense, "I2MoE": i2moe, "FL-I2MoE": fl}
+
+
+def _present(*tables: Table | None) -> list[Table]:
+  return [t for t in tables if t is not None]
+
+
+def _dataset_sections(e: ReportEntry, verdicts: list[str]) -> list[Section]:
+  """One dataset's explanations-and-probes section (and its evidence section); appends its verdicts."""
+  wd = RunDir(e.fl_workdir)
+  explain = _load_explain(wd, e.split)
+  probe = _load_probe(wd, e.split)
+  sec = Section(f"{e.dataset}: explanations and probes", id=f"dataset-{e.dataset}")
+  sec.paragraphs.append(objective_line(e.dataset, _load(wd.config) or {}))
+  if explain:
+    sec.tables += _present(table_b(e.dataset, explain))
+    sec.tables.append(table_b_experts(e.dataset, explain))
+    verdict, c1_table = c1_verdict(e.dataset, explain)
+    verdicts.append(verdict)
+    sec.paragraphs.append(verdict)
+    sec.tables += _present(c1_table, planted_positions_table(e.dataset, explain))
+    sec.figures += _figures(wd.root, "explain", e.split)
+  else:
+    sec.paragraphs.append(
+      f"No explanations yet: run `flmoe explain --workdir {wd.root} --split {e.split}`."
+    )
+  if probe:
+    sec.tables.append(table_c(e.dataset, probe))
+    sec.tables += _present(stability_table(e.dataset, probe))
+    verdict = c2_verdict(e.dataset, probe)
+    verdicts.append(verdict)
+    sec.paragraphs.append(verdict)
+    # Probes of the same run with another fill (the demo's marginal SII game: `*_marginal.json`).
+    marginal = _load_probe(wd, e.split, MARGINAL_TAG)
+    sec.tables += _present(ground_truth_table(e.dataset, probe, [marginal] if marginal else []))
+    so = standout_table(e.dataset, probe)
+    if so:
+      sec.paragraphs.append(so[0])
+      sec.tables.append(so[1])
+    sec.figures += _figures(wd.root, "probe", e.split)
+  else:
+    sec.paragraphs.append(
+      f"No probes yet: run `flmoe probe --workdir {wd.root} --split {e.split}`."
+    )
+  evidence = evidence_section(e.dataset, explain, probe)
+  return [sec] + ([evidence] if evidence else [])
 
 
 def _metadata_section(entries, summaries) -> Section:
