@@ -59,6 +59,8 @@ GENERATOR_VERSION = 1
 MODALITIES = ("text", "image")
 SETTINGS = ("mixed", "synergy", "redundancy", "uniq_text", "uniq_image", "complement", "null")
 LABEL_TYPES = ("binary", "multiclass", "multilabel")
+# Mechanisms that tie a text position to an image position (the rest are one modality's own).
+PAIR_KINDS = ("synergy", "redundancy", "complement")
 _PURE_KIND = {
   "synergy": "synergy",
   "redundancy": "redundancy",
@@ -685,73 +687,78 @@ def _pivotal(cfg: PlantedConfig, gt: Mapping[str, Any]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _ground_truth(cfg: PlantedConfig, st: Mapping[str, Any]) -> dict[str, Any]:
-  """The JSON-able ground truth (without the Bayes numbers)."""
-  T = cfg.text_len
+def _mechanism_entries(cfg: PlantedConfig, st: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """One JSON-able entry per mechanism: kind, label weight, bits and where each modality carries it."""
   active = {m["name"] for m in _active(cfg, st["mechs"])}
-  heads = _heads(cfg, st["mechs"])
   pos: dict[str, dict[str, tuple[int, int]]] = {}
   for mod in MODALITIES:
     for mname, _, p, d in st["placed"][mod]:
       pos.setdefault(mname, {})[mod] = (p, d)
-  mechanisms, pairs, unique = [], [], []
+  entries = []
   for m in st["mechs"]:
-    w = m["raw_weight"] if (m["name"] in active and cfg.setting != "null") else 0.0
     entry = {
       "name": m["name"],
       "kind": m["kind"],
-      "weight": w,
+      "weight": m["raw_weight"] if (m["name"] in active and cfg.setting != "null") else 0.0,
       "raw_weight": m["raw_weight"],
       "bits": list(m["bits"]),
       "active_in_label": m["name"] in active,
     }
     for mod, (p, d) in pos[m["name"]].items():
       entry[f"{mod}_pos"] = p
-      entry[f"{mod}_player"] = p if mod == "text" else T + p
+      entry[f"{mod}_player"] = p if mod == "text" else cfg.text_len + p
       entry[f"{mod}_direction"] = d
     if m["kind"] == "redundancy":
       entry["noise"] = f"{m['name']}_eta"
       entry["noise_std"] = cfg.redundancy_noise
-    mechanisms.append(entry)
-    if m["kind"] in ("synergy", "redundancy", "complement"):
-      pairs.append(entry)
+    entries.append(entry)
+  return entries
+
+
+def _head_formula(head: Mapping[str, Any], mechs: Sequence[Mapping[str, Any]]) -> str:
+  """A head's logit as text, e.g. `f_y = 1*b[0]*b[1] + 0.5*b[2]`."""
+  parts = []
+  for t in head["terms"]:
+    mm = next(m for m in mechs if m["name"] == t["mechanism"])
+    b = mm["bits"]
+    if mm["kind"] == "synergy":
+      parts.append(f"{t['weight']:g}*b[{b[0]}]*b[{b[1]}]")
+    elif mm["kind"] == "complement":
+      parts.append(f"{t['weight']:g}*(b[{b[0]}]+b[{b[1]}])")
     else:
-      unique.append(entry)
-  n_players = cfg.text_len + cfg.image_len
-  desc = []
-  for h in heads:
-    parts = []
-    for t in h["terms"]:
-      mm = next(m for m in st["mechs"] if m["name"] == t["mechanism"])
-      b = mm["bits"]
-      if mm["kind"] == "synergy":
-        parts.append(f"{t['weight']:g}*b[{b[0]}]*b[{b[1]}]")
-      elif mm["kind"] == "complement":
-        parts.append(f"{t['weight']:g}*(b[{b[0]}]+b[{b[1]}])")
-      else:
-        parts.append(f"{t['weight']:g}*b[{b[0]}]")
-    h["logit"] = "f_" + h["name"] + " = " + " + ".join(parts)
-    desc.append(h["logit"])
-  if cfg.deterministic_labels:
-    rule_y = "y_h = 1[f_h > 0] (ties give 0)"
-  else:
-    rule_y = f"y_h ~ Bernoulli(sigmoid({cfg.kappa:g} * f_h))"
+      parts.append(f"{t['weight']:g}*b[{b[0]}]")
+  return "f_" + head["name"] + " = " + " + ".join(parts)
+
+
+def _classes(cfg: PlantedConfig, heads: Sequence[Mapping[str, Any]]) -> tuple[list[str], str]:
+  """The class names and the rule from head bits to the label, by label type."""
   if cfg.label_type == "binary":
-    classes = ["negative", "positive"]
-    rule_out = "label = y_y"
-  elif cfg.label_type == "multiclass":
+    return ["negative", "positive"], "label = y_y"
+  if cfg.label_type == "multiclass":
     classes = [
       "code_" + "".join(str((c >> k) & 1) for k in range(len(heads)))
       for c in range(2 ** len(heads))
     ]
-    rule_out = (
+    rule = (
       "label = sum_k 2**k * y_k over heads in order "
       + str([h["name"] for h in heads])
       + "; class name code_<y_0 y_1 ...>"
     )
+    return classes, rule
+  return [h["name"] for h in heads], "label[:, k] = y_k (one column per head)"
+
+
+def _ground_truth(cfg: PlantedConfig, st: Mapping[str, Any]) -> dict[str, Any]:
+  """The JSON-able ground truth (without the Bayes numbers)."""
+  mechanisms = _mechanism_entries(cfg, st)
+  heads = _heads(cfg, st["mechs"])
+  for h in heads:
+    h["logit"] = _head_formula(h, st["mechs"])
+  if cfg.deterministic_labels:
+    rule_y = "y_h = 1[f_h > 0] (ties give 0)"
   else:
-    classes = [h["name"] for h in heads]
-    rule_out = "label[:, k] = y_k (one column per head)"
+    rule_y = f"y_h ~ Bernoulli(sigmoid({cfg.kappa:g} * f_h))"
+  classes, rule_out = _classes(cfg, heads)
   source = "the bits written into the features"
   if cfg.setting == "null":
     source = "hidden bits never written into the features (null control)"
@@ -766,7 +773,7 @@ def _ground_truth(cfg: PlantedConfig, st: Mapping[str, Any]) -> dict[str, Any]:
     "class_names": classes,
     "players": {
       "order": "text positions 0..T-1, then image positions T..T+P-1 (player = text_len + patch)",
-      "n_players": n_players,
+      "n_players": cfg.text_len + cfg.image_len,
       "text_len": cfg.text_len,
       "image_len": cfg.image_len,
       "image_grid": [grid, grid],
@@ -776,11 +783,12 @@ def _ground_truth(cfg: PlantedConfig, st: Mapping[str, Any]) -> dict[str, Any]:
     "noise_sigma": cfg.noise_sigma,
     "directions": st["basis"].T.tolist(),
     "mechanisms": mechanisms,
-    "planted_pairs": pairs,
-    "unique": unique,
+    "planted_pairs": [e for e in mechanisms if e["kind"] in PAIR_KINDS],
+    "unique": [e for e in mechanisms if e["kind"] not in PAIR_KINDS],
     "distractors": st["distractors"],
     "label_rule": {
-      "description": "; ".join(desc) + f"; {rule_y}; {rule_out}; bits = {source}",
+      "description": "; ".join(h["logit"] for h in heads)
+      + f"; {rule_y}; {rule_out}; bits = {source}",
       "heads": heads,
       "deterministic": cfg.deterministic_labels,
       "kappa": cfg.kappa,

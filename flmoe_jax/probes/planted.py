@@ -14,6 +14,7 @@ import numpy as np
 
 from flmoe_jax import choices
 from flmoe_jax import metrics as metrics_lib
+from flmoe_jax.data import synthetic
 from flmoe_jax.errors import FlmoeError
 from flmoe_jax.probes import standout as standout_lib
 from flmoe_jax.probes.games import PlayerMap, ProbeError
@@ -51,7 +52,7 @@ def planted_setup(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
     return None
   pairs = {}
   for m in gt["mechanisms"]:
-    if m["kind"] in ("synergy", "redundancy", "complement"):
+    if m["kind"] in synthetic.PAIR_KINDS:
       pairs[m["name"]] = {
         "kind": m["kind"],
         "text_pos": m["text_pos"],
