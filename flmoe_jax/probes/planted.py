@@ -150,98 +150,130 @@ def planted_summary(
   summary = {"setting": planted["setting"], "label_type": planted["label_type"], "pairs": {}}
   for name, p in planted["pairs"].items():
     role, index = _PLANTED_PROBES[p["kind"]]
+    entries = [r["planted"].get(name) for r in records if "planted" in r]
+    present = [e for e in entries if e and e.get(role)]
     res = {
       "kind": p["kind"],
       "probe": f"{index} of the {experts[role]} game",
       "expert": experts[role],
       "text_pos": p["text_pos"],
       "image_pos": p["image_pos"],
+      "n": len(entries),
+      "in_candidates": round_sig(len(present) / max(len(entries), 1)),
     }
-    entries = [r["planted"].get(name) for r in records if "planted" in r]
-    present = [e for e in entries if e and e.get(role)]
-    res["n"] = len(entries)
-    res["in_candidates"] = round_sig(len(present) / max(len(entries), 1))
     for scale in SCALES:
-      key = f"{index}_{scale}"
-      ranks = np.array([e[role][key]["rank"] if e and e.get(role) else np.inf for e in entries])
-      abs_ranks = np.array(
-        [e[role][key]["abs_rank"] if e and e.get(role) else np.inf for e in entries]
-      )
-      vals = np.array([e[role][key]["value"] for e in present])
-      n_pairs = np.array([e[role]["n_pairs"] for e in present], np.float64)
-      pct = (ranks[np.isfinite(ranks)] - 1) / np.maximum(n_pairs - 1, 1)
-      res[scale] = {
-        "hit@1": round_sig(np.mean(ranks == 1)),
-        "mrr": round_sig(np.mean(1.0 / ranks)),
-        "abs_hit@1": round_sig(np.mean(abs_ranks == 1)),
-        "abs_mrr": round_sig(np.mean(1.0 / abs_ranks)),
-        # Chance levels of a detector that ranks at random, and the mean rank percentile
-        # (0 = always first, 0.5 = chance): the null control's numbers.
-        "chance_hit@1": round_sig(np.mean(1.0 / n_pairs)) if n_pairs.size else None,
-        "mean_rank_percentile": round_sig(pct.mean()) if pct.size else None,
-        # Detector scores, planted pair = the one positive among the example's candidates, mean
-        # over the examples where it is a candidate: the pair AUROC (share of the other pairs
-        # ranked below it, 1 - the rank percentile) and the average precision (1 / rank).
-        "pair_auroc": round_sig(1.0 - pct.mean()) if pct.size else None,
-        "pair_ap": round_sig(np.mean(1.0 / ranks[np.isfinite(ranks)])) if pct.size else None,
-        **global_detector(records, role, index, scale, p),
-        "mean_value": round_sig(vals.mean()) if vals.size else None,
-      }
-      if scale == "logodds":
-        res[scale]["called@1"] = round_sig(
-          np.mean([bool(e and e.get(role) and _called(e, role, min_effect)) for e in entries])
-        )
-      signs = np.array([e.get("term_sign", np.nan) for e in entries], np.float64)
-      if np.isfinite(signs).any():
-        # Samples where the planted term pushes towards the predicted class: there the signed
-        # ranking is the right test (DATA 3.4: signs depend on agreement with the prediction).
-        pred_pos = np.array([r["target"] == [1] for r in records if "planted" in r])
-        agree = (signs > 0) == pred_pos
-        res[scale]["agree_fraction"] = round_sig(agree.mean())
-        res[scale]["hit@1_when_term_agrees"] = (
-          round_sig(np.mean(ranks[agree] == 1)) if agree.any() else None
-        )
+      res[scale] = _ranking_stats(records, entries, p, role, index, scale, min_effect)
     if p["kind"] == "redundancy":
       comp = [n for n, q in planted["pairs"].items() if q["kind"] == "complement"]
-      if comp:
-        for scale in SCALES:
-          both = [
-            (
-              r["planted"][name]["rg"][f"RG_{scale}"]["value"],
-              r["planted"][comp[0]]["rg"][f"RG_{scale}"]["value"],
-            )
-            for r in records
-            if r.get("planted", {}).get(name, {}).get("rg")
-            and r.get("planted", {}).get(comp[0], {}).get("rg")
-          ]
-          if both:
-            a = np.array(both)
-            res[scale]["beats_complement"] = round_sig(np.mean(a[:, 0] > a[:, 1]))
-            res[scale]["mean_complement_value"] = round_sig(a[:, 1].mean())
+      for scale in SCALES if comp else ():
+        res[scale].update(_against_complement(records, name, comp[0], scale))
     if p["kind"] in _CROSS_TALK_PROBES:
-      role, index, scale = _CROSS_TALK_PROBES[p["kind"]]
-      key = f"{index}_{scale}"
-      ranked = [e[role][key] for e in entries if e and e.get(role)]
-      res["cross_talk"] = {
-        "probe": f"{index} ({scale} scale) of the {experts[role]} game",
-        "expert": experts[role],
-        "n": len(ranked),
-        # Share of examples in which the pair is the first of all candidates under that probe.
-        "hit@1": round_sig(np.mean([r["rank"] == 1 for r in ranked])) if ranked else None,
-        "abs_hit@1": round_sig(np.mean([r["abs_rank"] == 1 for r in ranked])) if ranked else None,
-        # What the other role's probe would call (first, a share of at least min_effect nats, above the
-        # meant probe's score of the pair).
-        "called@1": (
-          round_sig(np.mean([_called(e, role, min_effect) for e in entries if e and e.get(role)]))
-          if ranked
-          else None
-        ),
-        "min_effect": min_effect,
-        "mean_value": round_sig(np.mean([r["value"] for r in ranked])) if ranked else None,
-      }
+      res["cross_talk"] = _cross_talk(entries, p["kind"], experts, min_effect)
     summary["pairs"][name] = res
   summary["type_auroc"] = type_auroc(planted, records)
   return summary
+
+
+def _ranking_stats(
+  records: list[dict],
+  entries: list[dict | None],
+  pair: dict,
+  role: str,
+  index: str,
+  scale: str,
+  min_effect: float,
+) -> dict:
+  """How the meant probe ranks one planted pair on one scale, over the probed examples.
+
+  Args:
+    records: the probe's per-example records.
+    entries: per record with a `planted` block, the pair's entry (None where it was not scored).
+    pair: the planted pair (`planted_setup`).
+    role, index: the meant probe (`sii`/`SII` or `rg`/`RG`).
+    scale: `logodds` or `prob`.
+    min_effect: the call threshold in nats (log-odds scale only).
+  """
+  present = [e for e in entries if e and e.get(role)]
+  key = f"{index}_{scale}"
+  ranks = np.array([e[role][key]["rank"] if e and e.get(role) else np.inf for e in entries])
+  abs_ranks = np.array([e[role][key]["abs_rank"] if e and e.get(role) else np.inf for e in entries])
+  vals = np.array([e[role][key]["value"] for e in present])
+  n_pairs = np.array([e[role]["n_pairs"] for e in present], np.float64)
+  pct = (ranks[np.isfinite(ranks)] - 1) / np.maximum(n_pairs - 1, 1)
+  out = {
+    "hit@1": round_sig(np.mean(ranks == 1)),
+    "mrr": round_sig(np.mean(1.0 / ranks)),
+    "abs_hit@1": round_sig(np.mean(abs_ranks == 1)),
+    "abs_mrr": round_sig(np.mean(1.0 / abs_ranks)),
+    # Chance levels of a detector that ranks at random, and the mean rank percentile
+    # (0 = always first, 0.5 = chance): the null control's numbers.
+    "chance_hit@1": round_sig(np.mean(1.0 / n_pairs)) if n_pairs.size else None,
+    "mean_rank_percentile": round_sig(pct.mean()) if pct.size else None,
+    # Detector scores, planted pair = the one positive among the example's candidates, mean
+    # over the examples where it is a candidate: the pair AUROC (share of the other pairs
+    # ranked below it, 1 - the rank percentile) and the average precision (1 / rank).
+    "pair_auroc": round_sig(1.0 - pct.mean()) if pct.size else None,
+    "pair_ap": round_sig(np.mean(1.0 / ranks[np.isfinite(ranks)])) if pct.size else None,
+    **global_detector(records, role, index, scale, pair),
+    "mean_value": round_sig(vals.mean()) if vals.size else None,
+  }
+  if scale == "logodds":
+    out["called@1"] = round_sig(
+      np.mean([bool(e and e.get(role) and _called(e, role, min_effect)) for e in entries])
+    )
+  signs = np.array([e.get("term_sign", np.nan) for e in entries], np.float64)
+  if np.isfinite(signs).any():
+    # Samples where the planted term pushes towards the predicted class: there the signed
+    # ranking is the right test (DATA 3.4: signs depend on agreement with the prediction).
+    pred_pos = np.array([r["target"] == [1] for r in records if "planted" in r])
+    agree = (signs > 0) == pred_pos
+    out["agree_fraction"] = round_sig(agree.mean())
+    out["hit@1_when_term_agrees"] = round_sig(np.mean(ranks[agree] == 1)) if agree.any() else None
+  return out
+
+
+def _against_complement(records: list[dict], name: str, comp: str, scale: str) -> dict:
+  """How often the redundant pair's RG beats the complement pair's, where both were scored."""
+  both = [
+    (
+      r["planted"][name]["rg"][f"RG_{scale}"]["value"],
+      r["planted"][comp]["rg"][f"RG_{scale}"]["value"],
+    )
+    for r in records
+    if r.get("planted", {}).get(name, {}).get("rg") and r.get("planted", {}).get(comp, {}).get("rg")
+  ]
+  if not both:
+    return {}
+  a = np.array(both)
+  return {
+    "beats_complement": round_sig(np.mean(a[:, 0] > a[:, 1])),
+    "mean_complement_value": round_sig(a[:, 1].mean()),
+  }
+
+
+def _cross_talk(
+  entries: list[dict | None], kind: str, experts: dict[str, str], min_effect: float
+) -> dict:
+  """Where the OTHER role's probe ranks the planted pair (it should not find it)."""
+  role, index, scale = _CROSS_TALK_PROBES[kind]
+  key = f"{index}_{scale}"
+  scored = [e for e in entries if e and e.get(role)]
+  ranked = [e[role][key] for e in scored]
+  return {
+    "probe": f"{index} ({scale} scale) of the {experts[role]} game",
+    "expert": experts[role],
+    "n": len(ranked),
+    # Share of examples in which the pair is the first of all candidates under that probe.
+    "hit@1": round_sig(np.mean([r["rank"] == 1 for r in ranked])) if ranked else None,
+    "abs_hit@1": round_sig(np.mean([r["abs_rank"] == 1 for r in ranked])) if ranked else None,
+    # What the other role's probe would call (first, a share of at least min_effect nats, above the
+    # meant probe's score of the pair).
+    "called@1": (
+      round_sig(np.mean([_called(e, role, min_effect) for e in scored])) if ranked else None
+    ),
+    "min_effect": min_effect,
+    "mean_value": round_sig(np.mean([r["value"] for r in ranked])) if ranked else None,
+  }
 
 
 def global_detector(records: list[dict], role: str, index: str, scale: str, pair: dict) -> dict:
