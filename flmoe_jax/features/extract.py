@@ -357,8 +357,8 @@ def _encode_pending(
   pending = None  # (batch, device outputs): fetched after the next batch is dispatched
   bars: dict[str, Progress] = {}
 
-  def fetch(pending) -> None:
-    bars[pending[0].split].update(sink.finish(*pending))
+  def fetch(item: tuple[HostBatch, dict]) -> None:
+    bars[item[0].split].update(sink.finish(*item))
 
   t_loop = time.perf_counter()
   try:
