@@ -18,6 +18,7 @@ best validation, 94.0% test on an earlier build, whose role-objective step drew 
 passes too; 99.5% / 99.0% with `paper`).
 """
 
+from flmoe_jax import choices
 from flmoe_jax.config import apply_model_kind, base_config, config_args
 from flmoe_jax.errors import ConfigError
 
@@ -116,8 +117,8 @@ def get_config(arg: str = ""):
   if "paper" in args:
     c.loss.lambda_role, c.loss.lambda_int, c.optim.gate_warmup_steps = 0.0, 0.5, 0
     c.optim.gate_warmup_fraction = 0.0
-    c.loss.lambda_missing, c.loss.lambda_decor, c.loss.lambda_red_alone = 0.0, 0.0, 0.0
-    c.loss.lambda_syn_residual = 0.0
+    for name in choices.EXTRA_LOSS_TERMS:  # every term beyond the paper off
+      c.loss[f"lambda_{name}"] = 0.0
     c.name += "_paper"
   apply_model_kind(c, args)
   return c

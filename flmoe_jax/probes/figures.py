@@ -155,8 +155,7 @@ def write_figures(
     gt = fs.ground_truth() or {}
     planted = {
       m["name"]: {"kind": m["kind"], "text_pos": m["text_pos"], "image_pos": m["image_pos"]}
-      for m in gt.get("mechanisms", [])
-      if "text_pos" in m and "image_pos" in m
+      for m in gt.get("planted_pairs", [])
     }
   for rec in report["samples"][:n_heatmaps]:
     tok = tokens[rec["row"]] if tokens and rec["row"] < len(tokens) else None

@@ -35,8 +35,6 @@ def _planted_bits(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
   bits = fs.planted_bits(split)
   if bits is not None:
     return bits
-  from flmoe_jax.data import synthetic
-
   try:
     data = synthetic.generate(synthetic.config_from_ground_truth(gt))[split]
   except (FlmoeError, KeyError, TypeError, ValueError):  # not regenerable: no sign analysis
@@ -51,15 +49,14 @@ def planted_setup(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
   if tuple(gt.get("modality_names", ())) != tuple(names):
     return None
   pairs = {}
-  for m in gt["mechanisms"]:
-    if m["kind"] in synthetic.PAIR_KINDS:
-      pairs[m["name"]] = {
-        "kind": m["kind"],
-        "text_pos": m["text_pos"],
-        "image_pos": m["image_pos"],
-        "weight": m["weight"],
-        "bits": m["bits"],
-      }
+  for m in gt["planted_pairs"]:
+    pairs[m["name"]] = {
+      "kind": m["kind"],
+      "text_pos": m["text_pos"],
+      "image_pos": m["image_pos"],
+      "weight": m["weight"],
+      "bits": m["bits"],
+    }
   bits = _planted_bits(gt, fs, split, rows)
   agree = None
   if bits is not None and gt.get("label_type") == "binary":
