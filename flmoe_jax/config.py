@@ -250,8 +250,12 @@ _CHECKS = {
   "optim.grad_clip_norm": (lambda v: _is_num(v) and v >= 0, "a number >= 0 (0 = off)"),
   "optim.gate_warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
   "optim.gate_warmup_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
-  "optim.schedule": (lambda v: v in ("constant", "warmup_cosine"), "'constant' or 'warmup_cosine'"),
+  "optim.schedule": (
+    lambda v: v in ("constant", "warmup_cosine", "warmup_stable_decay"),
+    "'constant', 'warmup_cosine' or 'warmup_stable_decay'",
+  ),
   "optim.warmup_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+  "optim.decay_fraction": (lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]"),
   "train.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
   "train.eval_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
   "train.epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -328,6 +332,12 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(
         f"{section}.{steps} and {section}.{share} are both set; set one (the other 0)"
       )
+  o = cfg.optim
+  if o.schedule == "warmup_stable_decay" and o.warmup_fraction + o.decay_fraction > 1:
+    raise ConfigError(
+      f"optim.warmup_fraction {o.warmup_fraction} + optim.decay_fraction {o.decay_fraction} "
+      "exceed 1: the warm-up and the decay of warmup_stable_decay would overlap"
+    )
   if cfg.train.vmap_seeds and cfg.train.prng_impl != "threefry2x32":
     raise ConfigError(
       f"train.vmap_seeds needs train.prng_impl='threefry2x32' (got {cfg.train.prng_impl!r}: its "
@@ -450,10 +460,12 @@ def _add_optim(c: ml_collections.ConfigDict) -> None:
   # The same as a fraction of the run's steps (used when gate_warmup_steps is 0): it keeps its
   # meaning when the data size or the epochs change.
   c.optim.gate_warmup_fraction = 0.0
-  # Learning-rate schedule: "constant" (the reference) or "warmup_cosine" (linear warm-up over
-  # warmup_fraction of the steps, then cosine decay to 0).
+  # Learning-rate schedule: "constant" (the reference), "warmup_cosine" (linear warm-up over
+  # warmup_fraction of the steps, then cosine decay to 0) or "warmup_stable_decay" (the same warm-up,
+  # the peak held, then cosine decay to 0 over the last decay_fraction of the steps).
   c.optim.schedule = "constant"
   c.optim.warmup_fraction = 0.0
+  c.optim.decay_fraction = 0.3
 
 
 def _add_train(c: ml_collections.ConfigDict) -> None:

@@ -692,6 +692,19 @@ def test_objective_line_names_every_term_beyond_the_paper():
   assert "1.0 x the synergy expert's task loss at full weight" in syn and "the paper's (" not in syn
 
 
+def test_schedule_text_names_the_shares_of_warm_up_and_decay():
+  from flmoe_jax.report.build import _schedule_text
+
+  assert _schedule_text({}) == "constant schedule"
+  assert _schedule_text({"schedule": "warmup_cosine", "warmup_fraction": 0.05}) == (
+    "warmup_cosine schedule: warm-up 5%, cosine decay to 0"
+  )
+  wsd = {"schedule": "warmup_stable_decay", "warmup_fraction": 0.0, "decay_fraction": 0.3}
+  assert _schedule_text(wsd) == (
+    "warmup_stable_decay schedule: warm-up 0%, cosine decay to 0 over the last 30%"
+  )
+
+
 def test_stability_table_when_the_probe_has_one(tmp_path):
   fl, dense = make_run(tmp_path)
   probe = json.loads((fl / "probe" / "test.json").read_text())

@@ -527,6 +527,28 @@ def test_schedule_and_gate_warmup_fraction(random_store, tmp_path):
   assert logged and all(v == pytest.approx(float(sched(s - 1))) for s, v in logged.items())
 
 
+def test_warmup_stable_decay_holds_the_peak_then_decays_over_the_last_share(random_store):
+  cfg = tiny_config(
+    random_store,
+    "optim.schedule=warmup_stable_decay",
+    "optim.warmup_fraction=0.1",
+    "optim.decay_fraction=0.3",
+  )
+  lr, peak = train.learning_rate_schedule(cfg, 100), cfg.optim.learning_rate
+  assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(peak / 2)  # warm-up: 10 steps
+  assert all(float(lr(s)) == pytest.approx(peak) for s in (10, 40, 70))  # held until 100 - 30
+  assert float(lr(85)) == pytest.approx(peak / 2, rel=1e-4)  # cosine: half-way down the decay
+  assert float(lr(99)) < 0.01 * peak
+  # Without a warm-up the run starts at the peak (optax's 0-step linear warm-up would stay at 0).
+  with cfg.unlocked():
+    cfg.optim.warmup_fraction = 0.0
+  assert float(train.learning_rate_schedule(cfg, 100)(0)) == pytest.approx(peak)
+  with cfg.unlocked():
+    cfg.optim.warmup_fraction, cfg.optim.decay_fraction = 0.8, 0.3
+  with pytest.raises(ConfigError, match="exceed 1"):
+    config_lib.validate_config(cfg)
+
+
 def test_best_checkpoint_is_chosen_once_the_whole_objective_applies(random_store, tmp_path):
   # A learning rate too small to change any prediction: every epoch validates the same, so without the
   # rule the first epoch would stay best. With the missing-modality term starting in the last epoch

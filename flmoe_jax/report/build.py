@@ -823,6 +823,18 @@ def _gate_warmup_text(optim: dict) -> str:
   )
 
 
+def _schedule_text(optim: dict) -> str:
+  """The learning-rate schedule in words, with its warm-up and decay shares where it has them."""
+  name = optim.get("schedule", "constant")
+  warm = f"warm-up {100 * optim.get('warmup_fraction', 0.0):g}%"
+  if name == "warmup_cosine":
+    return f"warmup_cosine schedule: {warm}, cosine decay to 0"
+  if name == "warmup_stable_decay":
+    decay = 100 * optim.get("decay_fraction", 0.0)
+    return f"warmup_stable_decay schedule: {warm}, cosine decay to 0 over the last {decay:g}%"
+  return f"{name} schedule"
+
+
 def _extra_start_text(loss: dict) -> str:
   return _steps_or_share(
     loss.get("extra_start_step", 0), loss.get("extra_start_fraction", 0.0), "step {}"
@@ -1029,7 +1041,7 @@ def _metadata_section(entries, summaries) -> Section:
       f"{lambdas}, "
       f"gate warm-up {_gate_warmup_text(cfg.get('optim', {}))}, "
       f"lr {cfg.get('optim', {}).get('learning_rate')} "
-      f"({cfg.get('optim', {}).get('schedule', 'constant')} schedule), "
+      f"({_schedule_text(cfg.get('optim', {}))}), "
       f"epochs {cfg.get('train', {}).get('epochs')}, "
       f"batch {cfg.get('train', {}).get('batch_size')}"
     )

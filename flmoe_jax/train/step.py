@@ -28,14 +28,28 @@ def training_steps(config: ml_collections.ConfigDict, fs: store_lib.FeatureStore
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """`optim.schedule`: `constant` (the reference) or `warmup_cosine` (linear warm-up over
-  `optim.warmup_fraction` of the steps, then cosine decay to 0)."""
+  """`optim.schedule`: `constant` (the reference); `warmup_cosine` (linear warm-up over
+  `optim.warmup_fraction` of the steps, then cosine decay to 0); `warmup_stable_decay` (the same
+  warm-up, the peak held, then cosine decay to 0 over the last `optim.decay_fraction` of the steps:
+  the early dynamics of a constant rate, a settled model at the end)."""
   o = config.optim
   if o.schedule == "constant":
     return optax.constant_schedule(o.learning_rate)
   warmup = int(round(o.warmup_fraction * total_steps))
-  return optax.warmup_cosine_decay_schedule(
-    0.0, o.learning_rate, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1)
+  if o.schedule == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(
+      0.0, o.learning_rate, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1)
+    )
+  decay = max(1, int(round(o.decay_fraction * total_steps)))
+  hold_end = max(warmup, total_steps - decay)
+  rise = (  # optax's linear warm-up over 0 steps would stay at 0
+    optax.warmup_constant_schedule(0.0, o.learning_rate, warmup_steps=warmup)
+    if warmup
+    else optax.constant_schedule(o.learning_rate)
+  )
+  return optax.join_schedules(
+    [rise, optax.cosine_decay_schedule(o.learning_rate, decay_steps=decay)],
+    boundaries=[hold_end],
   )
 
 
