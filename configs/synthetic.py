@@ -110,7 +110,8 @@ def get_config(arg: str = ""):
       # test), against 6 of 9 (92.4-99.8%) without it (docs/ground_truth.md 5.14). The pure settings
       # keep the recipe they were measured with.
       c.loss.lambda_syn_residual = 1.0
-    # With 25 epochs the same run of nine stays short (docs/ground_truth.md 5.15).
+    # With 25 epochs (docs/ground_truth.md 5.15) or a learning rate decayed over the last 30%
+    # (`optim.schedule=warmup_stable_decay`, 5.16) the same run of nine stays short.
     c.train.epochs = 20
     c.store += "_l2"
     c.name += "_l2"
