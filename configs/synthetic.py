@@ -111,7 +111,8 @@ def get_config(arg: str = ""):
       # keep the recipe they were measured with.
       c.loss.lambda_syn_residual = 1.0
     # With 25 epochs (docs/ground_truth.md 5.15) or a learning rate decayed over the last 30%
-    # (`optim.schedule=warmup_stable_decay`, 5.16) the same run of nine stays short.
+    # (`optim.schedule=warmup_stable_decay`, 5.16), or without dropout (5.17), the same run of nine
+    # stays short.
     c.train.epochs = 20
     c.store += "_l2"
     c.name += "_l2"
