@@ -11,6 +11,9 @@ its parser without loading jax.
 ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
 # How position reaches the experts' layers: the fixed sinusoidal table (the paper's) or a learned one.
 POSITION_ENCODINGS = ("sinusoidal", "learned")
+# Learning-rate schedules (`train.step.learning_rate_schedule`): the reference's constant rate, linear
+# warm-up then cosine decay, or warm-up, a held peak and a cosine decay over the run's last share.
+LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_stable_decay")
 # The training objective's terms beyond the paper: each is `loss.lambda_<name>` in a run config and
 # `<name>` in the loss's terms (`models.losses.fl_i2moe_loss`), named as the report names it.
 EXTRA_LOSS_TERMS = {

@@ -250,10 +250,6 @@ _CHECKS = {
   "optim.grad_clip_norm": (lambda v: _is_num(v) and v >= 0, "a number >= 0 (0 = off)"),
   "optim.gate_warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
   "optim.gate_warmup_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
-  "optim.schedule": (
-    lambda v: v in ("constant", "warmup_cosine", "warmup_stable_decay"),
-    "'constant', 'warmup_cosine' or 'warmup_stable_decay'",
-  ),
   "optim.warmup_fraction": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
   "optim.decay_fraction": (lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]"),
   "train.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -315,13 +311,15 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
       node = node[part]
     if not ok(node):
       raise ConfigError(f"config key {key!r} is {node!r}; it must be {want}")
-  for key, allowed in (
-    ("attention", choices.ATTENTION_IMPLEMENTATIONS),
-    ("position", choices.POSITION_ENCODINGS),
+  for section, key, allowed in (
+    ("model", "attention", choices.ATTENTION_IMPLEMENTATIONS),
+    ("model", "position", choices.POSITION_ENCODINGS),
+    ("optim", "schedule", choices.LR_SCHEDULES),
   ):
-    if cfg.model[key] not in allowed:
+    if cfg[section][key] not in allowed:
       raise ConfigError(
-        f"config key 'model.{key}' is {cfg.model[key]!r}; it must be one of {', '.join(allowed)}"
+        f"config key '{section}.{key}' is {cfg[section][key]!r}; it must be one of "
+        f"{', '.join(allowed)}"
       )
   # Schedule points given either as a step count or as a share of the run, never both.
   for section, steps, share in (

@@ -48,15 +48,8 @@ def planted_setup(gt: dict, fs, split: str, rows: np.ndarray) -> dict | None:
   names = fs.modality_names
   if tuple(gt.get("modality_names", ())) != tuple(names):
     return None
-  pairs = {}
-  for m in gt["planted_pairs"]:
-    pairs[m["name"]] = {
-      "kind": m["kind"],
-      "text_pos": m["text_pos"],
-      "image_pos": m["image_pos"],
-      "weight": m["weight"],
-      "bits": m["bits"],
-    }
+  fields = ("kind", "text_pos", "image_pos", "weight", "bits")
+  pairs = {m["name"]: {f: m[f] for f in fields} for m in gt["planted_pairs"]}
   bits = _planted_bits(gt, fs, split, rows)
   agree = None
   if bits is not None and gt.get("label_type") == "binary":

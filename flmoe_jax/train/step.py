@@ -42,14 +42,14 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
     )
   decay = max(1, int(round(o.decay_fraction * total_steps)))
   hold_end = max(warmup, total_steps - decay)
-  rise = (  # optax's linear warm-up over 0 steps would stay at 0
-    optax.warmup_constant_schedule(0.0, o.learning_rate, warmup_steps=warmup)
-    if warmup
-    else optax.constant_schedule(o.learning_rate)
-  )
+  # Without a warm-up its piece ends at step 0 and is never used: the run starts at the peak.
   return optax.join_schedules(
-    [rise, optax.cosine_decay_schedule(o.learning_rate, decay_steps=decay)],
-    boundaries=[hold_end],
+    [
+      optax.linear_schedule(0.0, o.learning_rate, transition_steps=max(warmup, 1)),
+      optax.constant_schedule(o.learning_rate),
+      optax.cosine_decay_schedule(o.learning_rate, decay_steps=decay),
+    ],
+    boundaries=[warmup, hold_end],
   )
 
 
