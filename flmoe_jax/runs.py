@@ -13,11 +13,10 @@ import pathlib
 
 from flax import nnx
 
-from flmoe_jax import checkpointing
+from flmoe_jax import checkpointing, choices
 from flmoe_jax import config as config_lib
 from flmoe_jax.data import store as store_lib
 from flmoe_jax.errors import ConfigError, RunDirError
-from flmoe_jax.models.experts import ATTENTION_IMPLEMENTATIONS
 from flmoe_jax.rundir import RunDir
 from flmoe_jax.train_summary import TrainSummary
 
@@ -127,8 +126,8 @@ def load_run(
   root = pathlib.Path(workdir)
   config = run_config(root)
   if attention is not None:
-    if attention not in ATTENTION_IMPLEMENTATIONS:
-      raise ConfigError(f"attention {attention!r} not in {ATTENTION_IMPLEMENTATIONS}")
+    if attention not in choices.ATTENTION_IMPLEMENTATIONS:
+      raise ConfigError(f"attention {attention!r} not in {choices.ATTENTION_IMPLEMENTATIONS}")
     config.model.attention = attention
   done = finished_seeds(root)
   if seed is None:

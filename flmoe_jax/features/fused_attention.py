@@ -26,8 +26,6 @@ import jax
 from flmoe_jax import choices
 from flmoe_jax.errors import EncoderError
 
-# "einsum": the encoders' own attention code (two einsums, the weights materialised).
-ENCODER_ATTENTIONS = choices.ATTENTION_IMPLEMENTATIONS
 # The HF model types whose attention modules are listed in _LAYOUTS.
 FUSED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "vit", "clip", "clip_vision_model")
 
@@ -53,12 +51,16 @@ _LAYOUTS = {
 }
 
 
+def _check_known(implementation: str) -> None:
+  """EncoderError if `implementation` is not one of the attention implementations."""
+  if implementation not in choices.ATTENTION_IMPLEMENTATIONS:
+    known = ", ".join(choices.ATTENTION_IMPLEMENTATIONS)
+    raise EncoderError(f"encoder attention {implementation!r} must be one of {known}")
+
+
 def check(implementation: str, model_type: str, name: str) -> str:
   """The implementation, or EncoderError if it is unknown or cannot be fused for this model."""
-  if implementation not in ENCODER_ATTENTIONS:
-    raise EncoderError(
-      f"encoder attention {implementation!r} must be one of {', '.join(ENCODER_ATTENTIONS)}"
-    )
+  _check_known(implementation)
   if implementation != "einsum" and model_type not in FUSED_MODEL_TYPES:
     raise EncoderError(
       f"{name}: fused encoder attention ({implementation}) supports the model types "
@@ -131,10 +133,7 @@ def fused(implementation: str) -> Iterator[None]:
     implementation: `einsum` (no change: the encoders' own code), `xla` or `cudnn` (a GPU with
       cuDNN; bf16 or fp16 compute).
   """
-  if implementation not in ENCODER_ATTENTIONS:
-    raise EncoderError(
-      f"encoder attention {implementation!r} must be one of {', '.join(ENCODER_ATTENTIONS)}"
-    )
+  _check_known(implementation)
   if implementation == "einsum":
     yield
     return

@@ -17,15 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flmoe_jax import choices
 from flmoe_jax.models import layers
 from flmoe_jax.models.config import ModelConfig
 
 Array = jax.Array
 
 EXPERT_AXIS = "expert"
-# `einsum`: explicit attention (maps available); `xla` / `cudnn`: `jax.nn.dot_product_attention`.
-ATTENTION_IMPLEMENTATIONS = choices.ATTENTION_IMPLEMENTATIONS
 
 
 class Expert(nnx.Module):
