@@ -17,17 +17,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 
 import numpy as np
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-  """Wilson score interval of a binomial proportion k / n."""
-  p = k / n
-  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-  return centre - half, centre + half
+from scipy import stats
 
 
 def predictions(model, features: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
@@ -47,8 +39,9 @@ def predictions(model, features: list[np.ndarray], masks: list[np.ndarray]) -> n
 def score(pred: np.ndarray, labels: np.ndarray) -> dict:
   """Accuracy with its Wilson 95% interval and sample size."""
   k, n = int((pred == labels).sum()), len(labels)
-  lo, hi = wilson(k, n)
-  return {"n": n, "accuracy": round(k / n, 4), "wilson95": [round(lo, 4), round(hi, 4)]}
+  ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+  interval = [round(float(ci.low), 4), round(float(ci.high), 4)]
+  return {"n": n, "accuracy": round(k / n, 4), "wilson95": interval}
 
 
 def fresh_test(workdir: str, seeds: list[int], n: int) -> list[dict]:

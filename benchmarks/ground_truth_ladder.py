@@ -70,6 +70,18 @@ def plateau_end(workdir: pathlib.Path, seed: int, bayes: float) -> int | None:
   return None
 
 
+def test_interval(test: dict) -> dict:
+  """The test split's size and the Wilson 95% interval of its accuracy (a binomial proportion)."""
+  from scipy import stats
+
+  n = int(test["num_examples"])
+  ci = stats.binomtest(round(test["accuracy"] * n), n).proportion_ci(method="wilson")
+  return {
+    "test_examples": n,
+    "test_accuracy_wilson95": [round(float(ci.low), 4), round(float(ci.high), 4)],
+  }
+
+
 def train_transformer(args, store, model: str, seeds: list[int], tag: str) -> dict[int, dict]:
   """Trains `model` on `store` for each model seed; several seeds train side by side (vmapped).
 
@@ -110,6 +122,7 @@ def train_transformer(args, store, model: str, seeds: list[int], tag: str) -> di
       "best_epoch": res.best_epoch,
       "val_accuracy": res.best_val["accuracy"],
       "test_accuracy": res.test["accuracy"],
+      **test_interval(res.test),
       "seconds": seconds,
       **({"seeds_side_by_side": len(seeds)} if len(seeds) > 1 else {}),
     }
