@@ -11,7 +11,7 @@ Run:  python train.py --config configs/synthetic.py --workdir runs/synthetic
       examples) with the recipe that learns it (learned positions, the gate frozen for 45% of the
       steps, the missing-modality / decorrelation terms from 60%, the redundancy expert's own
       one-modality-absent task loss from the start, in `mixed` the synergy expert's full-weight task
-      loss, 20 epochs).
+      loss and 25 epochs, 20 in the pure settings).
 Sized for: a 2-core CPU, a few minutes per seed. Expected: validation accuracy within 3 points of the
 generator's Bayes-optimal accuracy (printed in the store's ground_truth.json) with 15 epochs (seed 0: 97.2%
 best validation, 94.0% test on an earlier build, whose role-objective step drew dropout for the noise
@@ -110,10 +110,12 @@ def get_config(arg: str = ""):
       # test), against 6 of 9 (92.4-99.8%) without it (docs/ground_truth.md 5.14). The pure settings
       # keep the recipe they were measured with.
       c.loss.lambda_syn_residual = 1.0
-    # With 25 epochs (docs/ground_truth.md 5.15) or a learning rate decayed over the last 30%
-    # (`optim.schedule=warmup_stable_decay`, 5.16), or without dropout (5.17), the same run of nine
-    # stays short.
-    c.train.epochs = 20
+    # 25 epochs in `mixed`: on fresh 5,000-example test draws each of the nine runs is more accurate
+    # than with 20 (mean 98.65% against 98.25%; the worst 96.8% against 95.0%; sign test p = 0.004),
+    # which the 500-example test split had hidden (docs/ground_truth.md 5.15, 5.18). A learning rate
+    # decayed over the last 30% (5.16) or no dropout (5.17) did not help. The pure settings keep the
+    # 20 epochs they were measured with.
+    c.train.epochs = 25 if c.synthetic.setting == "mixed" else 20
     c.store += "_l2"
     c.name += "_l2"
   if "paper" in args:
