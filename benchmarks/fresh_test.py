@@ -3,9 +3,11 @@
 The ladder's test split holds 500 examples, so an accuracy read from it has a binomial standard
 error of about 0.8 points near 96%. This script redraws a test split of `--n` examples from the same
 generator (the store's `ground_truth.json` holds its config: the same planted structure, directions
-and positions; the split's own random stream, independent of the training draw), runs each seed's
-best checkpoint on it, and prints the accuracy with a Wilson 95% interval, next to the same numbers on
-the store's own test split.
+and positions), runs each seed's best checkpoint on it, and prints the accuracy with a Wilson 95%
+interval, next to the same numbers on the store's own test split. The draw comes from the test split's
+random stream, which training never reads; its first examples share their text lengths and background
+token ids with the store's test split (the stream's first draws), not their planted bits, noise or
+image features.
 
   python benchmarks/fresh_test.py --workdir runs/ladder/runs/NAME --seeds 0,1,2 [--n 5000]
 
