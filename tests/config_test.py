@@ -122,8 +122,8 @@ def test_synthetic_l2_is_the_ladder_rung_the_recipe_was_measured_on():
   assert cfg.loss.lambda_syn_residual == 0.0
   mixed = config_lib.load_config(f"{CONFIGS / 'synthetic.py'}:l2")
   assert mixed.synthetic.setting == "mixed" and mixed.loss.lambda_syn_residual == 1.0
-  # 25 epochs for `mixed` (ground_truth.md 5.18), the pure settings' measured 20 elsewhere.
-  assert (mixed.train.epochs, cfg.train.epochs) == (25, 20)
+  # Four heads for `mixed` (ground_truth.md 5.19), the pure settings' measured two elsewhere.
+  assert (mixed.model.num_heads, cfg.model.num_heads, mixed.train.epochs) == (4, 2, 20)
   paper = config_lib.load_config(f"{CONFIGS / 'synthetic.py'}:l2,paper")
   # `paper` is the paper's objective whatever the rung: no extra term, the gate trained from step 0.
   assert (paper.loss.lambda_role, paper.loss.lambda_red_alone) == (0.0, 0.0)
