@@ -11,10 +11,11 @@
 # examples (top 8 x top 8 candidates by the default Shapley map):
 #   synergy 20 epochs; redundancy 15; uniq_text + uniq_image 12 each; complement + null 12 each;
 #   mixed 60 epochs with the recipe, with the synergy expert's full-weight task loss (l3_mixed_sr),
-#   and regularised (dropout 0.3, AdamW weight decay 0.05, warm-up + cosine schedule).
-# Next run (docs/ground_truth.md 5.13): LADDER_STORE_SEED=1 LADDER_ONLY="l3_mixed_sr" (store seed 1,
-# where 2 of 3 model seeds stayed on the plateau), then LADDER_STORE_SEED=2 LADDER_ONLY="l3_mixed
-# l3_mixed_sr".
+#   with that loss and four attention heads (l3_mixed_srhd4, the L2 `mixed` recipe), and
+#   regularised (dropout 0.3, AdamW weight decay 0.05, warm-up + cosine schedule).
+# Next run (docs/ground_truth.md 5.13, 5.19): LADDER_STORE_SEED=1 LADDER_ONLY="l3_mixed_sr
+# l3_mixed_srhd4" (store seed 1, where 2 of 3 model seeds stayed on the plateau), then
+# LADDER_STORE_SEED=2 with the same jobs and l3_mixed.
 # (The first GPU run's plan, L3 mixed with 20,000 examples and L4, is in the git history of this file.)
 # The recipe is docs/ground_truth.md's `ra1` (learned positions, gate frozen for the first 45% of
 # training, the extra terms from 60%, lambda_red_alone = 1). Output: OUT_DIR/results.jsonl (the
@@ -69,6 +70,9 @@ mixed l3_mixed --settings mixed --epochs 60 "${l3[@]}" "${recipe[@]}"
 # learning the XOR (docs/ground_truth.md 5.13)?
 mixed l3_mixed_sr --settings mixed --epochs 60 "${l3[@]}" "${recipe[@]}" \
   --set loss.lambda_syn_residual=1 --tag ra1sr
+# Four attention heads, what the L2 `mixed` recipe adopted (docs/ground_truth.md 5.19).
+mixed l3_mixed_srhd4 --settings mixed --epochs 60 "${l3[@]}" "${recipe[@]}" \
+  --set loss.lambda_syn_residual=1 --set model.num_heads=4 --tag ra1srhd4
 mixed l3_mixed_reg --settings mixed --epochs 60 "${l3[@]}" "${recipe[@]}" --set model.dropout=0.3 \
   --set optim.weight_decay=0.05 --set optim.schedule=warmup_cosine --set optim.warmup_fraction=0.05 \
   --tag ra1reg
