@@ -21,29 +21,29 @@ import dataclasses
 import json
 
 import numpy as np
-from scipy import stats
 
 
-def predictions(model, features: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
-  """Predicted class [N] of a binary or multiclass model, in batches of 256."""
+def logits(model, features: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+  """The model's logits [N, C] over arrays of examples, in batches of 256."""
   import jax.numpy as jnp
 
   out = []
   for start in range(0, len(features[0]), 256):
     sl = slice(start, start + 256)
-    logits = np.asarray(
-      model([jnp.asarray(x[sl]) for x in features], [jnp.asarray(m[sl]) for m in masks]).logits
-    )
-    out.append((logits[:, 0] > 0).astype(int) if logits.shape[-1] == 1 else logits.argmax(-1))
+    res = model([jnp.asarray(x[sl]) for x in features], [jnp.asarray(m[sl]) for m in masks])
+    out.append(np.asarray(res.logits))
   return np.concatenate(out)
 
 
-def score(pred: np.ndarray, labels: np.ndarray) -> dict:
-  """Accuracy with its Wilson 95% interval and sample size."""
-  k, n = int((pred == labels).sum()), len(labels)
-  ci = stats.binomtest(k, n).proportion_ci(method="wilson")
-  interval = [round(float(ci.low), 4), round(float(ci.high), 4)]
-  return {"n": n, "accuracy": round(k / n, 4), "wilson95": interval}
+def score(task_type: str, out: np.ndarray, labels: np.ndarray) -> dict:
+  """Accuracy (the training loop's metric) with its Wilson 95% interval and sample size."""
+  from flmoe_jax.metrics import compute_metrics
+  from flmoe_jax.significance import proportion_ci
+
+  n = len(labels)
+  accuracy = compute_metrics(task_type, out, labels)["accuracy"]
+  low, high = proportion_ci(round(accuracy * n), n)
+  return {"n": n, "accuracy": round(accuracy, 4), "wilson95": [round(low, 4), round(high, 4)]}
 
 
 def fresh_test(workdir: str, seeds: list[int], n: int) -> list[dict]:
@@ -51,38 +51,28 @@ def fresh_test(workdir: str, seeds: list[int], n: int) -> list[dict]:
   from flmoe_jax.data import synthetic
   from flmoe_jax.runs import load_run
 
-  rows, fresh = [], None
-  for seed in seeds:
-    run = load_run(workdir, seed=seed)
-    fs = run.store
-    gt = fs.ground_truth()
-    if gt is None:
-      raise SystemExit(f"{fs.path}: no ground_truth.json (a synthetic store is needed)")
-    if fresh is None:  # One draw, shared by the seeds of the run (they share the store).
-      cfg = dataclasses.replace(
-        synthetic.config_from_ground_truth(gt), n_train=1, n_val=1, n_test=n
-      )
-      fresh = synthetic.generate(cfg)["test"]
-    names = fs.modality_names
-    own = fs.split("test")
-    rows.append(
-      {
-        "workdir": workdir,
-        "seed": seed,
-        "store_test": score(
-          predictions(run.model, list(own.features), list(own.masks)), own.labels.reshape(-1)
-        ),
-        "fresh_test": score(
-          predictions(
-            run.model,
-            [fresh["features"][m] for m in names],
-            [fresh["masks"][m] for m in names],
-          ),
-          np.asarray(fresh["labels"]).reshape(-1),
-        ),
-        "bayes_accuracy": gt["bayes_optimal_accuracy"],
-      }
-    )
+  runs = {seed: load_run(workdir, seed=seed) for seed in seeds}
+  fs = runs[seeds[0]].store  # the seeds of a run share its store
+  gt = fs.ground_truth()
+  if gt is None:
+    raise SystemExit(f"{fs.path}: no ground_truth.json (a synthetic store is needed)")
+  cfg = dataclasses.replace(synthetic.config_from_ground_truth(gt), n_train=1, n_val=1, n_test=n)
+  fresh = synthetic.generate(cfg)["test"]
+  own = fs.split("test")
+  splits = {
+    "store_test": (list(own.features), list(own.masks), own.labels),
+    "fresh_test": (
+      [fresh["features"][m] for m in fs.modality_names],
+      [fresh["masks"][m] for m in fs.modality_names],
+      fresh["labels"],
+    ),
+  }
+  rows = []
+  for seed, run in runs.items():
+    row = {"workdir": workdir, "seed": seed}
+    for name, (features, masks, labels) in splits.items():
+      row[name] = score(fs.task.type, logits(run.model, features, masks), labels)
+    rows.append({**row, "bayes_accuracy": gt["bayes_optimal_accuracy"]})
   return rows
 
 

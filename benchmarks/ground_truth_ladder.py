@@ -72,14 +72,11 @@ def plateau_end(workdir: pathlib.Path, seed: int, bayes: float) -> int | None:
 
 def test_interval(test: dict) -> dict:
   """The test split's size and the Wilson 95% interval of its accuracy (a binomial proportion)."""
-  from scipy import stats
+  from flmoe_jax.significance import proportion_ci
 
   n = int(test["num_examples"])
-  ci = stats.binomtest(round(test["accuracy"] * n), n).proportion_ci(method="wilson")
-  return {
-    "test_examples": n,
-    "test_accuracy_wilson95": [round(float(ci.low), 4), round(float(ci.high), 4)],
-  }
+  low, high = proportion_ci(round(test["accuracy"] * n), n)
+  return {"test_examples": n, "test_accuracy_wilson95": [round(low, 4), round(high, 4)]}
 
 
 def train_transformer(args, store, model: str, seeds: list[int], tag: str) -> dict[int, dict]:

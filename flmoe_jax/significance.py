@@ -124,6 +124,14 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float] | None:
   return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
+def proportion_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+  """Wilson score interval (low, high) of a binomial proportion successes / n (e.g. an accuracy)."""
+  ci = stats.binomtest(int(successes), int(n)).proportion_ci(
+    confidence_level=level, method="wilson"
+  )
+  return float(ci.low), float(ci.high)
+
+
 def diff_ci(a, b, level: float = 0.95) -> tuple[float, float, float] | None:
   """Welch interval of mean(a) - mean(b) over independent seeds: (difference, low, high).
 

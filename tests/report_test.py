@@ -793,3 +793,15 @@ def test_table_b_shows_the_trapezoid_aopc_beside_the_mean(tmp_path):
   mean = [float(c.split("±")[0]) for c in mean_row.strip("|").split("|")[1:]]
   trap = [float(c.split("±")[0]) for c in trap_row.strip("|").split("|")[1:]]
   assert len(trap) == 8 and np.allclose(np.subtract(trap, mean), 0.5)
+
+
+def test_proportion_ci_is_the_wilson_interval():
+  """Closed-form Wilson bounds: 0 of 10 gives (0, z^2 / (n + z^2)); 4,749 of 5,000 the interval
+  computed by hand from (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z = 1.96."""
+  low, high = significance.proportion_ci(0, 10)
+  assert low == pytest.approx(0.0, abs=1e-12)
+  assert high == pytest.approx(1.959964**2 / (10 + 1.959964**2), rel=1e-5)
+  low, high = significance.proportion_ci(4749, 5000)
+  assert (low, high) == (pytest.approx(0.943395, abs=2e-6), pytest.approx(0.955515, abs=2e-6))
+  narrow = significance.proportion_ci(4749, 5000, level=0.5)
+  assert low < narrow[0] < 4749 / 5000 < narrow[1] < high
