@@ -14,6 +14,7 @@ Every stage leaves files in the run directory, so a killed run resumes where it 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -297,21 +298,34 @@ def _initial_state(config, fs, seed: int, init_params=None):
   return graphdef, state
 
 
-def _open_fresh_seeds(config, fs, paths: RunDir, seeds, writer, init_params, steps_per_epoch):
-  """The seeds that have not started, each with its fresh state and opened checkpointers.
+def _open_seeds_in_step(config, fs, paths: RunDir, seeds, writer, init_params, steps_per_epoch):
+  """The largest group of unfinished seeds at one committed step, each with its state and opened
+  checkpointers: the seeds that have not started, or those a killed side-by-side run left at the
+  same epoch.
 
   Returns:
-    (graphdef, {seed: (latest, best, state, meta)}): finished seeds and seeds with a checkpoint
-    (to be resumed) are left out.
+    (graphdef, {seed: (latest, best, state, meta)}): finished seeds and seeds at another step are
+    left out (the sequential loop's); fewer than two seeds means none is left to train here.
   """
+  at = {s: _committed_step(paths, s) for s in seeds if not paths.result(s).exists()}
+  groups = collections.defaultdict(list)
+  for seed, step in at.items():
+    groups[step].append(seed)
+  # The most seeds; of equal groups, the earliest step (the most training shared).
+  step, group = max(groups.items(), key=lambda g: (len(g[1]), -g[0]), default=(0, []))
   graphdef, opened = None, {}
-  for seed in seeds:
-    if paths.result(seed).exists() or _has_checkpoint(paths, seed):
-      continue  # finished, or to be resumed: the sequential loop's
+  if len(group) < 2:
+    return graphdef, opened
+  for seed in group:
     graphdef, state = _initial_state(config, fs, seed, init_params)
-    # Opens its checkpointers and drops the metrics lines of an earlier start that never
-    # checkpointed (the replay writes them again).
-    opened[seed] = _resume(config, paths, seed, state, writer, steps_per_epoch)
+    # Restores the seed's step (a fresh seed: opens its checkpointers and drops the metrics lines
+    # of an earlier start that never checkpointed; the replay writes them again).
+    latest, best, state, meta = _resume(config, paths, seed, state, writer, steps_per_epoch)
+    if int(meta["step"]) != step:  # a damaged newest step fell back to an older one
+      latest.close()
+      best.close()
+      continue
+    opened[seed] = (latest, best, state, meta)
   return graphdef, opened
 
 
@@ -334,22 +348,23 @@ def _seed_slice(tree, i: int):
 def _train_seeds_vmapped(
   config, fs, paths: RunDir, mesh, rules, seeds, writer, init_params=None
 ) -> dict[int, SeedResult]:
-  """Trains the seeds that have not started in one compiled program over a seed axis.
+  """Trains the seeds that are at one step in one compiled program over a seed axis.
 
   Why: where a small model's step is mostly launch and host time (an accelerator), S seeds side by
   side cost little more than one (on a CPU core, compute-bound, they cost S: docs/scaling.md). Each
   seed keeps what it has in the sequential loop: its initialisation, its data order (its own
   shuffled batches), its per-step keys, its metrics lines, its checkpoints (`latest` every epoch,
   `best` by the selection metric), its best epoch and its test, so it ends with the numbers of its
-  separate run. A seed with progress (resumed after a kill, or finished) is left to the sequential
-  loop, so a kill at any moment resumes there.
+  separate run. The seeds at one committed step train here: those that have not started, or, after
+  a kill, those the killed program left at the same epoch (each resumes from its own checkpoint);
+  a seed at another step, or finished, is left to the sequential loop.
 
   Returns:
-    {seed: result} of the seeds trained here (none when fewer than two had not started).
+    {seed: result} of the seeds trained here (none when fewer than two were at one step).
   """
   steps_total = training_steps(config, fs)
   steps_per_epoch = steps_total // config.train.epochs
-  graphdef, opened = _open_fresh_seeds(
+  graphdef, opened = _open_seeds_in_step(
     config, fs, paths, seeds, writer, init_params, steps_per_epoch
   )
   fresh = list(opened)
@@ -358,7 +373,12 @@ def _train_seeds_vmapped(
       latest.close()
       best.close()
     return {}
-  print(f"seeds {fresh}: trained side by side (train.vmap_seeds)", flush=True)
+  start = opened[fresh[0]][3]  # every seed's meta names the same epoch and step
+  print(
+    f"seeds {fresh}: trained side by side (train.vmap_seeds)"
+    + (f" from epoch {start['epoch']}" if start["step"] else ""),
+    flush=True,
+  )
 
   # --- One state with a leading seed axis, replicated over it, each slice laid out as one seed's. ---
   single = sharding.state_shardings(opened[fresh[0]][2], mesh, rules)
@@ -381,7 +401,8 @@ def _train_seeds_vmapped(
     steps_total, f"seeds {','.join(map(str, fresh))}", log_every=config.train.log_every_steps,
     enabled=config.train.progress,
   )  # fmt: skip
-  step, window, t_window = 0, [], time.perf_counter()
+  progress.update(int(start["step"]))
+  step, window, t_window = int(start["step"]), [], time.perf_counter()
 
   def log(epoch, bump=True):
     host = jax.device_get(window)  # one transfer for every seed's window
@@ -397,7 +418,7 @@ def _train_seeds_vmapped(
     progress.update(1 if bump else 0)
 
   try:
-    for epoch in range(config.train.epochs):
+    for epoch in range(int(start["epoch"]), config.train.epochs):
       batches = _stacked_batches(config, fs, mesh, rules, fresh, epoch)
       with contextlib.closing(prefetch(batches, size=2)) as stacked:
         for batch in stacked:
@@ -456,14 +477,14 @@ class _EpochEnd:
       best.wait()
 
 
-def _has_checkpoint(paths: RunDir, seed: int) -> bool:
-  """Whether a seed has any committed `latest` step (it resumes rather than starts)."""
+def _committed_step(paths: RunDir, seed: int) -> int:
+  """A seed's newest committed `latest` step (0 when it has none: it starts rather than resumes)."""
   ckpt = paths.latest_ckpt(seed)
   if not ckpt.exists():
-    return False
+    return 0
   ck = checkpointing.Checkpointer(ckpt, read_only=True)
   try:
-    return bool(ck.all_steps())
+    return max(ck.all_steps(), default=0)
   finally:
     ck.close()
 

@@ -246,22 +246,30 @@ def test_changed_store_is_one_line_and_moves_nothing(reference, tmp_path):
   assert {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
 
-def test_vmapped_seeds_killed_mid_run_resume_one_by_one(reference, tmp_path):
+def test_vmapped_seeds_killed_mid_run_resume_side_by_side(reference, tmp_path):
   """Seeds 0 and 1 trained side by side (`train.vmap_seeds`), killed at the 5th step (epoch 2, each
-  seed with its epoch-1 checkpoint): the rerun resumes each seed from its own checkpoint in the
-  sequential loop and ends with the uninterrupted run's results; no metrics line is repeated."""
+  seed with its epoch-1 checkpoint), rerun with a third seed: seeds 0 and 1 resume side by side from
+  their own checkpoints, seed 2 (at another step) trains in the sequential loop, and every seed ends
+  with the results of an uninterrupted run of the three side by side; no metrics line is repeated."""
   _, store, _ = reference
-  vm = [*TRAIN, "--config.train.seeds=(0,1)", "--config.train.vmap_seeds=true"]
-  args = ["flmoe", "train", *vm, f"--config.store={store}"]
-  ref = _drive("none", *args, "--workdir", str(tmp_path / "ref"), cwd=tmp_path, tmp=tmp_path / "t")
-  assert ref.returncode == 0 and "trained side by side" in ref.stdout, ref.stderr[-2000:]
+  vm = ["--config.train.vmap_seeds=true", f"--config.store={store}"]
+  args = lambda seeds: ["flmoe", "train", *TRAIN, f"--config.train.seeds={seeds}", *vm]  # noqa: E731
+  ref = _drive(
+    "none", *args("(0,1,2)"), "--workdir", str(tmp_path / "ref"), cwd=tmp_path, tmp=tmp_path / "t"
+  )
+  assert ref.returncode == 0 and "seeds [0, 1, 2]: trained side by side" in ref.stdout, ref.stderr
   run = tmp_path / "run"
-  killed = _drive("batch@5", *args, "--workdir", str(run), cwd=tmp_path, tmp=tmp_path / "t")
+  killed = _drive(
+    "batch@5", *args("(0,1)"), "--workdir", str(run), cwd=tmp_path, tmp=tmp_path / "t"
+  )
   assert killed.returncode == -9, killed.stderr[-1500:]
-  again = _drive("none", *args, "--workdir", str(run), cwd=tmp_path, tmp=tmp_path / "t")
+  again = _drive("none", *args("(0,1,2)"), "--workdir", str(run), cwd=tmp_path, tmp=tmp_path / "t")
   assert again.returncode == 0, again.stderr[-3000:]
-  assert "resumed from epoch 1" in again.stdout and "side by side" not in again.stdout
-  for seed in (0, 1):
+  out = again.stdout
+  assert "seed 0: resumed from epoch 1" in out and "seed 1: resumed from epoch 1" in out, out
+  assert "seeds [0, 1]: trained side by side (train.vmap_seeds) from epoch 1" in out, out
+  assert "seed 2: resumed" not in out and "[0, 1, 2]: trained side by side" not in out, out
+  for seed in (0, 1, 2):
     want = json.loads((tmp_path / "ref" / f"seed_{seed}" / "result.json").read_text())
     got = json.loads((run / f"seed_{seed}" / "result.json").read_text())
     assert got["best_epoch"] == want["best_epoch"] and got["steps"] == want["steps"]
