@@ -110,9 +110,9 @@ def get_config(arg: str = ""):
       # test), against 6 of 9 (92.4-99.8%) without it (docs/ground_truth.md 5.14). The pure settings
       # keep the recipe they were measured with.
       c.loss.lambda_syn_residual = 1.0
-      # Four heads of width 8 instead of two of 16 (the same parameters): 6 of 6 runs on two stores
-      # within 3 points of Bayes on 5,000 fresh test examples (98.1-99.2%), where two heads left
-      # one run at 95.0% (96.8% with 25 epochs, the best schedule tried); store seed 2 not yet run
+      # Four heads of width 8 instead of two of 16 (the same parameters): 9 of 9 runs on three
+      # stores within 3 points of Bayes on 5,000 fresh test examples (98.1-99.2%), where two heads
+      # left one run at 95.0% (96.8% with 25 epochs, the best schedule tried)
       # (docs/ground_truth.md 5.18-5.19).
       c.model.num_heads = 4
     c.train.epochs = 20
