@@ -367,24 +367,24 @@ def _train_seeds_vmapped(
   graphdef, opened = _open_seeds_in_step(
     config, fs, paths, seeds, writer, init_params, steps_per_epoch
   )
-  fresh = list(opened)
-  if len(fresh) < 2:
+  together = list(opened)
+  if len(together) < 2:
     for latest, best, _, _ in opened.values():
       latest.close()
       best.close()
     return {}
-  start = opened[fresh[0]][3]  # every seed's meta names the same epoch and step
+  start = opened[together[0]][3]  # every seed's meta names the same epoch and step
   print(
-    f"seeds {fresh}: trained side by side (train.vmap_seeds)"
+    f"seeds {together}: trained side by side (train.vmap_seeds)"
     + (f" from epoch {start['epoch']}" if start["step"] else ""),
     flush=True,
   )
 
   # --- One state with a leading seed axis, replicated over it, each slice laid out as one seed's. ---
-  single = sharding.state_shardings(opened[fresh[0]][2], mesh, rules)
+  single = sharding.state_shardings(opened[together[0]][2], mesh, rules)
   stacked_sh = jax.tree.map(sharding.with_leading_axes, single)
   state = jax.device_put(
-    jax.tree.map(lambda *xs: jnp.stack(xs), *(opened[s][2] for s in fresh)), stacked_sh
+    jax.tree.map(lambda *xs: jnp.stack(xs), *(opened[s][2] for s in together)), stacked_sh
   )
   vstep, select_from = _compiled_steps(
     config, fs, graphdef, steps_total, stacked_sh, mesh, seed_axis=True
@@ -395,10 +395,10 @@ def _train_seeds_vmapped(
   lr_schedule = learning_rate_schedule(config, steps_total)
   lr_at = lambda s: float(lr_schedule(max(s - 1, 0)))  # noqa: E731
   fill_means = [jnp.asarray(mu, jnp.float32) for mu in fs.means()]
-  base_keys = jnp.stack([jax.random.key(s, impl=config.train.prng_impl) for s in fresh])
+  base_keys = jnp.stack([jax.random.key(s, impl=config.train.prng_impl) for s in together])
   keys_at = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
   progress = metrics_lib.Progress(
-    steps_total, f"seeds {','.join(map(str, fresh))}", log_every=config.train.log_every_steps,
+    steps_total, f"seeds {','.join(map(str, together))}", log_every=config.train.log_every_steps,
     enabled=config.train.progress,
   )  # fmt: skip
   progress.update(int(start["step"]))
@@ -406,7 +406,7 @@ def _train_seeds_vmapped(
 
   def log(epoch, bump=True):
     host = jax.device_get(window)  # one transfer for every seed's window
-    for i, seed in enumerate(fresh):
+    for i, seed in enumerate(together):
       mine = [_seed_slice(h, i) for h in host]
       try:
         _log_window(writer, mine, seed, epoch, step, t_window, config, progress, lr_at, bump=False)
@@ -419,7 +419,7 @@ def _train_seeds_vmapped(
 
   try:
     for epoch in range(int(start["epoch"]), config.train.epochs):
-      batches = _stacked_batches(config, fs, mesh, rules, fresh, epoch)
+      batches = _stacked_batches(config, fs, mesh, rules, together, epoch)
       with contextlib.closing(prefetch(batches, size=2)) as stacked:
         for batch in stacked:
           state, m = vstep(state, batch, keys_at(base_keys, step), fill_means)
@@ -434,7 +434,7 @@ def _train_seeds_vmapped(
         log(epoch, bump=False)
         window, t_window = [], time.perf_counter()
       # --- End of epoch, per seed: validate, checkpoint latest (and best when improved). ---
-      for i, seed in enumerate(fresh):
+      for i, seed in enumerate(together):
         latest, best, _, meta = opened[seed]
         end_epoch(seed, epoch, step, _seed_slice(state, i), meta, latest, best)
   finally:
@@ -447,7 +447,7 @@ def _train_seeds_vmapped(
   finish = _Finisher(paths, fs, writer, graphdef, evaluate_on, steps_per_epoch, sel)
   return {
     seed: finish(seed, _seed_slice(state, i), opened[seed][3], *opened[seed][:2])
-    for i, seed in enumerate(fresh)
+    for i, seed in enumerate(together)
   }
 
 
