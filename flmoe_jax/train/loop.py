@@ -305,7 +305,7 @@ def _open_seeds_in_step(config, fs, paths: RunDir, seeds, writer, init_params, s
 
   Returns:
     (graphdef, {seed: (latest, best, state, meta)}): finished seeds and seeds at another step are
-    left out (the sequential loop's); fewer than two seeds means none is left to train here.
+    left out (the sequential loop's); empty, every checkpointer closed, when fewer than two remain.
   """
   at = {s: _committed_step(paths, s) for s in seeds if not paths.result(s).exists()}
   groups = collections.defaultdict(list)
@@ -320,13 +320,15 @@ def _open_seeds_in_step(config, fs, paths: RunDir, seeds, writer, init_params, s
     graphdef, state = _initial_state(config, fs, seed, init_params)
     # Restores the seed's step (a fresh seed: opens its checkpointers and drops the metrics lines
     # of an earlier start that never checkpointed; the replay writes them again).
-    latest, best, state, meta = _resume(config, paths, seed, state, writer, steps_per_epoch)
-    if int(meta["step"]) != step:  # a damaged newest step fell back to an older one
+    opened[seed] = _resume(config, paths, seed, state, writer, steps_per_epoch)
+  # A damaged newest step falls back to an older one: that seed leaves the group.
+  kept = {s: o for s, o in opened.items() if int(o[3]["step"]) == step}
+  kept = kept if len(kept) >= 2 else {}
+  for seed, (latest, best, _, _) in opened.items():
+    if seed not in kept:
       latest.close()
       best.close()
-      continue
-    opened[seed] = (latest, best, state, meta)
-  return graphdef, opened
+  return graphdef, kept
 
 
 def _stacked_batches(config, fs, mesh, rules, seeds, epoch: int):
@@ -367,12 +369,9 @@ def _train_seeds_vmapped(
   graphdef, opened = _open_seeds_in_step(
     config, fs, paths, seeds, writer, init_params, steps_per_epoch
   )
-  together = list(opened)
-  if len(together) < 2:
-    for latest, best, _, _ in opened.values():
-      latest.close()
-      best.close()
+  if not opened:
     return {}
+  together = list(opened)
   start = opened[together[0]][3]  # every seed's meta names the same epoch and step
   print(
     f"seeds {together}: trained side by side (train.vmap_seeds)"

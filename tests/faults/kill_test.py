@@ -252,8 +252,11 @@ def test_vmapped_seeds_killed_mid_run_resume_side_by_side(reference, tmp_path):
   their own checkpoints, seed 2 (at another step) trains in the sequential loop, and every seed ends
   with the results of an uninterrupted run of the three side by side; no metrics line is repeated."""
   _, store, _ = reference
-  vm = ["--config.train.vmap_seeds=true", f"--config.store={store}"]
-  args = lambda seeds: ["flmoe", "train", *TRAIN, f"--config.train.seeds={seeds}", *vm]  # noqa: E731
+
+  def args(seeds: str) -> list[str]:
+    vm = ["--config.train.vmap_seeds=true", f"--config.store={store}"]
+    return ["flmoe", "train", *TRAIN, f"--config.train.seeds={seeds}", *vm]
+
   ref = _drive(
     "none", *args("(0,1,2)"), "--workdir", str(tmp_path / "ref"), cwd=tmp_path, tmp=tmp_path / "t"
   )
